@@ -2,8 +2,9 @@
 
     mmgen world export --n 200 --out samples/
     mmgen train vq
-Each subcommand lives in the module that owns the work; this file only parses and dispatches,
-importing lazily so `mmgen --help` stays instant.
+Each subcommand lives in the module that owns the work; this file only finds the command and
+dispatches. Only the chosen command's module is imported, so `mmgen --help` stays instant and
+`mmgen world export` never loads torch.
 """
 from __future__ import annotations
 
@@ -11,38 +12,44 @@ import argparse
 import importlib
 import sys
 
-# (command path, module, help). Each module has `add_arguments(parser)` and `run(args) -> int`.
+# (command words, module, help). Each module has `add_arguments(parser)` and `run(args) -> int`.
 COMMANDS: list[tuple[tuple[str, ...], str, str]] = [
-    (("world", "export"), "mmgen.world.export", "write sample conversations as JSONL + PNG"),
+    (("world", "export"), "mmgen.world.export", "write sample conversations as JSONL + PNG files"),
 ]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mmgen", description="conversational image generator")
-    top = parser.add_subparsers(dest="command", metavar="COMMAND")
-    groups: dict[str, argparse._SubParsersAction] = {}
+def usage(prefix: tuple[str, ...] = ()) -> str:
+    lines = [f"usage: mmgen {' '.join(prefix) + ' ' if prefix else ''}COMMAND [options]", "", "commands:"]
+    for path, _, help_text in COMMANDS:
+        if path[:len(prefix)] == prefix:
+            lines.append(f"  {' '.join(path):<18} {help_text}")
+    lines.append("\n`mmgen COMMAND --help` for a command's options.")
+    return "\n".join(lines)
+
+
+def find_command(argv: list[str]) -> tuple[tuple[str, ...], str, str] | None:
     for path, module, help_text in COMMANDS:
-        sub = top
-        for i, name in enumerate(path[:-1]):
-            if name not in groups:
-                group_parser = sub.add_parser(name, help=f"{name} commands")
-                groups[name] = group_parser.add_subparsers(dest=f"{name}_command", metavar="WHAT")
-                group_parser.set_defaults(_group_parser=group_parser)
-            sub = groups[name]
-        p = sub.add_parser(path[-1], help=help_text, description=help_text)
-        p.set_defaults(_module=module)
-        importlib.import_module(module).add_arguments(p)
-    return parser
+        if tuple(argv[:len(path)]) == path:
+            return path, module, help_text
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if getattr(args, "_module", None) is None:
-        (getattr(args, "_group_parser", None) or parser).print_help()
-        return 2
+    argv = list(sys.argv[1:] if argv is None else argv)
+    found = find_command(argv)
+    if found is None:
+        prefix = tuple(a for a in argv if not a.startswith("-"))
+        while prefix and not any(p[:len(prefix)] == prefix for p, _, _ in COMMANDS):
+            prefix = prefix[:-1]
+        print(usage(prefix), file=sys.stdout if not argv or "-h" in argv or "--help" in argv else sys.stderr)
+        return 0 if (not argv or "-h" in argv or "--help" in argv) else 2
+    path, module_name, help_text = found
+    module = importlib.import_module(module_name)
+    parser = argparse.ArgumentParser(prog="mmgen " + " ".join(path), description=help_text)
+    module.add_arguments(parser)
+    args = parser.parse_args(argv[len(path):])
     try:
-        return int(importlib.import_module(args._module).run(args) or 0)
+        return int(module.run(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -306,6 +306,14 @@ def random_sign(rng: random.Random, background: str, band: str | None = None) ->
 
 
 SIGN_PROBABILITY = 1 / 3
+# Seeds at or above this are the evaluation split: training streams draw seeds below it, so
+# benchmark scenes never come from a training seed.
+EVAL_SEED_OFFSET = 1_000_000_000
+
+
+def eval_seed(i: int) -> int:
+    """The i-th held-out scene seed."""
+    return EVAL_SEED_OFFSET + i
 SIZE_WEIGHTS = {"small": 1.0, "medium": 1.5, "large": 1.0}
 BACKGROUND_WEIGHTS = {"white": 3.0, "black": 1.0, "gray": 1.0, "cream": 1.0, "light blue": 1.0, "dark blue": 1.0}
 

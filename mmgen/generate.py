@@ -1,0 +1,89 @@
+"""Decoding: prefill the prompt, then one KV-cached step per token, CFG as one batch.
+
+The engine knows only ids. Rows of the batch are [cond × n, uncond × n]: n pictures for one
+prompt, each with its unconditional twin (the same conversation with the last user message's
+words emptied). Both halves read the same sampled token, so one KV cache serves them all.
+Prompts of different lengths are left-padded; positions count only real tokens.
+
+    for step in generate_ids(model, stream, cond_ids, uncond_ids, config=SamplingConfig(), seed=0):
+        step.tokens   # the n ids just chosen, one per picture
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import torch
+from transformers import DynamicCache
+
+from .sampling import Grammar, SamplingConfig, next_token_probs, sample
+from .stream import Stream
+
+
+@dataclass
+class Step:
+    tokens: list[int]          # one id per picture row
+    in_image: list[bool]       # whether each row was inside a picture when this id was chosen
+    finished: list[bool]       # whether each row's turn is over after this id
+
+
+def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """ids [B, L], attention mask [B, L], position ids [B, L] for left-padded rows."""
+    length = max(len(r) for r in rows)
+    ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), length), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, length - len(r):] = torch.tensor(list(r), dtype=torch.long)
+        mask[i, length - len(r):] = 1
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    return ids, mask, positions
+
+
+def model_device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+def generate_ids(model, stream: Stream, cond_ids: Sequence[int], uncond_ids: Sequence[int] | None = None, *,
+                 config: SamplingConfig | None = None, n: int = 1, seed: int | None = None,
+                 allow_image: bool = True, require_image: bool = False, use_cache: bool = True,
+                 max_steps: int | None = None) -> Iterator[Step]:
+    """Yield one `Step` per generated position until every row's assistant turn ends (<eot>)."""
+    config = config or SamplingConfig()
+    device = model_device(model)
+    guided = uncond_ids is not None and config.cfg != 1.0
+    rows = [list(cond_ids)] * n + ([list(uncond_ids)] * n if guided else [])
+    ids, mask, positions = left_pad(rows, stream.pad)
+    ids, mask, positions = ids.to(device), mask.to(device), positions.to(device)
+    grammars = [Grammar(stream, allow_image=allow_image, require_image=require_image) for _ in range(n)]
+    generator = torch.Generator().manual_seed(seed if seed is not None else torch.seed() % 2**63)
+    cache = DynamicCache() if use_cache else None
+    limit = max_steps or (config.max_text_tokens + 256 + 3)
+
+    with torch.inference_mode():
+        # prefill
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                       past_key_values=cache, use_cache=use_cache).logits[:, -1]
+        for _ in range(limit):
+            tokens, in_image = [], []
+            for r, g in enumerate(grammars):
+                inside = g.in_image
+                allowed = g.allowed(config.max_text_tokens)
+                probs = next_token_probs(logits[r:r + 1], logits[n + r:n + r + 1] if guided else None,
+                                         allowed, config, in_image=inside)
+                t = int(sample(probs.cpu(), generator)[0])
+                g.advance(t)
+                tokens.append(t)
+                in_image.append(inside)
+            yield Step(tokens=tokens, in_image=in_image, finished=[g.finished for g in grammars])
+            if all(g.finished for g in grammars):
+                return
+            new = torch.tensor(tokens * (2 if guided else 1), dtype=torch.long, device=device)[:, None]
+            mask = torch.cat([mask, torch.ones_like(new)], dim=1)
+            positions = torch.cat([positions, positions[:, -1:] + 1], dim=1)
+            if use_cache:
+                logits = model(input_ids=new, attention_mask=mask, position_ids=positions[:, -1:],
+                               past_key_values=cache, use_cache=True).logits[:, -1]
+            else:
+                ids = torch.cat([ids, new], dim=1)
+                logits = model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                               use_cache=False).logits[:, -1]

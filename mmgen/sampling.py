@@ -1,0 +1,141 @@
+"""Logits → next token: the stream's grammar, classifier-free guidance, temperature, top-k, top-p.
+
+The grammar is enforced here, at every step, so a bad sample can never break a picture:
+inside <image> … </image> only image codes are legal and exactly 256 of them come; outside,
+no image code is. The engine (generate.py) knows only ids and asks `Grammar` which are legal.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .stream import IMAGE_TOKENS, Stream
+
+NEG_INF = float("-inf")
+
+
+@dataclass
+class SamplingConfig:
+    temperature: float = 1.0       # 0 = greedy
+    top_k: int | None = None       # keep the k most likely ids
+    top_p: float | None = None     # keep the smallest set whose probability is ≥ p
+    cfg: float = 3.0               # guidance scale on image codes; 1 = no guidance
+    text_temperature: float = 0.0  # words are answered greedily by default: answers are exact
+    max_text_tokens: int = 64      # an assistant's words before the picture or the end
+
+
+class Grammar:
+    """Which ids may come next in an assistant turn, given what it has written so far.
+
+    States: writing words (any text id, <image> if pictures are allowed, <eot>); inside a
+    picture with n < 256 codes (image codes only); 256 codes written (</image> only); picture
+    closed (<eot> only); finished.
+    """
+
+    def __init__(self, stream: Stream, *, allow_image: bool = True, require_image: bool = False):
+        self.stream = stream
+        self.allow_image = allow_image or require_image
+        self.require_image = require_image
+        self.codes = -1            # -1: not in a picture; 0..256: codes written so far
+        self.image_done = False
+        self.text_tokens = 0
+        self.finished = False
+        v = stream.vocab_size
+        self._text_mask = torch.zeros(v, dtype=torch.bool)
+        self._text_mask[:stream.text_vocab] = True
+        self._image_mask = torch.zeros(v, dtype=torch.bool)
+        self._image_mask[stream.image_offset:] = True
+
+    @property
+    def in_image(self) -> bool:
+        return 0 <= self.codes < IMAGE_TOKENS
+
+    def allowed(self, max_text_tokens: int) -> torch.Tensor:
+        """Boolean mask over the vocabulary of ids that may come next."""
+        s = self.stream
+        mask = torch.zeros(s.vocab_size, dtype=torch.bool)
+        if self.finished:
+            mask[s.eot] = True
+        elif self.in_image:
+            mask |= self._image_mask
+        elif self.codes == IMAGE_TOKENS:
+            mask[s.image_end] = True
+        elif self.image_done:
+            mask[s.eot] = True
+        else:
+            if self.text_tokens < max_text_tokens:
+                mask |= self._text_mask
+            if self.allow_image:
+                mask[s.image_start] = True
+            if not self.require_image:
+                mask[s.eot] = True
+        return mask
+
+    def advance(self, token: int) -> None:
+        s = self.stream
+        if self.finished:
+            raise ValueError("the turn is already finished")
+        if token == s.eot:
+            self.finished = True
+        elif token == s.image_start:
+            self.codes = 0
+        elif token == s.image_end:
+            self.codes, self.image_done = -1, True
+        elif s.is_image_id(token):
+            self.codes += 1
+        else:
+            self.text_tokens += 1
+
+
+def guide(cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> torch.Tensor:
+    """Classifier-free guidance (Ho & Salimans 2022) in logit space: u + s·(c − u).
+
+    Per-row constants cancel in the softmax, so this equals guiding log-probabilities.
+    """
+    if scale == 1.0:
+        return cond
+    return uncond + scale * (cond - uncond)
+
+
+def logits_to_probs(logits: torch.Tensor, *, temperature: float, top_k: int | None = None,
+                    top_p: float | None = None) -> torch.Tensor:
+    """Probabilities after temperature, top-k and top-p. `logits` [..., V], -inf where illegal."""
+    logits = logits.float() / max(temperature, 1e-5)
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, NEG_INF)
+    probs = torch.softmax(logits, dim=-1)
+    if top_p is not None and top_p < 1.0:
+        sorted_p, order = torch.sort(probs, dim=-1, descending=True)
+        # drop an id when the mass strictly before it already reaches top_p (the first always stays)
+        drop_sorted = (torch.cumsum(sorted_p, dim=-1) - sorted_p) >= top_p
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+        probs = probs.masked_fill(drop, 0.0)
+        probs = probs / probs.sum(dim=-1, keepdim=True)
+    return probs
+
+
+def sample(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """One draw per row of `probs` [B, V] → [B]."""
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def next_token_probs(cond: torch.Tensor, uncond: torch.Tensor | None, allowed: torch.Tensor,
+                     config: SamplingConfig, *, in_image: bool) -> torch.Tensor:
+    """The distribution of the next id [B, V]: guided inside pictures, plain for words.
+
+    Greedy (temperature 0) returns a one-hot distribution.
+    """
+    if in_image and uncond is not None:
+        logits = guide(cond.float(), uncond.float(), config.cfg)
+        temperature = config.temperature
+    else:
+        logits = cond.float()
+        temperature = config.temperature if in_image else config.text_temperature
+    logits = logits.masked_fill(~allowed.to(logits.device), NEG_INF)
+    if temperature <= 0:
+        return torch.nn.functional.one_hot(logits.argmax(-1), logits.shape[-1]).float()
+    top_k = config.top_k if in_image else None
+    top_p = config.top_p if in_image else None
+    return logits_to_probs(logits, temperature=temperature, top_k=top_k, top_p=top_p)

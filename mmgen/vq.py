@@ -1,0 +1,394 @@
+"""The image tokenizer: 128 × 128 RGB picture ⇄ 16 × 16 grid of codebook ids.
+
+A small convolutional encoder downsamples by 8 (128 → 64 → 32 → 16), a quantizer from
+`vector-quantize-pytorch` turns each 16 × 16 feature vector into one id, and a mirrored
+decoder draws the pixels back. The quantizer is either
+
+- FSQ (finite scalar quantization, Mentzer et al. 2023, https://arxiv.org/abs/2309.15505):
+  each of a few channels is bounded and rounded to one of L_i levels; the id is the mixed-radix
+  number of the rounded levels, so the codebook has prod(L_i) entries, no codebook to learn and
+  no dead codes; or
+- VQ (VectorQuantize, van den Oord et al. 2017) with k-means init, EMA codebook updates and
+  dead-code expiry.
+
+Both run in fp32 even under bf16 autocast (the library loses codebook usage in bf16).
+`benchmarks/vq.py` measures the shipped checkpoint; `python -m mmgen.train.vq` trains one.
+
+    from mmgen.vq import VQTokenizer
+    tok = VQTokenizer.from_pretrained("checkpoints/vq")
+    ids = tok.encode(render(sample_scene(0)))    # LongTensor [1, 16, 16]
+    img = tok.decode(ids)[0]                      # PIL.Image 128 × 128
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from PIL import Image
+from safetensors.torch import load_file, save_file
+
+IMAGE_SIZE = 128                 # the canvas (shared/WORLD.md)
+DOWNSAMPLE = 8                   # one id per 8 × 8 patch
+GRID = IMAGE_SIZE // DOWNSAMPLE  # 16 × 16 ids per image
+RANGE_TOLERANCE = 1e-3           # float pixels may stray this far outside [0, 1] (rounding)
+
+
+@dataclass
+class VQConfig:
+    """Everything needed to rebuild the network; stored as the checkpoint's config.json."""
+    channels: tuple[int, ...] = (32, 64, 128)   # encoder widths at 128, 64, 32 px (decoder mirrors)
+    latent_channels: int = 256                   # width at the 16 × 16 grid
+    latent_blocks: int = 2                       # residual blocks at 16 × 16, encoder and decoder each
+    decoder_blocks: tuple[int, ...] = (1, 1, 1)  # residual blocks after each decoder upsample (32, 64, 128 px)
+    quantizer: str = "fsq"                       # "fsq" or "vq"
+    fsq_levels: tuple[int, ...] = (8, 8, 8, 6, 5)  # 15 360 codes
+    vq_codebook_size: int = 4096
+    vq_codebook_dim: int = 32                    # VQ looks codes up in this (projected) dimension
+    vq_decay: float = 0.99                       # EMA decay of the codebook
+    vq_dead_code_threshold: float = 2.0          # codes used fewer times than this (EMA) are re-seeded
+    vq_commitment_weight: float = 0.25
+    vq_cosine: bool = False
+    # free-form record of how the weights were made (steps, images seen, wall time, command)
+    training: dict = field(default_factory=dict)
+
+    @property
+    def codebook_size(self) -> int:
+        return int(math.prod(self.fsq_levels)) if self.quantizer == "fsq" else self.vq_codebook_size
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "VQConfig":
+        names = {f.name for f in fields(cls)}
+        unknown = set(d) - names - {"codebook_size", "format"}
+        if unknown:
+            raise ValueError(f"unknown VQ config keys: {sorted(unknown)}")
+        kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in names}
+        return cls(**kw)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d = {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
+        d["codebook_size"] = self.codebook_size
+        d["format"] = "mmgen-vq-1"
+        return d
+
+
+# Named presets: "tiny" for tests, "base" is what ships.
+PRESETS: dict[str, VQConfig] = {
+    "tiny": VQConfig(channels=(8, 8, 16), latent_channels=16, latent_blocks=1, decoder_blocks=(0, 0, 0),
+                     fsq_levels=(8, 5, 5, 5)),
+    "base": VQConfig(),
+}
+
+
+class ResBlock(nn.Module):
+    """x + conv(relu(conv(relu(x)))): no normalisation, the nets are shallow and batch-size free."""
+
+    def __init__(self, ch: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(ch, ch, 3, padding=1)
+        self.conv2 = nn.Conv2d(ch, ch, 3, padding=1)
+        nn.init.zeros_(self.conv2.weight)   # each block starts as the identity
+        nn.init.zeros_(self.conv2.bias)
+
+    def forward(self, x):
+        return x + self.conv2(F.relu(self.conv1(F.relu(x))))
+
+
+class Encoder(nn.Module):
+    def __init__(self, cfg: VQConfig, out_dim: int):
+        super().__init__()
+        c = list(cfg.channels) + [cfg.latent_channels]
+        layers: list[nn.Module] = [nn.Conv2d(3, c[0], 3, padding=1)]
+        for cin, cout in zip(c[:-1], c[1:]):
+            # stride-2 4 × 4 conv: 128 → 64 → 32 → 16
+            layers += [nn.ReLU(), nn.Conv2d(cin, cout, 4, stride=2, padding=1)]
+        layers += [ResBlock(cfg.latent_channels) for _ in range(cfg.latent_blocks)]
+        layers += [nn.ReLU(), nn.Conv2d(cfg.latent_channels, out_dim, 1)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x):                      # [B, 3, 128, 128] in [-1, 1] → [B, D, 16, 16]
+        return self.net(x)
+
+
+class Decoder(nn.Module):
+    def __init__(self, cfg: VQConfig, in_dim: int):
+        super().__init__()
+        c = [cfg.latent_channels] + list(reversed(cfg.channels))
+        layers: list[nn.Module] = [nn.Conv2d(in_dim, cfg.latent_channels, 3, padding=1)]
+        layers += [ResBlock(cfg.latent_channels) for _ in range(cfg.latent_blocks)]
+        for i, (cin, cout) in enumerate(zip(c[:-1], c[1:])):
+            # transposed 4 × 4 stride-2 conv: 16 → 32 → 64 → 128; each output pixel sees 2 × 2 inputs
+            layers += [nn.ReLU(), nn.ConvTranspose2d(cin, cout, 4, stride=2, padding=1)]
+            layers += [ResBlock(cout) for _ in range(cfg.decoder_blocks[i])]
+        layers += [nn.ReLU(), nn.Conv2d(c[-1], 3, 3, padding=1)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z):                      # [B, D, 16, 16] → [B, 3, 128, 128] in about [-1, 1]
+        return self.net(z)
+
+
+def _make_quantizer(cfg: VQConfig) -> nn.Module:
+    if cfg.quantizer == "fsq":
+        from vector_quantize_pytorch import FSQ
+        return FSQ(levels=list(cfg.fsq_levels), force_quantization_f32=True)
+    if cfg.quantizer == "vq":
+        from vector_quantize_pytorch import VectorQuantize
+        return VectorQuantize(dim=cfg.latent_channels, codebook_size=cfg.vq_codebook_size,
+                              codebook_dim=cfg.vq_codebook_dim, decay=cfg.vq_decay, kmeans_init=True,
+                              threshold_ema_dead_code=cfg.vq_dead_code_threshold,
+                              commitment_weight=cfg.vq_commitment_weight, use_cosine_sim=cfg.vq_cosine,
+                              rotation_trick=True)
+    raise ValueError(f"unknown quantizer {cfg.quantizer!r}; use 'fsq' or 'vq'")
+
+
+def _fp32_only(device_type: str):
+    """Quantize outside autocast: rounding/nearest-code search in bf16 collapses codebook usage."""
+    return torch.autocast(device_type=device_type, enabled=False)
+
+
+def bf16_fast_on_cpu() -> bool:
+    """True when the CPU runs bf16 convs natively (AVX512-BF16 / AMX); else bf16 is emulated and slow."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except Exception:
+        return False
+
+
+class VQTokenizer(nn.Module):
+    def __init__(self, config: VQConfig | None = None):
+        super().__init__()
+        self.config = config or VQConfig()
+        cfg = self.config
+        # FSQ works on len(levels) bounded channels; VQ on the full latent (it projects inside)
+        qdim = len(cfg.fsq_levels) if cfg.quantizer == "fsq" else cfg.latent_channels
+        self.encoder = Encoder(cfg, qdim)
+        self.quantizer = _make_quantizer(cfg)
+        self.decoder = Decoder(cfg, qdim)
+        self.to(memory_format=torch.channels_last)   # ~1.1-1.6× faster convs on CPU
+        self.eval()
+
+    # --- properties ---------------------------------------------------------------------------
+    @property
+    def codebook_size(self) -> int:
+        return self.config.codebook_size
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    # --- tensor paths (training and batched use) ---------------------------------------------
+    def quantize(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """[B, D, 16, 16] latents → (quantized [B, D, 16, 16] fp32, ids [B, 16, 16], aux loss scalar)."""
+        b, d, h, w = z.shape
+        with _fp32_only(z.device.type):
+            # [B, D, H, W] → [B, H·W, D]: the sequence layout both quantizers take
+            z = z.float().permute(0, 2, 3, 1).reshape(b, h * w, d)
+            if self.config.quantizer == "fsq":
+                q, ids = self.quantizer(z)
+                aux = z.new_zeros(())
+            else:
+                q, ids, aux = self.quantizer(z)
+                aux = aux.sum()
+        q = q.reshape(b, h, w, d).permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
+        return q, ids.reshape(b, h, w).long(), aux
+
+    def ids_to_latent(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids [B, 16, 16] → quantized latents [B, D, 16, 16] (fp32)."""
+        b, h, w = ids.shape
+        flat = ids.reshape(b, h * w)
+        with _fp32_only(ids.device.type):
+            if self.config.quantizer == "fsq":
+                q = self.quantizer.indices_to_codes(flat)               # [B, H·W, D]
+            else:
+                q = self.quantizer.get_output_from_indices(flat)        # [B, H·W, D]
+        q = q.float().reshape(b, h, w, -1)
+        return q.permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Training pass: x [B, 3, 128, 128] in [0, 1] → (reconstruction in [0, 1] unclamped, ids, aux loss)."""
+        z = self.encoder((x * 2 - 1).contiguous(memory_format=torch.channels_last))
+        q, ids, aux = self.quantize(z)
+        y = self.decoder(q.to(z.dtype))
+        return (y.float() + 1) / 2, ids, aux
+
+    @torch.inference_mode()
+    def encode_tensor(self, x: torch.Tensor, *, bf16: bool | None = None) -> torch.Tensor:
+        """x [B, 3, 128, 128] float in [0, 1] (on this model's device) → ids LongTensor [B, 16, 16]."""
+        with self._autocast(bf16):
+            z = self.encoder((x.to(self.device).float() * 2 - 1).contiguous(memory_format=torch.channels_last))
+        return self.quantize(z)[1]
+
+    @torch.inference_mode()
+    def decode_tensor(self, ids: torch.Tensor, *, bf16: bool | None = None) -> torch.Tensor:
+        """ids [B, 16, 16] → pixels [B, 3, 128, 128] float in [0, 1]."""
+        q = self.ids_to_latent(ids.to(self.device))
+        with self._autocast(bf16):
+            y = self.decoder(q)
+        return ((y.float() + 1) / 2).clamp_(0, 1)
+
+    def _autocast(self, bf16: bool | None):
+        dev = self.device.type
+        if bf16 is None:   # bf16 where it is native: CUDA with bf16, or a CPU with AVX512-BF16/AMX
+            bf16 = torch.cuda.is_bf16_supported() if dev == "cuda" else (dev == "cpu" and bf16_fast_on_cpu())
+        return torch.autocast(device_type=dev, dtype=torch.bfloat16, enabled=bool(bf16))
+
+    # --- user-facing paths ---------------------------------------------------------------------
+    def encode(self, images: Any, *, bf16: bool | None = None) -> torch.Tensor:
+        """A PIL image, a list of them, or a float tensor [B, 3, H, W] in [0, 1] → LongTensor [B, 16, 16] (CPU)."""
+        return self.encode_tensor(images_to_tensor(images), bf16=bf16).cpu()
+
+    def decode(self, ids: Any, *, bf16: bool | None = None) -> list[Image.Image]:
+        """ids [B, 16, 16] (or [16, 16], or [B, 256]) of ints in [0, codebook_size) → list of 128 × 128 RGB PIL images."""
+        ids = check_ids(ids, self.codebook_size)
+        x = self.decode_tensor(ids, bf16=bf16)
+        arr = (x * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        return [Image.fromarray(a, mode="RGB") for a in arr]
+
+    # --- save / load ---------------------------------------------------------------------------
+    def save_pretrained(self, path: str | os.PathLike, *, dtype: torch.dtype = torch.bfloat16,
+                        training: dict | None = None) -> None:
+        """Write config.json + model.safetensors into `path`, each atomically (temp file + os.replace).
+
+        Weights are stored in `dtype` (bf16 halves the file; the quantizer's buffers stay fp32)."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        if training is not None:
+            self.config.training = dict(training)
+        tensors = {}
+        for k, v in self.state_dict().items():
+            v = v.detach().cpu()
+            if v.is_floating_point() and not k.startswith("quantizer."):
+                v = v.to(dtype)
+            tensors[k] = v.contiguous()
+        _atomic_write(path / "model.safetensors", lambda f: save_file(tensors, f, metadata={"format": "pt"}))
+        _atomic_write(path / "config.json",
+                      lambda f: Path(f).write_text(json.dumps(self.config.to_dict(), indent=2) + "\n"))
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, *, device: str | torch.device = "cpu") -> "VQTokenizer":
+        path = Path(path)
+        if not (path / "config.json").is_file() or not (path / "model.safetensors").is_file():
+            raise FileNotFoundError(f"{path} needs config.json and model.safetensors (train one: python -m mmgen.train.vq)")
+        cfg = VQConfig.from_dict(json.loads((path / "config.json").read_text()))
+        model = cls(cfg)
+        state = load_file(str(path / "model.safetensors"))
+        own = model.state_dict()
+        state = {k: v.to(own[k].dtype) if k in own else v for k, v in state.items()}
+        model.load_state_dict(state, strict=True)
+        return model.to(device).eval()
+
+
+def _atomic_write(final: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, final)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+# --- input checking ------------------------------------------------------------------------------
+def _pil_to_rgb(img: Image.Image) -> Image.Image:
+    """Any PIL mode → RGB; transparency is composited over white, as a viewer shows it."""
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(bg, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def _pil_to_tensor(img: Image.Image) -> torch.Tensor:
+    if img.width == 0 or img.height == 0:
+        raise ValueError(f"empty image of size {img.size}")
+    img = _pil_to_rgb(img)
+    if img.size != (IMAGE_SIZE, IMAGE_SIZE):
+        img = img.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.LANCZOS)
+    return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1).float() / 255
+
+
+def images_to_tensor(images: Any) -> torch.Tensor:
+    """PIL image | list/tuple of PIL images | tensor [B, C, H, W] or [C, H, W] → float [B, 3, 128, 128] in [0, 1].
+
+    Other sizes are resized, greyscale/RGBA converted; anything else is refused."""
+    if isinstance(images, Image.Image):
+        return _pil_to_tensor(images)[None]
+    if isinstance(images, (list, tuple)):
+        if not images:
+            raise ValueError("encode() got an empty list of images")
+        bad = [type(x).__name__ for x in images if not isinstance(x, Image.Image)]
+        if bad:
+            raise TypeError(f"encode() takes a list of PIL images; got items of type {sorted(set(bad))}")
+        return torch.stack([_pil_to_tensor(x) for x in images])
+    if isinstance(images, torch.Tensor):
+        x = images
+        if x.dim() == 3:
+            x = x[None]
+        if x.dim() != 4:
+            raise ValueError(f"encode() takes an image tensor [B, C, H, W]; got shape {tuple(images.shape)}")
+        if x.shape[0] == 0 or x.shape[2] == 0 or x.shape[3] == 0:
+            raise ValueError(f"encode() got an empty tensor of shape {tuple(images.shape)}")
+        if x.dtype == torch.uint8:
+            x = x.float() / 255
+        elif not x.is_floating_point():
+            raise TypeError(f"encode() takes a float tensor in [0, 1] or uint8; got dtype {x.dtype}")
+        x = x.float()
+        if not torch.isfinite(x).all():
+            raise ValueError("encode() got NaN or infinite pixel values")
+        lo, hi = x.min().item(), x.max().item()
+        if lo < -RANGE_TOLERANCE or hi > 1 + RANGE_TOLERANCE:
+            raise ValueError(f"encode() takes pixels in [0, 1]; got values in [{lo:.3g}, {hi:.3g}]")
+        x = x.clamp(0, 1)
+        c = x.shape[1]
+        if c == 1:                                 # greyscale
+            x = x.expand(-1, 3, -1, -1)
+        elif c == 4:                               # RGBA over white
+            a = x[:, 3:4]
+            x = x[:, :3] * a + (1 - a)
+        elif c != 3:
+            raise ValueError(f"encode() takes 1, 3 or 4 channels; got {c} (tensor shape {tuple(images.shape)})")
+        if x.shape[-2:] != (IMAGE_SIZE, IMAGE_SIZE):
+            x = F.interpolate(x, size=(IMAGE_SIZE, IMAGE_SIZE), mode="bilinear", antialias=True,
+                              align_corners=False).clamp(0, 1)
+        return x.contiguous()
+    raise TypeError(f"encode() takes a PIL image, a list of PIL images or a tensor [B, 3, H, W]; "
+                    f"got {type(images).__name__}")
+
+
+def check_ids(ids: Any, codebook_size: int) -> torch.Tensor:
+    """Validate image ids → LongTensor [B, 16, 16]; refuses wrong shapes, non-integers and ids out of range."""
+    if isinstance(ids, np.ndarray):
+        ids = torch.from_numpy(ids)
+    elif isinstance(ids, (list, tuple)):
+        try:
+            ids = torch.tensor(ids)
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"decode() takes a tensor of integer ids; could not convert: {e}") from None
+    if not isinstance(ids, torch.Tensor):
+        raise TypeError(f"decode() takes a LongTensor [B, 16, 16] of ids; got {type(ids).__name__}")
+    if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
+        raise TypeError(f"decode() takes integer ids; got dtype {ids.dtype}")
+    shape = tuple(ids.shape)
+    if ids.dim() == 2 and shape == (GRID, GRID):
+        ids = ids[None]
+    elif ids.dim() == 2 and shape[1] == GRID * GRID:
+        ids = ids.reshape(-1, GRID, GRID)
+    elif ids.dim() == 1 and shape[0] == GRID * GRID:
+        ids = ids.reshape(1, GRID, GRID)
+    if ids.dim() != 3 or tuple(ids.shape[1:]) != (GRID, GRID) or ids.shape[0] == 0:
+        raise ValueError(f"decode() takes ids of shape [B, {GRID}, {GRID}]; got {shape}")
+    lo, hi = int(ids.min()), int(ids.max())
+    if lo < 0 or hi >= codebook_size:
+        raise ValueError(f"image ids must lie in [0, {codebook_size}); got values in [{lo}, {hi}]")
+    return ids.long()

@@ -66,6 +66,10 @@ def generate_ids(model, stream: Stream, cond_ids: Sequence[int], uncond_ids: Seq
         for _ in range(limit):
             tokens, in_image = [], []
             for r, g in enumerate(grammars):
+                if g.finished:              # this row's turn is over; it idles on <eot> while others finish
+                    tokens.append(stream.eot)
+                    in_image.append(False)
+                    continue
                 inside = g.in_image
                 allowed = g.allowed(config.max_text_tokens)
                 probs = next_token_probs(logits[r:r + 1], logits[n + r:n + r + 1] if guided else None,

@@ -134,12 +134,13 @@ class Stream:
         out.modality.append(SPECIAL)
 
     def encode(self, conversation: Conversation, *, generation_prompt: bool = False,
-               drop_last_user_text: bool = False) -> Encoded:
+               drop_last_user_text: bool = False, drop_user_text: frozenset[int] = frozenset()) -> Encoded:
         """Ids, loss mask and modality of a conversation.
 
         generation_prompt: end with <assistant> so the model writes the next reply.
         drop_last_user_text: empty the words of the last user message — the unconditional
         branch of classifier-free guidance (pictures stay, so an edit keeps its picture).
+        drop_user_text: indices of turns whose words are emptied (CFG dropout in training).
         """
         out = Encoded(ids=[], loss_mask=[], modality=[])
         self._special(self.bos, False, out)
@@ -149,7 +150,8 @@ class Stream:
                 self._special(self.user, False, out)
                 if turn.codes is not None:
                     self._image_span(turn.codes, False, out)
-                self._text("" if (drop_last_user_text and i == last_user) else turn.text, False, out)
+                dropped = i in drop_user_text or (drop_last_user_text and i == last_user)
+                self._text("" if dropped else turn.text, False, out)
                 self._special(self.eot, False, out)
             else:
                 self._special(self.assistant, False, out)

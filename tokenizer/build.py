@@ -17,7 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from mmgen.text import DEFAULT_VOCAB_SIZE, TOKENIZER_DIR, TextTokenizer, train_tokenizer  # noqa: E402
-from mmgen.world.conversation import sample_conversation  # noqa: E402
+
 
 STDLIB_MODULES = ("argparse", "asyncio", "collections", "csv", "datetime", "decimal", "email", "fractions",
                   "functools", "http", "inspect", "itertools", "json", "logging", "os", "pathlib",
@@ -37,6 +37,8 @@ def english_docstrings() -> list[str]:
         mods = [mod]
         if hasattr(mod, "__path__"):
             for info in pkgutil.iter_modules(mod.__path__, name + "."):
+                if info.name.endswith("__main__"):     # importing it would run the program
+                    continue
                 try:
                     mods.append(importlib.import_module(info.name))
                 except Exception:
@@ -52,6 +54,7 @@ def english_docstrings() -> list[str]:
 
 
 def world_texts(n_conversations: int) -> list[str]:
+    from mmgen.world.conversation import sample_conversation
     texts = []
     for seed in range(n_conversations):
         for turn in sample_conversation(seed, split="train").turns:

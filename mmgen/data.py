@@ -1,0 +1,164 @@
+"""Training data for the transformer: conversations → padded batches of ids.
+
+Two sources, one format (`stream.Conversation`, pictures as VQ codes):
+- the procedural world, sampled on the fly (`world_conversations`): every picture is rendered
+  and VQ-encoded once, in batches, and its codes cached by the scene's exact geometry;
+- real conversations in JSONL (`jsonl_conversations`), the format `mmgen world export` writes:
+  `{"id": ..., "messages": [{"role": "user"|"assistant", "text": ..., "image": "path.png"|null}]}`.
+
+`batches` groups conversations of similar length under a token budget (little padding without
+packing, so attention never crosses conversations) and applies the CFG dropout: each user
+message's words are emptied with a small probability, which teaches the unconditional branch.
+"""
+from __future__ import annotations
+
+import json
+import random
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import torch
+
+from .stream import Conversation, Stream, StreamError, Turn
+
+CODE_CACHE_SIZE = 50_000          # pictures whose codes are kept (≈ 256 ints each)
+CFG_DROPOUT = 0.1                 # probability that a user message's words are emptied
+IGNORE_INDEX = -100
+
+
+class CodeCache:
+    """Scene geometry → VQ codes, least recently used first out."""
+
+    def __init__(self, encode_images: Callable, size: int = CODE_CACHE_SIZE):
+        self.encode_images = encode_images        # list[PIL] -> LongTensor [B, 16, 16]
+        self.size = size
+        self._codes: OrderedDict[str, tuple[int, ...]] = OrderedDict()
+
+    @staticmethod
+    def key(scene) -> str:
+        return json.dumps(scene.to_json_dict(), sort_keys=True)
+
+    def encode_scenes(self, scenes: list) -> list[tuple[int, ...]]:
+        from .world import render
+        keys = [self.key(s) for s in scenes]
+        missing = list(dict.fromkeys(k for k in keys if k not in self._codes))
+        if missing:
+            by_key = dict(zip(keys, scenes))
+            codes = self.encode_images([render(by_key[k]) for k in missing])
+            for k, c in zip(missing, codes):
+                self._codes[k] = tuple(c.reshape(-1).tolist())
+        out = []
+        for k in keys:
+            self._codes.move_to_end(k)
+            out.append(self._codes[k])
+        while len(self._codes) > self.size:
+            self._codes.popitem(last=False)
+        return out
+
+
+def world_to_stream(conversations: list, cache: CodeCache) -> list[Conversation]:
+    """World conversations (pictures as Scenes) → stream conversations (pictures as codes)."""
+    scenes = [t.image for c in conversations for t in c.turns if t.image is not None]
+    codes = iter(cache.encode_scenes(scenes))
+    return [Conversation(tuple(Turn(role=t.role, text=t.text, codes=next(codes) if t.image is not None else None)
+                               for t in c.turns)) for c in conversations]
+
+
+def world_conversations(cache: CodeCache, *, split: str = "train", start: int = 0, step: int = 1,
+                        chunk: int = 32) -> Iterator[Conversation]:
+    """An endless stream of world conversations with seeds start, start+step, … (one slice per rank)."""
+    from .world.conversation import sample_conversation
+    seed = start
+    while True:
+        batch = []
+        for _ in range(chunk):
+            batch.append(sample_conversation(seed, split=split))
+            seed += step
+        yield from world_to_stream(batch, cache)
+
+
+def jsonl_conversations(path: str | Path, encode_images: Callable, *, repeat: bool = True) -> Iterator[Conversation]:
+    """Real conversations from JSONL with image paths relative to the file; bad lines are skipped with a warning."""
+    from PIL import Image
+    path = Path(path)
+    while True:
+        n_ok = 0
+        with path.open(encoding="utf-8") as f:
+            for lineno, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                    turns = []
+                    for m in record["messages"]:
+                        codes = None
+                        if m.get("image"):
+                            with Image.open(path.parent / m["image"]) as im:
+                                codes = tuple(encode_images([im.convert("RGB")])[0].reshape(-1).tolist())
+                        turns.append(Turn(role=m["role"], text=m.get("text") or "", codes=codes))
+                except (KeyError, TypeError, ValueError, OSError, StreamError) as e:
+                    print(f"warning: {path}:{lineno} skipped ({type(e).__name__}: {e})")
+                    continue
+                n_ok += 1
+                yield Conversation(tuple(turns))
+        if not repeat:
+            return
+        if n_ok == 0:
+            raise ValueError(f"{path} holds no usable conversation")
+
+
+@dataclass
+class Batch:
+    input_ids: torch.Tensor        # [B, L]
+    labels: torch.Tensor           # [B, L], IGNORE_INDEX where there is no loss
+    attention_mask: torch.Tensor   # [B, L]
+    n_tokens: int                  # real (non-pad) tokens
+
+    def to(self, device) -> "Batch":
+        return Batch(self.input_ids.to(device), self.labels.to(device), self.attention_mask.to(device), self.n_tokens)
+
+
+def encode_for_training(stream: Stream, conversation: Conversation, rng: random.Random, *,
+                        max_len: int, cfg_dropout: float = CFG_DROPOUT):
+    conversation = stream.fit(conversation, max_len)
+    dropped = frozenset(i for i, t in enumerate(conversation.turns)
+                        if t.role == "user" and rng.random() < cfg_dropout)
+    return stream.encode(conversation, drop_user_text=dropped)
+
+
+def collate(encoded: list, pad_id: int) -> Batch:
+    length = max(len(e.ids) for e in encoded)
+    ids = torch.full((len(encoded), length), pad_id, dtype=torch.long)
+    labels = torch.full((len(encoded), length), IGNORE_INDEX, dtype=torch.long)
+    mask = torch.zeros((len(encoded), length), dtype=torch.long)
+    for i, e in enumerate(encoded):
+        n = len(e.ids)
+        ids[i, :n] = torch.tensor(e.ids)
+        mask[i, :n] = 1
+        lab = torch.tensor(e.ids)
+        lab[~torch.tensor(e.loss_mask)] = IGNORE_INDEX
+        labels[i, :n] = lab
+    return Batch(ids, labels, mask, int(mask.sum()))
+
+
+def batches(stream: Stream, conversations: Iterable[Conversation], *, batch_tokens: int, max_len: int,
+            seed: int = 0, pool: int = 64, cfg_dropout: float = CFG_DROPOUT) -> Iterator[Batch]:
+    """Batches of at most `batch_tokens` (padded) tokens, from length-sorted pools of conversations."""
+    rng = random.Random(seed)
+    it = iter(conversations)
+    while True:
+        encoded = [encode_for_training(stream, next(it), rng, max_len=max_len, cfg_dropout=cfg_dropout)
+                   for _ in range(pool)]
+        encoded.sort(key=lambda e: len(e.ids))
+        groups, group = [], []
+        for e in encoded:
+            if group and (len(group) + 1) * len(e.ids) > batch_tokens:
+                groups.append(group)
+                group = []
+            group.append(e)
+        groups.append(group)
+        rng.shuffle(groups)
+        for g in groups:
+            yield collate(g, stream.pad)

@@ -1,0 +1,135 @@
+"""Conversations: several turns mixing create, edit, ask and variation, with exact ground truth.
+
+    conv = sample_conversation(seed=3, split="train")   # deterministic per (seed, split)
+    for turn in conv.turns:
+        turn.role, turn.text     # "user" | "assistant", the words
+        turn.image               # a Scene (ground truth) or None; render(turn.image) draws it
+        turn.task, turn.meta     # "create" | "edit" | "ask" | "variation", and what grades it
+
+A conversation is 1-6 exchanges (a user turn, then an assistant turn). The first is a create or a
+picture the user brings; later ones edit or ask about the latest picture, ask for a variation,
+start a new picture, or bring another picture of the user's own (a user turn with an image,
+then a question or an edit about it). Each assistant image carries its exact scene.
+
+The user turn's `meta` holds what grades the reply: {"spec": …} for create (prompts.py),
+{"edit": record} for edit (edits.py), {"question": kind, "about": …, "answer": …} for ask
+(questions.py), {"source": scene.to_dict()} for variation. Eval conversations use only held-out
+phrasings and streams of their own (language.stream).
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field, replace
+
+from .edits import sample_edit
+from .language import as_typed, family, stream
+from .prompts import sample_prompt
+from .questions import sample_question
+from .scene import Scene, place, sample_scene
+
+MIN_EXCHANGES, MAX_EXCHANGES = 1, 6
+FIRST_WEIGHTS = {"create": 0.8, "user_image": 0.2}
+NEXT_WEIGHTS = {"edit": 0.4, "ask": 0.25, "variation": 0.1, "create": 0.12, "user_image": 0.13}
+USER_IMAGE_EDIT_RATE = 0.4       # a picture the user brings is edited this often, else asked about
+INTRO_RATE = 0.5                 # "Here's a picture I made." before the request
+VARIATION_TRIES = 20
+TASKS = ("create", "edit", "ask", "variation")
+
+INTRO = family("user_image", (
+    "here's a picture I made.", "look at this image.", "this is my picture.", "I drew this.",
+    "check this one out.", "here's an image."), (
+    "take a peek at my drawing.", "sharing a picture with you."))
+VARIATION = family("variation", (
+    "another one like this", "give me a variation", "make another version", "same shapes, different layout",
+    "can you do a variation?", "another one", "rearrange it", "shuffle the layout"), (
+    "mix up the arrangement please", "try a fresh arrangement of the same things"))
+VARIATION_REPLIES = ("Here's a variation.", "Here's another one with the same shapes.", "Same things, new layout.",
+                     "Here's a new arrangement.")
+
+
+@dataclass
+class Turn:
+    role: str                              # "user" | "assistant"
+    text: str
+    image: Scene | None = None             # ground truth of the picture this turn shows
+    task: str | None = None                # one of TASKS
+    meta: dict = field(default_factory=dict)
+
+
+@dataclass
+class Conversation:
+    id: str
+    split: str
+    seed: int
+    turns: list[Turn]
+
+    def images(self) -> list[Scene]:
+        return [t.image for t in self.turns if t.image is not None]
+
+
+def sample_variation(scene: Scene, rng: random.Random) -> Scene | None:
+    """Same shapes (shape, colour, size), background and sign; every shape in a new cell."""
+    if not scene.objects:
+        return None
+    free = Scene(background=scene.background, sign=scene.sign).free_cells()
+    if len(free) < len(scene.objects):
+        return None
+    for _ in range(VARIATION_TRIES):
+        cells = rng.sample(free, len(scene.objects))
+        if any(c == o.cell for c, o in zip(cells, scene.objects)):
+            continue
+        placed = place(scene.with_objects(replace(o, cell=c, offset=(0.0, 0.0), side=None)
+                                          for o, c in zip(scene.objects, cells)), rng)
+        if placed is not None:
+            return placed
+    return None
+
+
+# Each exchange returns (task, user text, user meta, reply, assistant image) or None if it can't apply.
+def _create(current, rng, split):
+    p = sample_prompt(rng, split)
+    return "create", p.text, {"spec": p.spec}, p.reply, p.scene
+
+
+def _edit(current, rng, split):
+    e = sample_edit(current, rng, split)
+    return None if e is None else ("edit", e.text, {"edit": e.record}, e.reply, e.scene)
+
+
+def _ask(current, rng, split):
+    q = sample_question(current, rng, split)
+    return None if q is None else ("ask", q.text, {"question": q.kind, "about": q.about, "answer": q.answer},
+                                   q.answer, None)
+
+
+def _variation(current, rng, split):
+    v = sample_variation(current, rng)
+    if v is None:
+        return None
+    return ("variation", as_typed(VARIATION.pick(rng, split), rng), {"source": current.to_dict()},
+            rng.choice(VARIATION_REPLIES), v)
+
+
+EXCHANGES = {"create": _create, "edit": _edit, "ask": _ask, "variation": _variation}
+
+
+def sample_conversation(seed: int, split: str = "train") -> Conversation:
+    rng = stream(split, seed, "conversation")
+    turns: list[Turn] = []
+    current: Scene | None = None
+    for _ in range(rng.randint(MIN_EXCHANGES, MAX_EXCHANGES)):
+        weights = FIRST_WEIGHTS if current is None else NEXT_WEIGHTS
+        task = rng.choices(list(weights), weights=list(weights.values()))[0]
+        user_image = None
+        if task == "user_image":
+            user_image = current = sample_scene(rng)
+            task = "edit" if rng.random() < USER_IMAGE_EDIT_RATE else "ask"
+        # an edit or variation that does not fit this picture becomes a question (one always fits)
+        got = EXCHANGES[task](current, rng, split) or _ask(current, rng, split)
+        task, text, meta, reply, image = got
+        if user_image is not None and rng.random() < INTRO_RATE:
+            text = f"{as_typed(INTRO.pick(rng, split), rng)} {text}"
+        turns.append(Turn("user", text, user_image, task, meta))
+        turns.append(Turn("assistant", reply, image, task))
+        current = image if image is not None else current
+    return Conversation(id=f"{split}-{seed}", split=split, seed=seed, turns=turns)

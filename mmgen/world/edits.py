@@ -1,0 +1,283 @@
+"""Edit instructions on the current picture: the words, the new scene, and a record for grading.
+
+    e = sample_edit(scene, rng, split="train")     # None if no edit of that kind fits the scene
+    e.text      # 'make the circle blue'
+    e.scene     # the new Scene: only what was asked changed, every other object keeps its geometry
+    e.record    # {"kind": "recolor", "target": 0, "attribute": "color", "before": "red",
+                #  "after": "blue", "ref": "the circle", "asked": None}
+    e.reply     # 'Done — the circle is blue now.'
+
+Kinds (`EDIT_KINDS`): recolor (an object, or the sign's letters), move, add, remove, resize,
+background, word, add_sign, remove_sign. In a record, `target` is an object's index in the scene
+before the edit (for add: its index after), "sign" or "background"; `before`/`after` are the
+attribute's values — for add/remove/add_sign/remove_sign the whole object or sign as `to_dict()`,
+or None. `ref` is the referring expression used; `asked` is what the words of an add or add_sign
+named (a prompt spec group or sign spec; the rest was chosen at random).
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, replace
+
+from .language import (ATTRS, as_typed, canonical_location, canonical_object, canonical_sign, color_word,
+                       family, group_phrase, location, move_target, refer, refer_sign, sign_phrase,
+                       size_word, weighted_order)
+from .prompts import said_sign
+from .scene import (BACKGROUND_COLORS, BANDS, DEFAULT_SIZE, MAX_OBJECTS, OBJECT_COLORS, SHAPES, SIZES, Obj,
+                    Scene, band_rows, cell_row_col, is_valid, place, random_sign, random_word)
+
+EDIT_WEIGHTS = {"recolor": 3.0, "move": 2.0, "add": 2.0, "remove": 1.5, "resize": 1.5, "background": 1.5,
+                "word": 1.5, "add_sign": 0.7, "remove_sign": 0.5}
+EDIT_KINDS = tuple(EDIT_WEIGHTS)
+SIZE_ORDER = tuple(sorted(SIZES, key=SIZES.get))      # small, medium, large
+SIGN_RECOLOR_RATE = 0.25         # with a sign and shapes, a recolour is of the letters this often
+RELATIVE_RESIZE_RATE = 0.6       # "make it bigger" rather than "make it small"
+ADD_SAY_RATES = {"shape": 0.9, "color": 0.8, "size": 0.25, "cell": 0.5}
+ADD_SIGN_SAY_RATES = {"color": 0.4, "plaque": 0.3, "band": 0.5}
+NEW_WORD_TRIES = 10
+
+RECOLOR = family("edit_recolor", (
+    "make {ref} {color}", "change {ref} to {color}", "turn {ref} {color}", "color {ref} {color}",
+    "colour {ref} {color}", "can you make {ref} {color}?", "{ref} should be {color}", "paint {ref} {color}",
+    "recolor {ref} to {color}", "now make {ref} {color}"), (
+    "I'd rather have {ref} in {color}", "switch {ref} over to {color}"))
+MOVE = family("edit_move", (
+    "move {ref} to the {to}", "put {ref} {loc}", "shift {ref} to the {to}", "can you move {ref} to the {to}?",
+    "place {ref} {loc}", "{ref} should go to the {to}", "now move {ref} to the {to}"), (
+    "slide {ref} over to the {to}", "relocate {ref} to the {to}"))
+ADD = family("edit_add", (
+    "add {obj}", "now add {obj}", "also draw {obj}", "include {obj}", "can you add {obj}?", "add {obj} as well",
+    "draw {obj} too", "put {obj} in there"), (
+    "throw in {obj}", "squeeze in {obj} as well"))
+REMOVE = family("edit_remove", (
+    "remove {ref}", "delete {ref}", "get rid of {ref}", "take out {ref}", "erase {ref}", "take away {ref}",
+    "can you remove {ref}?"), (
+    "lose {ref}", "I don't want {ref} anymore"))
+RESIZE_TO = family("edit_resize", (
+    "make {ref} {size}", "resize {ref} to {size}", "change {ref} to {size}", "{ref} should be {size}"), (
+    "I'd like {ref} to be {size}", "go with {size} for {ref}"))
+GROW = family("edit_grow", (
+    "make {ref} bigger", "make {ref} larger", "enlarge {ref}", "increase the size of {ref}",
+    "{ref} should be bigger"), (
+    "scale {ref} up", "blow {ref} up a bit"))
+SHRINK = family("edit_shrink", (
+    "make {ref} smaller", "shrink {ref}", "reduce the size of {ref}", "{ref} should be smaller",
+    "make {ref} a bit smaller"), (
+    "scale {ref} down", "tone {ref} down in size"))
+BACKGROUND = family("edit_background", (
+    "change the background to {bg}", "make the background {bg}", "use a {bg} background",
+    "put it on a {bg} background", "set the background to {bg}", "{bg} background please",
+    "can you make the background {bg}?"), (
+    "swap the background for {bg}", "I want a {bg} backdrop"))
+WORD = family("edit_word", (
+    'change the word to "{word}"', 'make the sign say "{word}"', 'replace "{old}" with "{word}"',
+    "change the text to {word}", 'the sign should say "{word}"', 'write "{word}" instead', "make it say {word}"), (
+    'have the sign read "{word}"', 'swap "{old}" for "{word}"'))
+ADD_SIGN = family("edit_add_sign", ("add {sign}", "now add {sign}", "put {sign} on it", "include {sign}",
+                                    "also add {sign}"), (
+    "stick {sign} in there", "slap {sign} on it"))
+
+# Replies name things canonically ("the red circle"); they are the model's words, not the user's,
+# so they have no held-out split.
+REPLIES = {
+    "recolor": ("Done — {name} is {after} now.", "Sure, {name} is now {after}.", "Okay, I made {name} {after}.",
+                "Done."),
+    "move": ("Done — {name} is {after} now.", "Sure, I moved {name}; it's {after} now.", "Moved {name}."),
+    "add": ("Added {after}.", "Done — I added {after}.", "Sure, there's {after} now."),
+    "remove": ("Removed {name}.", "Done — {name} is gone.", "Okay, I took out {name}."),
+    "resize": ("Done — {name} is {after} now.", "Sure, I made {name} {after}.", "Resized {name}."),
+    "background": ("The background is {after} now.", "Done — {after} background.",
+                   "Sure, I changed the background to {after}."),
+    "word": ('The sign says "{after}" now.', 'Done — it reads "{after}" now.',
+             'Sure, I changed the word to "{after}".'),
+    "add_sign": ("Added {after}.", "Done — I added {after}."),
+    "remove_sign": ("Removed the sign.", "Done — the sign is gone.", "Okay, no more sign."),
+}
+assert set(REPLIES) == set(EDIT_KINDS)
+
+
+@dataclass(frozen=True)
+class Edit:
+    text: str
+    scene: Scene
+    record: dict
+    reply: str
+
+
+def _record(kind, target, attribute, before, after, ref=None, asked=None) -> dict:
+    return {"kind": kind, "target": target, "attribute": attribute, "before": before, "after": after,
+            "ref": ref, "asked": asked}
+
+
+def _name(o: Obj) -> str:
+    return f"the {o.color} {o.shape}"
+
+
+def _finish(kind, text, scene, record, rng, **reply_slots) -> Edit | None:
+    if scene is None or not is_valid(scene):
+        return None
+    return Edit(text=as_typed(text, rng), scene=scene, record=record,
+                reply=rng.choice(REPLIES[kind]).format(**reply_slots))
+
+
+def _others(scene: Scene, i: int) -> tuple[int, ...]:
+    return tuple(j for j in range(len(scene.objects)) if j != i)
+
+
+def _swap(scene: Scene, i: int, obj: Obj) -> Scene:
+    return scene.with_objects(scene.objects[:i] + (obj,) + scene.objects[i + 1:])
+
+
+def _recolor(scene, rng, split):
+    s = scene.sign
+    if s is not None and (not scene.objects or rng.random() < SIGN_RECOLOR_RATE):
+        # the letters: never the plaque's colour, nor the background's where they stand on it
+        new = rng.choice([c for c in OBJECT_COLORS if c not in (s.color, s.plaque)
+                          and (s.plaque is not None or c != scene.background)])
+        ref = refer_sign(rng, "letters")
+        text = RECOLOR.pick(rng, split).format(ref=ref.text, color=color_word(new, rng))
+        return _finish("recolor", text, replace(scene, sign=replace(s, color=new)),
+                       _record("recolor", "sign", "color", s.color, new, ref.text), rng, name="the word", after=new)
+    if not scene.objects:
+        return None
+    i = rng.randrange(len(scene.objects))
+    o = scene.objects[i]
+    ref = refer(scene, i, rng)
+    if ref is None:
+        return None
+    new = rng.choice([c for c in OBJECT_COLORS if c not in (o.color, scene.background)])
+    text = RECOLOR.pick(rng, split).format(ref=ref.text, color=color_word(new, rng))
+    return _finish("recolor", text, _swap(scene, i, replace(o, color=new)),
+                   _record("recolor", i, "color", o.color, new, ref.text), rng, name=f"the {o.shape}", after=new)
+
+
+def _move(scene, rng, split):
+    free = scene.free_cells()
+    if not scene.objects or not free:
+        return None
+    i = rng.randrange(len(scene.objects))
+    o, cell = scene.objects[i], rng.choice(free)
+    ref = refer(scene, i, rng)
+    if ref is None:
+        return None
+    moved = place(_swap(scene, i, replace(o, cell=cell, offset=(0.0, 0.0))), rng, keep=_others(scene, i))
+    text = MOVE.pick(rng, split).format(ref=ref.text, to=move_target(cell, rng), loc=location(cell, rng))
+    return _finish("move", text, moved, _record("move", i, "cell", o.cell, cell, ref.text), rng,
+                   name=_name(o), after=canonical_location(cell))
+
+
+def _add(scene, rng, split):
+    free = scene.free_cells()
+    if len(scene.objects) >= MAX_OBJECTS or not free:
+        return None
+    said = {k for k, p in ADD_SAY_RATES.items() if rng.random() < p}
+    if not said & {"shape", "color"}:
+        said.add("shape")
+    obj = Obj(shape=rng.choice(SHAPES), color=rng.choice([c for c in OBJECT_COLORS if c != scene.background]),
+              size=rng.choice(SIZE_ORDER) if "size" in said else DEFAULT_SIZE, cell=rng.choice(free))
+    asked = {**{k: getattr(obj, k) if k in said else None for k in ATTRS}, "count": 1}
+    n = len(scene.objects)
+    added = place(scene.with_objects(scene.objects + (obj,)), rng, keep=tuple(range(n)))
+    text = ADD.pick(rng, split).format(obj=group_phrase(asked, rng))
+    return _finish("add", text, added, _record("add", n, None, None, obj.to_dict(), None, asked), rng,
+                   after=f"{canonical_object(obj)} {canonical_location(obj.cell)}")
+
+
+def _remove(scene, rng, split):
+    if not scene.objects or (len(scene.objects) == 1 and scene.sign is None):
+        return None                               # never leave an empty canvas
+    i = rng.randrange(len(scene.objects))
+    ref = refer(scene, i, rng)
+    if ref is None:
+        return None
+    o = scene.objects[i]
+    text = REMOVE.pick(rng, split).format(ref=ref.text)
+    return _finish("remove", text, scene.with_objects(scene.objects[:i] + scene.objects[i + 1:]),
+                   _record("remove", i, None, o.to_dict(), None, ref.text), rng, name=_name(o))
+
+
+def _resize(scene, rng, split):
+    if not scene.objects:
+        return None
+    i = rng.randrange(len(scene.objects))
+    o = scene.objects[i]
+    ref = refer(scene, i, rng)
+    if ref is None:
+        return None
+    k = SIZE_ORDER.index(o.size)
+    if rng.random() < RELATIVE_RESIZE_RATE:
+        step = rng.choice([d for d in (-1, 1) if 0 <= k + d < len(SIZE_ORDER)])
+        new = SIZE_ORDER[k + step]
+        text = (GROW if step > 0 else SHRINK).pick(rng, split).format(ref=ref.text)
+    else:
+        new = rng.choice([s for s in SIZE_ORDER if s != o.size])
+        text = RESIZE_TO.pick(rng, split).format(ref=ref.text, size=size_word(new, rng))
+    resized = place(_swap(scene, i, replace(o, size=new, side=None, offset=(0.0, 0.0))), rng,
+                    keep=_others(scene, i))
+    return _finish("resize", text, resized, _record("resize", i, "size", o.size, new, ref.text), rng,
+                   name=_name(o), after=new)
+
+
+def _background(scene, rng, split):
+    s = scene.sign
+
+    def fits(bg: str) -> bool:
+        sign_ok = s is None or (s.plaque != bg if s.plaque is not None else s.color != bg)
+        return bg != scene.background and sign_ok and all(o.color != bg for o in scene.objects)
+    options = [bg for bg in BACKGROUND_COLORS if fits(bg)]
+    if not options:
+        return None
+    new = rng.choice(options)
+    text = BACKGROUND.pick(rng, split).format(bg=color_word(new, rng))
+    return _finish("background", text, replace(scene, background=new),
+                   _record("background", "background", "background", scene.background, new), rng, after=new)
+
+
+def _word(scene, rng, split):
+    s = scene.sign
+    if s is None:
+        return None
+    new = next((w for w in (random_word(rng) for _ in range(NEW_WORD_TRIES)) if w != s.word), None)
+    if new is None:
+        return None
+    text = WORD.pick(rng, split).format(word=new, old=s.word)
+    return _finish("word", text, replace(scene, sign=replace(s, word=new)),
+                   _record("word", "sign", "word", s.word, new), rng, after=new)
+
+
+def _add_sign(scene, rng, split):
+    if scene.sign is not None:
+        return None
+    rows = {cell_row_col(o.cell)[0] for o in scene.objects}
+    bands = [b for b in BANDS if band_rows(b) not in rows]   # shapes don't share the sign's band
+    if not bands:
+        return None
+    sign = random_sign(rng, scene.background, band=rng.choice(bands))
+    asked = said_sign(rng, sign, ADD_SIGN_SAY_RATES)
+    text = ADD_SIGN.pick(rng, split).format(sign=sign_phrase(asked, rng, split))
+    return _finish("add_sign", text, replace(scene, sign=sign),
+                   _record("add_sign", "sign", None, None, sign.to_dict(), None, asked), rng,
+                   after=canonical_sign(sign.to_dict()))
+
+
+def _remove_sign(scene, rng, split):
+    if scene.sign is None or not scene.objects:   # never leave an empty canvas
+        return None
+    ref = refer_sign(rng, "sign")
+    text = REMOVE.pick(rng, split).format(ref=ref.text)
+    return _finish("remove_sign", text, replace(scene, sign=None),
+                   _record("remove_sign", "sign", None, scene.sign.to_dict(), None, ref.text), rng)
+
+
+BUILDERS = {"recolor": _recolor, "move": _move, "add": _add, "remove": _remove, "resize": _resize,
+            "background": _background, "word": _word, "add_sign": _add_sign, "remove_sign": _remove_sign}
+assert tuple(BUILDERS) == EDIT_KINDS
+
+
+def sample_edit(scene: Scene, rng: random.Random, split: str = "train", kind: str | None = None) -> Edit | None:
+    """An edit of `kind` (None: any, by `EDIT_WEIGHTS`, trying others until one fits the scene)."""
+    for k in [kind] if kind else weighted_order(EDIT_WEIGHTS, rng):
+        edit = BUILDERS[k](scene, rng, split)
+        if edit is not None:
+            return edit
+    return None

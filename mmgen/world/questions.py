@@ -1,0 +1,226 @@
+"""Questions about a picture, with exact answers the model must learn word for word.
+
+    q = sample_question(scene, rng, split="train")
+    q.text     # 'how many stars are there?'
+    q.answer   # 'two'
+    q.kind     # 'count'
+    q.about    # {"shape": "star", "color": None}: what was asked, so a grader can recompute it
+               # (questions about one thing: {"target": index | "sign", "ref": "the red one", …})
+
+Answers are short and fixed by the scene: a colour or shape name ("red", "circle"), a cell name
+("top left") or band ("top") for positions, a number word ("two"; "none" for zero), "yes"/"no",
+the sign's word exactly as drawn ("OPEN"), a canonical object phrase ("a large red circle",
+"nothing"), or `describe(scene)` for "describe the picture".
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from .language import (NUMBER_WORDS, article, as_typed, canonical_location, canonical_object, canonical_sign,
+                       color_word, family, join_list, location, plural, refer, refer_sign, shape_word,
+                       weighted_order)
+from .scene import CELLS, OBJECT_COLORS, SHAPES, Scene
+
+QUESTION_WEIGHTS = {"color": 2.0, "shape": 1.5, "count": 2.0, "position": 1.5, "word": 1.5, "exists": 2.0,
+                    "check_color": 1.0, "background": 1.0, "describe": 1.5, "what_at": 1.0}
+QUESTION_KINDS = tuple(QUESTION_WEIGHTS)
+YES, NO = "yes", "no"
+ZERO_ANSWER = "none"             # "how many stars?" when there are none
+EMPTY_CELL_ANSWER = "nothing"    # "what is in the top left?" when it is empty
+COUNT_NOUN = "shape"             # "how many shapes?": counts shapes, never the sign
+SIGN_QUESTION_RATE = 0.25        # a colour or position question is about the sign this often
+EXISTING_RATE = 0.6              # yes/no and count questions start from a thing in the picture this often
+EXISTS_SIGN_RATE = 0.15          # "is there a sign?"
+COUNT_ALL_RATE = 0.25            # "how many shapes are there?"
+TRUE_CHECK_RATE = 0.5            # "is the circle red?" names its true colour this often
+
+COLOR = family("ask_color", (
+    "what colour is {ref}?", "what color is {ref}?", "which color is {ref}?", "tell me the colour of {ref}",
+    "what's the color of {ref}?"), (
+    "what shade is {ref}?", "which hue does {ref} have?"))
+SHAPE = family("ask_shape", (
+    "what shape is {ref}?", "which shape is {ref}?", "what kind of shape is {ref}?", "what is {ref}?"), (
+    "what form does {ref} take?", "name the shape of {ref}"))
+COUNT = family("ask_count", (
+    "how many {things} are there?", "how many {things}?", "count the {things}", "how many {things} do you see?",
+    "what's the number of {things}?"), (
+    "how many {things} can you spot?", "tell me how many {things} appear"))
+POSITION = family("ask_position", (
+    "where is {ref}?", "where's {ref}?", "where is {ref} located?", "which part of the picture is {ref} in?"), (
+    "whereabouts is {ref}?", "in which spot is {ref}?"))
+WORD = family("ask_word", (
+    "what does the sign say?", "what does it say?", "what word is written?", "what's the word?", "read the sign",
+    "what is written on the sign?", "what does the text say?"), (
+    "can you read the word out for me?", "which word appears in the picture?"))
+EXISTS = family("ask_exists", (
+    "is there {a_thing}?", "do you see {a_thing}?", "are there any {things}?", "does it have {a_thing}?",
+    "is there {a_thing} in the picture?"), (
+    "can you find {a_thing} anywhere?", "does the picture contain {a_thing}?"))
+CHECK_COLOR = family("ask_check_color", (
+    "is {ref} {color}?", "is {ref} colored {color}?", "is {ref} {color} or not?"), (
+    "would you call {ref} {color}?", "am I right that {ref} is {color}?"))
+BACKGROUND = family("ask_background", (
+    "what colour is the background?", "what color is the background?", "what's the background color?",
+    "which background is it?", "what is the background colour?"), (
+    "what colour sits behind everything?", "tell me the backdrop colour"))
+DESCRIBE = family("ask_describe", (
+    "describe the picture", "what's in the picture?", "describe this image", "what do you see?",
+    "what is in this image?", "describe it", "what does the picture show?"), (
+    "give me a rundown of the picture", "summarize what's shown"))
+WHAT_AT = family("ask_what_at", ("what is {loc}?", "what's {loc}?", "what is there {loc}?", "what do you see {loc}?"), (
+    "anything {loc}?", "tell me what sits {loc}"))
+
+
+@dataclass(frozen=True)
+class Question:
+    text: str
+    answer: str
+    kind: str
+    about: dict
+
+
+def count_answer(n: int) -> str:
+    return ZERO_ANSWER if n == 0 else NUMBER_WORDS[n]
+
+
+def describe(scene: Scene) -> str:
+    """'a red circle in the top left and the word "OPEN" in white on a blue plaque at the top on a
+    black background': shapes in reading order (top row first), then the sign, then the background."""
+    parts = [f"{canonical_object(o)} {canonical_location(o.cell)}"
+             for o in sorted(scene.objects, key=lambda o: CELLS.index(o.cell))]
+    if scene.sign is not None:
+        parts.append(canonical_sign(scene.sign.to_dict()))
+    bg = f"{article(scene.background)} {scene.background} background"
+    return f"{join_list(parts)} on {bg}" if parts else f"an empty {scene.background} background"
+
+
+def _things(shape: str | None, color: str | None, rng: random.Random, n: int) -> str:
+    noun = shape_word(shape, rng, n) if shape else (COUNT_NOUN if n == 1 else plural(COUNT_NOUN))
+    return f"{color_word(color, rng)} {noun}" if color else noun
+
+
+def _count_of(scene: Scene, shape: str | None, color: str | None) -> int:
+    return sum((shape is None or o.shape == shape) and (color is None or o.color == color) for o in scene.objects)
+
+
+def _pick_thing(scene: Scene, rng: random.Random) -> tuple[str | None, str | None]:
+    """A (shape, colour) to ask about, either of them possibly None, often one that is there."""
+    if scene.objects and rng.random() < EXISTING_RATE:
+        o = rng.choice(scene.objects)
+        shape, color = o.shape, o.color
+    else:
+        shape, color = rng.choice(SHAPES), rng.choice(list(OBJECT_COLORS))
+    mode = rng.choice(("shape", "both", "color"))
+    return (None if mode == "color" else shape), (None if mode == "shape" else color)
+
+
+def _color(scene, rng, split):
+    s = scene.sign
+    if s is not None and (not scene.objects or rng.random() < SIGN_QUESTION_RATE):
+        part = rng.choice(["letters"] + (["plaque"] if s.plaque else []))
+        ref = refer_sign(rng, part)
+        answer, about = (s.color if part == "letters" else s.plaque), {"target": "sign", "part": part, "ref": ref.text}
+    elif scene.objects:
+        i = rng.randrange(len(scene.objects))
+        ref = refer(scene, i, rng, avoid={"color"})
+        if ref is None:
+            return None
+        answer, about = scene.objects[i].color, {"target": i, "ref": ref.text}
+    else:
+        return None
+    return COLOR.pick(rng, split).format(ref=ref.text), answer, about
+
+
+def _shape(scene, rng, split):
+    if not scene.objects:
+        return None
+    i = rng.randrange(len(scene.objects))
+    ref = refer(scene, i, rng, avoid={"shape"})
+    if ref is None:
+        return None
+    return SHAPE.pick(rng, split).format(ref=ref.text), scene.objects[i].shape, {"target": i, "ref": ref.text}
+
+
+def _count(scene, rng, split):
+    shape, color = _pick_thing(scene, rng)
+    if rng.random() < COUNT_ALL_RATE:
+        shape = color = None                     # "how many shapes are there?"
+    text = COUNT.pick(rng, split).format(things=_things(shape, color, rng, 2))
+    return text, count_answer(_count_of(scene, shape, color)), {"shape": shape, "color": color}
+
+
+def _position(scene, rng, split):
+    s = scene.sign
+    if s is not None and (not scene.objects or rng.random() < SIGN_QUESTION_RATE):
+        ref = refer_sign(rng, "sign")
+        return POSITION.pick(rng, split).format(ref=ref.text), s.band, {"target": "sign", "ref": ref.text}
+    if not scene.objects:
+        return None
+    i = rng.randrange(len(scene.objects))
+    ref = refer(scene, i, rng, avoid={"cell"})
+    if ref is None:
+        return None
+    return POSITION.pick(rng, split).format(ref=ref.text), scene.objects[i].cell, {"target": i, "ref": ref.text}
+
+
+def _word(scene, rng, split):
+    if scene.sign is None:
+        return None
+    return WORD.pick(rng, split), scene.sign.word, {}
+
+
+def _exists(scene, rng, split):
+    if rng.random() < EXISTS_SIGN_RATE:
+        text = EXISTS.pick(rng, split).format(a_thing="a sign", things="signs")
+        return text, YES if scene.sign is not None else NO, {"sign": True}
+    shape, color = _pick_thing(scene, rng)
+    one = _things(shape, color, rng, 1)
+    text = EXISTS.pick(rng, split).format(a_thing=f"{article(one)} {one}", things=_things(shape, color, rng, 2))
+    return text, YES if _count_of(scene, shape, color) else NO, {"shape": shape, "color": color}
+
+
+def _check_color(scene, rng, split):
+    if not scene.objects:
+        return None
+    i = rng.randrange(len(scene.objects))
+    ref = refer(scene, i, rng, avoid={"color"})
+    if ref is None:
+        return None
+    actual = scene.objects[i].color
+    color = actual if rng.random() < TRUE_CHECK_RATE else rng.choice([c for c in OBJECT_COLORS if c != actual])
+    text = CHECK_COLOR.pick(rng, split).format(ref=ref.text, color=color_word(color, rng))
+    return text, YES if color == actual else NO, {"target": i, "color": color, "ref": ref.text}
+
+
+def _background(scene, rng, split):
+    return BACKGROUND.pick(rng, split), scene.background, {}
+
+
+def _describe(scene, rng, split):
+    return DESCRIBE.pick(rng, split), describe(scene), {}
+
+
+def _what_at(scene, rng, split):
+    cells = Scene(background=scene.background, sign=scene.sign).free_cells()   # cells outside the sign's band
+    taken = [o.cell for o in scene.objects]
+    cell = rng.choice(taken if taken and rng.random() < EXISTING_RATE else cells)
+    o = scene.object_in(cell)
+    answer = canonical_object(o) if o is not None else EMPTY_CELL_ANSWER
+    return WHAT_AT.pick(rng, split).format(loc=location(cell, rng)), answer, {"cell": cell}
+
+
+BUILDERS = {"color": _color, "shape": _shape, "count": _count, "position": _position, "word": _word,
+            "exists": _exists, "check_color": _check_color, "background": _background, "describe": _describe,
+            "what_at": _what_at}
+assert tuple(BUILDERS) == QUESTION_KINDS
+
+
+def sample_question(scene: Scene, rng: random.Random, split: str = "train", kind: str | None = None) -> Question | None:
+    """A question of `kind` (None: any, by `QUESTION_WEIGHTS`, trying others until one fits)."""
+    for k in [kind] if kind else weighted_order(QUESTION_WEIGHTS, rng):
+        got = BUILDERS[k](scene, rng, split)
+        if got is not None:
+            text, answer, about = got
+            return Question(text=as_typed(text, rng), answer=answer, kind=k, about=about)
+    return None

@@ -1,0 +1,146 @@
+"""Conversations: deterministic, well-formed, consistent turn to turn; the JSONL export round-trips."""
+import json
+from collections import Counter
+from types import SimpleNamespace
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_language import apply_record, check_edit, expected_answer
+
+from mmgen.cli import main as cli_main
+from mmgen.world import render
+from mmgen.world.conversation import MAX_EXCHANGES, TASKS, sample_conversation
+from mmgen.world.export import DatasetError, export, read_jsonl
+from mmgen.world.prompts import spec_matches
+from mmgen.world.scene import Scene, validate
+
+
+def check_conversation(conv) -> None:
+    turns = conv.turns
+    assert 2 <= len(turns) <= 2 * MAX_EXCHANGES and len(turns) % 2 == 0
+    current = None
+    for user, reply in zip(turns[::2], turns[1::2]):
+        assert (user.role, reply.role) == ("user", "assistant")
+        assert user.task == reply.task and user.task in TASKS
+        assert user.text.strip() and reply.text.strip()
+        if user.image is not None:                       # a picture the user brings
+            validate(user.image)
+            current = user.image
+        meta = user.meta
+        if user.task == "create":
+            validate(reply.image)
+            assert all(spec_matches(meta["spec"], reply.image, defaults=True).values())
+        elif user.task == "edit":
+            check_edit(current, SimpleNamespace(text=user.text, scene=reply.image, record=meta["edit"]))
+            assert apply_record(current.to_dict(), meta["edit"]) == reply.image.to_dict()
+        elif user.task == "ask":
+            assert reply.image is None and reply.text == meta["answer"]
+            want = expected_answer(current, meta["question"], meta["about"])
+            assert want is None or want == meta["answer"]
+        elif user.task == "variation":
+            old, new = current, reply.image
+            validate(new)
+            assert meta["source"] == old.to_dict()
+            assert (new.background, new.sign) == (old.background, old.sign)
+            kinds = [[(o.shape, o.color, o.size) for o in s.objects] for s in (old, new)]
+            assert kinds[0] == kinds[1]
+            assert all(a.cell != b.cell for a, b in zip(old.objects, new.objects))
+        if reply.image is not None:
+            current = reply.image
+        assert current is not None                       # every request is about some picture
+
+
+@settings(max_examples=150, deadline=None)
+@given(seed=st.integers(0, 10**8), split=st.sampled_from(("train", "eval")))
+def test_conversations_are_consistent(seed, split):
+    check_conversation(sample_conversation(seed, split))
+
+
+def test_conversations_are_deterministic_and_splits_differ():
+    for s in range(20):
+        assert sample_conversation(s) == sample_conversation(s)
+        assert sample_conversation(s, "eval") == sample_conversation(s, "eval")
+    train = [sample_conversation(s).turns[0].text for s in range(20)]
+    evals = [sample_conversation(s, "eval").turns[0].text for s in range(20)]
+    assert train != evals
+
+
+def test_conversations_mix_every_task():
+    tasks, lengths, user_images = Counter(), Counter(), 0
+    for s in range(300):
+        conv = sample_conversation(s)
+        tasks.update(t.task for t in conv.turns[::2])
+        lengths[len(conv.turns) // 2] += 1
+        user_images += sum(t.image is not None for t in conv.turns[::2])
+    assert set(tasks) == set(TASKS)
+    assert set(lengths) == set(range(1, MAX_EXCHANGES + 1))
+    assert user_images > 30
+
+
+# --- export --------------------------------------------------------------------------------------
+def test_export_round_trip(tmp_path):
+    path, n_images = export(tmp_path, 8, split="eval", seed=5)
+    examples = read_jsonl(path)
+    assert [e.id for e in examples] == [f"eval-{s}" for s in range(5, 13)]
+    seen = 0
+    for ex in examples:
+        conv = sample_conversation(int(ex.id.split("-")[1]), "eval")
+        assert len(ex.messages) == len(conv.turns)
+        for m, t in zip(ex.messages, conv.turns):
+            assert (m.role, m.text, m.task) == (t.role, t.text, t.task)
+            assert (m.meta or {}) == json.loads(json.dumps(t.meta))
+            assert m.scene == t.image                    # exact geometry survives JSON
+            if t.image is None:
+                assert m.image is None
+            else:
+                seen += 1
+                assert m.image.size == (128, 128)
+                assert m.image.tobytes() == render(t.image).tobytes()
+    assert seen == n_images > 0
+
+
+def test_reader_accepts_real_data_without_scenes(tmp_path):
+    from PIL import Image
+    (tmp_path / "pics").mkdir()
+    Image.new("RGB", (64, 48), (1, 2, 3)).save(tmp_path / "pics" / "cat.png")
+    line = {"id": "real-0", "messages": [{"role": "user", "text": "what is this?", "image": "pics/cat.png"},
+                                         {"role": "assistant", "text": "a cat"}]}
+    (tmp_path / "data.jsonl").write_text(json.dumps(line) + "\n\n")
+    [ex] = read_jsonl(tmp_path / "data.jsonl")
+    assert ex.messages[0].image.size == (64, 48) and ex.messages[0].scene is None
+    assert ex.messages[1].image is None and ex.messages[1].task is None
+
+
+@pytest.mark.parametrize("line, error", [
+    ("not json", "not JSON"),
+    ('{"messages": []}', "string 'id'"),
+    ('{"id": "x", "messages": []}', "non-empty list"),
+    ('{"id": "x", "messages": [{"role": "robot", "text": "hi"}]}', "role"),
+    ('{"id": "x", "messages": [{"role": "user", "text": 3}]}', "text"),
+    ('{"id": "x", "messages": [{"role": "user", "text": "hi", "image": "images/nope.png"}]}', "not found"),
+    ('{"id": "x", "messages": [{"role": "user", "text": "hi", "scene": {"objects": [{"shape": "blob"}]}}]}', "scene"),
+    ('{"id": "x", "messages": [{"role": "user", "text": "hi", "scene": {"background": "plaid"}}]}', "invalid scene"),
+])
+def test_reader_names_the_bad_line(tmp_path, line, error):
+    good = json.dumps({"id": "ok", "messages": [{"role": "user", "text": "hi"}]})
+    path = tmp_path / "conversations.jsonl"
+    path.write_text(good + "\n" + line + "\n")
+    with pytest.raises(DatasetError, match=error) as info:
+        read_jsonl(path)
+    assert f"{path}:2" in str(info.value)
+
+
+def test_cli_export(tmp_path, capsys):
+    assert cli_main(["world", "export", "--n", "3", "--out", str(tmp_path), "--seed", "2"]) == 0
+    assert "wrote 3 train conversations" in capsys.readouterr().out
+    examples = read_jsonl(tmp_path / "conversations.jsonl")
+    assert [e.id for e in examples] == ["train-2", "train-3", "train-4"]
+    assert not list(tmp_path.glob(".*.tmp")) and not list((tmp_path / "images").glob(".*.tmp"))
+    assert cli_main(["world", "export", "--n", "1", "--out", str(tmp_path), "--seed", "-5"]) == 2
+
+
+def test_scene_json_round_trip_is_exact():
+    for s in range(30):
+        for scene in sample_conversation(s).images():
+            assert Scene.from_dict(json.loads(json.dumps(scene.to_json_dict()))) == scene

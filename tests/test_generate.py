@@ -1,0 +1,93 @@
+"""Sampling on a tiny random transformer: grammar, CFG, seeds, KV cache."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mmgen.generate import generate_ids
+from mmgen.sampling import Grammar, SamplingConfig, logits_to_probs
+from mmgen.stream import IMAGE_TOKENS, Conversation, Turn
+
+
+def prompts(stream, text="draw a red circle"):
+    conv = Conversation((Turn("user", text),))
+    return (stream.encode(conv, generation_prompt=True).ids,
+            stream.encode(conv, generation_prompt=True, drop_last_user_text=True).ids)
+
+
+def run(model, stream, *, seed, n=1, use_cache=True, require_image=True, **config):
+    cond, uncond = prompts(stream)
+    cfg = SamplingConfig(temperature=1.0, text_temperature=1.0, max_text_tokens=6, **config)
+    steps = list(generate_ids(model, stream, cond, uncond, config=cfg, n=n, seed=seed,
+                              require_image=require_image, use_cache=use_cache))
+    rows = [[s.tokens[r] for s in steps] for r in range(n)]
+    return [row[:row.index(stream.eot) + 1] for row in rows]     # a finished row idles on <eot>
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_grammar_is_never_violated(tiny_lm, tiny_stream, seed):
+    for row in run(tiny_lm, tiny_stream, seed=seed, n=2, require_image=seed % 2 == 0):
+        s = tiny_stream
+        assert row[-1] == s.eot
+        cond, _ = prompts(s)
+        conv = s.decode(cond + row)             # raises on any malformed picture
+        reply = conv.turns[-1]
+        if seed % 2 == 0:
+            assert reply.codes is not None and len(reply.codes) == IMAGE_TOKENS
+        if s.image_start in row:
+            i = row.index(s.image_start)
+            assert all(s.is_image_id(t) for t in row[i + 1:i + 1 + IMAGE_TOKENS])
+            assert row[i + 1 + IMAGE_TOKENS:] == [s.image_end, s.eot]
+        outside = [t for t in row if not s.is_image_id(t)]
+        assert len(outside) == len(row) - (IMAGE_TOKENS if s.image_start in row else 0)
+
+
+def test_forbidding_pictures_gives_words_only(tiny_lm, tiny_stream):
+    cond, uncond = prompts(tiny_stream, "what colour is it?")
+    steps = list(generate_ids(tiny_lm, tiny_stream, cond, uncond, config=SamplingConfig(text_temperature=1.0),
+                              seed=3, allow_image=False))
+    assert not any(tiny_stream.is_image_id(s.tokens[0]) or s.tokens[0] == tiny_stream.image_start for s in steps)
+
+
+def test_seeded_sampling_is_reproducible(tiny_lm, tiny_stream):
+    assert run(tiny_lm, tiny_stream, seed=5) == run(tiny_lm, tiny_stream, seed=5)
+    assert run(tiny_lm, tiny_stream, seed=5) != run(tiny_lm, tiny_stream, seed=6)
+
+
+def test_kv_cache_gives_the_same_tokens_as_no_cache(tiny_lm, tiny_stream):
+    assert run(tiny_lm, tiny_stream, seed=2, n=2, use_cache=True) == run(tiny_lm, tiny_stream, seed=2, n=2, use_cache=False)
+
+
+def test_cfg_scale_one_equals_conditional_sampling(tiny_lm, tiny_stream):
+    cond, uncond = prompts(tiny_stream)
+    cfg = SamplingConfig(temperature=1.0, text_temperature=1.0, max_text_tokens=6, cfg=1.0)
+    with_uncond = [s.tokens[0] for s in generate_ids(tiny_lm, tiny_stream, cond, uncond, config=cfg, seed=9, require_image=True)]
+    alone = [s.tokens[0] for s in generate_ids(tiny_lm, tiny_stream, cond, None, config=cfg, seed=9, require_image=True)]
+    assert with_uncond == alone
+
+
+def test_guidance_changes_the_picture(tiny_lm, tiny_stream):
+    assert run(tiny_lm, tiny_stream, seed=4, cfg=1.0) != run(tiny_lm, tiny_stream, seed=4, cfg=5.0)
+
+
+def test_top_k_and_top_p_limit_the_support():
+    logits = torch.tensor([[4.0, 3.0, 2.0, 1.0, 0.0]])
+    assert (logits_to_probs(logits, temperature=1.0, top_k=2) > 0).sum() == 2
+    p = logits_to_probs(logits, temperature=1.0, top_p=0.7)
+    # softmax: [.636 .234 .086 .032 .012] -> the first two reach 0.7
+    assert (p > 0).sum() == 2 and torch.isclose(p.sum(), torch.tensor(1.0))
+
+
+def test_grammar_states(tiny_stream):
+    s = tiny_stream
+    g = Grammar(s, require_image=True)
+    allowed = g.allowed(max_text_tokens=4)
+    assert not allowed[s.eot] and allowed[s.image_start] and not allowed[s.image_offset]
+    g.advance(s.image_start)
+    for _ in range(IMAGE_TOKENS):
+        a = g.allowed(4)
+        assert a[s.image_offset:].all() and not a[:s.image_offset].any()
+        g.advance(s.image_offset)
+    assert g.allowed(4).nonzero().flatten().tolist() == [s.image_end]
+    g.advance(s.image_end)
+    assert g.allowed(4).nonzero().flatten().tolist() == [s.eot]

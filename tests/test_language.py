@@ -1,0 +1,362 @@
+"""The world's words agree with its pictures: prompts/specs, edits, questions, referring expressions,
+held-out phrasings, and the renderer's determinism."""
+import copy
+import random
+from dataclasses import replace
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mmgen.world import render, sample_scene
+from mmgen.world.edits import EDIT_KINDS, sample_edit
+from mmgen.world.language import (COLOR_SYNONYMS, FAMILIES, NUMBER_WORDS, SHAPE_SYNONYMS, objects_matching, refer,
+                                  stream, template_regex)
+from mmgen.world.prompts import CATEGORIES, prompt_for, sample_prompt, spec_matches
+from mmgen.world.questions import QUESTION_KINDS, sample_question
+from mmgen.world.scene import DEFAULT_BACKGROUND, DEFAULT_SIZE, Obj, Scene, Sign, validate
+
+SPLITS = ("train", "eval")
+
+
+def color_words(c):
+    return (c,) + COLOR_SYNONYMS.get(c, ())
+
+
+def shape_words(s):
+    words = (s,) + SHAPE_SYNONYMS.get(s, ())
+    return words + tuple(w + "s" for w in words) + tuple(w + "es" for w in words)
+
+
+# --- create prompts ------------------------------------------------------------------------------
+@settings(max_examples=120, deadline=None)
+@given(seed=st.integers(0, 10**8), category=st.sampled_from(CATEGORIES), split=st.sampled_from(SPLITS))
+def test_prompt_scene_is_valid_and_matches_its_own_spec(seed, category, split):
+    p = prompt_for(seed, category, split)
+    validate(p.scene)
+    checks = spec_matches(p.spec, p.scene, defaults=True)
+    assert all(checks.values()), (p.text, p.spec, p.scene.to_dict(), checks)
+    assert p.spec["category"] == category
+    if p.spec["background"] is None:
+        assert p.scene.background == DEFAULT_BACKGROUND
+    # the words say what the spec says
+    text = p.text.lower()
+    for g in p.spec["objects"]:
+        if g["color"]:
+            assert any(w in text for w in color_words(g["color"])), (p.text, g)
+        if g["shape"]:
+            assert any(w in text for w in shape_words(g["shape"])), (p.text, g)
+        if g["count"] > 1:
+            assert NUMBER_WORDS[g["count"]] in text or str(g["count"]) in text, (p.text, g)
+    if p.spec["sign"]:
+        assert p.spec["sign"]["word"] in p.text          # the word exactly as drawn
+    if p.spec["background"]:
+        assert any(w in text for w in color_words(p.spec["background"])), p.text
+
+
+def test_categories_ask_what_they_name():
+    for i in range(40):
+        assert prompt_for(i, "single_object").spec["n_objects"] == 1
+        assert 2 <= prompt_for(i, "counting").spec["objects"][0]["count"] <= 4
+        ca = prompt_for(i, "color_attribution").spec["objects"]
+        assert len(ca) == 2 and all(g["color"] and g["shape"] for g in ca)
+        assert ca[0]["color"] != ca[1]["color"] and ca[0]["shape"] != ca[1]["shape"]
+        assert prompt_for(i, "sign").spec["sign"]["word"]
+        pos = prompt_for(i, "position").spec
+        assert pos["relations"] or pos["objects"][0]["cell"]
+
+
+def _scene_dict(objs, background="white", sign=None):
+    return {"background": background, "objects": [dict(shape=s, color=c, size=z, cell=cell) for s, c, z, cell in objs],
+            "sign": sign}
+
+
+def test_spec_matches_catches_what_is_wrong():
+    spec = {"category": "position", "n_objects": 2, "background": None, "sign": None,
+            "objects": [{"shape": "circle", "color": "red", "size": None, "cell": None, "count": 1},
+                        {"shape": "star", "color": "green", "size": None, "cell": None, "count": 1}],
+            "relations": [{"a": 0, "relation": "left of", "b": 1}]}
+    good = _scene_dict([("circle", "red", "medium", "left"), ("star", "green", "medium", "top right")])
+    assert all(spec_matches(spec, good).values())
+    swapped = _scene_dict([("circle", "red", "medium", "right"), ("star", "green", "medium", "left")])
+    got = spec_matches(spec, swapped)
+    assert not got["relation_0"] and not got["objects"] and got["object_0"] and got["object_1"]
+    wrong_color = _scene_dict([("circle", "blue", "medium", "left"), ("star", "green", "medium", "right")])
+    got = spec_matches(spec, wrong_color)
+    assert not got["object_0"] and not got["objects"] and got["count"]
+    extra = good["objects"] + [dict(shape="square", color="red", size="medium", cell="bottom")]
+    assert not spec_matches(spec, {**good, "objects": extra})["count"]
+    # defaults: unsaid background and size must be white / medium only when asked to check them
+    big_on_black = _scene_dict([("circle", "red", "large", "left"), ("star", "green", "medium", "right")], "black")
+    assert all(spec_matches(spec, big_on_black).values())
+    got = spec_matches(spec, big_on_black, defaults=True)
+    assert not got["background"] and not got["object_0"]
+
+
+def test_spec_matches_counts_and_signs():
+    spec = {"category": "counting", "n_objects": 3, "background": "black", "relations": [],
+            "objects": [{"shape": "square", "color": "blue", "size": None, "cell": None, "count": 3}],
+            "sign": {"word": "OPEN", "color": "red", "plaque": None, "band": "top"}}
+    sign = {"word": "OPEN", "color": "red", "plaque": "white", "band": "top"}
+    three = _scene_dict([("square", "blue", "small", c) for c in ("left", "center", "right")], "black", sign)
+    assert all(spec_matches(spec, three).values())
+    two_and_red = copy.deepcopy(three)
+    two_and_red["objects"][2]["color"] = "red"
+    got = spec_matches(spec, two_and_red)
+    assert not got["object_0"] and got["count"]
+    misspelt = {**three, "sign": {**sign, "word": "OPEM"}}
+    assert not spec_matches(spec, misspelt)["sign_word"]
+    assert not spec_matches(spec, {**three, "sign": None})["sign"]
+
+
+def test_unsaid_attributes_take_defaults_or_vary():
+    sizes, colors = set(), set()
+    for i in range(200):
+        p = prompt_for(i, "single_object", "train")
+        sizes.add(p.scene.objects[0].size)
+        colors.add(p.scene.objects[0].color)
+    assert sizes == {DEFAULT_SIZE}                # "a circle" is medium
+    assert len(colors) >= 6                       # … of any colour
+
+
+# --- referring expressions -------------------------------------------------------------------------
+@settings(max_examples=150, deadline=None)
+@given(seed=st.integers(0, 10**8))
+def test_references_pick_out_exactly_their_target(seed):
+    scene, rng = sample_scene(seed), random.Random(seed)
+    for i in range(len(scene.objects)):
+        for avoid in ((), ("color",), ("shape",), ("cell",)):
+            ref = refer(scene, i, rng, avoid=avoid)
+            if ref is None:
+                continue
+            assert not set(ref.attrs) & set(avoid)
+            if ref.text == "it":
+                assert len(scene.objects) == 1 and scene.sign is None
+            else:
+                assert objects_matching(scene, ref.attrs) == [i], (ref, scene.to_dict())
+
+
+def test_ambiguous_references_are_never_used():
+    two_circles = Scene(objects=(Obj("circle", "red", cell="left"), Obj("circle", "blue", cell="right")))
+    texts = {refer(two_circles, 0, random.Random(k)).text for k in range(60)}
+    assert "the circle" not in texts and "it" not in texts
+    assert "the red circle" in texts
+    # "the red one" could mean the red word, so it is not used when the sign is red
+    signed = Scene(objects=(Obj("circle", "red", cell="left"),), sign=Sign("HI", "red", band="top"))
+    assert all(refer(signed, 0, random.Random(k)).text != "the red one" for k in range(60))
+
+
+# --- edits ------------------------------------------------------------------------------------------
+def apply_record(d: dict, r: dict) -> dict:
+    """What an edit record says happened, applied to a scene's to_dict(), independently of edits.py."""
+    d = copy.deepcopy(d)
+    kind, t = r["kind"], r["target"]
+    if kind in ("recolor", "move", "resize"):
+        part = d["sign"] if t == "sign" else d["objects"][t]
+        assert part[r["attribute"]] == r["before"]
+        part[r["attribute"]] = r["after"]
+    elif kind == "add":
+        assert t == len(d["objects"])
+        d["objects"].append(r["after"])
+    elif kind == "remove":
+        assert d["objects"].pop(t) == r["before"]
+    elif kind == "background":
+        assert d["background"] == r["before"]
+        d["background"] = r["after"]
+    elif kind == "word":
+        assert d["sign"]["word"] == r["before"]
+        d["sign"]["word"] = r["after"]
+    elif kind == "add_sign":
+        assert d["sign"] is None
+        d["sign"] = r["after"]
+    elif kind == "remove_sign":
+        assert d["sign"] == r["before"]
+        d["sign"] = None
+    return d
+
+
+def check_edit(old: Scene, e) -> None:
+    r = e.record
+    validate(e.scene)
+    assert r["before"] != r["after"]
+    assert apply_record(old.to_dict(), r) == e.scene.to_dict(), (e.text, r)
+    # every object the edit did not touch keeps its exact geometry (offset and side too)
+    kind, t = r["kind"], r["target"]
+    if kind == "add":
+        assert e.scene.objects[:-1] == old.objects
+    elif kind == "remove":
+        assert e.scene.objects == old.objects[:t] + old.objects[t + 1:]
+    else:
+        assert len(e.scene.objects) == len(old.objects)
+        for j, (a, b) in enumerate(zip(old.objects, e.scene.objects)):
+            if j != t:
+                assert a == b                     # Obj equality includes offset and side
+            elif kind == "recolor":
+                assert replace(a, color=b.color) == b
+    if r["ref"]:
+        assert r["ref"] in e.text.lower() or r["ref"] in e.text
+    if kind == "word":
+        assert r["after"] in e.text
+    if kind == "recolor":
+        assert any(w in e.text for w in color_words(r["after"]))
+    if r["asked"] and kind == "add":
+        assert all(r["after"][k] == v for k, v in r["asked"].items() if k != "count" and v is not None)
+        if r["asked"]["size"] is None:
+            assert r["after"]["size"] == DEFAULT_SIZE
+
+
+@settings(max_examples=150, deadline=None)
+@given(seed=st.integers(0, 10**8), split=st.sampled_from(SPLITS))
+def test_edits_change_exactly_what_the_record_says(seed, split):
+    scene, rng = sample_scene(seed), random.Random(seed)
+    for kind in EDIT_KINDS:
+        e = sample_edit(scene, rng, split, kind=kind)
+        if e is not None:
+            assert e.record["kind"] == kind
+            check_edit(scene, e)
+
+
+def test_every_edit_kind_happens():
+    seen = set()
+    for seed in range(300):
+        e = sample_edit(sample_scene(seed), random.Random(seed))
+        seen.add(e.record["kind"])
+    assert seen == set(EDIT_KINDS)
+
+
+# --- questions ----------------------------------------------------------------------------------------
+def expected_answer(scene: Scene, kind: str, about: dict) -> str | None:
+    """Recompute an answer from the scene's dict, independently of questions.py (None: checked apart)."""
+    d = scene.to_dict()
+    objs, sign = d["objects"], d["sign"]
+    counts = ("none", "one", "two", "three", "four")
+
+    def n_matching(shape, color):
+        return sum((shape is None or o["shape"] == shape) and (color is None or o["color"] == color) for o in objs)
+    t = about.get("target")
+    if kind == "color":
+        return (sign["color"] if about["part"] == "letters" else sign["plaque"]) if t == "sign" else objs[t]["color"]
+    if kind == "shape":
+        return objs[t]["shape"]
+    if kind == "count":
+        return counts[n_matching(about["shape"], about["color"])]
+    if kind == "position":
+        return sign["band"] if t == "sign" else objs[t]["cell"]
+    if kind == "word":
+        return sign["word"]
+    if kind == "exists":
+        there = sign is not None if about.get("sign") else n_matching(about["shape"], about["color"]) > 0
+        return "yes" if there else "no"
+    if kind == "check_color":
+        return "yes" if objs[t]["color"] == about["color"] else "no"
+    if kind == "background":
+        return d["background"]
+    return None
+
+
+@settings(max_examples=150, deadline=None)
+@given(seed=st.integers(0, 10**8), split=st.sampled_from(SPLITS))
+def test_answers_are_exact(seed, split):
+    scene, rng = sample_scene(seed), random.Random(seed)
+    for kind in QUESTION_KINDS:
+        q = sample_question(scene, rng, split, kind=kind)
+        if q is None:
+            continue
+        want = expected_answer(scene, kind, q.about)
+        if want is not None:
+            assert q.answer == want, (q, scene.to_dict())
+        if "ref" in q.about:
+            assert q.about["ref"] in q.text.lower() or q.about["ref"] in q.text
+        if kind == "describe":
+            assert scene.background in q.answer
+            for o in scene.objects:
+                assert f"{o.color} {o.shape}" in q.answer
+            if scene.sign:
+                assert f'"{scene.sign.word}"' in q.answer
+        if kind == "what_at":
+            o = scene.object_in(q.about["cell"])
+            assert q.answer == "nothing" if o is None else q.answer.endswith(f"{o.color} {o.shape}")
+
+
+def test_answers_are_short_and_deterministic():
+    scene = sample_scene(11)
+    a = [sample_question(scene, random.Random(k)) for k in range(30)]
+    b = [sample_question(scene, random.Random(k)) for k in range(30)]
+    assert a == b
+    assert all(len(q.answer.split()) <= 2 for q in a if q.kind != "describe" and q.kind != "what_at")
+
+
+# --- held-out phrasings ---------------------------------------------------------------------------
+def _import_all_families():
+    import mmgen.world.conversation  # noqa: F401  (registers its families)
+    import mmgen.world.edits  # noqa: F401
+    import mmgen.world.questions  # noqa: F401
+    return FAMILIES
+
+
+def test_held_out_phrasings_are_distinct_from_training_ones():
+    fams = _import_all_families()
+    assert len(fams) >= 25
+    train = {t for f in fams.values() for t in f.train}
+    for f in fams.values():
+        assert f.held_out and f.train
+        for t in f.held_out:
+            assert t not in train, (f.name, t)
+            literal = "".join(p for i, p in enumerate(t.replace("{", "}").split("}")) if i % 2 == 0)
+            assert len(literal.strip(" ,.?!:\"")) >= 4, (f.name, t)     # a phrasing, not a bare slot
+            # no training phrasing, filled with anything, reads as this held-out one
+            for u in train:
+                assert not template_regex(t).search(u.replace("{", "").replace("}", "")), (t, u)
+
+
+def _held_out_regexes():
+    return [(f.name, t, template_regex(t)) for f in _import_all_families().values() for t in f.held_out]
+
+
+def test_held_out_phrasings_never_appear_in_training():
+    from mmgen.world.conversation import sample_conversation
+    regexes = _held_out_regexes()
+    texts = [t.text for s in range(400) for t in sample_conversation(s, "train").turns]
+    texts += [prompt_for(s, c, "train").text for s in range(60) for c in CATEGORIES]
+    for text in texts:
+        hits = [(name, t) for name, t, rx in regexes if rx.search(text)]
+        assert not hits, (text, hits)
+
+
+def test_eval_user_turns_use_held_out_phrasings():
+    from mmgen.world.conversation import sample_conversation
+    regexes = _held_out_regexes()
+    used = set()
+    for s in range(300):
+        for turn in sample_conversation(s, "eval").turns:
+            if turn.role != "user":
+                continue
+            hits = {(name, t) for name, t, rx in regexes if rx.search(turn.text)}
+            assert hits, turn.text
+            used |= hits
+    assert len(used) >= len(regexes) // 2        # the held-out set is really exercised
+
+
+def test_template_regex_finds_filled_templates():
+    assert template_regex("lose {ref}").search("Lose the circle")
+    assert not template_regex("lose {ref}").search('a sign that says "CLOSED" please')
+    assert template_regex('swap "{old}" for "{word}"').search('swap "OPEN" for "SALE"')
+
+
+def test_streams_are_split_apart():
+    assert stream("train", 3, "x").random() != stream("eval", 3, "x").random()
+    assert stream("train", 3, "x").random() == stream("train", 3, "x").random()
+    with pytest.raises(ValueError):
+        stream("test", 0)
+    with pytest.raises(ValueError):
+        stream("train", -1)
+
+
+# --- renderer ------------------------------------------------------------------------------------
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10**8))
+def test_render_is_deterministic(seed):
+    p = sample_prompt(random.Random(seed))
+    a = render(p.scene).tobytes()
+    assert a == render(p.scene).tobytes()
+    assert a == render(Scene.from_dict(p.scene.to_json_dict())).tobytes()

@@ -15,6 +15,9 @@ import sys
 # (command words, module, help). Each module has `add_arguments(parser)` and `run(args) -> int`.
 COMMANDS: list[tuple[tuple[str, ...], str, str]] = [
     (("world", "export"), "mmgen.world.export", "write sample conversations as JSONL + PNG files"),
+    (("train", "vq"), "mmgen.train.vq", "train the image tokenizer"),
+    (("train", "lm"), "mmgen.train.lm", "train the transformer on conversations"),
+    (("eval",), "mmgen.eval.benchmark", "the judged benchmark: generation, editing, questions, variations"),
 ]
 
 

@@ -15,11 +15,11 @@ def prompts(stream, text="draw a red circle"):
             stream.encode(conv, generation_prompt=True, drop_last_user_text=True).ids)
 
 
-def run(model, stream, *, seed, n=1, use_cache=True, require_image=True, **config):
+def run(model, stream, *, seed, n=1, backend="engine", require_image=True, **config):
     cond, uncond = prompts(stream)
     cfg = SamplingConfig(temperature=1.0, text_temperature=1.0, max_text_tokens=6, **config)
     steps = list(generate_ids(model, stream, cond, uncond, config=cfg, n=n, seed=seed,
-                              require_image=require_image, use_cache=use_cache))
+                              require_image=require_image, backend=backend))
     rows = [[s.tokens[r] for s in steps] for r in range(n)]
     return [row[:row.index(stream.eot) + 1] for row in rows]     # a finished row idles on <eot>
 
@@ -55,7 +55,9 @@ def test_seeded_sampling_is_reproducible(tiny_lm, tiny_stream):
 
 
 def test_kv_cache_gives_the_same_tokens_as_no_cache(tiny_lm, tiny_stream):
-    assert run(tiny_lm, tiny_stream, seed=2, n=2, use_cache=True) == run(tiny_lm, tiny_stream, seed=2, n=2, use_cache=False)
+    uncached = run(tiny_lm, tiny_stream, seed=2, n=2, backend="nocache")
+    assert run(tiny_lm, tiny_stream, seed=2, n=2, backend="engine") == uncached
+    assert run(tiny_lm, tiny_stream, seed=2, n=2, backend="hf") == uncached
 
 
 def test_cfg_scale_one_equals_conditional_sampling(tiny_lm, tiny_stream):

@@ -1,0 +1,131 @@
+"""A lean inference engine for our Llama weights: static KV cache, explicit positions, rollback.
+
+Why hand-written: at the shipped size the work per token is tiny (a few MFLOP), so on a CPU the
+time of one decoding step is almost all per-call overhead. `transformers`' generic forward
+rebuilds masks, walks cache objects and dispatches through many layers of Python each step
+(benchmarks/generate.py measures both). Here one step is the bare maths — fused QKV and
+gate/up projections, RoPE from a precomputed table, K/V written in place into a preallocated
+cache, SDPA — on the very same weights (no copy but the fused matrices). The cache is a
+plain tensor, so rolling back rejected speculative tokens is just moving a length.
+
+    engine = Engine(model, batch=2, max_len=2048)
+    logits = engine.prefill(ids, pad)        # ids [B, T] left-padded; pad[b] = pad slots of row b
+    logits = engine.step(new_ids)            # [B, T_new, V]: appends T_new tokens to every row
+    engine.length -= 3                       # forget the last three positions (speculative rollback)
+
+Equivalence with `LlamaForCausalLM` is tested (tests/test_engine.py).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    # as LlamaRMSNorm: normalise in fp32, scale in the input dtype
+    xf = x.float()
+    xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * xf.to(x.dtype)
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+class Engine:
+    def __init__(self, model, *, batch: int, max_len: int | None = None, dtype: torch.dtype | None = None):
+        cfg = model.config
+        self.config = cfg
+        self.device = next(model.parameters()).device
+        self.dtype = dtype or next(model.parameters()).dtype
+        self.n_heads = cfg.num_attention_heads
+        self.n_kv = cfg.num_key_value_heads
+        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        self.eps = cfg.rms_norm_eps
+        self.max_len = max_len or cfg.max_position_embeddings
+        self.batch = batch
+        m = model.model
+        cast = lambda t: t.detach().to(self.dtype)   # noqa: E731
+        self.embed = cast(m.embed_tokens.weight)
+        self.lm_head = cast(model.lm_head.weight)
+        self.final_norm = cast(m.norm.weight)
+        self.layers = []
+        for layer in m.layers:
+            a, mlp = layer.self_attn, layer.mlp
+            self.layers.append({
+                "in_norm": cast(layer.input_layernorm.weight),
+                "qkv": cast(torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight])),
+                "qkv_bias": None if a.q_proj.bias is None else cast(torch.cat([a.q_proj.bias, a.k_proj.bias, a.v_proj.bias])),
+                "o": cast(a.o_proj.weight),
+                "post_norm": cast(layer.post_attention_layernorm.weight),
+                "gate_up": cast(torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight])),
+                "down": cast(mlp.down_proj.weight),
+            })
+        # RoPE table for every position (default rope type, as LlamaRotaryEmbedding)
+        inv_freq = model.model.rotary_emb.inv_freq.float().to(self.device)
+        scaling = getattr(model.model.rotary_emb, "attention_scaling", 1.0)
+        t = torch.arange(self.max_len, device=self.device, dtype=torch.float32)
+        freqs = torch.outer(t, inv_freq)
+        emb = torch.cat((freqs, freqs), dim=-1)
+        self.cos = (emb.cos() * scaling).to(self.dtype)
+        self.sin = (emb.sin() * scaling).to(self.dtype)
+        shape = (len(self.layers), batch, self.n_kv, self.max_len, self.head_dim)
+        self.k_cache = torch.zeros(shape, dtype=self.dtype, device=self.device)
+        self.v_cache = torch.zeros(shape, dtype=self.dtype, device=self.device)
+        self.slots = torch.arange(self.max_len, device=self.device)
+        self.length = 0                                   # cache slots filled (same for every row)
+        self.pad = torch.zeros(batch, dtype=torch.long, device=self.device)
+
+    # --- the maths of one pass ------------------------------------------------------------------
+    def _forward(self, ids: torch.Tensor, all_logits: bool) -> torch.Tensor:
+        B, T = ids.shape
+        start = self.length
+        if start + T > self.max_len:
+            raise ValueError(f"the context holds {self.max_len} positions; {start + T} asked")
+        slots = self.slots[start:start + T]                               # [T]
+        positions = (slots[None, :] - self.pad[:, None]).clamp(min=0)     # [B, T]: real tokens before
+        cos, sin = self.cos[positions][:, None], self.sin[positions][:, None]   # [B, 1, T, D]
+        # key k is visible to query q when k ≤ q (causal) and k is not a pad slot of that row
+        keys = self.slots[:start + T]
+        mask = (keys[None, None, :] <= slots[None, :, None]) & (keys[None, None, :] >= self.pad[:, None, None])
+        mask = mask[:, None]                                              # [B, 1, T, S]
+        x = F.embedding(ids, self.embed)
+        H, KV, D = self.n_heads, self.n_kv, self.head_dim
+        for i, w in enumerate(self.layers):
+            h = rms_norm(x, w["in_norm"], self.eps)
+            qkv = F.linear(h, w["qkv"], w["qkv_bias"])
+            q, k, v = qkv.split((H * D, KV * D, KV * D), dim=-1)
+            q = q.view(B, T, H, D).transpose(1, 2)
+            k = k.view(B, T, KV, D).transpose(1, 2)
+            v = v.view(B, T, KV, D).transpose(1, 2)
+            q = q * cos + rotate_half(q) * sin
+            k = k * cos + rotate_half(k) * sin
+            self.k_cache[i, :B, :, start:start + T] = k                   # written in place
+            self.v_cache[i, :B, :, start:start + T] = v
+            attn = F.scaled_dot_product_attention(q, self.k_cache[i, :B, :, :start + T],
+                                                  self.v_cache[i, :B, :, :start + T],
+                                                  attn_mask=mask, enable_gqa=KV != H)
+            x = x + F.linear(attn.transpose(1, 2).reshape(B, T, H * D), w["o"])
+            h = rms_norm(x, w["post_norm"], self.eps)
+            gate, up = F.linear(h, w["gate_up"]).chunk(2, dim=-1)
+            x = x + F.linear(F.silu(gate) * up, w["down"])
+        self.length = start + T
+        x = rms_norm(x if all_logits else x[:, -1:], self.final_norm, self.eps)
+        return F.linear(x, self.lm_head)
+
+    # --- the public calls -----------------------------------------------------------------------
+    @torch.inference_mode()
+    def prefill(self, ids: torch.Tensor, pad: torch.Tensor | None = None) -> torch.Tensor:
+        """Start over with left-padded prompts `ids` [B, T]; returns the last logits [B, V]."""
+        B = ids.shape[0]
+        if B > self.batch:
+            raise ValueError(f"the engine was built for {self.batch} rows, got {B}")
+        self.length = 0
+        self.pad = torch.zeros(B, dtype=torch.long, device=self.device) if pad is None else pad.to(self.device)
+        return self._forward(ids.to(self.device), all_logits=False)[:, -1].float()
+
+    @torch.inference_mode()
+    def step(self, ids: torch.Tensor) -> torch.Tensor:
+        """Append `ids` [B, T] to every row; logits of each new position [B, T, V]."""
+        return self._forward(ids.to(self.device), all_logits=True).float()

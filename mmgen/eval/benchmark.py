@@ -1,0 +1,265 @@
+"""`mmgen eval`: the model's fixed-seed benchmark, graded by the judge.
+
+Held-out scenes and held-out phrasings only (the evaluation split of the world). Four parts:
+
+- generation (GenEval-style): a prompt per case in each category — single object, two objects,
+  counting, colours, position, colour attribution, sign; a case passes when the judge's reading
+  of the picture satisfies everything the prompt asked (`prompts.spec_matches`). "overall" is
+  the mean over categories; "sign words" is the share of sign prompts whose word is exact.
+- editing: a picture already in the conversation (its exact codes), then an edit instruction;
+  "changed" = the asked change is in the new picture, "preserved" = everything else is as it was.
+- questions: a picture (given by the user, or drawn earlier) and a question; exact answers.
+- variations: a picture, then "another one like this": same shapes, colours, sizes, background
+  and sign, in a new layout.
+
+    mmgen eval                       # 50 cases per category, prints a table, writes runs/eval.json
+    mmgen eval --n 10 --parts gen    # quicker
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import time
+from collections import Counter
+from pathlib import Path
+
+GEN_CATEGORIES = ("single_object", "two_objects", "counting", "colors", "position", "color_attribution", "sign")
+PARTS = ("gen", "edit", "ask", "var")
+SEED_SALT = {"gen": 0, "edit": 1, "ask": 2, "var": 3}   # each part samples from its own seeds
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--n", type=int, default=50, help="cases per category (and per part)")
+    p.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
+    p.add_argument("--checkpoints", default=None, help="checkpoints folder (default: the shipped one)")
+    p.add_argument("--out", default="runs/eval.json", help="where to write the JSON results")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed")
+    p.add_argument("--cfg", type=float, default=None, help="guidance scale (default: the session's)")
+    p.add_argument("--device", default=None)
+    p.add_argument("--save-images", default=None, help="folder to save every generated picture")
+
+
+# --- grading helpers --------------------------------------------------------------------------
+def normalise_answer(text: str) -> str:
+    return re.sub(r"[^a-z0-9 ]", "", text.lower()).strip()
+
+
+def _object_key(o: dict) -> tuple:
+    return (o["shape"], o["color"], o["size"])
+
+
+def grade_edit(record: dict, before: dict, expected: dict, found: dict) -> dict:
+    """{"changed": bool, "preserved": bool} for one edit, from judge readings (scene dicts)."""
+    from .judge import compare
+    kind, target = record["kind"], record["target"]
+    found_by_cell = {o["cell"]: o for o in found["objects"]}
+    # what the edit is allowed to touch, and the check that it happened
+    touched_cells: set[str] = set()
+    sign_touched = kind in ("word", "add_sign", "remove_sign") or (kind == "recolor" and target == "sign")
+    if kind in ("recolor", "resize") and target != "sign":
+        new = expected["objects"][target]
+        touched_cells.add(new["cell"])
+        f = found_by_cell.get(new["cell"])
+        changed = f is not None and _object_key(f) == _object_key(new) and f["cell"] == new["cell"]
+    elif kind == "recolor":
+        changed = found["sign"] is not None and found["sign"]["color"] == expected["sign"]["color"]
+    elif kind == "move":
+        old, new = before["objects"][target], record["after"]
+        moved_to = new if isinstance(new, str) else new.get("cell")
+        touched_cells |= {old["cell"], moved_to}
+        f = found_by_cell.get(moved_to)
+        changed = f is not None and _object_key(f) == _object_key(old) and old["cell"] not in found_by_cell
+    elif kind == "add":
+        asked = record.get("asked") or {}
+        new = expected["objects"][target]
+        new_cells = [c for c in found_by_cell if c not in {o["cell"] for o in before["objects"]}]
+        touched_cells |= set(new_cells) | {new["cell"]}
+        changed = any(all(asked.get(a) in (None, found_by_cell[c][a]) for a in ("shape", "color", "size"))
+                      and asked.get("cell") in (None, c) for c in new_cells) and len(new_cells) == 1
+    elif kind == "remove":
+        gone = before["objects"][target]["cell"]
+        touched_cells.add(gone)
+        changed = gone not in found_by_cell
+    elif kind == "background":
+        changed = found["background"] == expected["background"]
+    elif kind == "word":
+        changed = found["sign"] is not None and found["sign"]["word"] == expected["sign"]["word"]
+    elif kind == "add_sign":
+        asked = record.get("asked") or {}
+        fs = found["sign"]
+        changed = fs is not None and all(v is None or fs.get(k) == v for k, v in asked.items())
+    elif kind == "remove_sign":
+        changed = found["sign"] is None
+    else:
+        raise ValueError(f"unknown edit kind {kind!r}")
+    # everything else: untouched objects exactly as before, background and sign unless edited
+    rest = {"background": before["background"] if kind != "background" else found["background"],
+            "objects": [o for o in before["objects"] if o["cell"] not in touched_cells],
+            "sign": before["sign"] if not sign_touched else None}
+    found_rest = {"background": found["background"],
+                  "objects": [o for o in found["objects"] if o["cell"] not in touched_cells],
+                  "sign": found["sign"] if not sign_touched else None}
+    preserved = compare(rest, found_rest)["exact"]
+    return {"changed": bool(changed), "preserved": bool(preserved)}
+
+
+def grade_variation(source: dict, found: dict) -> bool:
+    same_things = Counter(map(_object_key, source["objects"])) == Counter(map(_object_key, found["objects"]))
+    new_layout = {(o["cell"],) + _object_key(o) for o in source["objects"]} != \
+                 {(o["cell"],) + _object_key(o) for o in found["objects"]}
+    return bool(same_things and new_layout and source["background"] == found["background"]
+                and source["sign"] == found["sign"])
+
+
+# --- the four parts ---------------------------------------------------------------------------
+def _session_with_picture(model, seed: int, user_text: str, reply: str, scene, settings: dict):
+    """A chat whose last assistant turn shows `scene` (its exact VQ codes)."""
+    from ..stream import Conversation, Turn
+    from ..world import render
+    chat = model.chat(seed=seed, **settings)
+    codes = tuple(model.vq.encode(render(scene))[0].reshape(-1).tolist())
+    chat.conversation = Conversation((Turn("user", user_text), Turn("assistant", reply, codes)))
+    return chat
+
+
+def run_generation(model, n: int, seed: int, settings: dict, save=None) -> dict:
+    from ..world.prompts import prompt_for, spec_matches
+    from .judge import judge
+    results = {}
+    for category in GEN_CATEGORIES:
+        cases = []
+        for i in range(n):
+            p = prompt_for(i, category)
+            reply = model.chat(seed=seed + i, **settings).send(p.text)
+            found = judge(reply.image) if reply.image is not None else None
+            checks = spec_matches(p.spec, found) if found is not None else {"picture": False}
+            cases.append({"prompt": p.text, "passed": all(checks.values()), "checks": checks, "found": found})
+            if save and reply.image is not None:
+                reply.image.save(Path(save) / f"gen-{category}-{i:03d}.png")
+        results[category] = cases
+    return results
+
+
+def run_editing(model, n: int, seed: int, settings: dict, save=None) -> list[dict]:
+    from ..world.edits import sample_edit
+    from ..world.language import stream
+    from ..world.prompts import prompt_for
+    from .judge import judge
+    cases = []
+    for i in range(n):
+        p = prompt_for(i + 10_000 * SEED_SALT["edit"], "mixed")
+        edit = sample_edit(p.scene, stream("eval", i, "benchmark-edit"), split="eval")
+        if edit is None:
+            continue
+        chat = _session_with_picture(model, seed + i, p.text, p.reply, p.scene, settings)
+        reply = chat.send(edit.text)
+        found = judge(reply.image) if reply.image is not None else None
+        grade = grade_edit(edit.record, p.scene.to_dict(), edit.scene.to_dict(), found) if found else \
+            {"changed": False, "preserved": False}
+        cases.append({"instruction": edit.text, "kind": edit.record["kind"], **grade})
+        if save and reply.image is not None:
+            reply.image.save(Path(save) / f"edit-{i:03d}.png")
+    return cases
+
+
+def run_questions(model, n: int, seed: int, settings: dict) -> list[dict]:
+    from ..world import render
+    from ..world.language import stream
+    from ..world.prompts import prompt_for
+    from ..world.questions import sample_question
+    cases = []
+    for i in range(n):
+        p = prompt_for(i + 10_000 * SEED_SALT["ask"], "mixed")
+        q = sample_question(p.scene, stream("eval", i, "benchmark-ask"), split="eval")
+        if q is None:
+            continue
+        if i % 2 == 0:      # a picture the user brings
+            reply = model.chat(seed=seed + i, **settings).send(q.text, image=render(p.scene), allow_image=False)
+        else:               # the picture drawn earlier in the chat
+            reply = _session_with_picture(model, seed + i, p.text, p.reply, p.scene, settings).send(
+                q.text, allow_image=False)
+        ok = normalise_answer(reply.text) == normalise_answer(q.answer)
+        cases.append({"question": q.text, "kind": q.kind, "expected": q.answer, "answer": reply.text, "passed": ok})
+    return cases
+
+
+def run_variations(model, n: int, seed: int, settings: dict) -> list[dict]:
+    from ..world.conversation import VARIATION
+    from ..world.language import stream
+    from ..world.prompts import prompt_for
+    from .judge import judge
+    cases = []
+    for i in range(n):
+        p = prompt_for(i + 10_000 * SEED_SALT["var"], "mixed")
+        if not p.scene.objects:
+            continue
+        text = VARIATION.pick(stream("eval", i, "benchmark-var"), "eval")
+        reply = _session_with_picture(model, seed + i, p.text, p.reply, p.scene, settings).send(text)
+        found = judge(reply.image) if reply.image is not None else None
+        cases.append({"instruction": text, "passed": found is not None and grade_variation(p.scene.to_dict(), found)})
+    return cases
+
+
+def summarise(results: dict) -> dict:
+    s = {}
+    if "gen" in results:
+        per = {c: sum(x["passed"] for x in cases) / max(1, len(cases)) for c, cases in results["gen"].items()}
+        s["generation"] = {**per, "overall": sum(per.values()) / max(1, len(per))}
+        signs = results["gen"].get("sign", [])
+        s["generation"]["sign_words"] = sum(bool(x["checks"].get("sign_word")) for x in signs) / max(1, len(signs))
+    if "edit" in results:
+        cases = results["edit"]
+        s["editing"] = {"changed": sum(c["changed"] for c in cases) / max(1, len(cases)),
+                        "preserved": sum(c["preserved"] for c in cases) / max(1, len(cases)), "cases": len(cases)}
+    if "ask" in results:
+        cases = results["ask"]
+        s["questions"] = {"exact": sum(c["passed"] for c in cases) / max(1, len(cases)), "cases": len(cases)}
+    if "var" in results:
+        cases = results["var"]
+        s["variations"] = {"passed": sum(c["passed"] for c in cases) / max(1, len(cases)), "cases": len(cases)}
+    return s
+
+
+def format_table(summary: dict) -> str:
+    lines = [f"{'part':<12} {'metric':<20} {'score':>6}", "-" * 40]
+    for part, metrics in summary.items():
+        for name, value in metrics.items():
+            shown = f"{value:6.3f}" if isinstance(value, float) else f"{value:>6}"
+            lines.append(f"{part:<12} {name:<20} {shown}")
+    return "\n".join(lines)
+
+
+def run(args) -> int:
+    import torch
+
+    from ..pipeline import load
+    parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+    unknown = set(parts) - set(PARTS)
+    if unknown:
+        print(f"error: unknown part(s) {', '.join(sorted(unknown))}; choose from {', '.join(PARTS)}")
+        return 2
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    model = load(args.checkpoints, device=args.device)
+    settings = {} if args.cfg is None else {"cfg": args.cfg}
+    if args.save_images:
+        Path(args.save_images).mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    results = {}
+    if "gen" in parts:
+        results["gen"] = run_generation(model, args.n, args.seed, settings, args.save_images)
+    if "edit" in parts:
+        results["edit"] = run_editing(model, args.n, args.seed, settings, args.save_images)
+    if "ask" in parts:
+        results["ask"] = run_questions(model, args.n, args.seed, settings)
+    if "var" in parts:
+        results["var"] = run_variations(model, args.n, args.seed, settings)
+    summary = summarise(results)
+    print(format_table(summary))
+    print(f"({time.time() - t0:.0f} s, {args.n} cases per category)")
+    out = Path(args.out)
+    from ..io import atomic_write_json
+    atomic_write_json(out, {"summary": summary, "n": args.n, "seed": args.seed,
+                            "checkpoints": str(args.checkpoints or "shipped"), "results": results})
+    print(f"wrote {out}")
+    return 0

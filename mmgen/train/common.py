@@ -1,0 +1,72 @@
+"""Pieces the transformer trainers share: precision choice, validation loss, checkpoints."""
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from ..data import IGNORE_INDEX, collate
+from ..stream import IMAGE, Stream
+
+
+def autocast_dtype() -> str:
+    """accelerate's mixed_precision: bf16 on CUDA that supports it and on CPUs with AMX/AVX512-BF16."""
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    try:
+        return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "no"
+    except Exception:
+        return "no"
+
+
+@torch.no_grad()
+def validation_loss(model, stream: Stream, conversations, device, batch_size: int = 8) -> dict:
+    """Mean next-token loss on the assistant's words and on its picture codes, separately."""
+    was_training = model.training
+    model.eval()
+    sums = {"text": 0.0, "image": 0.0}
+    counts = {"text": 0, "image": 0}
+    encoded = [stream.encode(c) for c in conversations]
+    for i in range(0, len(encoded), batch_size):
+        chunk = encoded[i:i + batch_size]
+        batch = collate(chunk, stream.pad).to(device)
+        with torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16,
+                            enabled=autocast_dtype() == "bf16"):
+            logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits.float()
+        target = batch.labels[:, 1:]
+        loss = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), target,
+                                                 ignore_index=IGNORE_INDEX, reduction="none")
+        modality = torch.full_like(target, -1)
+        for j, e in enumerate(chunk):
+            modality[j, :len(e.modality) - 1] = torch.tensor(e.modality[1:])
+        valid = target != IGNORE_INDEX
+        is_image = valid & (modality == IMAGE)
+        is_text = valid & ~is_image
+        sums["image"] += loss[is_image].sum().item()
+        counts["image"] += int(is_image.sum())
+        sums["text"] += loss[is_text].sum().item()
+        counts["text"] += int(is_text.sum())
+    model.train(was_training)
+    return {k: round(sums[k] / max(1, counts[k]), 5) for k in sums}
+
+
+def save_lm_checkpoint(model, text_tokenizer, out: str | Path, progress: dict) -> None:
+    """config.json + model.safetensors (bf16) + tokenizer.json, swapped into place in one rename."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    model.config.mmgen_training = dict(progress)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    try:
+        # ship bf16 weights; the model keeps training in fp32
+        bf16 = {k: v.detach().to(torch.bfloat16) for k, v in model.state_dict().items()}
+        model.save_pretrained(tmp, state_dict=bf16, safe_serialization=True)
+        text_tokenizer.save_pretrained(tmp)
+        old = out.with_name(out.name + ".old")
+        if out.exists():
+            out.rename(old)
+        tmp.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,171 @@
+"""Train the transformer on conversations: `mmgen train lm`.
+
+    mmgen train lm                          # world conversations, preset "small", → checkpoints/lm
+    mmgen train lm --resume                 # continue from checkpoints/lm (weights + schedule position)
+    mmgen train lm --data convs.jsonl       # real conversations (the `mmgen world export` format)
+    mmgen train lm --init-from PATH         # start from a pretrained Hugging Face causal LM
+    accelerate launch -m mmgen.train.lm …   # several GPUs (DDP), same flags
+
+Loss falls on what the assistant says — words and picture codes alike. Each user message's
+words are emptied with probability 0.1 (CFG dropout). bf16 autocast on CPUs with AMX and on
+CUDA; cosine schedule with warmup; a progress bar with loss and tokens/s; a validation loss
+on held-out conversations every --eval-every steps; atomic checkpoints every --save-every
+steps that record steps, tokens seen and wall time in config.json.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from pathlib import Path
+
+DEFAULT_OUT = "checkpoints/lm"
+DEFAULT_VQ = "checkpoints/vq"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", default="small", help="model size: tiny | small | base | large")
+    p.add_argument("--out", default=DEFAULT_OUT, help="checkpoint folder (written atomically)")
+    p.add_argument("--vq", default=DEFAULT_VQ, help="image tokenizer checkpoint")
+    p.add_argument("--tokenizer", default=None, help="text tokenizer folder (default: the repo's tokenizer/)")
+    p.add_argument("--data", default=None, help="JSONL of real conversations instead of the world")
+    p.add_argument("--init-from", default=None, help="a pretrained Hugging Face causal LM folder to start from")
+    p.add_argument("--resume", action="store_true", help="continue from --out")
+    p.add_argument("--steps", type=int, default=60_000, help="total optimizer steps of the schedule")
+    p.add_argument("--stop-after", type=int, default=None, help="stop after this many steps in this run")
+    p.add_argument("--batch-tokens", type=int, default=8192, help="padded tokens per batch")
+    p.add_argument("--max-len", type=int, default=1536, help="longest conversation, in tokens")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--min-lr-ratio", type=float, default=0.1)
+    p.add_argument("--warmup", type=int, default=500)
+    p.add_argument("--weight-decay", type=float, default=0.1)
+    p.add_argument("--cfg-dropout", type=float, default=0.1)
+    p.add_argument("--eval-every", type=int, default=500)
+    p.add_argument("--save-every", type=int, default=500)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+
+
+def lr_at(step: int, *, peak: float, warmup: int, total: int, min_ratio: float) -> float:
+    """Linear warmup, then cosine decay to min_ratio · peak at `total`."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    t = min(1.0, (step - warmup) / max(1, total - warmup))
+    return peak * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def build_stream(args):
+    from ..io import read_json
+    from ..stream import Stream
+    from ..text import TOKENIZER_DIR, TextTokenizer
+    tok_dir = args.tokenizer or (args.init_from if args.init_from else (args.out if args.resume else TOKENIZER_DIR))
+    text = TextTokenizer.from_pretrained(tok_dir)
+    codebook = read_json(Path(args.vq) / "config.json")["codebook_size"]
+    return Stream(text, codebook), text
+
+
+def run(args) -> int:
+    import torch
+    from accelerate import Accelerator
+    from tqdm import tqdm
+
+    from ..data import CodeCache, batches, jsonl_conversations, world_conversations
+    from ..model import attention_implementation, build_model, count_parameters, load_model
+    from ..vq import VQTokenizer
+    from .common import autocast_dtype, save_lm_checkpoint, validation_loss
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    accelerator = Accelerator(mixed_precision=autocast_dtype())
+    device = accelerator.device
+    stream, text = build_stream(args)
+    vq = VQTokenizer.from_pretrained(args.vq).to(device).eval()
+    encode_images = lambda images: vq.encode(images)   # noqa: E731
+
+    progress = {"steps": 0, "tokens": 0, "wall_seconds": 0.0}
+    if args.resume:
+        model = load_model(args.out, device=device)
+        progress.update(getattr(model.config, "mmgen_training", {}) or {})
+        model.train()
+    elif args.init_from:
+        from transformers import AutoModelForCausalLM
+        model = AutoModelForCausalLM.from_pretrained(args.init_from, use_safetensors=True,
+                                                     attn_implementation=attention_implementation(device))
+        model.resize_token_embeddings(stream.vocab_size)   # grown rows hold the specials and image codes
+    else:
+        model = build_model(args.preset, stream.vocab_size, seed=args.seed)
+    model.config.mmgen_stream = {"text_vocab": stream.text_vocab, "codebook_size": stream.codebook_size,
+                                 "special_tokens": list(stream.special), "image_offset": stream.image_offset}
+    model.config.mmgen_preset = args.preset
+    model.to(device)
+    accelerator.print(f"model: {count_parameters(model) / 1e6:.1f} M parameters, vocab {stream.vocab_size}, "
+                      f"autocast {autocast_dtype()}, device {device}")
+
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}],
+                                  lr=args.lr, betas=(0.9, 0.95), fused=False)
+    model, optimizer = accelerator.prepare(model, optimizer)
+
+    rank, world = accelerator.process_index, accelerator.num_processes
+    cache = CodeCache(encode_images)
+    if args.data:
+        source = jsonl_conversations(args.data, encode_images)
+    else:
+        # seeds continue where the last run stopped, so a resumed run sees new conversations
+        source = world_conversations(cache, split="train", start=progress["steps"] * 997 + rank, step=world)
+    train_batches = batches(stream, source, batch_tokens=args.batch_tokens, max_len=args.max_len,
+                            seed=args.seed + progress["steps"] + rank, cfg_dropout=args.cfg_dropout)
+    val_convs = list(_take(world_conversations(CodeCache(encode_images), split="eval"), 48))
+
+    start_step = progress["steps"]
+    last = min(args.steps, start_step + (args.stop_after or args.steps))
+    bar = tqdm(range(start_step, last), initial=0, total=last - start_step, disable=not accelerator.is_main_process,
+               dynamic_ncols=True)
+    t0, tokens_window, t_window = time.time(), 0, time.time()
+    wall_before = progress["wall_seconds"]
+    for step in bar:
+        lr = lr_at(step, peak=args.lr, warmup=args.warmup if not args.resume else 50, total=args.steps,
+                   min_ratio=args.min_lr_ratio)
+        for g in optimizer.param_groups:
+            g["lr"] = lr
+        batch = next(train_batches).to(device)
+        with accelerator.autocast():
+            out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=batch.labels)
+        accelerator.backward(out.loss)
+        accelerator.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        progress["steps"] = step + 1
+        progress["tokens"] += batch.n_tokens * world
+        tokens_window += batch.n_tokens * world
+        if step % 10 == 0:
+            rate = tokens_window / max(1e-6, time.time() - t_window)
+            bar.set_postfix(loss=f"{out.loss.item():.3f}", lr=f"{lr:.2e}", tok_s=f"{rate:.0f}")
+            tokens_window, t_window = 0, time.time()
+        done = step + 1 == last
+        if (step + 1) % args.eval_every == 0 or done:
+            val = validation_loss(accelerator.unwrap_model(model), stream, val_convs, device)
+            accelerator.print(f"\nstep {step + 1}: val loss text {val['text']:.4f} image {val['image']:.4f} "
+                              f"| tokens seen {progress['tokens'] / 1e6:.1f} M")
+            progress["val"] = val
+        if accelerator.is_main_process and ((step + 1) % args.save_every == 0 or done):
+            progress["wall_seconds"] = round(wall_before + time.time() - t0, 1)
+            save_lm_checkpoint(accelerator.unwrap_model(model), text, args.out, progress)
+    return 0
+
+
+def _take(it, n):
+    for _, x in zip(range(n), it):
+        yield x
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="mmgen train lm", description=__doc__.splitlines()[0])
+    add_arguments(p)
+    return run(p.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

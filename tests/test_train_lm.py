@@ -1,0 +1,44 @@
+"""A smoke run of `mmgen train lm` on a tiny model: it trains, checkpoints, loads and resumes."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from mmgen.cli import main as cli
+from mmgen.model import load_model
+from mmgen.train.lm import lr_at
+from mmgen.vq import PRESETS, VQTokenizer
+
+
+@pytest.fixture(scope="module")
+def tiny_vq(tmp_path_factory):
+    path = tmp_path_factory.mktemp("vq")
+    torch.manual_seed(0)
+    VQTokenizer(PRESETS["tiny"]).save_pretrained(path)
+    return path
+
+
+def test_train_checkpoint_resume(tmp_path, tiny_vq):
+    out = tmp_path / "lm"
+    common = ["train", "lm", "--preset", "tiny", "--vq", str(tiny_vq), "--out", str(out), "--steps", "6",
+              "--batch-tokens", "1500", "--max-len", "700", "--eval-every", "3", "--save-every", "3", "--threads", "1"]
+    assert cli(common + ["--stop-after", "3"]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["mmgen_training"]["steps"] == 3 and config["mmgen_training"]["tokens"] > 0
+    assert (out / "tokenizer.json").is_file() and (out / "model.safetensors").is_file()
+    assert not list(tmp_path.glob(".lm.*")), "temporary checkpoint folders are cleaned up"
+    first = load_model(out).state_dict()
+    assert cli(common + ["--resume"]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["mmgen_training"]["steps"] == 6
+    assert config["mmgen_training"]["tokens"] > 0 and "val" in config["mmgen_training"]
+    second = load_model(out).state_dict()
+    assert any(not torch.equal(first[k], second[k]) for k in first), "resuming trained further"
+
+
+def test_schedule_warms_up_and_decays():
+    kw = dict(peak=1e-3, warmup=10, total=100, min_ratio=0.1)
+    assert lr_at(0, **kw) < lr_at(9, **kw) == pytest.approx(1e-3)
+    assert lr_at(50, **kw) < 1e-3 and lr_at(100, **kw) == pytest.approx(1e-4)

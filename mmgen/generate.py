@@ -22,7 +22,8 @@ from transformers import DynamicCache
 
 from .engine import Engine
 from .sampling import Grammar, SamplingConfig, next_token_probs, sample
-from .stream import Stream
+from .speculative import SpeculationStats, image_probs, verify
+from .stream import IMAGE_TOKENS, Stream
 
 BACKENDS = ("engine", "hf", "nocache")
 
@@ -98,8 +99,13 @@ class Decoder:
 def generate_ids(model, stream: Stream, cond_ids: Sequence[int], uncond_ids: Sequence[int] | None = None, *,
                  config: SamplingConfig | None = None, n: int = 1, seed: int | None = None,
                  allow_image: bool = True, require_image: bool = False, backend: str = "engine",
-                 max_steps: int | None = None) -> Iterator[Step]:
-    """Yield one `Step` per generated position until every row's assistant turn ends (<eot>)."""
+                 max_steps: int | None = None, drafter=None, draft_k: int = 4,
+                 stats: SpeculationStats | None = None) -> Iterator[Step]:
+    """Yield one `Step` per generated position until every row's assistant turn ends (<eot>).
+
+    With a `drafter` (speculative.py), picture codes come `draft_k` drafts per verify pass;
+    the tokens are distributed exactly as without one.
+    """
     config = config or SamplingConfig()
     guided = uncond_ids is not None and config.cfg != 1.0
     rows = [list(cond_ids)] * n + ([list(uncond_ids)] * n if guided else [])
@@ -107,11 +113,63 @@ def generate_ids(model, stream: Stream, cond_ids: Sequence[int], uncond_ids: Seq
     grammars = [Grammar(stream, allow_image=allow_image, require_image=require_image) for _ in range(n)]
     generator = torch.Generator().manual_seed(seed if seed is not None else torch.seed() % 2**63)
     limit = max_steps or (config.max_text_tokens + 256 + 3)
+    if drafter is not None and backend != "engine":
+        raise ValueError("speculative decoding needs the engine backend")
     decoder = Decoder(model, backend, len(rows))
+    dup = (lambda t: torch.cat([t, t])) if guided else (lambda t: t)    # noqa: E731
+    codes: list[list[int]] = [[] for _ in range(n)]
+    emitted = 0
+
+    def emit(tokens: list[int], in_image: list[bool]) -> Step:
+        for r, t in enumerate(tokens):
+            if stream.is_image_id(t):
+                codes[r].append(t - stream.image_offset)
+        return Step(tokens=tokens, in_image=in_image, finished=[g.finished for g in grammars])
 
     with torch.inference_mode():
-        logits = decoder.start(ids, mask)
-        for _ in range(limit):
+        logits = decoder.start(ids, mask)          # next-token logits, or None while `pending` is unfed
+        pending: torch.Tensor | None = None
+        if drafter is not None:
+            drafter.start(decoder.ids, (1 - decoder.mask).sum(-1))
+        while emitted < limit:
+            left = IMAGE_TOKENS - len(codes[0])
+            speculate = (drafter is not None and all(g.in_image for g in grammars)
+                         and all(len(c) == len(codes[0]) for c in codes) and left >= 2)
+            if speculate:
+                k = min(draft_k, left - 1)
+                drafts, q = drafter.propose(k, stream=stream, n=n, guided=guided, config=config,
+                                            generator=generator, codes=codes)
+                fed = drafts.t().reshape(k, n)                                  # [k, n] -> rows below
+                new = torch.stack([dup(fed[j]) for j in range(k)], 1)           # [R, k]
+                if pending is not None:
+                    out = decoder.engine.step(torch.cat([pending, new], 1))     # [R, P + k, V]
+                    out = out[:, pending.shape[1] - 1:]
+                else:
+                    out = torch.cat([logits[:, None], decoder.engine.step(new)], 1)
+                p = image_probs(stream, out, n, guided, config)                 # [n, k + 1, V]
+                accepted, nxt = verify(p, drafts, q, generator)
+                m = min(accepted) + 1
+                last = torch.where(torch.tensor(accepted) > m - 1, drafts[:, min(m - 1, k - 1)], nxt) \
+                    if m <= k else nxt
+                decoder.engine.length -= k - (m - 1)
+                pending, logits = dup(last)[:, None], None
+                drafter.commit(drafts, m, last, guided)
+                if stats is not None:
+                    stats.rounds += 1
+                    stats.drafted += k * n
+                    stats.accepted += sum(accepted)
+                    stats.emitted += m
+                    stats.per_round.append(m)
+                for j in range(m):
+                    tokens = [int(drafts[r, j]) if j < m - 1 else int(last[r]) for r in range(n)]
+                    for g, t in zip(grammars, tokens):
+                        g.advance(t)
+                    emitted += 1
+                    yield emit(tokens, [True] * n)
+                continue
+            if logits is None:
+                logits = decoder.engine.step(pending)[:, -1]
+                pending = None
             tokens, in_image = [], []
             for r, g in enumerate(grammars):
                 if g.finished:              # this row's turn is over; it idles on <eot> while others finish
@@ -126,7 +184,13 @@ def generate_ids(model, stream: Stream, cond_ids: Sequence[int], uncond_ids: Seq
                 g.advance(t)
                 tokens.append(t)
                 in_image.append(inside)
-            yield Step(tokens=tokens, in_image=in_image, finished=[g.finished for g in grammars])
+            emitted += 1
+            yield emit(tokens, in_image)
             if all(g.finished for g in grammars):
                 return
-            logits = decoder.feed(torch.tensor(tokens * (2 if guided else 1), dtype=torch.long))
+            fed = torch.tensor(tokens * (2 if guided else 1), dtype=torch.long)
+            if drafter is not None:
+                drafter.observe(fed[:, None])
+                pending, logits = fed[:, None], None      # fed with the next verify pass, or the next step
+            else:
+                logits = decoder.feed(fed)

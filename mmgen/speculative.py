@@ -1,0 +1,180 @@
+"""Speculative decoding of picture codes: draft k codes cheaply, verify them in one pass.
+
+On a CPU one decoding step of the transformer is bound by reading its weights, so checking
+k + 1 positions in one pass costs little more than one (benchmarks/generate.py measures it).
+A drafter proposes k codes; the transformer scores all of them at once for both CFG branches;
+each is accepted or rejected by the speculative-sampling rule (Leviathan et al. 2023; Chen et
+al. 2023) applied to the *guided* distributions p (transformer) and q (drafter):
+
+    accept draft x with probability min(1, p(x) / q(x))
+    on the first rejection, sample from normalise(max(0, p − q)) and stop
+    if all k are accepted, sample a bonus code from the next p
+
+so every emitted code is distributed exactly as plain decoding would draw it. Rejected
+positions are rolled back by moving the static cache's length (engine.py).
+
+Drafters:
+- `ModelDrafter`: a small transformer (`checkpoints/draft/`, `mmgen train draft`) run with its
+  own engine and its own CFG rows; q is its guided distribution.
+- `CopyDrafter`: training-free. Proposes, for each position, the code at the same place in the
+  picture being edited, or else the code one row up (flat backgrounds repeat). Its q is a point
+  mass, so a draft x is accepted with probability p(x) and a rejection resamples from p with x
+  removed — still exact.
+
+With n pictures in a batch, each row may accept a different number of drafts; all rows emit
+min(accepted) + 1 codes, each row's last one being its own correction or its accepted draft —
+every emitted prefix is one the rule produced, so exactness holds row by row.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from .engine import Engine
+from .sampling import SamplingConfig, next_token_probs, sample
+from .stream import IMAGE_SIDE, Stream
+
+
+@dataclass
+class SpeculationStats:
+    rounds: int = 0
+    drafted: int = 0
+    accepted: int = 0
+    emitted: int = 0
+    per_round: list[int] = field(default_factory=list)   # codes emitted per round
+
+    @property
+    def acceptance_rate(self) -> float:
+        return self.accepted / max(1, self.drafted)
+
+    @property
+    def mean_accepted_length(self) -> float:
+        return self.emitted / max(1, self.rounds)
+
+
+def image_probs(stream: Stream, logits: torch.Tensor, n: int, guided: bool, config: SamplingConfig) -> torch.Tensor:
+    """Guided, sampled-over distributions over image ids: logits [R, T, V] → [n, T, V]."""
+    allowed = torch.zeros(logits.shape[-1], dtype=torch.bool)
+    allowed[stream.image_offset:stream.vocab_size] = True
+    out = []
+    for r in range(n):
+        cond = logits[r]
+        uncond = logits[n + r] if guided else None
+        out.append(next_token_probs(cond, uncond, allowed, config, in_image=True))
+    return torch.stack(out)
+
+
+class ModelDrafter:
+    """A small transformer drafting codes with its own static cache (same vocabulary)."""
+
+    def __init__(self, model):
+        self.model = model
+        self.engine: Engine | None = None
+        self.unseen: torch.Tensor | None = None       # [R, t] ids emitted but not yet fed
+
+    def start(self, ids: torch.Tensor, pad: torch.Tensor) -> None:
+        # an engine of its own, even when drafting with the target's own weights
+        if self.engine is None or self.engine.batch != ids.shape[0]:
+            self.engine = Engine(self.model, batch=ids.shape[0])
+        self.logits = self.engine.prefill(ids, pad)
+        self.unseen = None
+
+    def observe(self, tokens: torch.Tensor) -> None:
+        """Tokens [R, t] the target emitted outside speculation (fed lazily)."""
+        self.unseen = tokens if self.unseen is None else torch.cat([self.unseen, tokens], dim=1)
+
+    def propose(self, k: int, *, stream, n, guided, config, generator, **_) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.unseen is not None:
+            self.logits = self.engine.step(self.unseen)[:, -1]
+            self.unseen = None
+        drafts, qs = [], []
+        logits = self.logits
+        for j in range(k):
+            q = image_probs(stream, logits[:, None], n, guided, config)[:, 0]       # [n, V]
+            x = sample(q.cpu(), generator)                                           # [n]
+            drafts.append(x)
+            qs.append(q)
+            if j < k - 1:
+                logits = self.engine.step(torch.cat([x, x] if guided else [x])[:, None])[:, -1]
+        self.fed = k - 1
+        return torch.stack(drafts, 1), torch.stack(qs, 1)                         # [n, k], [n, k, V]
+
+    def commit(self, drafts: torch.Tensor, m: int, last: torch.Tensor, guided: bool) -> None:
+        """`m` codes were emitted: drafts[:, :m-1] then `last` [n]."""
+        k = drafts.shape[1]
+        dup = (lambda t: torch.cat([t, t])) if guided else (lambda t: t)   # noqa: E731
+        if m - 1 <= self.fed:
+            self.engine.length -= self.fed - (m - 1)
+            self.unseen = dup(last)[:, None]
+        else:                                     # all k accepted: x_k and the bonus are unseen
+            self.unseen = torch.stack([dup(drafts[:, k - 1]), dup(last)], 1)
+
+
+class CopyDrafter:
+    """Training-free: propose the reference picture's code at each position, else the code above."""
+
+    def __init__(self, reference: list[int] | None = None):
+        self.reference = reference
+
+    def start(self, ids, pad) -> None:
+        pass
+
+    def observe(self, tokens) -> None:
+        pass
+
+    def propose(self, k: int, *, stream, n, codes, **_) -> tuple[torch.Tensor, None]:
+        if k >= IMAGE_SIDE:
+            raise ValueError(f"copy drafting looks one row up: k must be < {IMAGE_SIDE}")
+        drafts = torch.zeros((n, k), dtype=torch.long)
+        for r in range(n):
+            row = codes[r]
+            for j in range(k):
+                pos = len(row) + j
+                if self.reference is not None:
+                    c = self.reference[pos]                    # the picture being edited
+                elif pos >= IMAGE_SIDE:
+                    c = row[pos - IMAGE_SIDE]                  # the code above (k < 16: already drawn)
+                elif j > 0:
+                    c = int(drafts[r, j - 1]) - stream.image_offset   # top row: the code to the left
+                else:
+                    c = row[-1] if row else 0
+                drafts[r, j] = stream.image_offset + c
+        return drafts, None                       # q is a point mass on each draft
+
+    def commit(self, drafts, m, last, guided) -> None:
+        pass
+
+
+def verify(p: torch.Tensor, drafts: torch.Tensor, q: torch.Tensor | None,
+           generator: torch.Generator) -> tuple[list[int], torch.Tensor]:
+    """The acceptance rule for one round. p [n, k+1, V], drafts [n, k], q [n, k, V] or None (point masses).
+
+    Returns accepted counts per row and each row's next code [n] (its correction or bonus).
+    """
+    n, k = drafts.shape
+    accepted, nxt = [], torch.zeros(n, dtype=torch.long)
+    for r in range(n):
+        a = 0
+        while a < k:
+            x = int(drafts[r, a])
+            px = float(p[r, a, x])
+            qx = 1.0 if q is None else float(q[r, a, x])
+            u = float(torch.rand((), generator=generator))
+            if u < min(1.0, px / qx):             # q ≤ p: always accept
+                a += 1
+                continue
+            # rejected: resample from normalise(max(0, p − q))
+            if q is None:
+                residual = p[r, a].clone()
+                residual[x] = 0.0
+            else:
+                residual = (p[r, a] - q[r, a]).clamp(min=0)
+            if float(residual.sum()) <= 0:        # p == q up to rounding
+                residual = p[r, a]
+            nxt[r] = sample((residual / residual.sum())[None].cpu(), generator)[0]
+            break
+        if a == k:                                # all accepted: a bonus code from the next p
+            nxt[r] = sample(p[r, k][None].cpu(), generator)[0]
+        accepted.append(a)
+    return accepted, nxt

@@ -47,6 +47,7 @@ class MMGen:
 
     def __init__(self, lm, vq: VQTokenizer, stream: Stream, device: torch.device, name: str = "mmgen"):
         self.lm, self.vq, self.stream, self.device, self.name = lm, vq, stream, device, name
+        self.draft = None          # a draft transformer for speculative decoding, when shipped
         self.context = int(lm.config.max_position_embeddings)
 
     @classmethod
@@ -62,7 +63,10 @@ class MMGen:
         if stream.vocab_size != lm.config.vocab_size:
             raise ValueError(f"{root / 'lm'} has a vocabulary of {lm.config.vocab_size} ids but its tokenizer "
                              f"and {root / 'vq'} make {stream.vocab_size}: the checkpoints do not belong together")
-        return cls(lm, vq, stream, device, name=f"mmgen-{getattr(lm.config, 'mmgen_preset', 'lm')}")
+        model = cls(lm, vq, stream, device, name=f"mmgen-{getattr(lm.config, 'mmgen_preset', 'lm')}")
+        if (root / "draft" / "config.json").is_file():
+            model.draft = load_model(root / "draft", device=device, dtype=pick_dtype(device, dtype))
+        return model
 
     # --- sessions and one-shot helpers ---------------------------------------------------------
     def chat(self, seed: int | None = None, **settings):
@@ -70,16 +74,19 @@ class MMGen:
         return ChatSession(self, seed=seed, **settings)
 
     def generate(self, prompt: str, n: int = 1, seed: int | None = None, **settings) -> list[Image.Image]:
-        return self.chat(seed=seed, **settings).send(prompt, n=n).images
+        """n pictures for one prompt (one batch)."""
+        return self.chat(seed=seed, **settings).send(prompt, n=n, picture="always").images
 
     def edit(self, image, instruction: str, seed: int | None = None, **settings) -> Image.Image:
-        reply = self.chat(seed=seed, **settings).send(instruction, image=image)
+        """The picture (PIL or path) changed as the instruction says."""
+        reply = self.chat(seed=seed, **settings).send(instruction, image=image, picture="always")
         if reply.image is None:
-            raise RuntimeError(f"the model answered without a picture: {reply.text!r}")
+            from .session import SessionError
+            raise SessionError(f"the model answered without a picture: {reply.text!r}")
         return reply.image
 
     def ask(self, image, question: str, seed: int | None = None, **settings) -> str:
-        return self.chat(seed=seed, **settings).send(question, image=image, allow_image=False).text
+        return self.chat(seed=seed, **settings).send(question, image=image, picture="never").text
 
     def sampling_config(self, **overrides) -> SamplingConfig:
         return SamplingConfig(**overrides)

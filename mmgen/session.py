@@ -3,41 +3,90 @@
     chat = mmgen.load().chat(seed=0)
     reply = chat.send("draw a red circle at the top left")   # Reply: .text, .image, .id, .save(path)
     reply = chat.send("make it blue")                         # edits the last picture
-    for event in chat.stream("add a star at the top"):       # words, a preview per row, the picture
+    for event in chat.stream("add a star at the top"):       # words, a preview per row, the picture, done
         ...
+    chat.undo(); chat.retry(); chat.fork(); chat.history
+    chat.save("chat.json"); chat = mmgen.ChatSession.load("chat.json", model)
 
 The conversation keeps the exact codes of every picture, so the next edit conditions on what
-was drawn, never on a re-encoding of the pixels. Pictures the user gives are VQ-encoded once.
+was drawn, never on a re-encoding of the pixels; a reloaded session edits the very picture it
+showed. Pictures the user gives are VQ-encoded once, on the way in.
 """
 from __future__ import annotations
 
-import itertools
-from dataclasses import dataclass, field, replace
+import copy
+import json
+import uuid
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from .generate import generate_ids
+from .imageutil import make_transparent, save_image
+from .io import atomic_write_json
 from .sampling import SamplingConfig
-from .stream import IMAGE_SIDE, IMAGE_TOKENS, Conversation, Turn
+from .speculative import CopyDrafter, ModelDrafter, SpeculationStats
+from .stream import IMAGE_SIDE, IMAGE_TOKENS, Conversation, StreamError, Turn
 
+SESSION_FORMAT = "mmgen-session-1"
 REPLY_RESERVE = IMAGE_TOKENS + 80        # ids kept free in the context for the reply
-MAX_PROMPT_CHARS = 2000                  # longer messages are refused with a message
-_ids = itertools.count(1)
+MAX_MESSAGE_CHARS = 4000                 # longer messages are refused with a message
+MAX_IMAGE_BYTES = 20 * 2**20
+PREVIEW_GREY = (128, 128, 128)
+SPECULATIVE_MODES = ("auto", "draft", "copy", "off")
+BACKGROUNDS = ("opaque", "transparent", "auto")
+PICTURE_MODES = ("auto", "always", "never")
+
+# A moderation hook looks at a message (and a picture the user gives) and returns a refusal
+# message, or None to let it through.
+Moderation = Callable[[str, "Image.Image | None"], "str | None"]
+
+
+class SessionError(ValueError):
+    """Bad input to a session (message, picture, setting or session file), with a clear message."""
 
 
 @dataclass
 class Settings:
-    """Per-session defaults; any of them can be overridden per call."""
-    cfg: float = 3.0
-    temperature: float = 1.0
+    """Per-session defaults; every one can be overridden per call (`send(..., cfg=5)`)."""
+    cfg: float = 3.0                 # classifier-free guidance on picture codes
+    temperature: float = 1.0         # picture codes; words are greedy
     top_k: int | None = None
     top_p: float | None = None
+    speculative: str = "auto"        # auto: the draft model if shipped, else copy drafting; or off
+    draft_k: int = 4
+    max_words: int = 64              # the longest reply in text tokens (before its picture)
+    background: str = "opaque"       # "transparent": RGBA with the flat background cut out
+    provenance: bool = True          # PNG metadata + IPTC trainedAlgorithmicMedia marker on save
+
+    def __post_init__(self):
+        checks = [
+            (isinstance(self.cfg, (int, float)) and 0 <= self.cfg <= 20, "cfg must be a number in [0, 20]"),
+            (isinstance(self.temperature, (int, float)) and 0 <= self.temperature <= 5,
+             "temperature must be a number in [0, 5]"),
+            (self.top_k is None or (isinstance(self.top_k, int) and self.top_k >= 1), "top_k must be a positive integer"),
+            (self.top_p is None or (isinstance(self.top_p, (int, float)) and 0 < self.top_p <= 1),
+             "top_p must be in (0, 1]"),
+            (self.speculative in SPECULATIVE_MODES, f"speculative must be one of {', '.join(SPECULATIVE_MODES)}"),
+            (isinstance(self.draft_k, int) and 1 <= self.draft_k <= 15, "draft_k must be an integer in [1, 15]"),
+            (isinstance(self.max_words, int) and 1 <= self.max_words <= 512, "max_words must be an integer in [1, 512]"),
+            (self.background in BACKGROUNDS, f"background must be one of {', '.join(BACKGROUNDS)}"),
+            (isinstance(self.provenance, bool), "provenance must be true or false"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise SessionError(message)
 
     def sampling(self) -> SamplingConfig:
-        return SamplingConfig(temperature=self.temperature, top_k=self.top_k, top_p=self.top_p, cfg=self.cfg)
+        return SamplingConfig(temperature=self.temperature, top_k=self.top_k, top_p=self.top_p, cfg=self.cfg,
+                              max_text_tokens=self.max_words)
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
 
 
 @dataclass
@@ -48,80 +97,163 @@ class Reply:
     codes: tuple[int, ...] | None = None
     id: str = ""
     seed: int | None = None
+    prompt: str = ""
+    parent: str | None = None          # id of the picture this one edits
+    model: str = ""
+    refused: bool = False
+    provenance: bool = True
+    stats: SpeculationStats | None = None
 
-    def save(self, path: str | Path) -> Path:
-        if self.image is None:
-            raise ValueError("this reply has no picture to save")
-        path = Path(path)
-        self.image.save(path)
-        return path
+    def metadata(self) -> dict[str, str]:
+        return {"Software": "mmgen", "mmgen:prompt": self.prompt, "mmgen:seed": str(self.seed),
+                "mmgen:model": self.model, "mmgen:id": self.id, "mmgen:parent": self.parent or ""}
+
+    def save(self, path: str | Path, index: int = 0) -> Path:
+        """Save the picture (PNG/WEBP/JPEG by extension), with provenance metadata unless turned off."""
+        if not self.images:
+            raise SessionError("this reply has no picture to save")
+        return save_image(self.images[index], path, self.metadata(), provenance=self.provenance)
 
 
 @dataclass
 class Event:
     """One thing that happened while replying: kind is 'text', 'preview', 'image' or 'done'."""
     kind: str
-    text: str = ""                   # 'text': the words so far
-    image: Image.Image | None = None # 'preview': rows drawn so far; 'image': the final picture
-    rows: int = 0                    # 'preview': how many rows of codes are done
-    reply: Reply | None = None       # 'done'
+    text: str = ""                     # 'text': the words so far
+    image: Image.Image | None = None   # 'preview': rows drawn so far; 'image': the final picture
+    rows: int = 0                      # 'preview': rows of codes done (of 16)
+    reply: Reply | None = None         # 'done'
+
+
+@dataclass
+class HistoryItem:
+    role: str
+    text: str
+    image: Image.Image | None
+    seed: int | None
+    id: str | None
+
+
+def read_image(image) -> Image.Image:
+    """A PIL image from a PIL image, a path or bytes; a clear SessionError otherwise."""
+    if isinstance(image, Image.Image):
+        return image
+    if isinstance(image, (bytes, bytearray)):
+        import io
+        source, name = io.BytesIO(image), "the uploaded picture"
+    elif isinstance(image, (str, Path)):
+        source, name = Path(image), str(image)
+        if not source.is_file():
+            raise SessionError(f"no picture at {name}")
+        if source.stat().st_size > MAX_IMAGE_BYTES:
+            raise SessionError(f"{name} is larger than {MAX_IMAGE_BYTES // 2**20} MB")
+    else:
+        raise SessionError(f"a picture must be a PIL image, a path or bytes, not {type(image).__name__}")
+    try:
+        with Image.open(source) as im:
+            im.load()
+            return im.copy()
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
+        raise SessionError(f"cannot read {name} as a picture ({type(e).__name__})") from None
 
 
 class ChatSession:
-    def __init__(self, model, seed: int | None = None, **settings):
+    def __init__(self, model, seed: int | None = None, moderation: Moderation | None = None, **settings):
         self.model = model
-        self.settings = Settings(**settings)
-        self.seed = seed if seed is not None else int(torch.seed() % 2**31)
+        try:
+            self.settings = Settings(**settings)
+        except TypeError as e:
+            raise SessionError(f"unknown setting: {e}; settings are {', '.join(Settings.names())}") from None
+        self.seed = int(seed) if seed is not None else int(torch.seed() % 2**31)
+        self.moderation = moderation
         self.conversation = Conversation()
-        self._turn_seeds: list[int | None] = []
+        self._meta: list[dict] = []          # per turn: {"seed", "id"}; parallel to conversation.turns
 
-    # --- helpers ----------------------------------------------------------------------------
-    def _codes_of(self, image) -> tuple[int, ...]:
-        if isinstance(image, (str, Path)):
-            path = Path(image)
-            try:
-                with Image.open(path) as im:
-                    image = im.convert("RGB")
-            except (OSError, ValueError) as e:
-                raise ValueError(f"cannot read the picture {path}: {e}") from None
-        ids = self.model.vq.encode(image)
+    # --- inputs -----------------------------------------------------------------------------
+    def _check_text(self, text) -> str:
+        if not isinstance(text, str):
+            raise SessionError(f"a message must be text, not {type(text).__name__}")
+        if len(text) > MAX_MESSAGE_CHARS:
+            raise SessionError(f"the message is {len(text):,} characters; the limit is {MAX_MESSAGE_CHARS:,}")
+        if "\x00" in text:
+            raise SessionError("the message contains NUL bytes; is it binary?")
+        return text
+
+    def _codes_of(self, image: Image.Image) -> tuple[int, ...]:
+        try:
+            ids = self.model.vq.encode(image)
+        except (TypeError, ValueError) as e:
+            raise SessionError(f"cannot use that picture: {e}") from None
         return tuple(ids[0].reshape(-1).tolist())
 
-    def _prompt(self, conversation: Conversation) -> tuple[list[int], list[int]]:
-        fitted = self.model.stream.fit(conversation, self.model.context, reserve=REPLY_RESERVE)
-        cond = self.model.stream.encode(fitted, generation_prompt=True).ids
-        uncond = self.model.stream.encode(fitted, generation_prompt=True, drop_last_user_text=True).ids
-        return cond, uncond
+    def _settings(self, overrides: dict) -> Settings:
+        unknown = set(overrides) - set(Settings.names())
+        if unknown:
+            raise SessionError(f"unknown setting(s) {', '.join(sorted(unknown))}; settings are {', '.join(Settings.names())}")
+        return replace(self.settings, **overrides)
+
+    def set(self, **settings) -> Settings:
+        """Change the session's defaults, e.g. chat.set(cfg=5, temperature=0.8)."""
+        self.settings = self._settings(settings)
+        return self.settings
+
+    # --- pictures ---------------------------------------------------------------------------
+    def _decode(self, codes_list: list[list[int]]) -> list[Image.Image]:
+        if not codes_list:
+            return []
+        return self.model.vq.decode(torch.tensor(codes_list).view(-1, IMAGE_SIDE, IMAGE_SIDE))
 
     def preview(self, codes: list[int]) -> Image.Image:
         """The rows drawn so far, decoded; the rows still to come shown flat grey."""
         rows = len(codes) // IMAGE_SIDE
-        full = list(codes[:rows * IMAGE_SIDE]) + [codes[0] if codes else 0] * (IMAGE_TOKENS - rows * IMAGE_SIDE)
-        img = self.model.vq.decode(torch.tensor(full).view(1, IMAGE_SIDE, IMAGE_SIDE))[0]
+        filler = codes[(rows - 1) * IMAGE_SIDE:rows * IMAGE_SIDE] if rows else [0] * IMAGE_SIDE
+        full = list(codes[:rows * IMAGE_SIDE]) + list(filler) * (IMAGE_SIDE - rows)
+        img = self._decode([full])[0]
         cut = rows * img.height // IMAGE_SIDE
         if cut < img.height:
-            img.paste((128, 128, 128), (0, cut, img.width, img.height))
+            img.paste(PREVIEW_GREY, (0, cut, img.width, img.height))
         return img
 
-    # --- the public API -----------------------------------------------------------------------
-    def stream(self, text: str, image=None, *, n: int = 1, seed: int | None = None,
-               allow_image: bool = True, previews: bool = True, **overrides) -> Iterator[Event]:
-        """Reply to `text` (and an optional picture), yielding events as they happen."""
-        if not isinstance(text, str):
-            raise TypeError(f"a message is text, not {type(text).__name__}")
-        if len(text) > MAX_PROMPT_CHARS:
-            raise ValueError(f"the message is {len(text)} characters; the limit is {MAX_PROMPT_CHARS}")
-        codes_in = self._codes_of(image) if image is not None else None
-        settings = replace(self.settings, **overrides)
-        turn_seed = seed if seed is not None else self.seed + 7919 * len(self.conversation.turns)
-        user = Turn(role="user", text=text, codes=codes_in)
-        conversation = self.conversation.append(user)
-        cond, uncond = self._prompt(conversation)
+    def _finish(self, img: Image.Image, settings: Settings) -> Image.Image:
+        return make_transparent(img) if settings.background == "transparent" else img
+
+    def _drafter(self, settings: Settings, reference: tuple[int, ...] | None):
+        mode = settings.speculative
+        draft = getattr(self.model, "draft", None)
+        if mode == "off":
+            return None
+        if mode == "draft" or (mode == "auto" and draft is not None):
+            if draft is None:
+                raise SessionError("no draft model is loaded; use speculative='copy' or 'off'")
+            return ModelDrafter(draft)
+        return CopyDrafter(list(reference) if reference is not None else None)
+
+    # --- replying ---------------------------------------------------------------------------
+    def _last_image_id(self, conversation: Conversation) -> str | None:
+        """The id of the picture a new one derives from ("user-upload" for one given just now)."""
+        i = conversation.last_image_index()
+        if i is None:
+            return None
+        return self._meta[i].get("id") if i < len(self._meta) else "user-upload"
+
+    def _run(self, user: Turn, settings: Settings, seed: int, n: int, picture: str,
+             previews: bool) -> Iterator[Event]:
         stream = self.model.stream
+        conversation = self.conversation.append(user)
+        try:
+            fitted = stream.fit(conversation, self.model.context, reserve=REPLY_RESERVE)
+        except StreamError as e:
+            raise SessionError(f"that message does not fit in the model's context: {e}") from None
+        cond = stream.encode(fitted, generation_prompt=True).ids
+        uncond = stream.encode(fitted, generation_prompt=True, drop_last_user_text=True).ids
+        reference_index = fitted.last_image_index()
+        reference = fitted.turns[reference_index].codes if reference_index is not None else None
+        stats = SpeculationStats()
         text_ids: list[list[int]] = [[] for _ in range(n)]
         codes: list[list[int]] = [[] for _ in range(n)]
-        for step in generate_ids(self.model.lm, stream, cond, uncond, config=settings.sampling(), n=n,
-                                 seed=turn_seed, allow_image=allow_image):
+        for step in generate_ids(self.model.lm, stream, cond, uncond, config=settings.sampling(), n=n, seed=seed,
+                                 allow_image=picture != "never", require_image=picture == "always",
+                                 drafter=self._drafter(settings, reference), draft_k=settings.draft_k, stats=stats):
             for r, t in enumerate(step.tokens):
                 if stream.is_text_id(t):
                     text_ids[r].append(t)
@@ -134,18 +266,148 @@ class ChatSession:
                 yield Event("preview", image=self.preview(codes[0]), rows=len(codes[0]) // IMAGE_SIDE)
         words = stream.text.decode(text_ids[0]).strip()
         pictures = [c for c in codes if len(c) == IMAGE_TOKENS]
-        images = self.model.vq.decode(torch.tensor(pictures).view(-1, IMAGE_SIDE, IMAGE_SIDE)) if pictures else []
+        images = [self._finish(im, settings) for im in self._decode(pictures)]
         reply = Reply(text=words, image=images[0] if images else None, images=images,
-                      codes=tuple(pictures[0]) if pictures else None, id=f"img_{next(_ids):06d}", seed=turn_seed)
+                      codes=tuple(pictures[0]) if pictures else None,
+                      id=f"img_{uuid.uuid4().hex[:12]}" if pictures else f"msg_{uuid.uuid4().hex[:12]}",
+                      seed=seed, prompt=user.text, parent=self._last_image_id(conversation) if pictures else None,
+                      model=getattr(self.model, "name", "mmgen"), provenance=settings.provenance,
+                      stats=stats if stats.rounds else None)
         if reply.image is not None:
             yield Event("image", image=reply.image)
+        # only a finished reply changes the session: a stream stopped mid-picture leaves it as it was
         self.conversation = conversation.append(Turn(role="assistant", text=words, codes=reply.codes))
-        self._turn_seeds += [None, turn_seed]
+        self._meta += [{"seed": None, "id": None}, {"seed": seed, "id": reply.id}]
         yield Event("done", reply=reply)
 
+    def stream(self, text: str, image=None, *, n: int = 1, seed: int | None = None, picture: str = "auto",
+               previews: bool = True, **overrides) -> Iterator[Event]:
+        """Reply to `text` (and an optional picture), yielding events as they happen.
+
+        picture: "auto" (the model decides whether to draw), "always" or "never" (words only).
+        """
+        text = self._check_text(text)
+        settings = self._settings(overrides)
+        if not isinstance(n, int) or not 1 <= n <= 4:
+            raise SessionError("n must be an integer from 1 to 4")
+        if picture not in PICTURE_MODES:
+            raise SessionError(f"picture must be one of {', '.join(PICTURE_MODES)}")
+        given = read_image(image) if image is not None else None
+        if self.moderation is not None:
+            refusal = self.moderation(text, given)
+            if refusal:
+                # a refusal is an ordinary reply; the conversation the model sees is unchanged
+                yield Event("text", text=refusal)
+                yield Event("done", reply=Reply(text=refusal, refused=True, id=f"msg_{uuid.uuid4().hex[:12]}",
+                                                prompt=text, model=getattr(self.model, "name", "mmgen")))
+                return
+        if not text.strip() and given is None:
+            raise SessionError("the message is empty")
+        codes = self._codes_of(given) if given is not None else None
+        turn_seed = int(seed) if seed is not None else self.seed + 7919 * len(self.conversation.turns)
+        yield from self._run(Turn(role="user", text=text, codes=codes), settings, turn_seed, n, picture, previews)
+
     def send(self, text: str, image=None, **kwargs) -> Reply:
-        """Reply to `text` (and an optional picture: PIL image or path)."""
+        """Reply to `text` (and an optional picture: PIL image, path or bytes)."""
         for event in self.stream(text, image, previews=False, **kwargs):
             if event.kind == "done":
                 return event.reply
         raise RuntimeError("the reply ended without finishing")
+
+    # --- the conversation as a whole ------------------------------------------------------------
+    def undo(self) -> bool:
+        """Forget the last exchange (your message and the reply). False if there is none."""
+        turns = list(self.conversation.turns)
+        if not turns:
+            return False
+        cut = len(turns) - 1
+        while cut > 0 and turns[cut].role != "user":
+            cut -= 1
+        self.conversation = Conversation(tuple(turns[:cut]))
+        self._meta = self._meta[:cut]
+        return True
+
+    def retry(self, seed: int | None = None, **overrides) -> Reply:
+        """Answer the last message again with a new seed (the last reply is replaced)."""
+        turns = self.conversation.turns
+        if len(turns) < 2 or turns[-2].role != "user":
+            raise SessionError("there is no message to retry")
+        user, old_seed = turns[-2], self._meta[-1].get("seed") or self.seed
+        self.undo()
+        settings = self._settings(overrides)
+        new_seed = int(seed) if seed is not None else old_seed + 1
+        for event in self._run(user, settings, new_seed, 1, "auto", previews=False):
+            if event.kind == "done":
+                return event.reply
+        raise RuntimeError("the reply ended without finishing")
+
+    def fork(self) -> "ChatSession":
+        """An independent copy: what happens in one does not touch the other."""
+        other = ChatSession(self.model, seed=self.seed, moderation=self.moderation, **asdict(self.settings))
+        other.conversation = self.conversation
+        other._meta = copy.deepcopy(self._meta)
+        return other
+
+    def new(self) -> None:
+        """Start over (settings kept)."""
+        self.conversation = Conversation()
+        self._meta = []
+
+    @property
+    def history(self) -> list[HistoryItem]:
+        turns = self.conversation.turns
+        images = iter(self._decode([list(t.codes) for t in turns if t.codes is not None]))
+        return [HistoryItem(role=t.role, text=t.text, image=next(images) if t.codes is not None else None,
+                            seed=m.get("seed"), id=m.get("id")) for t, m in zip(turns, self._meta)]
+
+    @property
+    def last_image(self) -> Image.Image | None:
+        i = self.conversation.last_image_index()
+        return None if i is None else self._decode([list(self.conversation.turns[i].codes)])[0]
+
+    # --- files ------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return {"format": SESSION_FORMAT, "model": getattr(self.model, "name", "mmgen"),
+                "codebook_size": self.model.stream.codebook_size, "seed": self.seed,
+                "settings": asdict(self.settings),
+                "turns": [{"role": t.role, "text": t.text, "codes": list(t.codes) if t.codes is not None else None,
+                           "seed": m.get("seed"), "id": m.get("id")} for t, m in zip(self.conversation.turns, self._meta)]}
+
+    def save(self, path: str | Path) -> Path:
+        """Write the session (exact picture codes included) atomically: temp file + rename."""
+        path = Path(path)
+        atomic_write_json(path, self.to_dict())
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, model, moderation: Moderation | None = None) -> "ChatSession":
+        """Read a session file; a damaged or foreign file raises SessionError and changes nothing."""
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise SessionError(f"no session file at {path}") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise SessionError(f"{path} is not a session file ({type(e).__name__})") from None
+        if not isinstance(data, dict) or data.get("format") != SESSION_FORMAT:
+            raise SessionError(f"{path} is not an mmgen session (format {SESSION_FORMAT!r} expected)")
+        if data.get("codebook_size") != model.stream.codebook_size:
+            raise SessionError(f"{path} was saved with a different image tokenizer "
+                               f"({data.get('codebook_size')} codes, this model has {model.stream.codebook_size})")
+        try:
+            session = cls(model, seed=data["seed"], moderation=moderation, **data["settings"])
+            turns, meta = [], []
+            for t in data["turns"]:
+                codes = t.get("codes")
+                if codes is not None and any(not isinstance(c, int) or not 0 <= c < model.stream.codebook_size
+                                             for c in codes):
+                    raise SessionError(f"{path}: a picture has codes outside the codebook")
+                turns.append(Turn(role=t["role"], text=t["text"], codes=tuple(codes) if codes is not None else None))
+                meta.append({"seed": t.get("seed"), "id": t.get("id")})
+        except SessionError:
+            raise
+        except (KeyError, TypeError, ValueError, StreamError) as e:
+            raise SessionError(f"{path} is damaged: {type(e).__name__}: {e}") from None
+        session.conversation = Conversation(tuple(turns))
+        session._meta = meta
+        return session

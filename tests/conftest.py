@@ -25,3 +25,27 @@ def tiny_lm(tiny_stream):
     from mmgen.model import build_model
     torch.set_num_threads(1)
     return build_model("tiny", tiny_stream.vocab_size, seed=0).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoints(tmp_path_factory, text_tokenizer):
+    """A checkpoints folder with a tiny random image tokenizer and transformer: the mechanics of
+    loading, chatting and saving, without the cost (or the meaning) of the shipped weights."""
+    from mmgen.model import build_model
+    from mmgen.vq import PRESETS, VQTokenizer
+    root = tmp_path_factory.mktemp("checkpoints")
+    torch.manual_seed(0)
+    vq = VQTokenizer(PRESETS["tiny"])
+    vq.save_pretrained(root / "vq")
+    stream = Stream(text_tokenizer, vq.codebook_size)
+    lm = build_model("tiny", stream.vocab_size, seed=0)
+    lm.config.mmgen_preset = "tiny"
+    lm.save_pretrained(root / "lm")
+    text_tokenizer.save_pretrained(root / "lm")
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_checkpoints):
+    import mmgen
+    return mmgen.load(tiny_checkpoints, dtype=torch.float32)

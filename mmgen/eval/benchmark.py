@@ -175,10 +175,10 @@ def run_questions(model, n: int, seed: int, settings: dict) -> list[dict]:
         if q is None:
             continue
         if i % 2 == 0:      # a picture the user brings
-            reply = model.chat(seed=seed + i, **settings).send(q.text, image=render(p.scene), allow_image=False)
+            reply = model.chat(seed=seed + i, **settings).send(q.text, image=render(p.scene), picture="never")
         else:               # the picture drawn earlier in the chat
             reply = _session_with_picture(model, seed + i, p.text, p.reply, p.scene, settings).send(
-                q.text, allow_image=False)
+                q.text, picture="never")
         ok = normalise_answer(reply.text) == normalise_answer(q.answer)
         cases.append({"question": q.text, "kind": q.kind, "expected": q.answer, "answer": reply.text, "passed": ok})
     return cases

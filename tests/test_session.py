@@ -1,0 +1,160 @@
+"""The chat session's mechanics on a tiny random model: turns, streaming, undo/retry/fork,
+save/load, provenance, transparency, moderation and bad input."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from PIL import Image
+
+from mmgen.imageutil import TRAINED_ALGORITHMIC_MEDIA
+from mmgen.session import ChatSession, SessionError
+from mmgen.stream import IMAGE_TOKENS
+
+
+def draw(chat, text="draw a red circle", **kw):
+    return chat.send(text, picture="always", **kw)
+
+
+def test_send_draws_and_keeps_exact_codes(tiny_model):
+    chat = tiny_model.chat(seed=0)
+    reply = draw(chat)
+    assert isinstance(reply.image, Image.Image) and reply.image.size == (128, 128)
+    assert len(reply.codes) == IMAGE_TOKENS and reply.id.startswith("img_")
+    assert chat.conversation.turns[-1].codes == reply.codes          # the codes, not a re-encoding
+    words = chat.send("what colour is it?", picture="never")
+    assert words.image is None and isinstance(words.text, str)
+    assert len(chat.history) == 4 and chat.history[1].image is not None
+
+
+def test_seeded_sessions_are_reproducible(tiny_model):
+    a, b = draw(tiny_model.chat(seed=5)), draw(tiny_model.chat(seed=5))
+    assert a.codes == b.codes and a.text == b.text
+    assert draw(tiny_model.chat(seed=6)).codes != a.codes
+
+
+def test_stream_previews_top_down_and_stopping_leaves_session_intact(tiny_model):
+    chat = tiny_model.chat(seed=1)
+    events = list(chat.stream("draw a star", picture="always"))
+    previews = [e for e in events if e.kind == "preview"]
+    assert [p.rows for p in previews] == list(range(1, 17))
+    final = next(e for e in events if e.kind == "image").image
+    assert previews[-1].image.tobytes() == final.tobytes()              # the last preview is the picture
+    # rows not yet drawn are grey
+    assert previews[3].image.getpixel((64, 127)) == (128, 128, 128)
+    before = chat.conversation
+    for e in chat.stream("make it blue", picture="always"):
+        if e.kind == "preview" and e.rows == 4:
+            break                                                     # the user pressed stop
+    assert chat.conversation == before
+
+
+def test_undo_retry_fork(tiny_model):
+    chat = tiny_model.chat(seed=2)
+    first = draw(chat)
+    second = draw(chat, "make it blue")
+    assert chat.undo() and chat.conversation.turns[-1].codes == first.codes
+    again = chat.retry()
+    assert len(chat.conversation.turns) == 2 and again.seed != first.seed
+    fork = chat.fork()
+    draw(fork, "add a star")
+    assert len(fork.conversation.turns) == 4 and len(chat.conversation.turns) == 2
+    assert chat.undo() and not chat.undo()
+    with pytest.raises(SessionError):
+        chat.retry()
+    assert second.image is not None
+
+
+def test_save_load_round_trip_and_edit_the_same_picture(tiny_model, tmp_path):
+    chat = tiny_model.chat(seed=3, cfg=2.0)
+    reply = draw(chat)
+    path = chat.save(tmp_path / "chat.json")
+    loaded = ChatSession.load(path, tiny_model)
+    assert loaded.conversation == chat.conversation and loaded.settings == chat.settings
+    assert loaded.history[-1].image.tobytes() == reply.image.tobytes()
+    assert draw(loaded, "make it blue", seed=9).codes == draw(chat, "make it blue", seed=9).codes
+
+
+@pytest.mark.parametrize("content", [b"\x00\xff garbage", b'{"format": "something else"}', b'{"format": "mmgen-session-1"}', b""])
+def test_damaged_session_files_give_a_clear_error_and_are_untouched(tiny_model, tmp_path, content):
+    path = tmp_path / "bad.json"
+    path.write_bytes(content)
+    with pytest.raises(SessionError):
+        ChatSession.load(path, tiny_model)
+    assert path.read_bytes() == content
+    with pytest.raises(SessionError, match="no session file"):
+        ChatSession.load(tmp_path / "missing.json", tiny_model)
+
+
+def test_saved_pictures_carry_provenance(tiny_model, tmp_path):
+    reply = draw(tiny_model.chat(seed=4))
+    path = reply.save(tmp_path / "out.png")
+    with Image.open(path) as im:
+        assert im.info["mmgen:prompt"] == "draw a red circle" and im.info["mmgen:seed"] == str(reply.seed)
+        assert TRAINED_ALGORITHMIC_MEDIA in im.info["XML:com.adobe.xmp"]
+    plain = draw(tiny_model.chat(seed=4, provenance=False)).save(tmp_path / "plain.png")
+    with Image.open(plain) as im:
+        assert "mmgen:prompt" not in im.info and "XML:com.adobe.xmp" not in im.info
+
+
+def test_transparent_background(tiny_model):
+    img = draw(tiny_model.chat(seed=4, background="transparent")).image
+    assert img.mode == "RGBA"
+
+
+def test_moderation_refuses_with_an_ordinary_reply(tiny_model):
+    chat = tiny_model.chat(seed=0, moderation=lambda text, image: "I can't draw that." if "forbidden" in text else None)
+    reply = chat.send("draw something forbidden")
+    assert reply.refused and reply.text == "I can't draw that." and reply.image is None
+    assert chat.conversation.turns == ()
+    assert not draw(chat).refused
+
+
+@pytest.mark.parametrize("bad", ["", "   ", "x" * 100_000, "bin\x00ary", 42, None])
+def test_bad_messages_are_refused_clearly_and_the_session_survives(tiny_model, bad):
+    chat = tiny_model.chat(seed=0)
+    with pytest.raises(SessionError):
+        chat.send(bad)
+    assert chat.conversation.turns == ()
+    assert draw(chat).image is not None
+
+
+def test_bad_pictures_and_settings(tiny_model, tmp_path):
+    chat = tiny_model.chat(seed=0)
+    junk = tmp_path / "junk.png"
+    junk.write_bytes(b"not a png at all")
+    for image in (junk, tmp_path / "missing.png", b"\x89PNG broken", 3.5):
+        with pytest.raises(SessionError):
+            chat.send("what is this?", image=image)
+    with pytest.raises(SessionError):
+        chat.send("draw", cfg=-1)
+    with pytest.raises(SessionError):
+        chat.send("draw", colour="red")
+    with pytest.raises(SessionError):
+        tiny_model.chat(temperature="hot")
+    assert chat.conversation.turns == ()
+    # a greyscale picture of another size is converted and accepted
+    reply = chat.send("what is this?", image=Image.new("L", (50, 70), 128), picture="never")
+    assert chat.conversation.turns[0].codes is not None and reply.image is None
+
+
+def test_one_shot_helpers(tiny_model):
+    images = tiny_model.generate("two blue squares", n=2, seed=0)
+    assert len(images) == 2 and all(im.size == (128, 128) for im in images)
+    edited = tiny_model.edit(images[0], "make them red", seed=0)
+    assert edited.size == (128, 128)
+    assert isinstance(tiny_model.ask(images[0], "how many squares?", seed=0), str)
+
+
+def test_thirty_turns_past_the_context(tiny_model):
+    chat = tiny_model.chat(seed=0, max_words=6)
+    first = None
+    for i in range(32):
+        picture = "always" if i % 5 == 0 else "never"
+        reply = chat.send(f"turn {i}: make the circle a little different", picture=picture)
+        first = first or reply
+        assert (reply.image is not None) == (picture == "always")
+    # the tiny model's context (1024 ids) holds about three pictures: old turns left the prompt
+    assert len(chat.conversation.turns) == 64
+    assert len(tiny_model.stream.encode(chat.conversation).ids) > tiny_model.context
+    assert chat.history[1].image.tobytes() == first.image.tobytes()      # but the session keeps them

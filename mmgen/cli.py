@@ -12,8 +12,14 @@ import argparse
 import importlib
 import sys
 
-# (command words, module, help). Each module has `add_arguments(parser)` and `run(args) -> int`.
+# (command words, "module" or "module:object", help). The module (or the object in it) has
+# `add_arguments(parser)` and `run(args) -> int`.
 COMMANDS: list[tuple[tuple[str, ...], str, str]] = [
+    (("chat",), "mmgen.terminal", "chat in the terminal: draw, edit, ask, undo, save"),
+    (("generate",), "mmgen.oneshot:generate", "draw pictures for a prompt into files"),
+    (("edit",), "mmgen.oneshot:edit", "change a picture as an instruction says"),
+    (("ask",), "mmgen.oneshot:ask", "answer a question about a picture"),
+    (("serve",), "mmgen.server", "an OpenAI-compatible HTTP API and a chat page"),
     (("world", "export"), "mmgen.world.export", "write sample conversations as JSONL + PNG files"),
     (("train", "vq"), "mmgen.train.vq", "train the image tokenizer"),
     (("train", "lm"), "mmgen.train.lm", "train the transformer on conversations"),
@@ -46,8 +52,11 @@ def main(argv: list[str] | None = None) -> int:
             prefix = prefix[:-1]
         print(usage(prefix), file=sys.stdout if not argv or "-h" in argv or "--help" in argv else sys.stderr)
         return 0 if (not argv or "-h" in argv or "--help" in argv) else 2
-    path, module_name, help_text = found
+    path, target, help_text = found
+    module_name, _, attr = target.partition(":")
     module = importlib.import_module(module_name)
+    if attr:
+        module = getattr(module, attr)
     parser = argparse.ArgumentParser(prog="mmgen " + " ".join(path), description=help_text)
     module.add_arguments(parser)
     args = parser.parse_args(argv[len(path):])

@@ -23,6 +23,7 @@ COMMANDS: list[tuple[tuple[str, ...], str, str]] = [
     (("world", "export"), "mmgen.world.export", "write sample conversations as JSONL + PNG files"),
     (("train", "vq"), "mmgen.train.vq", "train the image tokenizer"),
     (("train", "lm"), "mmgen.train.lm", "train the transformer on conversations"),
+    (("train", "draft"), "mmgen.train.draft", "distil the draft model for speculative decoding"),
     (("eval",), "mmgen.eval.benchmark", "the judged benchmark: generation, editing, questions, variations"),
 ]
 

@@ -31,6 +31,7 @@ class Preset:
 
 PRESETS: dict[str, Preset] = {
     "tiny": Preset(hidden=64, layers=2, heads=4, kv_heads=2, mlp=128, context=1024),    # tests
+    "draft": Preset(hidden=192, layers=2, heads=3, kv_heads=1, mlp=512),               # speculative drafts
     "small": Preset(hidden=384, layers=8, heads=6, kv_heads=2, mlp=1024),              # shipped, CPU
     "base": Preset(hidden=768, layers=12, heads=12, kv_heads=4, mlp=2048),             # one GPU
     "large": Preset(hidden=1536, layers=24, heads=16, kv_heads=8, mlp=4096, context=4096),  # many GPUs

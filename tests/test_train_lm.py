@@ -42,3 +42,16 @@ def test_schedule_warms_up_and_decays():
     kw = dict(peak=1e-3, warmup=10, total=100, min_ratio=0.1)
     assert lr_at(0, **kw) < lr_at(9, **kw) == pytest.approx(1e-3)
     assert lr_at(50, **kw) < 1e-3 and lr_at(100, **kw) == pytest.approx(1e-4)
+
+
+def test_draft_distillation_smoke(tmp_path, tiny_vq):
+    teacher = tmp_path / "lm"
+    common = ["--vq", str(tiny_vq), "--batch-tokens", "1500", "--max-len", "700", "--eval-every", "2",
+              "--save-every", "2", "--threads", "1"]
+    assert cli(["train", "lm", "--preset", "tiny", "--out", str(teacher), "--steps", "2"] + common) == 0
+    draft = tmp_path / "draft"
+    assert cli(["train", "draft", "--preset", "tiny", "--teacher", str(teacher), "--out", str(draft),
+                "--steps", "2"] + common) == 0
+    config = json.loads((draft / "config.json").read_text())
+    assert config["mmgen_training"]["steps"] == 2
+    assert config["vocab_size"] == json.loads((teacher / "config.json").read_text())["vocab_size"]

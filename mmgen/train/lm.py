@@ -64,7 +64,21 @@ def build_stream(args):
     return Stream(text, codebook), text
 
 
-def run(args) -> int:
+def distillation_loss(student_logits, teacher_logits, labels, temperature: float = 1.0):
+    """Cross-entropy of the student against the teacher's distribution, where labels have loss.
+
+    Equals KL(teacher ‖ student) up to the teacher's entropy (a constant): the draft learns
+    the transformer's whole distribution, which is what speculative acceptance rewards.
+    """
+    import torch
+    shift = labels[:, 1:] != -100
+    s = student_logits[:, :-1][shift].float() / temperature
+    t = teacher_logits[:, :-1][shift].float() / temperature
+    return -(torch.softmax(t, -1) * torch.log_softmax(s, -1)).sum(-1).mean()
+
+
+def run(args, teacher_path: str | None = None) -> int:
+    """Train; with `teacher_path`, distil that transformer into this one (the draft model)."""
     import torch
     from accelerate import Accelerator
     from tqdm import tqdm
@@ -107,6 +121,12 @@ def run(args) -> int:
                                    {"params": no_decay, "weight_decay": 0.0}],
                                   lr=args.lr, betas=(0.9, 0.95), fused=False)
     model, optimizer = accelerator.prepare(model, optimizer)
+    teacher = None
+    if teacher_path:
+        teacher = load_model(teacher_path, device=device)
+        if teacher.config.vocab_size != stream.vocab_size:
+            raise SystemExit(f"the teacher at {teacher_path} has {teacher.config.vocab_size} ids, the stream {stream.vocab_size}")
+        teacher.requires_grad_(False)
 
     rank, world = accelerator.process_index, accelerator.num_processes
     cache = CodeCache(encode_images)
@@ -133,6 +153,10 @@ def run(args) -> int:
         batch = next(train_batches).to(device)
         with accelerator.autocast():
             out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=batch.labels)
+            if teacher is not None:
+                with torch.no_grad():
+                    target = teacher(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+                out.loss = distillation_loss(out.logits, target, batch.labels)
         accelerator.backward(out.loss)
         accelerator.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()

@@ -1,0 +1,116 @@
+"""How fast pictures are drawn: prefill, per-step time, whole-picture latency, first preview,
+cache vs no cache, speculative vs plain, acceptance, memory. Batch 1 and 4; CPU (and CUDA).
+
+    python benchmarks/generate.py                       # shipped checkpoints
+    python benchmarks/generate.py --checkpoints PATH --repeats 5 --skip-nocache
+
+Ratios are measured side by side in one run, alternating the variants each repeat, because
+this machine is noisy. Prints figures; asserts nothing about time.
+"""
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import time
+
+import torch
+
+import mmgen
+from mmgen.generate import generate_ids
+from mmgen.sampling import SamplingConfig
+from mmgen.speculative import CopyDrafter, ModelDrafter, SpeculationStats
+from mmgen.stream import IMAGE_SIDE, IMAGE_TOKENS, Conversation, Turn
+
+PROMPT = "draw a red circle at the top left and a blue star at the bottom right"
+
+
+def prompts(model, text=PROMPT):
+    conv = Conversation((Turn("user", text),))
+    return (model.stream.encode(conv, generation_prompt=True).ids,
+            model.stream.encode(conv, generation_prompt=True, drop_last_user_text=True).ids)
+
+
+def one_picture(model, *, n=1, backend="engine", drafter=None, seed=0, draft_k=4) -> dict:
+    """Draw one turn; time prefill, first preview (row 1 decoded) and the whole picture."""
+    cond, uncond = prompts(model)
+    stats = SpeculationStats()
+    t0 = time.perf_counter()
+    first_step = first_preview = None
+    codes, steps = [], 0
+    for step in generate_ids(model.lm, model.stream, cond, uncond, config=SamplingConfig(), n=n, seed=seed,
+                             require_image=True, backend=backend, drafter=drafter, draft_k=draft_k, stats=stats):
+        steps += 1
+        if first_step is None:
+            first_step = time.perf_counter() - t0          # prefill + the first sampled id
+        t = step.tokens[0]
+        if model.stream.is_image_id(t):
+            codes.append(t - model.stream.image_offset)
+            if len(codes) == IMAGE_SIDE and first_preview is None:
+                model.vq.decode(torch.tensor(codes + codes * (IMAGE_SIDE - 1)).view(1, IMAGE_SIDE, IMAGE_SIDE))
+                first_preview = time.perf_counter() - t0
+    model.vq.decode(torch.tensor(codes).view(1, IMAGE_SIDE, IMAGE_SIDE))
+    total = time.perf_counter() - t0
+    return {"total": total, "prefill": first_step, "first_preview": first_preview, "steps": steps,
+            "per_step": (total - first_step) / max(1, steps - 1), "stats": stats, "codes": len(codes)}
+
+
+def median(rows, key):
+    return statistics.median(r[key] for r in rows)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--checkpoints", default=None)
+    ap.add_argument("--device", default=None)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--skip-nocache", action="store_true", help="the uncached variant is slow; skip it")
+    ap.add_argument("--draft-k", type=int, default=4)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = mmgen.load(args.checkpoints, device=args.device)
+    print(f"model {model.name}, device {model.device}, dtype {next(model.lm.parameters()).dtype}, "
+          f"threads {torch.get_num_threads()}, draft model: {'yes' if model.draft is not None else 'no'}")
+    variants = {"plain (engine, static cache)": dict(backend="engine"),
+                "transformers DynamicCache": dict(backend="hf"),
+                "speculative: copy drafter": dict(drafter=CopyDrafter)}
+    if model.draft is not None:
+        variants["speculative: draft model"] = dict(drafter=lambda: ModelDrafter(model.draft))
+    if not args.skip_nocache:
+        variants["no cache"] = dict(backend="nocache")
+    one_picture(model)                                   # warm-up: engine built, caches allocated
+    for n in (1, 4):
+        results = {name: [] for name in variants}
+        for rep in range(args.repeats):
+            for name, kw in variants.items():           # alternate the variants every repeat
+                kw = dict(kw)
+                if "drafter" in kw:
+                    kw["drafter"] = kw["drafter"]()
+                if n > 1 and name == "no cache":
+                    continue
+                results[name].append(one_picture(model, n=n, seed=rep, draft_k=args.draft_k, **kw))
+        print(f"\nbatch {n} ({n} picture{'s' if n > 1 else ''} per prompt, CFG on: {2 * n} rows), median of {args.repeats}")
+        print(f"{'variant':<32} {'picture s':>9} {'first preview s':>15} {'prefill ms':>10} {'step ms':>8} "
+              f"{'codes/s':>8} {'accept':>7} {'mean len':>8}")
+        base = median(results["plain (engine, static cache)"], "total")
+        for name, rows in results.items():
+            if not rows:
+                continue
+            s = [r["stats"] for r in rows]
+            accept = statistics.mean(x.acceptance_rate for x in s) if s[0].rounds else float("nan")
+            mean_len = statistics.mean(x.mean_accepted_length for x in s) if s[0].rounds else float("nan")
+            total = median(rows, "total")
+            print(f"{name:<32} {total:9.3f} {median(rows, 'first_preview'):15.3f} {1e3 * median(rows, 'prefill'):10.1f} "
+                  f"{1e3 * median(rows, 'per_step'):8.2f} {n * IMAGE_TOKENS / total:8.0f} {accept:7.2f} {mean_len:8.2f}"
+                  f"   ({base / total:.2f}x plain)")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"\npeak resident memory: {peak:.0f} MB")
+    if torch.cuda.is_available():
+        print(f"peak CUDA memory: {torch.cuda.max_memory_allocated() / 2**20:.0f} MB")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

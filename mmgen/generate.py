@@ -100,12 +100,18 @@ def generate_ids(model, stream: Stream, cond_ids: Sequence[int], uncond_ids: Seq
                  config: SamplingConfig | None = None, n: int = 1, seed: int | None = None,
                  allow_image: bool = True, require_image: bool = False, backend: str = "engine",
                  max_steps: int | None = None, drafter=None, draft_k: int = 4,
-                 stats: SpeculationStats | None = None) -> Iterator[Step]:
+                 stats: SpeculationStats | None = None, fixed: Sequence[int | None] | None = None) -> Iterator[Step]:
     """Yield one `Step` per generated position until every row's assistant turn ends (<eot>).
 
     With a `drafter` (speculative.py), picture codes come `draft_k` drafts per verify pass;
     the tokens are distributed exactly as without one.
+    `fixed`: 256 entries, a code or None — a region edit. Positions with a code keep it; only
+    the None positions are sampled (conditioned, as always, on everything before them).
     """
+    if fixed is not None:
+        fixed = list(fixed)
+        if len(fixed) != IMAGE_TOKENS or any(c is not None and not 0 <= c < stream.codebook_size for c in fixed):
+            raise ValueError(f"fixed must hold {IMAGE_TOKENS} codes in [0, {stream.codebook_size}) or None")
     config = config or SamplingConfig()
     guided = uncond_ids is not None and config.cfg != 1.0
     rows = [list(cond_ids)] * n + ([list(uncond_ids)] * n if guided else [])
@@ -146,7 +152,9 @@ def generate_ids(model, stream: Stream, cond_ids: Sequence[int], uncond_ids: Seq
                     out = out[:, pending.shape[1] - 1:]
                 else:
                     out = torch.cat([logits[:, None], decoder.engine.step(new)], 1)
-                p = image_probs(stream, out, n, guided, config)                 # [n, k + 1, V]
+                here = len(codes[0])
+                p = image_probs(stream, out, n, guided, config,                  # [n, k + 1, V]
+                                fixed=fixed[here:here + k + 1] if fixed is not None else None)
                 accepted, nxt = verify(p, drafts, q, generator)
                 m = min(accepted) + 1
                 last = torch.where(torch.tensor(accepted) > m - 1, drafts[:, min(m - 1, k - 1)], nxt) \
@@ -178,6 +186,9 @@ def generate_ids(model, stream: Stream, cond_ids: Sequence[int], uncond_ids: Seq
                     continue
                 inside = g.in_image
                 allowed = g.allowed(config.max_text_tokens)
+                if inside and fixed is not None and fixed[g.codes] is not None:
+                    allowed = torch.zeros_like(allowed)                 # region edit: this code stays
+                    allowed[stream.image_offset + fixed[g.codes]] = True
                 probs = next_token_probs(logits[r:r + 1], logits[n + r:n + r + 1] if guided else None,
                                          allowed, config, in_image=inside)
                 t = int(sample(probs.cpu(), generator)[0])

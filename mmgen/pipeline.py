@@ -77,9 +77,9 @@ class MMGen:
         """n pictures for one prompt (one batch)."""
         return self.chat(seed=seed, **settings).send(prompt, n=n, picture="always").images
 
-    def edit(self, image, instruction: str, seed: int | None = None, **settings) -> Image.Image:
-        """The picture (PIL or path) changed as the instruction says."""
-        reply = self.chat(seed=seed, **settings).send(instruction, image=image, picture="always")
+    def edit(self, image, instruction: str, seed: int | None = None, mask=None, **settings) -> Image.Image:
+        """The picture (PIL or path) changed as the instruction says; with a mask, only inside it."""
+        reply = self.chat(seed=seed, **settings).send(instruction, image=image, picture="always", mask=mask)
         if reply.image is None:
             from .session import SessionError
             raise SessionError(f"the model answered without a picture: {reply.text!r}")

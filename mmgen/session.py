@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
+import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
@@ -134,6 +135,30 @@ class HistoryItem:
     id: str | None
 
 
+def mask_grid(mask) -> list[bool]:
+    """A region to redraw as 256 booleans (True = redraw), from a 16 × 16 grid of booleans or a
+    mask picture in the OpenAI edits convention: where its alpha is 0 the picture may change.
+    An 8 × 8 patch is redrawn if any of its pixels is (mostly) transparent."""
+    if isinstance(mask, (Image.Image, str, Path, bytes, bytearray)):
+        im = read_image(mask)
+        if "A" not in im.getbands():
+            raise SessionError("a mask picture needs an alpha channel (alpha 0 = the region to change)")
+        alpha = im.getchannel("A").resize((IMAGE_SIDE * 8, IMAGE_SIDE * 8), Image.Resampling.NEAREST)
+        a = torch.from_numpy(np.asarray(alpha).copy()).view(IMAGE_SIDE, 8, IMAGE_SIDE, 8)
+        grid = (a < 128).any(dim=3).any(dim=1)
+    else:
+        try:
+            grid = torch.as_tensor(mask, dtype=torch.bool)
+        except (TypeError, ValueError, RuntimeError):
+            raise SessionError("a mask is a picture with alpha or a 16 × 16 grid of booleans") from None
+        if grid.shape != (IMAGE_SIDE, IMAGE_SIDE):
+            raise SessionError(f"a mask grid must be {IMAGE_SIDE} × {IMAGE_SIDE}, got {tuple(grid.shape)}")
+    cells = grid.reshape(-1).tolist()
+    if not any(cells):
+        raise SessionError("the mask marks nothing to change")
+    return cells
+
+
 def read_image(image) -> Image.Image:
     """A PIL image from a PIL image, a path or bytes; a clear SessionError otherwise."""
     if isinstance(image, Image.Image):
@@ -237,7 +262,7 @@ class ChatSession:
         return self._meta[i].get("id") if i < len(self._meta) else "user-upload"
 
     def _run(self, user: Turn, settings: Settings, seed: int, n: int, picture: str,
-             previews: bool) -> Iterator[Event]:
+             previews: bool, region: list[bool] | None = None) -> Iterator[Event]:
         stream = self.model.stream
         conversation = self.conversation.append(user)
         try:
@@ -248,12 +273,19 @@ class ChatSession:
         uncond = stream.encode(fitted, generation_prompt=True, drop_last_user_text=True).ids
         reference_index = fitted.last_image_index()
         reference = fitted.turns[reference_index].codes if reference_index is not None else None
+        fixed = None
+        if region is not None:
+            if reference is None:
+                raise SessionError("a mask needs a picture to edit: attach one or draw one first")
+            fixed = [None if redraw else code for redraw, code in zip(region, reference)]
+            picture = "always"
         stats = SpeculationStats()
         text_ids: list[list[int]] = [[] for _ in range(n)]
         codes: list[list[int]] = [[] for _ in range(n)]
         for step in generate_ids(self.model.lm, stream, cond, uncond, config=settings.sampling(), n=n, seed=seed,
                                  allow_image=picture != "never", require_image=picture == "always",
-                                 drafter=self._drafter(settings, reference), draft_k=settings.draft_k, stats=stats):
+                                 drafter=self._drafter(settings, reference), draft_k=settings.draft_k, stats=stats,
+                                 fixed=fixed):
             for r, t in enumerate(step.tokens):
                 if stream.is_text_id(t):
                     text_ids[r].append(t)
@@ -281,10 +313,13 @@ class ChatSession:
         yield Event("done", reply=reply)
 
     def stream(self, text: str, image=None, *, n: int = 1, seed: int | None = None, picture: str = "auto",
-               previews: bool = True, **overrides) -> Iterator[Event]:
+               mask=None, previews: bool = True, **overrides) -> Iterator[Event]:
         """Reply to `text` (and an optional picture), yielding events as they happen.
 
         picture: "auto" (the model decides whether to draw), "always" or "never" (words only).
+        mask: a region edit of the picture being edited (the one given, else the last one): a
+        16 × 16 grid of booleans (True = redraw) or a mask picture whose alpha is 0 where the
+        picture may change. Codes outside the region are kept exactly.
         """
         text = self._check_text(text)
         settings = self._settings(overrides)
@@ -292,6 +327,7 @@ class ChatSession:
             raise SessionError("n must be an integer from 1 to 4")
         if picture not in PICTURE_MODES:
             raise SessionError(f"picture must be one of {', '.join(PICTURE_MODES)}")
+        region = mask_grid(mask) if mask is not None else None
         given = read_image(image) if image is not None else None
         if self.moderation is not None:
             refusal = self.moderation(text, given)
@@ -305,7 +341,8 @@ class ChatSession:
             raise SessionError("the message is empty")
         codes = self._codes_of(given) if given is not None else None
         turn_seed = int(seed) if seed is not None else self.seed + 7919 * len(self.conversation.turns)
-        yield from self._run(Turn(role="user", text=text, codes=codes), settings, turn_seed, n, picture, previews)
+        yield from self._run(Turn(role="user", text=text, codes=codes), settings, turn_seed, n, picture, previews,
+                             region)
 
     def send(self, text: str, image=None, **kwargs) -> Reply:
         """Reply to `text` (and an optional picture: PIL image, path or bytes)."""

@@ -53,8 +53,13 @@ class SpeculationStats:
         return self.emitted / max(1, self.rounds)
 
 
-def image_probs(stream: Stream, logits: torch.Tensor, n: int, guided: bool, config: SamplingConfig) -> torch.Tensor:
-    """Guided, sampled-over distributions over image ids: logits [R, T, V] → [n, T, V]."""
+def image_probs(stream: Stream, logits: torch.Tensor, n: int, guided: bool, config: SamplingConfig,
+                fixed: list[int | None] | None = None) -> torch.Tensor:
+    """Guided, sampled-over distributions over image ids: logits [R, T, V] → [n, T, V].
+
+    `fixed` gives, for each of the T positions, a code it must take (region edits keep the
+    codes outside the mask) or None; a fixed position's distribution is a point mass.
+    """
     allowed = torch.zeros(logits.shape[-1], dtype=torch.bool)
     allowed[stream.image_offset:stream.vocab_size] = True
     out = []
@@ -62,7 +67,12 @@ def image_probs(stream: Stream, logits: torch.Tensor, n: int, guided: bool, conf
         cond = logits[r]
         uncond = logits[n + r] if guided else None
         out.append(next_token_probs(cond, uncond, allowed, config, in_image=True))
-    return torch.stack(out)
+    probs = torch.stack(out)
+    for j, code in enumerate(fixed or []):
+        if code is not None:
+            probs[:, j] = 0.0
+            probs[:, j, stream.image_offset + code] = 1.0
+    return probs
 
 
 class ModelDrafter:

@@ -158,3 +158,23 @@ def test_thirty_turns_past_the_context(tiny_model):
     assert len(chat.conversation.turns) == 64
     assert len(tiny_model.stream.encode(chat.conversation).ids) > tiny_model.context
     assert chat.history[1].image.tobytes() == first.image.tobytes()      # but the session keeps them
+
+
+def test_region_edit_keeps_codes_outside_the_mask(tiny_model):
+    chat = tiny_model.chat(seed=7)
+    first = draw(chat)
+    grid = [[3 <= r < 8 and 2 <= c < 10 for c in range(16)] for r in range(16)]
+    edited = chat.send("make the middle blue", mask=grid)
+    region = [cell for row in grid for cell in row]
+    assert all(a == b for a, b, m in zip(edited.codes, first.codes, region) if not m)
+    # the same with an OpenAI-style mask picture: alpha 0 where it may change
+    mask = Image.new("RGBA", (128, 128), (0, 0, 0, 255))
+    mask.paste((0, 0, 0, 0), (16, 24, 80, 64))
+    again = chat.send("and now green", mask=mask)
+    assert all(a == b for a, b, m in zip(again.codes, edited.codes, region) if not m)
+    with pytest.raises(SessionError):
+        chat.send("x", mask=Image.new("RGB", (128, 128)))        # no alpha
+    with pytest.raises(SessionError):
+        chat.send("x", mask=[[False] * 16] * 16)                   # nothing to change
+    with pytest.raises(SessionError):
+        tiny_model.chat().send("x", mask=grid)                     # no picture to edit

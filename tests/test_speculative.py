@@ -75,3 +75,20 @@ def test_sampled_distribution_matches_plain_decoding(tiny_lm, tiny_stream, other
     plain, spec = law(lambda: None), law(make)
     tv = 0.5 * sum(abs(plain[x] - spec[x]) for x in set(plain) | set(spec)) / 600
     assert tv < 0.12, (tv, plain.most_common(4), spec.most_common(4))
+
+
+@pytest.mark.parametrize("drafter", [None, "copy", "model"])
+def test_region_edits_never_change_a_code_outside_the_mask(tiny_lm, tiny_stream, other_tiny, drafter):
+    import random
+    rng = random.Random(0)
+    original = [rng.randrange(tiny_stream.codebook_size) for _ in range(IMAGE_TOKENS)]
+    mask = [4 <= i // 16 < 9 and 3 <= i % 16 < 12 for i in range(IMAGE_TOKENS)]   # a box to redraw
+    fixed = [None if m else c for m, c in zip(mask, original)]
+    make = {None: lambda: None, "copy": lambda: CopyDrafter(original), "model": lambda: ModelDrafter(other_tiny)}[drafter]
+    cond, uncond = prompts(tiny_stream)
+    for seed in range(3):
+        steps = list(generate_ids(tiny_lm, tiny_stream, cond, uncond, config=SamplingConfig(max_text_tokens=0),
+                                  seed=seed, require_image=True, drafter=make(), fixed=fixed))
+        out = [s.tokens[0] - tiny_stream.image_offset for s in steps[1:1 + IMAGE_TOKENS]]
+        assert all(o == c for o, c, m in zip(out, original, mask) if not m)
+        assert any(o != c for o, c, m in zip(out, original, mask) if m)     # the inside is sampled anew

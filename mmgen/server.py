@@ -1,0 +1,617 @@
+"""`mmgen serve`: an OpenAI-compatible HTTP API and a chat page, on one model.
+
+    mmgen serve                                  # http://127.0.0.1:8000/  (the page), /v1/... (the API)
+    mmgen serve --port 9000 --api-key secret --checkpoints checkpoints/
+
+    from openai import OpenAI
+    client = OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="secret")
+    client.images.generate(prompt="a red circle at the top left", n=2)            # b64_json PNGs, 128×128
+    client.images.edit(image=open("in.png", "rb"), prompt="make it blue", mask=open("mask.png", "rb"))
+    r = client.responses.create(input="draw a star", tools=[{"type": "image_generation"}])
+    r = client.responses.create(input="make it blue", previous_response_id=r.id,     # keep editing
+                                tools=[{"type": "image_generation"}])
+
+Endpoints
+    POST /v1/images/generations   prompt, n 1–4, size 128x128|auto, background, output_format, seed,
+                                  stream + partial_images 0–3 (image_generation.* events)
+    POST /v1/images/edits         multipart image (or image[]: one picture), prompt, mask; image_edit.* events
+    POST /v1/responses            input (text, or messages with input_image), tools [image_generation],
+                                  previous_response_id, stream; GET/DELETE /v1/responses/{id}
+    GET  /v1/models, /v1/models/{id}
+    POST /api/chat                the page's turn: SSE of words, a preview per row, the reply
+    GET  /api/session/{id}        a stored conversation (pictures decoded), for the page to restore
+    GET  /health, /api/config     no key needed
+
+The model is not thread-safe, so all model work (generation, encoding an upload, decoding a history)
+runs on one worker thread, fed by a bounded queue (server_worker.py): a full queue answers 429, a
+request past its timeout is stopped between tokens and answered 504, and shutdown answers what is
+still queued with 503. Conversations live in memory, keyed by response id, least recently used
+dropped first; a stored conversation is never changed — a new turn forks it — so any earlier
+response can be continued (branching), and undo is going back to the previous id. The OpenAI
+shapes (options, uploads, masks, responses, events) are in server_api.py.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hmac
+import ipaddress
+import logging
+import os
+import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi.staticfiles import StaticFiles
+from PIL import Image
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .server_api import (APIError, ImageOptions, ResponseEvents, ResponsesInput, Usage, apply_mask, b64_picture,
+                         bad_request, check_prompt, completed_event, decode_data_url, get_choice, get_str,
+                         image_call_item, images_response, message_item, new_id, parse_image_options,
+                         parse_json_object, parse_responses_request, partial_image_event, read_mask, read_picture,
+                         response_object, sse)
+from .server_worker import ClientGone, Entry, Job, SessionStore, Worker
+from .session import REPLY_RESERVE, ChatSession, SessionError
+from .stream import IMAGE_SIDE, IMAGE_TOKENS, Conversation
+
+log = logging.getLogger("mmgen.server")
+WEB_DIR = Path(__file__).resolve().parent / "web"
+ALL_ROWS = "all"
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+@dataclass
+class ServerConfig:
+    api_key: str | None = None
+    max_body_bytes: int = 32 * 2**20
+    max_prompt_chars: int = 4000
+    timeout: float = 300.0               # seconds from a request's arrival to its last byte
+    max_queue: int = 64                  # requests waiting for the model (the running one not counted)
+    max_sessions: int = 256              # conversations kept for previous_response_id
+    session_defaults: dict = field(default_factory=dict)     # Settings for new conversations, e.g. max_words
+
+
+# --- one turn on the worker ---------------------------------------------------------------------------
+@dataclass
+class TurnRequest:
+    """What a request asks the model for: one message (and picture) in a new or a stored conversation."""
+    text: str
+    options: ImageOptions
+    picture: str = "always"
+    image: Image.Image | None = None
+    mask: Image.Image | None = None         # alpha (mode L): 255 keep the given picture, 0 take the new one
+    base: ChatSession | None = None          # a stored conversation to continue (forked)
+    previews: dict | str | None = None       # rows → partial index, ALL_ROWS, or None
+    defaults: dict = field(default_factory=dict)
+
+
+@dataclass
+class TurnResult:
+    session: ChatSession
+    text: str
+    pictures: list[str]          # base64, in the requested format, with provenance metadata
+    usage: Usage
+    seed: int | None
+    image_id: str | None
+
+
+def run_turn(model, turn: TurnRequest) -> Iterator[tuple]:
+    """Runs on the worker: yields ("text", words so far), ("preview", words, rows, index, b64),
+    then ("done", TurnResult)."""
+    opts = turn.options
+    session = turn.base.fork() if turn.base is not None else model.chat(seed=opts.seed, **turn.defaults)
+    words, word_ids, reply = "", 0, None
+    preview_meta = {"Software": "mmgen", "mmgen:model": model.name, "mmgen:prompt": turn.text, "mmgen:partial": "true"}
+    for event in session.stream(turn.text, turn.image, n=opts.n, seed=opts.seed, picture=turn.picture,
+                                previews=bool(turn.previews), **opts.settings):
+        if event.kind == "text":
+            words, word_ids = event.text, word_ids + 1       # one event per word id of the first reply
+            yield ("text", words)
+        elif event.kind == "preview":
+            index = event.rows - 1 if turn.previews == ALL_ROWS else turn.previews.get(event.rows)
+            if index is None:
+                continue
+            image = apply_mask(event.image, turn.image, turn.mask) if turn.mask is not None else event.image
+            yield ("preview", words, event.rows, index, b64_picture(image, opts.output_format, preview_meta))
+        elif event.kind == "done":
+            reply = event.reply
+    if reply is None:
+        raise RuntimeError("the reply ended without finishing")
+    if turn.picture == "always" and len(reply.images) != opts.n:
+        raise RuntimeError(f"asked for {opts.n} pictures, the model finished {len(reply.images)}")
+    images = [apply_mask(im, turn.image, turn.mask) for im in reply.images] if turn.mask is not None else reply.images
+    pictures = [b64_picture(im, opts.output_format, reply.metadata(), provenance=reply.provenance) for im in images]
+    yield ("done", TurnResult(session=session, text=reply.text, pictures=pictures, seed=reply.seed,
+                              usage=count_usage(model, session, word_ids, opts.n, len(images)),
+                              image_id=reply.id if images else None))
+
+
+def count_usage(model, session: ChatSession, word_ids: int, n: int, pictures: int) -> Usage:
+    """Stream ids the model read (the fitted conversation before its reply, as generation encoded it)
+    and wrote: words, <image> + 256 codes + </image> per picture, <eot>. Words are counted on the
+    first reply; a batch of n is counted as n replies of that length."""
+    stream = model.stream
+    before = Conversation(session.conversation.turns[:-1])
+    fitted = stream.fit(before, model.context, reserve=REPLY_RESERVE)
+    ids = stream.encode(fitted, generation_prompt=True).ids
+    image_in = sum(1 for i in ids if stream.is_image_id(i))
+    return Usage(input_text=len(ids) - image_in, input_image=image_in,
+                 output_text=n * (word_ids + 1) + 2 * pictures, output_image=IMAGE_TOKENS * pictures)
+
+
+def history_of(model, entry: Entry) -> list[dict]:
+    """Runs on the worker (decoding uses the model): the conversation's turns, pictures as PNG."""
+    turns, prompt = [], ""
+    for item in entry.session.history:
+        picture = None
+        if item.image is not None:
+            meta = {"Software": "mmgen", "mmgen:model": model.name, "mmgen:prompt": prompt,
+                    "mmgen:seed": str(item.seed), "mmgen:id": item.id or ""}
+            picture = b64_picture(item.image, "png", meta, provenance=entry.session.settings.provenance)
+        if item.role == "user":
+            prompt = item.text
+        turns.append({"role": item.role, "text": item.text, "image": picture, "id": item.id, "seed": item.seed})
+    return turns
+
+
+# --- request body limit ---------------------------------------------------------------------------------
+class BodyTooLarge(Exception):
+    pass
+
+
+DRAIN_LIMIT = 64 * 2**20       # an oversized body up to this is read and dropped, so the client sees the 413
+
+
+class BodyLimit:
+    """ASGI middleware: refuse bodies over `max_bytes` with 413, by Content-Length or while reading."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None:
+            try:
+                declared = int(length)
+            except ValueError:
+                return await error_response(bad_request("Content-Length is not a number"))(scope, receive, send)
+            if declared > self.max_bytes:
+                # read and drop the body first: answering mid-upload makes the client see a reset, not the 413
+                if declared <= DRAIN_LIMIT:
+                    more = True
+                    while more:
+                        message = await receive()
+                        more = message.get("type") == "http.request" and message.get("more_body", False)
+                return await error_response(too_large(self.max_bytes))(scope, receive, send)
+        received = 0
+
+        async def limited():
+            nonlocal received
+            message = await receive()
+            if message.get("type") == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise BodyTooLarge()
+            return message
+
+        await self.app(scope, limited, send)
+
+
+def too_large(max_bytes: int) -> APIError:
+    return APIError(413, f"the request body is larger than the server's limit of {max_bytes / 2**20:g} MB",
+                    code="request_too_large")
+
+
+def error_response(error: APIError):
+    return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
+
+
+# --- the app ---------------------------------------------------------------------------------------------
+def create_app(model, config: ServerConfig | None = None):
+    """The FastAPI app serving `model` (an mmgen.MMGen). Its worker starts and stops with the app."""
+    config = config or ServerConfig()
+    worker = Worker(config.max_queue)
+    store = SessionStore(config.max_sessions)
+    started = int(time.time())
+    names = {model.name, "mmgen"}
+
+    @asynccontextmanager
+    async def lifespan(app):
+        worker.start()
+        log.info("serving %s", model.name)
+        yield
+        await asyncio.to_thread(worker.close)
+        log.info("stopped after serving %d requests", worker.served)
+
+    app = FastAPI(title="mmgen", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.mmgen = config
+    app.state.worker, app.state.store = worker, store
+    app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
+
+    # --- errors: every one in OpenAI's shape, never a traceback ---
+    @app.exception_handler(APIError)
+    async def api_error(request, exc: APIError):
+        return error_response(exc)
+
+    @app.exception_handler(BodyTooLarge)
+    async def body_too_large(request, exc):
+        return error_response(too_large(config.max_body_bytes))
+
+    @app.exception_handler(ClientGone)
+    async def client_gone(request, exc):
+        return Response(status_code=499)          # nobody is listening; the status is for the access log
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request, exc: RequestValidationError):
+        first = exc.errors()[0] if exc.errors() else {}
+        param = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
+        return error_response(bad_request(f"invalid request: {first.get('msg', 'bad input')}", param))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request, exc: StarletteHTTPException):
+        if exc.status_code == 404:
+            message, code = f"unknown path: {request.method} {request.url.path}", "not_found"
+        elif exc.status_code == 405:
+            message, code = f"{request.method} is not allowed on {request.url.path}", "method_not_allowed"
+        else:
+            message, code = str(exc.detail), None
+        return error_response(APIError(exc.status_code, message, code=code))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request, exc):
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return error_response(APIError(500, "internal server error; the server log has the details",
+                                       code="internal_error"))
+
+    # --- access ---
+    def require_key(request: Request) -> None:
+        if not config.api_key:
+            return
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise APIError(401, "no API key given: send 'Authorization: Bearer KEY'", code="missing_api_key")
+        if not hmac.compare_digest(token.strip().encode(), config.api_key.encode()):
+            raise APIError(401, "incorrect API key", code="invalid_api_key")
+
+    auth = [Depends(require_key)]
+
+    def check_model(body: dict) -> None:
+        name = body.get("model")
+        if name is not None and name not in names:
+            raise APIError(404, f"the model {name!r:.80} does not exist; this server serves {model.name!r}",
+                           code="model_not_found", param="model")
+
+    def deadline() -> float:
+        return asyncio.get_running_loop().time() + config.timeout
+
+    def submit(turn: TurnRequest) -> Job:
+        return worker.submit(lambda: run_turn(model, turn))
+
+    # --- pages and status ---
+    @app.get("/", include_in_schema=False)
+    async def index():
+        return FileResponse(WEB_DIR / "index.html", media_type="text/html")
+
+    app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok" if not worker.closed and worker.thread.is_alive() else "stopping",
+                "model": model.name, "waiting": worker.waiting, "max_queue": config.max_queue,
+                "busy": worker.current is not None, "served": worker.served, "sessions": len(store)}
+
+    @app.get("/api/config")
+    async def page_config():
+        return {"model": model.name, "auth": bool(config.api_key), "max_prompt_chars": config.max_prompt_chars,
+                "max_body_bytes": config.max_body_bytes, "size": "128x128"}
+
+    # --- models ---
+    def model_card() -> dict:
+        return {"id": model.name, "object": "model", "created": started, "owned_by": "mmgen"}
+
+    @app.get("/v1/models", dependencies=auth)
+    async def list_models():
+        return {"object": "list", "data": [model_card()]}
+
+    @app.get("/v1/models/{model_id}", dependencies=auth)
+    async def get_model(model_id: str):
+        if model_id not in names:
+            raise APIError(404, f"the model {model_id!r:.80} does not exist; this server serves {model.name!r}",
+                           code="model_not_found", param="model")
+        return model_card()
+
+    # --- images ---
+    async def images_reply(request: Request, turn: TurnRequest, prompt: str, kind: str):
+        opts, job, until = turn.options, submit(turn), deadline()
+        if opts.stream:
+            async def events():
+                try:
+                    async for item in job.events(until, config.timeout):
+                        if item[0] == "preview":
+                            yield sse(partial_image_event(kind, b64=item[4], index=item[3], options=opts),
+                                      f"{kind}.partial_image")
+                        elif item[0] == "done":
+                            for picture in item[1].pictures:
+                                yield sse(completed_event(kind, b64=picture, options=opts, usage=item[1].usage),
+                                          f"{kind}.completed")
+                except APIError as e:
+                    yield sse(e.body(), "error")
+            return StreamingResponse(events(), media_type="text/event-stream", headers=SSE_HEADERS)
+        result = (await job.result(until, config.timeout, request))[1]
+        return images_response(created=int(time.time()), pictures=result.pictures, prompt=prompt, options=opts,
+                               usage=result.usage, seed=result.seed, text=result.text)
+
+    @app.post("/v1/images/generations", dependencies=auth)
+    async def generations(request: Request):
+        body = parse_json_object(await request.body())
+        check_model(body)
+        prompt = check_prompt(body, config.max_prompt_chars)
+        opts = parse_image_options(body, defaults=config.session_defaults)
+        turn = TurnRequest(text=prompt, options=opts, previews=opts.preview_rows(), defaults=config.session_defaults)
+        return await images_reply(request, turn, prompt, "image_generation")
+
+    @app.post("/v1/images/edits", dependencies=auth)
+    async def edits(request: Request):
+        content_type = request.headers.get("content-type", "")
+        if content_type.startswith("multipart/form-data"):
+            async with request.form(max_files=20, max_fields=100) as form:
+                uploads = form.getlist("image") + form.getlist("image[]")
+                for value in uploads:
+                    if not isinstance(value, UploadFile):
+                        raise bad_request("'image' must be a file upload (multipart file field)", "image")
+                datas = [await u.read() for u in uploads]
+                mask_file = form.get("mask")
+                if mask_file is not None and not isinstance(mask_file, UploadFile):
+                    raise bad_request("'mask' must be a file upload (multipart file field)", "mask")
+                mask_data = await mask_file.read() if mask_file is not None else None
+                fields = {k: v for k, v in form.multi_items() if isinstance(v, str)}
+            is_form = True
+        elif content_type.startswith("application/json"):
+            # OpenAI's JSON form of an edit: images: [{"image_url": "data:..."}], mask: {"image_url": ...}
+            fields = parse_json_object(await request.body())
+            listed = fields.get("images")
+            if listed is not None and not isinstance(listed, list):
+                raise bad_request("'images' must be a list of {\"image_url\": data URL}", "images", code="invalid_type")
+            datas = [decode_data_url(x.get("image_url") if isinstance(x, dict) else None, f"images[{i}].image_url")
+                     for i, x in enumerate(listed or [])]
+            mask_field = fields.get("mask")
+            mask_data = decode_data_url(mask_field.get("image_url") if isinstance(mask_field, dict) else mask_field,
+                                        "mask.image_url") if mask_field is not None else None
+            is_form = False
+        else:
+            raise bad_request("send the edit as multipart/form-data (image, prompt, mask) or as JSON with images "
+                              "as data URLs", code="unsupported_content_type")
+        check_model(fields)
+        prompt = check_prompt(fields, config.max_prompt_chars)
+        if not datas:
+            raise bad_request("'image' is required: the picture to edit", "image", code="missing_required_parameter")
+        if len(datas) > 1:
+            raise bad_request(f"this model edits one picture at a time; got {len(datas)}", "image")
+        opts = parse_image_options(fields, form=is_form, defaults=config.session_defaults)
+        image = read_picture(datas[0], "image")
+        mask = read_mask(mask_data, image) if mask_data is not None else None
+        turn = TurnRequest(text=prompt, options=opts, image=image, mask=mask, previews=opts.preview_rows(),
+                           defaults=config.session_defaults)
+        return await images_reply(request, turn, prompt, "image_edit")
+
+    # --- conversations: the Responses API, and the page's own turn endpoint ---
+    def stored(previous, param: str = "previous_response_id") -> Entry | None:
+        if previous is None:
+            return None
+        if not isinstance(previous, str):
+            raise bad_request(f"'{param}' must be a string", param, code="invalid_type")
+        entry = store.get(previous)
+        if entry is None:
+            raise APIError(404, f"no stored response {previous!r:.80}: it never existed, was deleted, or was dropped "
+                                f"(the server keeps the last {config.max_sessions} conversations in memory)",
+                           code="previous_response_not_found", param=param)
+        return entry
+
+    def start_conversation_turn(req: ResponsesInput, previous: str | None, entry: Entry | None, previews):
+        earlier = entry is not None and entry.session.conversation.last_image_index() is not None
+        has_picture = req.image is not None or earlier
+        ids = {"response": new_id("resp"), "message": new_id("msg"), "image": new_id("ig"),
+               "action": "edit" if has_picture else "generate"}
+        turn = TurnRequest(text=req.text, options=req.options, picture=req.picture, image=req.image,
+                           base=entry.session if entry else None, previews=previews,
+                           defaults=config.session_defaults)
+        job = submit(turn)
+
+        def finish(result: TurnResult, with_message: bool) -> dict:
+            output = [message_item(ids["message"], result.text)] if with_message else []
+            if result.pictures:
+                output.append(image_call_item(ids["image"], result=result.pictures[0], options=req.options,
+                                              action=ids["action"]))
+            response = response_object(response_id=ids["response"], model=model.name, created_at=int(time.time()),
+                                       status="completed", output=output, request=req, previous=previous,
+                                       usage=result.usage)
+            response["mmgen"] = {"seed": result.seed, "image_id": result.image_id}
+            store.put(ids["response"], Entry(session=result.session, response=response, previous=previous))
+            return response
+
+        def skeleton() -> dict:
+            return response_object(response_id=ids["response"], model=model.name, created_at=int(time.time()),
+                                   status="in_progress", output=[], request=req, previous=previous, usage=None)
+        return job, ids, finish, skeleton
+
+    @app.post("/v1/responses", dependencies=auth)
+    async def responses(request: Request):
+        body = parse_json_object(await request.body())
+        check_model(body)
+        previous = body.get("previous_response_id")
+        entry = stored(previous)
+        req = parse_responses_request(body, config.max_prompt_chars, defaults=config.session_defaults)
+        job, ids, finish, skeleton = start_conversation_turn(req, previous, entry, req.options.preview_rows())
+        until = deadline()
+        if req.options.stream:
+            streamer = ResponseEvents(skeleton(), ids["message"], ids["image"], req.options, ids["action"])
+
+            async def events():
+                for e in streamer.start():
+                    yield sse(e, e["type"])
+                try:
+                    async for item in job.events(until, config.timeout):
+                        if item[0] == "text":
+                            out = streamer.text(item[1])
+                        elif item[0] == "preview":
+                            out = streamer.partial(item[1], item[4], item[3])
+                        else:
+                            result = item[1]
+                            response = finish(result, streamer.message_open or bool(result.text))
+                            final = result.pictures[0] if result.pictures else None
+                            out = streamer.finish(result.text, final, response)
+                        for e in out:
+                            yield sse(e, e["type"])
+                except APIError as e:
+                    yield sse(e.body(), "error")
+            return StreamingResponse(events(), media_type="text/event-stream", headers=SSE_HEADERS)
+        result = (await job.result(until, config.timeout, request))[1]
+        return finish(result, bool(result.text))
+
+    @app.get("/v1/responses/{response_id}", dependencies=auth)
+    async def get_response(response_id: str):
+        return stored(response_id, "response_id").response
+
+    @app.delete("/v1/responses/{response_id}", dependencies=auth)
+    async def delete_response(response_id: str):
+        if not store.delete(response_id):
+            stored(response_id, "response_id")      # the 404
+        return {"id": response_id, "object": "response", "deleted": True}
+
+    @app.post("/api/chat", dependencies=auth)
+    async def page_chat(request: Request):
+        """The page's turn: {message, image?: data URL, previous_response_id?, picture?, background?, seed?, cfg?,
+        temperature?} → SSE of {"type": "text"|"preview"|"done"|"error"}; every row of the picture is previewed."""
+        body = parse_json_object(await request.body())
+        previous = body.get("previous_response_id")
+        entry = stored(previous)
+        text = get_str(body, "message", "")
+        if len(text) > config.max_prompt_chars:
+            raise bad_request(f"the message is {len(text):,} characters; the limit is {config.max_prompt_chars:,}",
+                              "message", code="string_above_max_length")
+        image = read_picture(decode_data_url(body["image"], "image"), "image") if body.get("image") else None
+        if not text.strip() and image is None:
+            raise bad_request("the message is empty", "message")
+        picture = get_choice(body, "picture", ("auto", "always", "never"), "auto")
+        opts = parse_image_options({k: v for k, v in body.items() if k in ("background", "seed", "cfg", "temperature")},
+                                   allow_n=False, defaults=config.session_defaults)
+        req = ResponsesInput(text=text, image=image, picture=picture, options=opts,
+                             tools=[{"type": "image_generation"}], tool_choice="auto")
+        job, ids, finish, _ = start_conversation_turn(req, previous, entry, ALL_ROWS)
+        until = deadline()
+
+        async def events():
+            try:
+                async for item in job.events(until, config.timeout):
+                    if item[0] == "text":
+                        yield sse({"type": "text", "text": item[1]})
+                    elif item[0] == "preview":
+                        yield sse({"type": "preview", "rows": item[2], "of": IMAGE_SIDE, "image": item[4]})
+                    else:
+                        result = item[1]
+                        response = finish(result, bool(result.text))
+                        yield sse({"type": "done", "id": ids["response"], "previous_response_id": previous,
+                                   "text": result.text, "image": result.pictures[0] if result.pictures else None,
+                                   "image_id": result.image_id, "seed": result.seed,
+                                   "background": opts.resolved_background, "usage": response["usage"]})
+            except APIError as e:
+                yield sse({"type": "error", **e.body()})
+        return StreamingResponse(events(), media_type="text/event-stream", headers=SSE_HEADERS)
+
+    @app.get("/api/session/{response_id}", dependencies=auth)
+    async def page_session(request: Request, response_id: str):
+        entry = stored(response_id, "response_id")
+
+        def work():          # decoding the pictures uses the model: on the worker, like everything else
+            yield history_of(model, entry)
+        job = worker.submit(work)
+        turns = await job.result(deadline(), config.timeout, request)
+        return {"id": response_id, "previous_response_id": entry.previous, "chain": store.chain(response_id),
+                "turns": turns}
+
+    return app
+
+
+# --- command line -------------------------------------------------------------------------------------------
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--checkpoints", default=None, help="checkpoints folder (default: the shipped one)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
+    parser.add_argument("--api-key", default=os.environ.get("MMGEN_API_KEY"),
+                        help="require 'Authorization: Bearer KEY' (default: $MMGEN_API_KEY; none: open)")
+    parser.add_argument("--max-body-mb", type=float, default=32.0, help="largest request body (MB)")
+    parser.add_argument("--max-prompt-chars", type=int, default=4000)
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds per request, queueing included")
+    parser.add_argument("--queue", type=int, default=64, help="requests that may wait for the model")
+    parser.add_argument("--max-sessions", type=int, default=256, help="conversations kept in memory")
+    parser.add_argument("--max-words", type=int, default=None, help="longest reply in words before its picture")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def run(args: argparse.Namespace) -> int:
+    import sys
+
+    import torch
+    import uvicorn
+
+    import mmgen
+    if not 0 < args.port < 65536:
+        print(f"--port must be in 1..65535, got {args.port}", file=sys.stderr)
+        return 2
+    limits = {"--max-body-mb": args.max_body_mb, "--timeout": args.timeout, "--queue": args.queue,
+              "--max-sessions": args.max_sessions, "--max-prompt-chars": args.max_prompt_chars}
+    for flag, value in limits.items():
+        if value <= 0:
+            print(f"{flag} must be positive, got {value}", file=sys.stderr)
+            return 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        model = mmgen.load(args.checkpoints, device=args.device)
+    except (FileNotFoundError, ValueError, OSError) as e:
+        print(f"cannot load the model: {e}", file=sys.stderr)
+        return 2
+    defaults = {"max_words": args.max_words} if args.max_words else {}
+    try:
+        ChatSession(model, **defaults)
+    except SessionError as e:
+        print(str(e), file=sys.stderr)
+        return 2
+    config = ServerConfig(api_key=args.api_key or None, max_body_bytes=int(args.max_body_mb * 2**20),
+                          max_prompt_chars=args.max_prompt_chars, timeout=args.timeout, max_queue=args.queue,
+                          max_sessions=args.max_sessions, session_defaults=defaults)
+    if not is_loopback(args.host) and not config.api_key:
+        print(f"warning: listening on {args.host} without an API key: anyone who can reach it can use the model "
+              "(set --api-key or MMGEN_API_KEY)", file=sys.stderr)
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    print(f"mmgen: serving {model.name} at http://{args.host}:{args.port}/  (API: /v1)", flush=True)
+    server = uvicorn.Server(uvicorn.Config(create_app(model, config), host=args.host, port=args.port,
+                                           log_level=args.log_level, timeout_graceful_shutdown=30))
+    try:
+        # SIGINT/SIGTERM: stop listening, finish what is in flight (30 s at most), stop the worker; then
+        # uvicorn re-raises the signal, so the process ends as that signal says (Ctrl+C: exit 130)
+        server.run()
+    except SystemExit as e:      # uvicorn exits this way when it cannot bind the port
+        return int(e.code or 1)
+    return 0 if server.started else 1

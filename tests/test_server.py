@@ -1,0 +1,494 @@
+"""`mmgen serve` end to end: a real uvicorn server on loopback, driven by the official `openai` client
+(and by raw HTTP for malformed requests), on the tiny random checkpoints — the pictures mean nothing,
+the plumbing is real: shapes the client parses, streaming events, masks, conversations, limits, errors,
+the one-worker queue, timeouts and shutdown."""
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import http.client
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+openai = pytest.importorskip("openai")
+uvicorn = pytest.importorskip("uvicorn")
+pytest.importorskip("fastapi")
+pytest.importorskip("multipart")
+
+from mmgen.imageutil import TRAINED_ALGORITHMIC_MEDIA  # noqa: E402
+from mmgen.server import ServerConfig, create_app  # noqa: E402
+from mmgen.server_api import APIError  # noqa: E402
+from mmgen.server_worker import Entry, SessionStore, Worker  # noqa: E402
+from mmgen.stream import Conversation, Turn  # noqa: E402
+
+KEY = "test-key"
+CAP = 1 << 20                       # 1 MiB request bodies in these tests
+DEFAULTS = {"max_words": 3}         # the random model would babble 64 words before each picture
+JSON = {"Content-Type": "application/json"}
+
+
+@contextlib.contextmanager
+def serve(model, config: ServerConfig):
+    """A uvicorn server for `create_app(model, config)` on a loopback port, in a thread; stopped after."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    app = create_app(model, config)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=10))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    for _ in range(300):
+        if server.started:
+            break
+        time.sleep(0.05)
+    assert server.started, "the server did not start"
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}", app
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        sock.close()
+        assert not thread.is_alive(), "the server did not stop"
+
+
+@pytest.fixture(scope="module")
+def drawing_model(tiny_checkpoints):
+    """The tiny random model, its decoder's last layer (zero at initialisation: every picture flat grey)
+    made random, so pictures differ with their codes. A fresh load: the shared tiny_model is untouched."""
+    import mmgen
+    torch.set_num_threads(1)
+    model = mmgen.load(tiny_checkpoints, dtype=torch.float32)
+    with torch.no_grad():
+        model.vq.decoder.net[-1].weight.normal_(0, 0.05, generator=torch.Generator().manual_seed(0))
+    return model
+
+
+@pytest.fixture(scope="module")
+def server(drawing_model):
+    config = ServerConfig(api_key=KEY, max_body_bytes=CAP, timeout=120, max_queue=16, max_sessions=8,
+                          session_defaults=DEFAULTS)
+    with serve(drawing_model, config) as (url, app):
+        yield url, app
+
+
+@pytest.fixture
+def client(server):
+    return openai.OpenAI(base_url=server[0] + "/v1", api_key=KEY, max_retries=0, timeout=120)
+
+
+def png(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def picture(b64: str) -> Image.Image:
+    image = Image.open(io.BytesIO(base64.b64decode(b64)))
+    image.load()
+    return image
+
+
+def noise(seed=0, size=128) -> Image.Image:
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8), "RGB")
+
+
+def raw(url, method, path, body: bytes = b"", headers=None):
+    """One plain HTTP request: (status, parsed JSON or text)."""
+    host, port = url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=60)
+    conn.request(method, path, body=body, headers={"Authorization": f"Bearer {KEY}", **(headers or {})})
+    response = conn.getresponse()
+    data = response.read()
+    conn.close()
+    try:
+        return response.status, json.loads(data)
+    except ValueError:
+        return response.status, data.decode(errors="replace")
+
+
+def assert_error(status, body, expected, param=None):
+    assert status == expected, body
+    assert set(body["error"]) == {"message", "type", "code", "param"}, body
+    assert body["error"]["message"] and "Traceback" not in body["error"]["message"]
+    if param is not None:
+        assert body["error"]["param"] == param, body
+
+
+def prompt_ids(model, text, image_codes=None) -> list[int]:
+    conv = Conversation((Turn("user", text, image_codes),))
+    return model.stream.encode(conv, generation_prompt=True).ids
+
+
+# --- images ------------------------------------------------------------------------------------------
+def test_generate_two_pictures_with_usage_and_provenance(client, tiny_model):
+    r = client.images.generate(prompt="draw a red circle at the top left", n=2, size="128x128", extra_body={"seed": 3})
+    assert isinstance(r, openai.types.ImagesResponse)
+    assert len(r.data) == 2 and r.size == "128x128" and r.output_format == "png" and r.background == "opaque"
+    images = [picture(d.b64_json) for d in r.data]
+    assert all(im.size == (128, 128) and im.format == "PNG" for im in images)
+    assert TRAINED_ALGORITHMIC_MEDIA in images[0].info["XML:com.adobe.xmp"]
+    assert images[0].info["mmgen:prompt"] == "draw a red circle at the top left"
+    # usage counts the stream's ids: the prompt as generation reads it, 256 codes per picture
+    ids = prompt_ids(tiny_model, "draw a red circle at the top left")
+    assert r.usage.input_tokens == len(ids) and r.usage.input_tokens_details.image_tokens == 0
+    assert r.usage.output_tokens_details.image_tokens == 2 * 256
+    assert r.usage.output_tokens > 512 and r.usage.total_tokens == r.usage.input_tokens + r.usage.output_tokens
+    # the seed extension makes it reproducible
+    again = client.images.generate(prompt="draw a red circle at the top left", n=2, extra_body={"seed": 3})
+    assert [picture(d.b64_json).tobytes() for d in again.data] == [im.tobytes() for im in images]
+
+
+def test_formats_and_transparency(client):
+    r = client.images.generate(prompt="a blue square", output_format="webp", background="transparent")
+    im = picture(r.data[0].b64_json)
+    assert im.format == "WEBP" and im.mode == "RGBA" and r.background == "transparent"
+    r = client.images.generate(prompt="a blue square", output_format="jpeg", size="auto")
+    assert picture(r.data[0].b64_json).format == "JPEG"
+    with pytest.raises(openai.BadRequestError) as e:
+        client.images.generate(prompt="a blue square", output_format="jpeg", background="transparent")
+    assert e.value.status_code == 400 and "transparent" in e.value.message
+
+
+def test_edit_without_mask(client):
+    r = client.images.edit(image=("in.png", png(noise(1)), "image/png"), prompt="make it blue")
+    assert len(r.data) == 1 and picture(r.data[0].b64_json).size == (128, 128)
+    assert r.usage.input_tokens_details.image_tokens == 256          # the given picture, as 256 codes
+
+
+def test_edit_with_mask_keeps_the_opaque_region(client):
+    original = noise(2)
+    alpha = np.zeros((128, 128), np.uint8)
+    alpha[:, :64] = 255                                                # keep the left half, redraw the right
+    mask = Image.fromarray(np.dstack([np.zeros((128, 128, 3), np.uint8), alpha]), "RGBA")
+    r = client.images.edit(image=("in.png", png(original), "image/png"), mask=("mask.png", png(mask), "image/png"),
+                           prompt="put a star on the right", n=2)
+    before = np.asarray(original)
+    for d in r.data:
+        after = np.asarray(picture(d.b64_json).convert("RGB"))
+        assert np.array_equal(after[:, :64], before[:, :64])          # kept exactly
+        assert not np.array_equal(after[:, 64:], before[:, 64:])      # redrawn
+    # a mask of another size, or without alpha, is refused with a clear message
+    for bad, word in ((mask.resize((64, 64)), "same size"), (mask.convert("RGB"), "alpha")):
+        with pytest.raises(openai.BadRequestError) as e:
+            client.images.edit(image=("in.png", png(original), "image/png"), mask=("m.png", png(bad), "image/png"),
+                               prompt="x")
+        assert word in e.value.message and e.value.param == "mask"
+
+
+def test_edit_as_json_with_data_urls(server):
+    original = noise(7)
+    alpha = np.full((128, 128), 255, np.uint8)
+    alpha[64:] = 0                                                     # redraw the bottom half only
+    mask = Image.fromarray(np.dstack([np.zeros((128, 128, 3), np.uint8), alpha]), "RGBA")
+
+    def url(image):
+        return "data:image/png;base64," + base64.b64encode(png(image)).decode()
+
+    body = {"prompt": "add a moon", "images": [{"image_url": url(original)}], "mask": {"image_url": url(mask)}}
+    status, r = raw(server[0], "POST", "/v1/images/edits", json.dumps(body).encode(), JSON)
+    assert status == 200, r
+    after = np.asarray(picture(r["data"][0]["b64_json"]).convert("RGB"))
+    assert np.array_equal(after[:64], np.asarray(original)[:64])
+    body["images"] = [{"image_url": "https://example.com/cat.png"}]
+    status, error = raw(server[0], "POST", "/v1/images/edits", json.dumps(body).encode(), JSON)
+    assert_error(status, error, 400, "images[0].image_url")
+
+
+def test_stream_partial_images(client):
+    events = list(client.images.generate(prompt="a green triangle", stream=True, partial_images=2))
+    assert [e.type for e in events] == ["image_generation.partial_image"] * 2 + ["image_generation.completed"]
+    assert isinstance(events[0], openai.types.ImageGenPartialImageEvent)
+    assert [e.partial_image_index for e in events[:2]] == [0, 1]
+    first = np.asarray(picture(events[0].b64_json).convert("RGB"))
+    assert first.shape == (128, 128, 3)
+    # partial 0 comes after row 5 of 16 (partial 1 after row 11): drawn rows above, flat grey rows to come
+    assert first[:40].std() > 5 and (first[48:] == 128).all()
+    done = events[-1]
+    assert isinstance(done, openai.types.ImageGenCompletedEvent)
+    final = np.asarray(picture(done.b64_json).convert("RGB"))
+    assert final.shape == (128, 128, 3) and final[48:].std() > 5 and done.usage.output_tokens > 256
+    edits = list(client.images.edit(image=("in.png", png(noise(3)), "image/png"), prompt="make it red",
+                                    stream=True, partial_images=1))
+    assert [e.type for e in edits] == ["image_edit.partial_image", "image_edit.completed"]
+    assert isinstance(edits[-1], openai.types.ImageEditCompletedEvent)
+
+
+def test_models(client, tiny_model):
+    assert [m.id for m in client.models.list()] == [tiny_model.name]
+    assert client.models.retrieve(tiny_model.name).id == tiny_model.name
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("gpt-image-1")
+
+
+# --- conversations ---------------------------------------------------------------------------------------
+TOOLS = [{"type": "image_generation"}]
+DRAW = {"type": "image_generation"}
+
+
+def image_call(response):
+    calls = [o for o in response.output if o.type == "image_generation_call"]
+    assert len(calls) == 1 and calls[0].status == "completed"
+    return calls[0]
+
+
+def test_responses_keep_editing_the_same_picture(client, tiny_model):
+    r1 = client.responses.create(model=tiny_model.name, input="draw a red circle", tools=TOOLS, tool_choice=DRAW)
+    assert r1.status == "completed" and image_call(r1).action == "generate"
+    assert picture(image_call(r1).result).size == (128, 128)
+    assert isinstance(r1.output_text, str)
+    r2 = client.responses.create(input="make it blue", previous_response_id=r1.id, tools=TOOLS, tool_choice=DRAW)
+    assert r2.previous_response_id == r1.id and image_call(r2).action == "edit"
+    # the second turn reads the first picture's 256 codes: the conversation went with the id
+    assert r2.usage.input_tokens >= r1.usage.input_tokens + 256
+    assert client.responses.retrieve(r2.id).id == r2.id
+    # branching: r1 can be continued again (stored conversations never change); words-only without the tool
+    r3 = client.responses.create(input="what colour is it?", previous_response_id=r1.id)
+    assert not [o for o in r3.output if o.type == "image_generation_call"]
+    assert r3.usage.input_tokens == r2.usage.input_tokens - len(tiny_model.stream.text.encode("make it blue")) \
+        + len(tiny_model.stream.text.encode("what colour is it?"))
+    with pytest.raises(openai.NotFoundError) as e:
+        client.responses.create(input="again", previous_response_id="resp_nope", tools=TOOLS)
+    assert e.value.code == "previous_response_not_found"
+    client.responses.delete(r3.id)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(r3.id)
+
+
+def test_responses_input_image_and_streaming(client):
+    data_url = "data:image/png;base64," + base64.b64encode(png(noise(4))).decode()
+    message = [{"role": "user", "content": [{"type": "input_image", "image_url": data_url},
+                                            {"type": "input_text", "text": "make it blue"}]}]
+    events = list(client.responses.create(input=message, tools=[{"type": "image_generation", "partial_images": 2}],
+                                          tool_choice="required", stream=True))
+    types = [e.type for e in events]
+    assert types[:2] == ["response.created", "response.in_progress"] and types[-1] == "response.completed"
+    assert types.count("response.image_generation_call.partial_image") == 2
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    final = events[-1].response
+    call = image_call(final)
+    assert call.action == "edit" and final.usage.input_tokens > 256
+    done = [e for e in events if e.type == "response.output_item.done" and e.item.type == "image_generation_call"]
+    assert done[0].item.result == call.result
+    words = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert words.strip() == final.output_text.strip()
+    # the streamed conversation is stored like any other
+    follow = client.responses.create(input="now green", previous_response_id=final.id, tools=TOOLS, tool_choice=DRAW)
+    assert image_call(follow).action == "edit"
+
+
+def test_page_chat_streams_every_row_and_restores(server):
+    url, _ = server
+    status, text = raw(url, "POST", "/api/chat", json.dumps({"message": "draw a star", "picture": "always",
+                                                               "seed": 1}).encode(),
+                       {"Content-Type": "application/json"})
+    assert status == 200
+    events = [json.loads(line[5:]) for line in text.split("\n") if line.startswith("data:")]
+    assert [e["rows"] for e in events if e["type"] == "preview"] == list(range(1, 17))
+    done = events[-1]
+    assert done["type"] == "done" and picture(done["image"]).size == (128, 128)
+    status, session = raw(url, "GET", f"/api/session/{done['id']}")
+    assert status == 200 and [t["role"] for t in session["turns"]] == ["user", "assistant"]
+    assert session["turns"][1]["image"] and session["chain"] == [{"id": done["id"], "previous": None}]
+
+
+# --- bad input --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("body, param", [
+    (b"{not json", None),
+    (b"[1, 2]", None),
+    (json.dumps({"prompt": 5}).encode(), "prompt"),
+    (json.dumps({"n": 1}).encode(), "prompt"),
+    (json.dumps({"prompt": "   "}).encode(), "prompt"),
+    (json.dumps({"prompt": "x" * 5000}).encode(), "prompt"),
+    (json.dumps({"prompt": "x", "n": 9}).encode(), "n"),
+    (json.dumps({"prompt": "x", "n": "2"}).encode(), "n"),
+    (json.dumps({"prompt": "x", "n": True}).encode(), "n"),
+    (json.dumps({"prompt": "x", "size": "1024x1024"}).encode(), "size"),
+    (json.dumps({"prompt": "x", "response_format": "url"}).encode(), "response_format"),
+    (json.dumps({"prompt": "x", "partial_images": 5, "stream": True}).encode(), "partial_images"),
+    (json.dumps({"prompt": "x", "stream": "yes"}).encode(), "stream"),
+    (json.dumps({"prompt": "x", "seed": -1}).encode(), "seed"),
+    (json.dumps({"prompt": "x", "cfg": 99}).encode(), None),
+])
+def test_malformed_generation_requests_get_400(server, body, param):
+    status, error = raw(server[0], "POST", "/v1/images/generations", body, JSON)
+    assert_error(status, error, 400, param)
+
+
+def test_other_bad_requests(server, client):
+    url, _ = server
+    body = json.dumps({"prompt": "x", "response_format": "url"}).encode()
+    status, error = raw(url, "POST", "/v1/images/generations", body, JSON)
+    assert "b64_json" in error["error"]["message"]
+    # bodies over the cap: declared, and chunked without a length
+    status, error = raw(url, "POST", "/v1/images/generations", b'{"prompt": "' + b"x" * (2 * CAP) + b'"}', JSON)
+    assert_error(status, error, 413)
+    host, port = url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=60)
+    conn.request("POST", "/v1/images/generations", body=iter([b"x" * 65536] * 40), encode_chunked=True,
+                 headers={"Authorization": f"Bearer {KEY}", **JSON})
+    response = conn.getresponse()
+    assert_error(response.status, json.loads(response.read()), 413)
+    conn.close()
+    # uploads that are not pictures, and edits without a picture
+    with pytest.raises(openai.BadRequestError) as e:
+        client.images.edit(image=("notes.png", b"these are words, not pixels", "image/png"), prompt="x")
+    assert e.value.param == "image" and e.value.status_code == 400
+    with pytest.raises(openai.BadRequestError) as e:
+        client.images.edit(image=[("a.png", png(noise(5)), "image/png"), ("b.png", png(noise(6)), "image/png")],
+                           prompt="two at once")
+    assert "one picture at a time" in e.value.message
+    status, error = raw(url, "POST", "/v1/images/edits", json.dumps({"prompt": "x"}).encode(), JSON)
+    assert_error(status, error, 400, "image")
+    # keys
+    bad = openai.OpenAI(base_url=url + "/v1", api_key="wrong", max_retries=0)
+    with pytest.raises(openai.AuthenticationError) as e:
+        bad.models.list()
+    assert e.value.code == "invalid_api_key"
+    status, error = raw(url, "GET", "/v1/models", headers={"Authorization": ""})
+    assert_error(status, error, 401)
+    # paths, methods, models, the Responses API's own checks
+    assert_error(*raw(url, "GET", "/v1/nothing-here"), 404)
+    assert_error(*raw(url, "GET", "/v1/images/generations"), 405)
+    body = json.dumps({"prompt": "x", "model": "gpt-image-1"}).encode()
+    status, error = raw(url, "POST", "/v1/images/generations", body, JSON)
+    assert_error(status, error, 404, "model")
+    for body in ({"input": 5}, {"input": "x", "tools": [{"type": "web_search"}]},
+                 {"input": [{"role": "assistant", "content": "hi"}]},
+                 {"input": [{"role": "user",
+                             "content": [{"type": "input_image", "image_url": "https://example.com/a.png"}]}]},
+                 {"input": "x", "previous_response_id": 7}):
+        assert_error(*raw(url, "POST", "/v1/responses", json.dumps(body).encode(), JSON), 400)
+    status, health = raw(url, "GET", "/health")
+    assert status == 200 and health["status"] == "ok"
+
+
+# --- the one worker: concurrency, queue, timeouts, shutdown ---------------------------------------------------
+def test_eight_simultaneous_requests_all_answered(client, server):
+    def one(i):
+        r = client.images.generate(prompt=f"draw {i} circles", extra_body={"seed": i})
+        return picture(r.data[0].b64_json)
+
+    with ThreadPoolExecutor(8) as pool:
+        images = list(pool.map(one, range(8)))
+    assert len(images) == 8 and all(im.size == (128, 128) for im in images)
+    # each answer is its own: the same request alone gives the same picture (no cross-talk on the model)
+    alone = client.images.generate(prompt="draw 5 circles", extra_body={"seed": 5})
+    assert picture(alone.data[0].b64_json).tobytes() == images[5].tobytes()
+
+
+def test_full_queue_429_then_timeout_504_then_healthy(drawing_model):
+    config = ServerConfig(max_queue=1, timeout=120, session_defaults=DEFAULTS)
+    with serve(drawing_model, config) as (url, app):
+        client = openai.OpenAI(base_url=url + "/v1", api_key="any", max_retries=0, timeout=120)
+
+        def one(i):
+            try:
+                client.images.generate(prompt="four at once", n=4, extra_body={"seed": i})
+                return 200
+            except openai.APIStatusError as e:
+                return (e.status_code, e.code)
+
+        with ThreadPoolExecutor(4) as pool:
+            outcomes = list(pool.map(one, range(4)))
+        assert (429, "queue_full") in outcomes and 200 in outcomes, outcomes
+        assert all(o == 200 or o == (429, "queue_full") for o in outcomes), outcomes
+
+        config.timeout = 0.05                                          # read per request
+        with pytest.raises(openai.APIStatusError) as e:
+            client.images.generate(prompt="too slow", n=4)
+        assert e.value.status_code == 504 and e.value.code == "timeout"
+        with pytest.raises(openai.APIError):                            # mid-stream: an error event
+            list(client.images.generate(prompt="too slow", stream=True, partial_images=3))
+        config.timeout = 120
+        r = client.images.generate(prompt="in time")                    # the worker dropped the stopped jobs
+        assert picture(r.data[0].b64_json).size == (128, 128)
+        for _ in range(100):                                            # and goes idle
+            if not raw(url, "GET", "/health")[1]["busy"]:
+                break
+            time.sleep(0.05)
+        assert raw(url, "GET", "/health")[1] == {**raw(url, "GET", "/health")[1], "busy": False, "waiting": 0}
+
+
+def test_worker_shutdown_answers_503():
+    async def scenario():
+        worker = Worker(max_queue=4)
+        worker.start()
+        started = threading.Event()
+
+        def slow():
+            started.set()
+            for i in range(2000):
+                time.sleep(0.005)
+                yield i
+
+        loop = asyncio.get_running_loop()
+        running = worker.submit(slow)
+        queued = worker.submit(lambda: iter([1]))
+        await asyncio.to_thread(started.wait, 5)
+        await asyncio.to_thread(worker.close)
+        assert not worker.thread.is_alive()
+        for job in (running, queued):
+            with pytest.raises(APIError) as e:
+                async for _ in job.events(loop.time() + 5, 5):
+                    pass
+            assert e.value.status == 503
+        with pytest.raises(APIError) as e:
+            worker.submit(slow)
+        assert e.value.status == 503
+
+    asyncio.run(scenario())
+
+
+def test_session_store_drops_the_least_recently_used():
+    store = SessionStore(cap=2)
+    store.put("a", Entry(session=None, response={}, previous=None))
+    store.put("b", Entry(session=None, response={}, previous="a"))
+    assert store.get("a") is not None                                  # a is now the most recent
+    store.put("c", Entry(session=None, response={}, previous="b"))
+    assert store.get("b") is None and len(store) == 2
+    assert store.chain("c") == [{"id": "c", "previous": "b"}]           # the chain stops where memory does
+    assert store.delete("a") and not store.delete("a")
+
+
+def test_cli_serve_env_key_and_graceful_stop(tiny_checkpoints):
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    env = {**os.environ, "MMGEN_API_KEY": "env-key"}
+    proc = subprocess.Popen([sys.executable, "-m", "mmgen.cli", "serve", "--checkpoints", str(tiny_checkpoints),
+                             "--port", str(port), "--threads", "1", "--max-words", "2", "--log-level", "info"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(600):
+            try:
+                if raw(url, "GET", "/health")[0] == 200:
+                    break
+            except OSError:
+                time.sleep(0.1)
+        assert raw(url, "GET", "/v1/models")[0] == 401                 # the key came from the environment
+        status, models = raw(url, "GET", "/v1/models", headers={"Authorization": "Bearer env-key"})
+        assert status == 200 and models["data"][0]["id"] == "mmgen-tiny"
+        proc.send_signal(signal.SIGTERM)
+        # a graceful stop (the worker closed), then uvicorn ends the process by the signal it got
+        assert proc.wait(30) in (0, -signal.SIGTERM)
+        assert "stopped after serving" in proc.stdout.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -1,0 +1,155 @@
+"""The chat page in a real browser: headless Chromium (Debian's, driven by Playwright) against a real
+server on the tiny random model. Type, watch the picture form row by row, edit by chatting, undo,
+reload and find the conversation again, attach a picture, download with provenance.
+
+Needs `pip install playwright` (the Python package only) and `apt-get install chromium`; skipped
+with the reason otherwise. Leaves a screenshot in the test's tmp folder and at /tmp/mmgen-web.png.
+"""
+from __future__ import annotations
+
+import base64
+import contextlib
+import io
+import os
+import shutil
+import socket
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+CHROMIUM = os.environ.get("MMGEN_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed "
+                                                            "(pip install playwright; no browser download needed)")
+uvicorn = pytest.importorskip("uvicorn")
+pytest.importorskip("fastapi")
+if not os.path.exists(CHROMIUM):
+    pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
+
+from mmgen.imageutil import TRAINED_ALGORITHMIC_MEDIA  # noqa: E402
+from mmgen.server import ServerConfig, create_app  # noqa: E402
+
+SHOT = "/tmp/mmgen-web.png"
+
+
+@contextlib.contextmanager
+def serve(model, config: ServerConfig):
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    app = create_app(model, config)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=10))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    for _ in range(300):
+        if server.started:
+            break
+        time.sleep(0.05)
+    assert server.started
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        sock.close()
+
+
+def finals(page) -> int:
+    return page.locator(".msg.assistant img[data-final=true]").count()
+
+
+def send(page, text: str, expect_finals: int) -> None:
+    page.fill("#prompt", text)
+    page.press("#prompt", "Enter")
+    page.wait_for_function("n => document.querySelectorAll('.msg.assistant img[data-final=true]').length === n",
+                           arg=expect_finals, timeout=60_000)
+    page.wait_for_selector("#send:not([hidden])")
+
+
+@pytest.fixture(scope="module")
+def drawing_model(tiny_checkpoints):
+    """The tiny random model with a random last decoder layer (zero at initialisation: flat grey pictures),
+    so the pictures on the page differ with their codes. A fresh load: the shared tiny_model is untouched."""
+    import mmgen
+    torch.set_num_threads(1)
+    model = mmgen.load(tiny_checkpoints, dtype=torch.float32)
+    with torch.no_grad():
+        model.vq.decoder.net[-1].weight.normal_(0, 0.05, generator=torch.Generator().manual_seed(0))
+    return model
+
+
+def test_chat_page_draws_edits_undoes_restores(drawing_model, tmp_path):
+    tiny_model = drawing_model
+    with serve(tiny_model, ServerConfig(session_defaults={"max_words": 3})) as url, \
+            sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 820, "height": 1000})
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.goto(url)
+            page.wait_for_selector("body[data-ready=true]")
+            assert page.inner_text("#model") == tiny_model.name
+            # count every change of a picture's pixels: the previews, one per row, then the final picture
+            page.evaluate("""() => {
+                window.__frames = 0;
+                new MutationObserver((ms) => ms.forEach((m) => {
+                    if (m.attributeName === 'src' && m.target.classList.contains('picture')) window.__frames++;
+                })).observe(document.getElementById('log'),
+                            {subtree: true, attributes: true, attributeFilter: ['src']});
+            }""")
+            page.select_option("#picture", "always")       # the random model would not choose to draw
+
+            send(page, "draw a red circle at the top left", 1)
+            assert page.evaluate("window.__frames") >= 16   # it formed top-down, row by row
+            send(page, "make it blue", 2)
+            link = page.locator(".msg.assistant figcaption a").last
+            assert link.get_attribute("download").startswith("mmgen-img_")
+            href = link.get_attribute("href")
+            image = Image.open(io.BytesIO(base64.b64decode(href.split(",", 1)[1])))
+            assert image.size == (128, 128) and TRAINED_ALGORITHMIC_MEDIA in image.info["XML:com.adobe.xmp"]
+            assert image.info["mmgen:prompt"] == "make it blue"
+
+            first = page.evaluate("document.querySelectorAll('.msg.assistant')[0].dataset.responseId")
+            page.click("#undo")                              # back to the first picture
+            assert finals(page) == 1 and page.evaluate("localStorage.getItem('mmgen.current')") == first
+            send(page, "make it green", 2)
+
+            page.reload()                                    # the conversation comes back from the server
+            page.wait_for_selector("body[data-ready=true]")
+            assert page.locator(".msg.assistant img.picture").count() == 2
+            assert page.locator(".msg.user").all_inner_texts() == ["draw a red circle at the top left", "make it green"]
+            assert not page.is_disabled("#undo")
+
+            # attach a picture of one's own and ask for an edit of it
+            upload = tmp_path / "mine.png"
+            pixels = np.zeros((128, 128, 3), np.uint8)
+            pixels[32:96, 32:96] = (230, 40, 40)
+            Image.fromarray(pixels).save(upload)
+            page.select_option("#picture", "always")
+            page.set_input_files("#file", str(upload))
+            page.wait_for_selector("#attachment:not([hidden])")
+            page.fill("#prompt", "make the square yellow")
+            page.click("#send")
+            page.wait_for_function("document.querySelectorAll('.msg.assistant img[data-final=true]').length === 1",
+                                   timeout=60_000)
+            assert page.locator(".msg.user img.picture").count() == 1
+            assert page.is_hidden("#attachment")
+            page.wait_for_selector("#send:not([hidden])")
+            assert not errors, errors
+
+            page.set_viewport_size({"width": 820, "height": 1700})    # the whole conversation in one picture
+            page.evaluate("document.getElementById('log').scrollTop = 0")
+            shot = tmp_path / "mmgen-web.png"
+            page.screenshot(path=str(shot))
+            assert Image.open(shot).size[0] == 820
+            with contextlib.suppress(OSError):
+                shutil.copy(shot, SHOT)
+        finally:
+            browser.close()

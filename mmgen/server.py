@@ -109,8 +109,11 @@ def run_turn(model, turn: TurnRequest) -> Iterator[tuple]:
     session = turn.base.fork() if turn.base is not None else model.chat(seed=opts.seed, **turn.defaults)
     words, word_ids, reply = "", 0, None
     preview_meta = {"Software": "mmgen", "mmgen:model": model.name, "mmgen:prompt": turn.text, "mmgen:partial": "true"}
+    # a mask is a region edit on the codes (only the patches under alpha 0 are redrawn), and the
+    # kept region's original pixels are pasted back on top (apply_mask) so they stay exact
+    region = Image.merge("LA", (turn.mask, turn.mask)) if turn.mask is not None else None
     for event in session.stream(turn.text, turn.image, n=opts.n, seed=opts.seed, picture=turn.picture,
-                                previews=bool(turn.previews), **opts.settings):
+                                mask=region, previews=bool(turn.previews), **opts.settings):
         if event.kind == "text":
             words, word_ids = event.text, word_ids + 1       # one event per word id of the first reply
             yield ("text", words)

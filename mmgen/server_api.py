@@ -282,8 +282,8 @@ def read_mask(data: bytes, image: Image.Image, param: str = "mask") -> Image.Ima
 def apply_mask(new: Image.Image, original: Image.Image, alpha: Image.Image) -> Image.Image:
     """Keep the original where the mask is opaque, the new picture where alpha = 0 (blend between).
 
-    The engine does not do region edits on codes yet, so the mask is applied to pixels here: the
-    model redraws the whole picture from the instruction, and the kept region is pasted back."""
+    The model has already redrawn only the masked patches (a region edit on the codes); pasting
+    the original pixels back makes the kept region exactly the uploaded one, not its VQ decode."""
     original = original.convert(new.mode)
     if original.size != new.size:
         original = original.resize(new.size, Image.LANCZOS)

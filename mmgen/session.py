@@ -364,16 +364,28 @@ class ChatSession:
         self._meta = self._meta[:cut]
         return True
 
-    def retry(self, seed: int | None = None, **overrides) -> Reply:
-        """Answer the last message again with a new seed (the last reply is replaced)."""
+    def retry_stream(self, seed: int | None = None, picture: str = "auto", previews: bool = True,
+                     **overrides) -> Iterator[Event]:
+        """Answer the last message again with a new seed, streaming; the last reply is replaced
+        only when the new one is finished (stopping midway leaves the session as it was)."""
         turns = self.conversation.turns
         if len(turns) < 2 or turns[-2].role != "user":
             raise SessionError("there is no message to retry")
+        if picture not in PICTURE_MODES:
+            raise SessionError(f"picture must be one of {', '.join(PICTURE_MODES)}")
         user, old_seed = turns[-2], self._meta[-1].get("seed") or self.seed
-        self.undo()
         settings = self._settings(overrides)
         new_seed = int(seed) if seed is not None else old_seed + 1
-        for event in self._run(user, settings, new_seed, 1, "auto", previews=False):
+        base = self.fork()
+        base.undo()
+        for event in base._run(user, settings, new_seed, 1, picture, previews):
+            if event.kind == "done":
+                self.conversation, self._meta = base.conversation, base._meta
+            yield event
+
+    def retry(self, seed: int | None = None, **overrides) -> Reply:
+        """Answer the last message again with a new seed (the last reply is replaced)."""
+        for event in self.retry_stream(seed=seed, previews=False, **overrides):
             if event.kind == "done":
                 return event.reply
         raise RuntimeError("the reply ended without finishing")

@@ -34,6 +34,7 @@ def tiny_checkpoints(tmp_path_factory, text_tokenizer):
     from mmgen.model import build_model
     from mmgen.vq import PRESETS, VQTokenizer
     root = tmp_path_factory.mktemp("checkpoints")
+    torch.set_num_threads(1)          # tiny models: threads only add contention
     torch.manual_seed(0)
     vq = VQTokenizer(PRESETS["tiny"])
     vq.save_pretrained(root / "vq")

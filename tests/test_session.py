@@ -178,3 +178,15 @@ def test_region_edit_keeps_codes_outside_the_mask(tiny_model):
         chat.send("x", mask=[[False] * 16] * 16)                   # nothing to change
     with pytest.raises(SessionError):
         tiny_model.chat().send("x", mask=grid)                     # no picture to edit
+
+
+def test_retry_stopped_midway_keeps_the_old_reply(tiny_model):
+    chat = tiny_model.chat(seed=8)
+    first = draw(chat)
+    before = chat.conversation
+    for e in chat.retry_stream(picture="always"):
+        if e.kind == "preview" and e.rows == 3:
+            break
+    assert chat.conversation == before
+    again = next(e.reply for e in chat.retry_stream(picture="always") if e.kind == "done")
+    assert chat.conversation.turns[-1].codes == again.codes != first.codes

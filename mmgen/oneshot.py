@@ -1,0 +1,226 @@
+"""One-shot commands: a picture, an edit or an answer, straight from the command line.
+
+    mmgen generate "two blue squares" -o out.png            # -n 3 writes out-1.png … out-3.png
+    mmgen generate "a red star" -n 2 -o "star-{i}.webp" --seed 7 --background transparent
+    mmgen edit in.png "make the circle blue" -o out.png
+    mmgen ask in.png "what does the sign say?"              # prints the answer
+
+Pictures are saved with provenance (PNG text + the IPTC generated-media marker) unless
+--no-provenance. Bad input (an empty or oversized prompt, binary junk, a missing or damaged
+picture, an output path that cannot be written, a bad option value) is one line on stderr and
+exit code 2, never a traceback. Cheap checks run before torch is imported, so mistakes fail fast.
+The helpers at the top (one-line argparse errors, model options, quiet loading) are shared with
+`mmgen chat` (terminal.py).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import unicodedata
+from pathlib import Path
+
+PICTURE_SUFFIXES = (".png", ".webp", ".jpg", ".jpeg")
+MAX_N = 4                                  # the session draws at most 4 pictures in one batch
+
+
+class BadInput(Exception):
+    """A mistake in what the user gave us: reported as one line, exit code 2."""
+
+
+# --- shared with the chat command --------------------------------------------------------------
+def one_line_errors(parser: argparse.ArgumentParser) -> None:
+    """Make argparse report a bad option as one line (its default prints the whole usage first)."""
+    def error(message: str):
+        parser.exit(2, f"{parser.prog}: {message} (see --help)\n")
+    parser.error = error
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """The options every command that talks to the model shares."""
+    parser.add_argument("--checkpoints", metavar="PATH", help="checkpoints folder (default: the shipped one)")
+    parser.add_argument("--seed", type=int, help="random seed (default: a fresh one)")
+    parser.add_argument("--cfg", type=float, help="classifier-free guidance on pictures, 0-20 (default 3)")
+    parser.add_argument("--temperature", type=float, help="sampling temperature for pictures, 0-5 (default 1)")
+    parser.add_argument("--background", choices=("opaque", "transparent", "auto"),
+                        help="transparent: cut the flat background out (RGBA)")
+    parser.add_argument("--no-provenance", action="store_true",
+                        help="save pictures without the generated-media metadata")
+
+
+def settings_from(args: argparse.Namespace) -> dict:
+    """Session settings given on the command line (those left out keep the session's defaults)."""
+    settings = {k: getattr(args, k) for k in ("cfg", "temperature", "background") if getattr(args, k, None) is not None}
+    if getattr(args, "no_provenance", False):
+        settings["provenance"] = False
+    from .session import SessionError, Settings
+    try:
+        Settings(**settings)
+    except SessionError as e:
+        raise BadInput(str(e)) from None
+    return settings
+
+
+def load_model(checkpoints: str | None):
+    """The model, loaded without progress bars; a missing or mismatched folder is BadInput."""
+    from transformers.utils import logging as hf_logging
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    import mmgen
+    try:
+        return mmgen.load(checkpoints)
+    except (OSError, ValueError) as e:
+        raise BadInput(f"cannot load the model from {checkpoints or 'the shipped checkpoints'}: {e}") from None
+
+
+# --- checks that need no torch -----------------------------------------------------------------
+def check_text(text: str, what: str) -> str:
+    """Refuse empty text and binary junk before importing torch; the length limit is the session's."""
+    if not text.strip():
+        raise BadInput(f"the {what} is empty")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:       # argv bytes that were not UTF-8 arrive as lone surrogates
+        raise BadInput(f"the {what} is not UTF-8 text (binary data?)") from None
+    if any(unicodedata.category(ch) == "Cc" and ch not in "\t\n\r" for ch in text):
+        raise BadInput(f"the {what} contains control characters (binary data?)")
+    from .session import MAX_MESSAGE_CHARS
+    if len(text) > MAX_MESSAGE_CHARS:
+        raise BadInput(f"the {what} is {len(text):,} characters; the limit is {MAX_MESSAGE_CHARS:,}")
+    return text
+
+
+def check_output(path: str) -> Path:
+    """A path a picture can be written to: a known extension, not a folder, a writable folder above."""
+    out = Path(path).expanduser()
+    if out.suffix.lower() not in PICTURE_SUFFIXES:
+        raise BadInput(f"cannot save as {out.name!r}: the name must end in {', '.join(PICTURE_SUFFIXES)}")
+    if out.is_dir():
+        raise BadInput(f"{out} is a folder; give a file name such as {out / 'picture.png'}")
+    parent = out.parent
+    while not parent.exists():          # save_image creates missing folders; check the first that exists
+        parent = parent.parent
+    if not parent.is_dir():
+        raise BadInput(f"cannot write {out}: {parent} is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise BadInput(f"cannot write {out}: no permission to write in {parent}")
+    return out
+
+
+def numbered(path: Path, n: int) -> list[Path]:
+    """Output paths for n pictures: '{i}' in the name is replaced by 1…n, else '-1', '-2' … before
+    the extension (and one picture keeps the name as given)."""
+    if "{i}" in path.name:
+        return [path.with_name(path.name.replace("{i}", str(i))) for i in range(1, n + 1)]
+    if n == 1:
+        return [path]
+    return [path.with_name(f"{path.stem}-{i}{path.suffix}") for i in range(1, n + 1)]
+
+
+def check_picture(path: str) -> str:
+    if not Path(path).expanduser().is_file():
+        raise BadInput(f"no picture at {path}")
+    return str(Path(path).expanduser())
+
+
+def read_picture(path: str):
+    from .session import SessionError, read_image
+    try:
+        return read_image(path)
+    except SessionError as e:
+        raise BadInput(str(e)) from None
+
+
+def save_all(reply, paths: list[Path]) -> None:
+    from .session import SessionError
+    for i, path in enumerate(paths):
+        try:
+            reply.save(path, index=i)
+        except (OSError, ValueError, SessionError) as e:
+            reason = e.strerror if isinstance(e, OSError) and e.strerror else e
+            raise BadInput(f"cannot write {path}: {reason}") from None
+        print(path)
+
+
+def answer(model, args, settings: dict, text: str, **kwargs):
+    """The model's reply; the session's own refusal of its input (SessionError) is BadInput."""
+    from .session import SessionError
+    try:
+        return model.chat(seed=args.seed, **settings).send(text, **kwargs)
+    except SessionError as e:
+        raise BadInput(str(e)) from None
+
+
+def guarded(prog: str, work) -> int:
+    """Run `work()`; BadInput becomes one line on stderr and exit code 2."""
+    try:
+        return work()
+    except BadInput as e:
+        print(f"{prog}: {e}", file=sys.stderr)
+        return 2
+
+
+# --- the commands --------------------------------------------------------------------------------
+class Generate:
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        one_line_errors(parser)
+        parser.add_argument("prompt", help="what to draw")
+        parser.add_argument("-o", "--out", required=True, metavar="FILE",
+                            help="where to save (.png/.webp/.jpg); with -n, '{i}' in the name or -1, -2 … is added")
+        parser.add_argument("-n", type=int, default=1, help=f"how many pictures, 1-{MAX_N} (one batch)")
+        add_model_options(parser)
+
+    def run(self, args: argparse.Namespace) -> int:
+        def work() -> int:
+            if not 1 <= args.n <= MAX_N:
+                raise BadInput(f"-n must be from 1 to {MAX_N}, not {args.n}")
+            paths = numbered(check_output(args.out), args.n)
+            prompt = check_text(args.prompt, "prompt")
+            settings = settings_from(args)
+            model = load_model(args.checkpoints)
+            save_all(answer(model, args, settings, prompt, n=args.n, picture="always"), paths)
+            return 0
+        return guarded("mmgen generate", work)
+
+
+class Edit:
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        one_line_errors(parser)
+        parser.add_argument("image", help="the picture to change")
+        parser.add_argument("instruction", help='what to change, e.g. "make the circle blue"')
+        parser.add_argument("-o", "--out", required=True, metavar="FILE", help="where to save (.png/.webp/.jpg)")
+        add_model_options(parser)
+
+    def run(self, args: argparse.Namespace) -> int:
+        def work() -> int:
+            source = check_picture(args.image)
+            out = check_output(args.out)
+            instruction = check_text(args.instruction, "instruction")
+            settings = settings_from(args)
+            picture = read_picture(source)
+            model = load_model(args.checkpoints)
+            save_all(answer(model, args, settings, instruction, image=picture, picture="always"), [out])
+            return 0
+        return guarded("mmgen edit", work)
+
+
+class Ask:
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        one_line_errors(parser)
+        parser.add_argument("image", help="the picture to ask about")
+        parser.add_argument("question", help='e.g. "what does the sign say?"')
+        add_model_options(parser)
+
+    def run(self, args: argparse.Namespace) -> int:
+        def work() -> int:
+            source = check_picture(args.image)
+            question = check_text(args.question, "question")
+            settings = settings_from(args)
+            picture = read_picture(source)
+            model = load_model(args.checkpoints)
+            print(answer(model, args, settings, question, image=picture, picture="never").text)
+            return 0
+        return guarded("mmgen ask", work)
+
+
+generate, edit, ask = Generate(), Edit(), Ask()

@@ -1,0 +1,454 @@
+"""`mmgen chat` (also `python chat.py`): talk to the model in a terminal.
+
+    python chat.py                                   # the shipped model
+    python chat.py --checkpoints runs/lm --seed 0 --out pictures/ --graphics blocks
+
+Type a message and press Enter. A picture forms top-down while it is drawn, redrawn in place as
+its rows arrive: in the terminal's own graphics (kitty, iTerm2 or sixel, detected from TERM,
+TERM_PROGRAM, KITTY_WINDOW_ID…; `--graphics` overrides), else as Unicode half-blocks with 24-bit
+colour, and not at all when stdout is not a terminal (piped output has no escape codes). Every
+picture is saved under --out (PNG with provenance) and its path printed. Ctrl-C stops the picture
+being drawn and leaves the conversation as it was; Ctrl-C or Ctrl-D at the prompt leaves.
+Slash commands: /help /new /undo /retry /save /load /attach /set /history /quit. Input history
+(up-arrow) is kept in ~/.mmgen_history or --history-file. Every mistake is one line, never a
+traceback. The pictures themselves are drawn by termimage.py.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import random
+import re
+import shlex
+import sys
+import time
+import typing
+from pathlib import Path
+from typing import Callable
+
+from .oneshot import BadInput, add_model_options, load_model, one_line_errors, settings_from
+from .termimage import MODES, Canvas, detect, terminal_size
+
+COMMANDS = {    # name: (argument, what it does)
+    "help": ("", "this list"),
+    "new": ("", "start a new conversation (settings are kept)"),
+    "undo": ("", "forget your last message and its reply"),
+    "retry": ("", "answer your last message again, with another seed"),
+    "save": ("[path]", "save the conversation (default: a dated file in the pictures folder)"),
+    "load": ("path", "continue a saved conversation"),
+    "attach": ("path", "send a picture with your next message"),
+    "set": ("[key=value ...]", "change settings, e.g. /set cfg=5 picture=always (alone: show them)"),
+    "history": ("", "the conversation so far"),
+    "quit": ("", "leave (Ctrl-D does the same)"),
+}
+# settings that belong to the terminal rather than the session: whether replies draw, and the seed
+PICTURE_MODES = ("auto", "always", "never")
+NONE_WORDS = ("none", "null", "off")
+BOOL_WORDS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
+DEFAULT_HISTORY = Path("~/.mmgen_history")
+HISTORY_LENGTH = 1000
+
+
+class CommandError(ValueError):
+    """A mistake in a slash command, shown as one line."""
+
+
+# --- parsing what was typed ----------------------------------------------------------------------
+def parse_command(line: str) -> tuple[str, str] | None:
+    """('name', 'argument') for a slash command; None for a message ('//…' sends a message starting with '/')."""
+    if not line.startswith("/") or line.startswith("//"):
+        return None
+    parts = line[1:].split(None, 1)
+    if not parts:
+        raise CommandError("type a command after the slash, e.g. /help")
+    name, arg = parts[0].lower(), parts[1].strip() if len(parts) > 1 else ""
+    if name not in COMMANDS:
+        raise CommandError(f"unknown command /{name}; /help lists the commands")
+    wants = COMMANDS[name][0]
+    if not wants and arg:
+        raise CommandError(f"/{name} takes nothing after it")
+    if wants == "path" and not arg:
+        raise CommandError(f"/{name} needs a file, e.g. /{name} {'picture.png' if name == 'attach' else 'chat.json'}")
+    return name, arg
+
+
+def parse_path(arg: str) -> Path:
+    """A path as typed: taken literally, or in quotes ('my chat.json' or "my chat.json")."""
+    if arg[:1] in "'\"":
+        try:
+            words = shlex.split(arg)
+        except ValueError:
+            raise CommandError("the quotes around that path do not match") from None
+        if len(words) != 1:
+            raise CommandError("give one path")
+        arg = words[0]
+    return Path(arg).expanduser()
+
+
+def setting_names() -> list[str]:
+    from .session import Settings
+    return Settings.names() + ["picture", "seed"]
+
+
+def parse_value(key: str, text: str):
+    """A typed value for a setting, from what was typed after 'key='."""
+    from .session import Settings
+    if key == "picture":
+        if text.lower() not in PICTURE_MODES:
+            raise CommandError(f"picture must be one of {', '.join(PICTURE_MODES)}")
+        return text.lower()
+    hints = typing.get_type_hints(Settings)
+    if key == "seed":
+        kind, optional = int, False
+    elif key in hints:
+        args = typing.get_args(hints[key])          # int | None -> (int, NoneType)
+        optional = type(None) in args
+        kind = next((a for a in args if a is not type(None)), hints[key])
+    else:
+        raise CommandError(f"unknown setting {key!r}; settings are {', '.join(setting_names())}")
+    word = text.strip().lower()
+    if optional and word in NONE_WORDS:
+        return None
+    if kind is bool:
+        if word not in BOOL_WORDS:
+            raise CommandError(f"{key} must be true or false, not {text!r}")
+        return BOOL_WORDS[word]
+    if kind is int:
+        try:
+            return int(word)
+        except ValueError:
+            raise CommandError(f"{key} must be a whole number{' or none' if optional else ''}, not {text!r}") from None
+    if kind is float:
+        try:
+            value = float(word)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value):
+            raise CommandError(f"{key} must be a number{' or none' if optional else ''}, not {text!r}")
+        return value
+    return text.strip()
+
+
+def parse_settings(arg: str) -> dict:
+    """'cfg=5 temperature=0.8' -> {'cfg': 5.0, 'temperature': 0.8}."""
+    values = {}
+    for item in arg.split():
+        key, eq, text = item.partition("=")
+        if not eq or not key:
+            raise CommandError(f"write settings as key=value, e.g. /set cfg=5 (got {item!r})")
+        values[key.lower()] = parse_value(key.lower(), text)
+    return values
+
+
+def picture_name(prompt: str, picture_id: str) -> str:
+    """A readable file name: the prompt's first words and the picture's id."""
+    slug = "-".join(re.findall(r"[a-z0-9]+", prompt.lower())[:6])[:40].strip("-") or "picture"
+    return f"{slug}-{picture_id.removeprefix('img_')}.png"
+
+
+# --- the conversation on screen ------------------------------------------------------------------
+class Terminal:
+    def __init__(self, model, chat, *, out_dir: Path, mode: str, picture: str = "auto", lines: int | None = None,
+                 stdout=None, stderr=None):
+        self.model, self.chat, self.out_dir, self.mode, self.picture = model, chat, out_dir, mode, picture
+        self.lines = lines                     # picture height in terminal lines; None: fit the terminal
+        self.stdout, self.stderr = stdout or sys.stdout, stderr or sys.stderr
+        self.attachment = None                 # (path, PIL image) to send with the next message
+        self.saved: dict[str, Path] = {}       # picture id -> the file it was saved to
+
+    def say(self, text: str = "", end: str = "\n") -> None:
+        self.stdout.write(text + end)
+        self.stdout.flush()
+
+    def warn(self, text: str) -> None:
+        self.stdout.flush()
+        self.stderr.write(text + "\n")
+        self.stderr.flush()
+
+    def banner(self) -> None:
+        self.say(f"mmgen chat · {self.model.name} on {self.model.device} · pictures are saved in {self.out_dir}/")
+        self.say('Type a message and press Enter, e.g. "draw a red circle", then "make it blue".')
+        self.say("/help lists the commands · Ctrl-C stops a picture · Ctrl-D or /quit leaves")
+
+    def prompt(self) -> str:
+        return "(+picture) > " if self.attachment else "> "
+
+    def canvas(self) -> Canvas:
+        """A picture area sized to the terminal: square, at most 32 lines, room left for text."""
+        lines, cell = self.lines, (0, 0)
+        try:
+            cols, rows, *cell = terminal_size(self.stdout.fileno())
+        except (AttributeError, OSError, ValueError):     # not a real file (tests): a fixed size
+            cols, rows = 80, 24
+        if lines is None:
+            lines = max(4, min(32, rows - 8, (cols - 1) // 2))
+        # a fresh kitty image id per picture: reusing one would replace older pictures still on screen
+        return Canvas(self.stdout, self.mode, lines, cell=tuple(cell), image_id=random.randrange(1, 2**31))
+
+    # --- replies --------------------------------------------------------------------------------
+    def reply(self, text: str) -> None:
+        """Stream the reply: words as they come, then the picture redrawn in place row by row."""
+        self.play(self.chat.stream(text, self.attachment[1] if self.attachment else None, picture=self.picture))
+
+    def play(self, events) -> None:
+        """Show a stream of session events; Ctrl-C stops it and leaves the conversation as it was."""
+        from .session import SessionError
+        before = self.chat.conversation
+        canvas, shown, done = None, "", None
+        try:
+            for event in events:
+                if event.kind == "text":
+                    # the words so far; a trailing U+FFFD is half a character, wait for the rest
+                    words = event.text.lstrip().rstrip("\ufffd")
+                    if not shown and words:
+                        self.say("mmgen: ", end="")
+                    if words.startswith(shown):
+                        self.say(words[len(shown):], end="")
+                        shown = words
+                elif event.kind in ("preview", "image"):
+                    if canvas is None:
+                        self.say("" if shown else "mmgen:")
+                        canvas = self.canvas()
+                    canvas.draw(event.image)
+                elif event.kind == "done":
+                    done = event.reply
+        except KeyboardInterrupt:
+            events.close()
+            finished = self.chat.conversation is not before
+            self.say("\n" + ("stopped, but the reply had already finished (/undo forgets it)" if finished
+                             else "stopped; the conversation is as it was"))
+            return
+        except SessionError as e:
+            if shown or canvas:
+                self.say()
+            self.warn(str(e))
+            return
+        finally:
+            if canvas:
+                canvas.close()
+        if done is None:
+            return
+        if canvas is None and not shown:          # words only, none streamed: say them now
+            self.say(f"mmgen: {done.text.strip()}")
+        elif canvas is None:                      # end the streamed line with anything it lacks
+            final = done.text.strip()
+            self.say(final[len(shown):] if final.startswith(shown) else "")
+        self.attachment = None
+        self.keep(done)
+
+    def keep(self, reply) -> None:
+        """Save the reply's pictures and say where."""
+        for i, _ in enumerate(reply.images):
+            path = self.out_dir / picture_name(reply.prompt, reply.id if i == 0 else f"{reply.id}-{i + 1}")
+            try:
+                reply.save(path, index=i)
+            except (OSError, ValueError) as e:
+                self.warn(f"could not save the picture to {path}: {getattr(e, 'strerror', None) or e}")
+                continue
+            self.saved.setdefault(reply.id, path)
+            self.say(f"saved {path}")
+
+    def show(self, reply_text: str, image) -> None:
+        """A finished reply at once (no streaming): words, then its picture."""
+        self.say(f"mmgen: {reply_text}" if reply_text else "mmgen:")
+        if image is not None and self.mode != "none":
+            canvas = self.canvas()
+            try:
+                canvas.draw(image)
+            finally:
+                canvas.close()
+
+    # --- slash commands -------------------------------------------------------------------------
+    def cmd_help(self, arg: str) -> None:
+        for name, (wants, what) in COMMANDS.items():
+            self.say(f"  /{name + (' ' + wants if wants else ''):<22} {what}")
+        self.say("Anything else is a message; start it with // to send one that begins with a slash.")
+        self.say(f"Settings for /set: {', '.join(setting_names())}.")
+
+    def cmd_new(self, arg: str) -> None:
+        self.chat.new()
+        self.attachment = None
+        self.say("new conversation")
+
+    def cmd_undo(self, arg: str) -> None:
+        if self.chat.undo():
+            self.say(f"forgot the last exchange ({len(self.chat.conversation.turns)} messages left)")
+        else:
+            self.say("nothing to undo")
+
+    def cmd_retry(self, arg: str) -> None:
+        # the new reply replaces the old one only once it is finished: Ctrl-C keeps the old one
+        turns = self.chat.conversation.turns
+        if len(turns) < 2 or turns[-2].role != "user":
+            raise CommandError("there is no message to retry")
+        self.say("answering again...")
+        self.play(self.chat.retry_stream(picture=self.picture))
+
+    def cmd_save(self, arg: str) -> None:
+        path = parse_path(arg) if arg else self.out_dir / time.strftime("session-%Y%m%d-%H%M%S.json")
+        try:
+            self.chat.save(path)
+        except OSError as e:
+            raise CommandError(f"cannot save to {path}: {e.strerror or e}") from None
+        self.say(f"saved the conversation to {path}")
+
+    def cmd_load(self, arg: str) -> None:
+        from .session import ChatSession
+        path = parse_path(arg)
+        self.chat = ChatSession.load(path, self.model)        # a damaged file raises, nothing changes
+        self.attachment = None
+        self.say(f"loaded {path}: {len(self.chat.conversation.turns)} messages")
+        if self.chat.conversation.turns:
+            last = self.chat.conversation.turns[-1]
+            self.show(last.text, self.chat.last_image)
+
+    def cmd_attach(self, arg: str) -> None:
+        from .session import read_image
+        path = parse_path(arg)
+        image = read_image(path)
+        self.attachment = (path, image)
+        self.say(f"attached {path} ({image.width}×{image.height}); it goes with your next message")
+
+    def cmd_set(self, arg: str) -> None:
+        if not arg:
+            from dataclasses import asdict
+            current = {**asdict(self.chat.settings), "picture": self.picture, "seed": self.chat.seed}
+            self.say(" ".join(f"{k}={v}" for k, v in current.items()))
+            return
+        values = parse_settings(arg)
+        session = {k: v for k, v in values.items() if k not in ("picture", "seed")}
+        self.chat.set(**session)                   # checks every value first; a bad one changes nothing
+        self.picture = values.get("picture", self.picture)
+        if "seed" in values:
+            self.chat.seed = values["seed"]
+        self.say("set " + " ".join(f"{k}={v}" for k, v in values.items()))
+
+    def cmd_history(self, arg: str) -> None:
+        turns = self.chat.to_dict()["turns"]          # no pictures decoded just to list them
+        if not turns:
+            self.say("no messages yet")
+        for i, turn in enumerate(turns, 1):
+            note = ""
+            if turn["codes"] is not None:
+                saved = self.saved.get(turn["id"])
+                note = (" [picture attached]" if turn["role"] == "user" else
+                        f" [picture {turn['id']}, seed {turn['seed']}{f', {saved}' if saved else ''}]")
+            text = turn["text"] if len(turn["text"]) <= 100 else turn["text"][:99] + "…"
+            self.say(f"{i:3} {'you' if turn['role'] == 'user' else 'mmgen'}: {text}{note}")
+
+    def handle(self, line: str) -> bool:
+        """Act on one line; False when it is time to leave."""
+        from .session import SessionError
+        line = line.strip()
+        if not line:
+            return True
+        try:
+            command = parse_command(line)
+            if command is None:
+                self.reply(line[1:] if line.startswith("//") else line)
+            elif command[0] == "quit":
+                return False
+            else:
+                getattr(self, f"cmd_{command[0]}")(command[1])
+        except (CommandError, SessionError) as e:
+            self.warn(str(e))
+        except KeyboardInterrupt:
+            self.say("\nstopped")
+        except Exception as e:      # keep the conversation alive whatever broke; say what it was
+            self.warn(f"something went wrong: {type(e).__name__}: {e}")
+        return True
+
+    def loop(self, read: Callable[[str], str], interactive: bool = True) -> None:
+        while True:
+            try:
+                line = read(self.prompt())
+            except (EOFError, KeyboardInterrupt):       # Ctrl-D or Ctrl-C at the prompt
+                if interactive:
+                    self.say()                          # off the prompt's line
+                return
+            if not self.handle(line):
+                return
+
+
+# --- input ---------------------------------------------------------------------------------------
+def setup_readline(path: Path) -> Callable[[], None]:
+    """Up-arrow history kept in `path`, Tab completes slash commands; returns the function that saves."""
+    try:
+        import readline
+    except ImportError:                    # Windows without pyreadline: plain input
+        return lambda: None
+    readline.set_history_length(HISTORY_LENGTH)
+    try:
+        readline.read_history_file(path)
+    except OSError:                        # no history yet, or unreadable: start empty
+        pass
+
+    def complete(text: str, state: int):
+        matches = [f"/{name}" for name in COMMANDS if f"/{name}".startswith(text)] if text.startswith("/") else []
+        return matches[state] if state < len(matches) else None
+    readline.set_completer(complete)
+    readline.set_completer_delims(" \t\n")
+    readline.parse_and_bind("bind ^I rl_complete" if "libedit" in (readline.__doc__ or "") else "tab: complete")
+
+    def save() -> None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            readline.write_history_file(path)
+        except OSError:
+            pass
+    return save
+
+
+def read_piped(prompt: str) -> str:
+    """Input when stdin is not a terminal: lines as they come, no prompt."""
+    line = sys.stdin.readline()
+    if not line:
+        raise EOFError
+    return line.rstrip("\n")
+
+
+# --- the command ---------------------------------------------------------------------------------
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    one_line_errors(parser)
+    add_model_options(parser)
+    parser.add_argument("--out", default="mmgen-pictures", metavar="DIR", help="where pictures are saved (default ./mmgen-pictures)")
+    parser.add_argument("--load", metavar="SESSION", help="continue a conversation saved with /save")
+    parser.add_argument("--graphics", choices=("auto",) + MODES, default="auto",
+                        help="how pictures are shown (auto: detect the terminal)")
+    parser.add_argument("--picture", choices=PICTURE_MODES, default="auto",
+                        help="whether replies draw: auto (the model decides), always, never")
+    parser.add_argument("--history-file", metavar="PATH", help=f"input history (default {DEFAULT_HISTORY})")
+
+
+def run(args: argparse.Namespace) -> int:
+    from .session import ChatSession, SessionError
+    try:
+        settings = settings_from(args)
+        if sys.stdout.isatty():
+            print("loading the model...", end="\r", flush=True)
+        model = load_model(args.checkpoints)
+        if args.load:
+            chat = ChatSession.load(Path(args.load).expanduser(), model)
+            chat.set(**settings)
+            if args.seed is not None:
+                chat.seed = args.seed
+        else:
+            chat = model.chat(seed=args.seed, **settings)
+    except (BadInput, SessionError) as e:
+        print(f"mmgen chat: {e}", file=sys.stderr)
+        return 2
+    mode = args.graphics if args.graphics != "auto" else detect(os.environ, sys.stdout.isatty())
+    term = Terminal(model, chat, out_dir=Path(args.out).expanduser(), mode=mode, picture=args.picture)
+    term.banner()
+    if args.load:
+        term.say(f"continuing {args.load}: {len(chat.conversation.turns)} messages")
+    interactive = sys.stdin.isatty()
+    save_history = setup_readline(Path(args.history_file or DEFAULT_HISTORY).expanduser()) if interactive else None
+    try:
+        term.loop(input if interactive else read_piped, interactive)
+    finally:
+        if save_history:
+            save_history()
+    term.say("bye")
+    return 0

@@ -1,0 +1,125 @@
+"""`mmgen generate | edit | ask` on a tiny random model: files, numbering, provenance, transparency,
+and bad input (one line on stderr, exit code 2, no traceback), in-process and as a real process."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from mmgen.cli import main
+from mmgen.imageutil import TRAINED_ALGORITHMIC_MEDIA
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # like conftest's tiny models: two threads fighting over two busy cores are many times slower
+    import torch
+    torch.set_num_threads(1)
+
+
+def mmgen(*args) -> int:
+    return main([str(a) for a in args])
+
+
+def test_generate(tiny_checkpoints, tmp_path, capsys):
+    ck = ("--checkpoints", tiny_checkpoints)
+    assert mmgen("generate", "two blue squares", "-o", tmp_path / "one.png", "--seed", 1, *ck) == 0
+    assert capsys.readouterr().out == f"{tmp_path / 'one.png'}\n"
+    with Image.open(tmp_path / "one.png") as im:
+        assert im.size == (128, 128) and im.mode == "RGB"
+        assert im.info["mmgen:prompt"] == "two blue squares" and im.info["mmgen:seed"] == "1"
+        assert TRAINED_ALGORITHMIC_MEDIA in im.info["XML:com.adobe.xmp"]
+    # n > 1: -1, -2, … before the extension, or the {i} pattern; folders are made as needed
+    assert mmgen("generate", "a star", "-n", 3, "-o", tmp_path / "many.png", *ck) == 0
+    assert [p.name for p in sorted(tmp_path.glob("many-*.png"))] == ["many-1.png", "many-2.png", "many-3.png"]
+    assert mmgen("generate", "a star", "-n", 2, "-o", tmp_path / "sub" / "star-{i}.webp", "--background",
+                 "transparent", "--no-provenance", *ck) == 0
+    for i in (1, 2):
+        with Image.open(tmp_path / "sub" / f"star-{i}.webp") as im:
+            assert im.mode == "RGBA" and "xmp" not in im.info
+    capsys.readouterr()
+
+
+def test_edit_and_ask(tiny_checkpoints, tmp_path, capsys):
+    ck = ("--checkpoints", tiny_checkpoints)
+    Image.new("RGB", (96, 64), (200, 30, 30)).save(tmp_path / "in.png")
+    assert mmgen("edit", tmp_path / "in.png", "make it blue", "-o", tmp_path / "out.png", "--seed", 2, *ck) == 0
+    with Image.open(tmp_path / "out.png") as im:
+        assert im.size == (128, 128) and im.info["mmgen:prompt"] == "make it blue"
+        assert im.info["mmgen:parent"] == "user-upload"
+    capsys.readouterr()
+    assert mmgen("ask", tmp_path / "in.png", "what colour is it?", "--seed", 2, *ck) == 0
+    answer = capsys.readouterr().out
+    assert answer.endswith("\n") and answer.count("\n") == 1 and answer.strip()
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bad")
+    Image.new("RGB", (16, 16)).save(root / "ok.png")
+    (root / "junk.png").write_bytes(b"\x89PNG\r\n\x1a\n but then binary junk \x00\xff")
+    (root / "afile").write_text("not a folder")
+    (root / "adir").mkdir()
+    return root
+
+
+BAD = [   # (arguments, what the one line says)
+    (["generate", "", "-o", "{d}/x.png"], "the prompt is empty"),
+    (["generate", "   ", "-o", "{d}/x.png"], "the prompt is empty"),
+    (["generate", "x" * 100_000, "-o", "{d}/x.png"], "100,000 characters"),
+    (["generate", "bin\x01ary\x7f", "-o", "{d}/x.png"], "control characters"),
+    (["generate", "a star", "-o", "{d}/x.gif"], "must end in"),
+    (["generate", "a star", "-o", "{d}/adir"], "must end in"),
+    (["generate", "a star", "-o", "{d}/afile/x.png"], "is not a folder"),
+    (["generate", "a star", "-n", "0", "-o", "{d}/x.png"], "-n must be from 1 to 4"),
+    (["generate", "a star", "-n", "9", "-o", "{d}/x.png"], "-n must be from 1 to 4"),
+    (["generate", "a star", "--cfg", "99", "-o", "{d}/x.png"], "cfg must be"),
+    (["generate", "a star", "--temperature", "-1", "-o", "{d}/x.png"], "temperature must be"),
+    (["generate", "a star", "-o", "{d}/x.png", "--checkpoints", "{d}/nowhere"], "cannot load the model"),
+    (["edit", "{d}/missing.png", "make it blue", "-o", "{d}/x.png"], "no picture at"),
+    (["edit", "{d}/junk.png", "make it blue", "-o", "{d}/x.png"], "cannot read"),
+    (["edit", "{d}/adir", "make it blue", "-o", "{d}/x.png"], "no picture at"),
+    (["edit", "{d}/ok.png", "", "-o", "{d}/x.png"], "the instruction is empty"),
+    (["ask", "{d}/junk.png", "what is it?"], "cannot read"),
+    (["ask", "{d}/ok.png", "\x00"], "control characters"),
+]
+
+
+@pytest.mark.parametrize("args, message", BAD, ids=[f"{a[0]}-{m}" for a, m in BAD])
+def test_bad_input_in_process(files, capsys, args, message):
+    assert mmgen(*[a.replace("{d}", str(files)) for a in args]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and message in captured.err
+    assert captured.err.count("\n") == 1 and captured.err.startswith(f"mmgen {args[0]}: ")
+    assert not (files / "x.png").exists()
+
+
+def run(*args: str | bytes) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "mmgen.cli", *args], capture_output=True, env=env, timeout=300)
+
+
+PROCESS_BAD = [   # argv as a real shell would pass it, bytes included
+    ["generate", "", "-o", "{d}/x.png"],
+    ["generate", b"\xff\xfe binary \x80junk", "-o", "{d}/x.png"],     # not UTF-8 (argv cannot hold NUL)
+    ["generate", "x" * 100_000, "-o", "{d}/x.png"],
+    ["generate", "a star", "-o", "{d}/afile/x.png"],
+    ["generate", "a star", "-n", "many", "-o", "{d}/x.png"],
+    ["generate", "a star", "--background", "plaid", "-o", "{d}/x.png"],
+    ["generate", "a star"],                                              # no -o
+    ["edit", "{d}/missing.png", "make it blue", "-o", "{d}/x.png"],
+    ["edit", "{d}/junk.png", "make it blue", "-o", "{d}/x.png"],
+    ["ask", "{d}/ok.png"],                                               # no question
+]
+
+
+@pytest.mark.parametrize("args", PROCESS_BAD, ids=range(len(PROCESS_BAD)))
+def test_bad_input_as_a_process(files, args):
+    done = run(*[a.replace("{d}", str(files)) if isinstance(a, str) else a for a in args])
+    err = done.stderr.decode("utf-8", "replace")
+    assert done.returncode == 2, err
+    assert done.stdout == b"" and err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith(f"mmgen {args[0]}: ")

@@ -21,7 +21,7 @@ from typing import Callable, Iterable, Iterator
 
 import torch
 
-from .stream import Conversation, Stream, StreamError, Turn
+from .stream import Conversation, Stream, Turn
 
 CODE_CACHE_SIZE = 50_000          # pictures whose codes are kept (≈ 256 ints each)
 CFG_DROPOUT = 0.1                 # probability that a user message's words are emptied
@@ -80,33 +80,23 @@ def world_conversations(cache: CodeCache, *, split: str = "train", start: int = 
 
 
 def jsonl_conversations(path: str | Path, encode_images: Callable, *, repeat: bool = True) -> Iterator[Conversation]:
-    """Real conversations from JSONL with image paths relative to the file; bad lines are skipped with a warning."""
-    from PIL import Image
-    path = Path(path)
+    """Real conversations from JSONL (`mmgen world export`'s format; image paths relative to the
+    file). A malformed line stops training with its file and line number (world.export.DatasetError)."""
+    from .world.export import iter_jsonl
     while True:
-        n_ok = 0
-        with path.open(encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                    turns = []
-                    for m in record["messages"]:
-                        codes = None
-                        if m.get("image"):
-                            with Image.open(path.parent / m["image"]) as im:
-                                codes = tuple(encode_images([im.convert("RGB")])[0].reshape(-1).tolist())
-                        turns.append(Turn(role=m["role"], text=m.get("text") or "", codes=codes))
-                except (KeyError, TypeError, ValueError, OSError, StreamError) as e:
-                    print(f"warning: {path}:{lineno} skipped ({type(e).__name__}: {e})")
-                    continue
-                n_ok += 1
-                yield Conversation(tuple(turns))
+        n = 0
+        for example in iter_jsonl(path):
+            pictures = [m.image.convert("RGB") for m in example.messages if m.image is not None]
+            codes = iter(encode_images(pictures)) if pictures else iter(())
+            turns = tuple(Turn(role=m.role, text=m.text or "",
+                               codes=tuple(next(codes).reshape(-1).tolist()) if m.image is not None else None)
+                          for m in example.messages)
+            n += 1
+            yield Conversation(turns)
         if not repeat:
             return
-        if n_ok == 0:
-            raise ValueError(f"{path} holds no usable conversation")
+        if n == 0:
+            raise ValueError(f"{path} holds no conversation")
 
 
 @dataclass

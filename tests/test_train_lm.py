@@ -55,3 +55,18 @@ def test_draft_distillation_smoke(tmp_path, tiny_vq):
     config = json.loads((draft / "config.json").read_text())
     assert config["mmgen_training"]["steps"] == 2
     assert config["vocab_size"] == json.loads((teacher / "config.json").read_text())["vocab_size"]
+
+
+def test_jsonl_conversations_read_the_export_format(tmp_path, tiny_vq):
+    from mmgen.data import jsonl_conversations
+    from mmgen.world.conversation import sample_conversation
+    from mmgen.world.export import export
+    path, n_images = export(tmp_path / "data", n=5, split="train", seed=0)
+    vq = VQTokenizer.from_pretrained(tiny_vq)
+    convs = list(jsonl_conversations(path, vq.encode, repeat=False))
+    assert len(convs) == 5
+    for i, conv in enumerate(convs):
+        world = sample_conversation(i, split="train")
+        assert [(t.role, t.text, t.codes is not None) for t in conv.turns] == \
+               [(t.role, t.text, t.image is not None) for t in world.turns]
+    assert sum(t.codes is not None for c in convs for t in c.turns) == n_images

@@ -1,23 +1,27 @@
 """The image tokenizer: 128 × 128 RGB picture ⇄ 16 × 16 grid of codebook ids.
 
-A small convolutional encoder downsamples by 8 (128 → 64 → 32 → 16), a quantizer from
-`vector-quantize-pytorch` turns each 16 × 16 feature vector into one id, and a mirrored
-decoder draws the pixels back. The quantizer is either
-
-- FSQ (finite scalar quantization, Mentzer et al. 2023, https://arxiv.org/abs/2309.15505):
-  each of a few channels is bounded and rounded to one of L_i levels; the id is the mixed-radix
-  number of the rounded levels, so the codebook has prod(L_i) entries, no codebook to learn and
-  no dead codes; or
-- VQ (VectorQuantize, van den Oord et al. 2017) with k-means init, EMA codebook updates and
-  dead-code expiry.
-
-Both run in fp32 even under bf16 autocast (the library loses codebook usage in bf16).
-`benchmarks/vq.py` measures the shipped checkpoint; `python -m mmgen.train.vq` trains one.
-
     from mmgen.vq import VQTokenizer
     tok = VQTokenizer.from_pretrained("checkpoints/vq")
     ids = tok.encode(render(sample_scene(0)))    # LongTensor [1, 16, 16]
     img = tok.decode(ids)[0]                      # PIL.Image 128 × 128
+
+Network (VQGAN-style, Esser et al. 2021, scaled down for 2 CPU cores):
+    encoder  conv3×3 → [GN, ReLU, conv4×4/2] × 3 (128 → 64 → 32 → 16 px) → res blocks → GN, ReLU, conv1×1
+    quantizer one id per 16 × 16 position
+    decoder  conv3×3 → res blocks → [GN, ReLU, convT4×4/2, res blocks] × 3 (16 → 128 px) → GN, ReLU, conv3×3
+GroupNorm everywhere: without it the ReLU net cannot take a large learning rate and, with FSQ,
+the latent drifts into the tanh bound's saturation within a few steps (measured; see the report).
+
+Quantizers from `vector-quantize-pytorch`, chosen by `VQConfig.quantizer`:
+- "vq" (shipped): VectorQuantize (van den Oord et al. 2017) with k-means init, EMA codebook updates,
+  dead-code expiry (a code chosen less than `vq_dead_code_threshold` times per step on average is
+  re-seeded from the batch), lookup in a 32-d projection, rotation-trick gradients
+  (Fifty et al. 2024, https://arxiv.org/abs/2410.06424). Expiry keeps most of the codebook in use.
+- "fsq": FSQ (Mentzer et al. 2023, https://arxiv.org/abs/2309.15505): a few bounded channels each
+  rounded to L_i levels; the id is their mixed-radix number; nothing to learn in the codebook.
+Both run in fp32 even under bf16 autocast (the library loses codebook usage in bf16).
+
+`benchmarks/vq.py` measures a checkpoint; `python -m mmgen.train.vq` trains one.
 """
 from __future__ import annotations
 
@@ -27,7 +31,7 @@ import os
 import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -39,6 +43,7 @@ from safetensors.torch import load_file, save_file
 IMAGE_SIZE = 128                 # the canvas (shared/WORLD.md)
 DOWNSAMPLE = 8                   # one id per 8 × 8 patch
 GRID = IMAGE_SIZE // DOWNSAMPLE  # 16 × 16 ids per image
+NORM_GROUPS = 8                  # GroupNorm groups before the quantizer
 RANGE_TOLERANCE = 1e-3           # float pixels may stray this far outside [0, 1] (rounding)
 
 
@@ -47,14 +52,14 @@ class VQConfig:
     """Everything needed to rebuild the network; stored as the checkpoint's config.json."""
     channels: tuple[int, ...] = (32, 64, 128)   # encoder widths at 128, 64, 32 px (decoder mirrors)
     latent_channels: int = 256                   # width at the 16 × 16 grid
-    latent_blocks: int = 2                       # residual blocks at 16 × 16, encoder and decoder each
-    decoder_blocks: tuple[int, ...] = (1, 1, 1)  # residual blocks after each decoder upsample (32, 64, 128 px)
-    quantizer: str = "fsq"                       # "fsq" or "vq"
-    fsq_levels: tuple[int, ...] = (8, 8, 8, 6, 5)  # 15 360 codes
+    latent_blocks: int = 1                       # residual blocks at 16 × 16, encoder and decoder each
+    decoder_blocks: tuple[int, ...] = (1, 1, 0)  # residual blocks after each decoder upsample (32, 64, 128 px)
+    quantizer: str = "vq"                        # "vq" or "fsq" (see benchmarks: VQ ships)
+    fsq_levels: tuple[int, ...] = (7, 5, 5, 5, 5)  # 4 375 codes (the FSQ paper's choice for ~2^12)
     vq_codebook_size: int = 4096
     vq_codebook_dim: int = 32                    # VQ looks codes up in this (projected) dimension
     vq_decay: float = 0.99                       # EMA decay of the codebook
-    vq_dead_code_threshold: float = 2.0          # codes used fewer times than this (EMA) are re-seeded
+    vq_dead_code_threshold: float = 0.3          # codes chosen fewer times per step than this (EMA) are re-seeded
     vq_commitment_weight: float = 0.25
     vq_cosine: bool = False
     # free-form record of how the weights were made (steps, images seen, wall time, command)
@@ -84,23 +89,29 @@ class VQConfig:
 # Named presets: "tiny" for tests, "base" is what ships.
 PRESETS: dict[str, VQConfig] = {
     "tiny": VQConfig(channels=(8, 8, 16), latent_channels=16, latent_blocks=1, decoder_blocks=(0, 0, 0),
-                     fsq_levels=(8, 5, 5, 5)),
+                     quantizer="fsq", fsq_levels=(8, 5, 5, 5)),
     "base": VQConfig(),
 }
 
 
+def norm(ch: int) -> nn.Module:
+    """GroupNorm (Wu & He 2018) as in VQGAN's encoder/decoder; it is what lets a no-frills ReLU
+    conv net take a large learning rate from the first step."""
+    return nn.GroupNorm(min(NORM_GROUPS, ch), ch)
+
+
 class ResBlock(nn.Module):
-    """x + conv(relu(conv(relu(x)))): no normalisation, the nets are shallow and batch-size free."""
+    """x + conv(relu(norm(conv(relu(norm(x)))))); the last conv starts at zero, so the block starts as the identity."""
 
     def __init__(self, ch: int):
         super().__init__()
-        self.conv1 = nn.Conv2d(ch, ch, 3, padding=1)
-        self.conv2 = nn.Conv2d(ch, ch, 3, padding=1)
-        nn.init.zeros_(self.conv2.weight)   # each block starts as the identity
+        self.norm1, self.conv1 = norm(ch), nn.Conv2d(ch, ch, 3, padding=1)
+        self.norm2, self.conv2 = norm(ch), nn.Conv2d(ch, ch, 3, padding=1)
+        nn.init.zeros_(self.conv2.weight)
         nn.init.zeros_(self.conv2.bias)
 
     def forward(self, x):
-        return x + self.conv2(F.relu(self.conv1(F.relu(x))))
+        return x + self.conv2(F.relu(self.norm2(self.conv1(F.relu(self.norm1(x))))))
 
 
 class Encoder(nn.Module):
@@ -110,9 +121,9 @@ class Encoder(nn.Module):
         layers: list[nn.Module] = [nn.Conv2d(3, c[0], 3, padding=1)]
         for cin, cout in zip(c[:-1], c[1:]):
             # stride-2 4 × 4 conv: 128 → 64 → 32 → 16
-            layers += [nn.ReLU(), nn.Conv2d(cin, cout, 4, stride=2, padding=1)]
+            layers += [norm(cin), nn.ReLU(), nn.Conv2d(cin, cout, 4, stride=2, padding=1)]
         layers += [ResBlock(cfg.latent_channels) for _ in range(cfg.latent_blocks)]
-        layers += [nn.ReLU(), nn.Conv2d(cfg.latent_channels, out_dim, 1)]
+        layers += [norm(cfg.latent_channels), nn.ReLU(), nn.Conv2d(cfg.latent_channels, out_dim, 1)]
         self.net = nn.Sequential(*layers)
 
     def forward(self, x):                      # [B, 3, 128, 128] in [-1, 1] → [B, D, 16, 16]
@@ -127,9 +138,9 @@ class Decoder(nn.Module):
         layers += [ResBlock(cfg.latent_channels) for _ in range(cfg.latent_blocks)]
         for i, (cin, cout) in enumerate(zip(c[:-1], c[1:])):
             # transposed 4 × 4 stride-2 conv: 16 → 32 → 64 → 128; each output pixel sees 2 × 2 inputs
-            layers += [nn.ReLU(), nn.ConvTranspose2d(cin, cout, 4, stride=2, padding=1)]
+            layers += [norm(cin), nn.ReLU(), nn.ConvTranspose2d(cin, cout, 4, stride=2, padding=1)]
             layers += [ResBlock(cout) for _ in range(cfg.decoder_blocks[i])]
-        layers += [nn.ReLU(), nn.Conv2d(c[-1], 3, 3, padding=1)]
+        layers += [norm(c[-1]), nn.ReLU(), nn.Conv2d(c[-1], 3, 3, padding=1)]
         self.net = nn.Sequential(*layers)
 
     def forward(self, z):                      # [B, D, 16, 16] → [B, 3, 128, 128] in about [-1, 1]
@@ -173,6 +184,17 @@ class VQTokenizer(nn.Module):
         self.encoder = Encoder(cfg, qdim)
         self.quantizer = _make_quantizer(cfg)
         self.decoder = Decoder(cfg, qdim)
+        for mod in self.modules():
+            # He init for ReLU nets (PyTorch's default shrinks activations layer by layer, which
+            # with no normalisation makes the first hundreds of steps crawl); residual branches
+            # keep their zero-initialised last conv so every block starts as the identity
+            if isinstance(mod, (nn.Conv2d, nn.ConvTranspose2d)) and mod.weight.abs().sum() > 0:
+                nn.init.kaiming_normal_(mod.weight, nonlinearity="relu")
+                nn.init.zeros_(mod.bias)
+        # the output conv starts at zero: the first reconstruction is flat grey, not He-init noise
+        # (noise makes the edge loss huge and the first hundred steps go into undoing it)
+        nn.init.zeros_(self.decoder.net[-1].weight)
+        nn.init.zeros_(self.decoder.net[-1].bias)
         self.to(memory_format=torch.channels_last)   # ~1.1-1.6× faster convs on CPU
         self.eval()
 
@@ -292,6 +314,7 @@ def _atomic_write(final: Path, write) -> None:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o644)        # mkstemp makes 0600 files
         os.replace(tmp, final)
     except BaseException:
         if os.path.exists(tmp):

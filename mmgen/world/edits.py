@@ -104,6 +104,13 @@ class Edit:
     reply: str
 
 
+def _pick_object(scene: Scene, rng: random.Random):
+    """A random object, its index and an unambiguous reference to it; None if none can be made."""
+    i = rng.randrange(len(scene.objects))
+    ref = refer(scene, i, rng)
+    return None if ref is None else (i, scene.objects[i], ref)
+
+
 def _record(kind, target, attribute, before, after, ref=None, asked=None) -> dict:
     return {"kind": kind, "target": target, "attribute": attribute, "before": before, "after": after,
             "ref": ref, "asked": asked}
@@ -140,11 +147,10 @@ def _recolor(scene, rng, split):
                        _record("recolor", "sign", "color", s.color, new, ref.text), rng, name="the word", after=new)
     if not scene.objects:
         return None
-    i = rng.randrange(len(scene.objects))
-    o = scene.objects[i]
-    ref = refer(scene, i, rng)
-    if ref is None:
+    picked = _pick_object(scene, rng)
+    if picked is None:
         return None
+    i, o, ref = picked
     new = rng.choice([c for c in OBJECT_COLORS if c not in (o.color, scene.background)])
     text = RECOLOR.pick(rng, split).format(ref=ref.text, color=color_word(new, rng))
     return _finish("recolor", text, _swap(scene, i, replace(o, color=new)),
@@ -186,11 +192,10 @@ def _add(scene, rng, split):
 def _remove(scene, rng, split):
     if not scene.objects or (len(scene.objects) == 1 and scene.sign is None):
         return None                               # never leave an empty canvas
-    i = rng.randrange(len(scene.objects))
-    ref = refer(scene, i, rng)
-    if ref is None:
+    picked = _pick_object(scene, rng)
+    if picked is None:
         return None
-    o = scene.objects[i]
+    i, o, ref = picked
     text = REMOVE.pick(rng, split).format(ref=ref.text)
     return _finish("remove", text, scene.with_objects(scene.objects[:i] + scene.objects[i + 1:]),
                    _record("remove", i, None, o.to_dict(), None, ref.text), rng, name=_name(o))
@@ -199,11 +204,10 @@ def _remove(scene, rng, split):
 def _resize(scene, rng, split):
     if not scene.objects:
         return None
-    i = rng.randrange(len(scene.objects))
-    o = scene.objects[i]
-    ref = refer(scene, i, rng)
-    if ref is None:
+    picked = _pick_object(scene, rng)
+    if picked is None:
         return None
+    i, o, ref = picked
     k = SIZE_ORDER.index(o.size)
     if rng.random() < RELATIVE_RESIZE_RATE:
         step = rng.choice([d for d in (-1, 1) if 0 <= k + d < len(SIZE_ORDER)])

@@ -48,7 +48,9 @@ class MMGen:
     def __init__(self, lm, vq: VQTokenizer, stream: Stream, device: torch.device, name: str = "mmgen"):
         self.lm, self.vq, self.stream, self.device, self.name = lm, vq, stream, device, name
         self.draft = None          # a draft transformer for speculative decoding, when shipped
-        self.context = int(lm.config.max_position_embeddings)
+        # positions past the longest conversation it was trained on are untrained: stay inside them
+        trained = (getattr(lm.config, "mmgen_training", None) or {}).get("max_len")
+        self.context = min(int(lm.config.max_position_embeddings), int(trained or 1 << 30))
 
     @classmethod
     def load(cls, path: str | Path | None = None, *, device=None, dtype: torch.dtype | None = None) -> "MMGen":

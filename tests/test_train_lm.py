@@ -70,3 +70,35 @@ def test_jsonl_conversations_read_the_export_format(tmp_path, tiny_vq):
         assert [(t.role, t.text, t.codes is not None) for t in conv.turns] == \
                [(t.role, t.text, t.image is not None) for t in world.turns]
     assert sum(t.codes is not None for c in convs for t in c.turns) == n_images
+
+
+def test_stream_loss_matches_the_masked_full_softmax():
+    """The sliced, label-only, mask-free loss equals cross-entropy of the full model run with a
+    padding mask, its logits restricted to the ids the grammar allows at each position."""
+    from mmgen.data import IGNORE_INDEX
+    from mmgen.model import build_model
+    from mmgen.train.loss import StreamLoss
+    torch.manual_seed(0)
+    vocab, offset = 300, 200
+    lm = build_model("tiny", vocab, seed=0).eval()
+    ids = torch.randint(0, vocab, (3, 24))
+    mask = torch.ones_like(ids)
+    mask[1, 15:] = 0                       # right padding
+    mask[2, 20:] = 0
+    labels = ids.clone()
+    labels[mask == 0] = IGNORE_INDEX
+    labels[:, :6] = IGNORE_INDEX           # the prompt has no loss
+    out = StreamLoss(lm, offset)(ids, labels)
+    logits = lm(input_ids=ids, attention_mask=mask).logits[:, :-1]
+    target = labels[:, 1:]
+    total, n = 0.0, 0
+    for b in range(3):
+        for t in range(target.shape[1]):
+            y = int(target[b, t])
+            if y == IGNORE_INDEX:
+                continue
+            lo, hi = (offset, vocab) if y >= offset else (0, offset)
+            total -= torch.log_softmax(logits[b, t, lo:hi], -1)[y - lo]
+            n += 1
+    assert out["image"][1] + out["text"][1] == n
+    assert out["loss"].item() == pytest.approx(total.item() / n, rel=1e-4)

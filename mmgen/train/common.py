@@ -7,8 +7,8 @@ from pathlib import Path
 
 import torch
 
-from ..data import IGNORE_INDEX, collate
-from ..stream import IMAGE, Stream
+from ..data import collate
+from ..stream import Stream
 
 
 def autocast_dtype() -> str:
@@ -22,33 +22,24 @@ def autocast_dtype() -> str:
 
 
 @torch.no_grad()
-def validation_loss(model, stream: Stream, conversations, device, batch_size: int = 8) -> dict:
-    """Mean next-token loss on the assistant's words and on its picture codes, separately."""
-    was_training = model.training
-    model.eval()
+def validation_loss(loss_model, stream: Stream, conversations, device, batch_size: int = 8) -> dict:
+    """Mean next-token loss on the assistant's words and on its picture codes, separately.
+
+    `loss_model` is a `train.loss.StreamLoss`, so this is the very quantity training lowers."""
+    was_training = loss_model.training
+    loss_model.eval()
     sums = {"text": 0.0, "image": 0.0}
     counts = {"text": 0, "image": 0}
     encoded = [stream.encode(c) for c in conversations]
     for i in range(0, len(encoded), batch_size):
-        chunk = encoded[i:i + batch_size]
-        batch = collate(chunk, stream.pad).to(device)
+        batch = collate(encoded[i:i + batch_size], stream.pad).to(device)
         with torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16,
                             enabled=autocast_dtype() == "bf16"):
-            logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits.float()
-        target = batch.labels[:, 1:]
-        loss = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), target,
-                                                 ignore_index=IGNORE_INDEX, reduction="none")
-        modality = torch.full_like(target, -1)
-        for j, e in enumerate(chunk):
-            modality[j, :len(e.modality) - 1] = torch.tensor(e.modality[1:])
-        valid = target != IGNORE_INDEX
-        is_image = valid & (modality == IMAGE)
-        is_text = valid & ~is_image
-        sums["image"] += loss[is_image].sum().item()
-        counts["image"] += int(is_image.sum())
-        sums["text"] += loss[is_text].sum().item()
-        counts["text"] += int(is_text.sum())
-    model.train(was_training)
+            out = loss_model(batch.input_ids, batch.labels)
+        for k in sums:
+            sums[k] += float(out[k][0])
+            counts[k] += out[k][1]
+    loss_model.train(was_training)
     return {k: round(sums[k] / max(1, counts[k]), 5) for k in sums}
 
 

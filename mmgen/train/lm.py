@@ -21,6 +21,7 @@ from pathlib import Path
 
 DEFAULT_OUT = "checkpoints/lm"
 DEFAULT_VQ = "checkpoints/vq"
+RESUME_WARMUP = 50        # steps of warmup after a resume
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -64,19 +65,6 @@ def build_stream(args):
     return Stream(text, codebook), text
 
 
-def distillation_loss(student_logits, teacher_logits, labels, temperature: float = 1.0):
-    """Cross-entropy of the student against the teacher's distribution, where labels have loss.
-
-    Equals KL(teacher ‖ student) up to the teacher's entropy (a constant): the draft learns
-    the transformer's whole distribution, which is what speculative acceptance rewards.
-    """
-    import torch
-    shift = labels[:, 1:] != -100
-    s = student_logits[:, :-1][shift].float() / temperature
-    t = teacher_logits[:, :-1][shift].float() / temperature
-    return -(torch.softmax(t, -1) * torch.log_softmax(s, -1)).sum(-1).mean()
-
-
 def run(args, teacher_path: str | None = None) -> int:
     """Train; with `teacher_path`, distil that transformer into this one (the draft model)."""
     import torch
@@ -87,6 +75,7 @@ def run(args, teacher_path: str | None = None) -> int:
     from ..model import attention_implementation, build_model, count_parameters, load_model
     from ..vq import VQTokenizer
     from .common import autocast_dtype, save_lm_checkpoint, validation_loss
+    from .loss import StreamLoss
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -120,13 +109,14 @@ def run(args, teacher_path: str | None = None) -> int:
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}],
                                   lr=args.lr, betas=(0.9, 0.95), fused=False)
-    model, optimizer = accelerator.prepare(model, optimizer)
     teacher = None
     if teacher_path:
         teacher = load_model(teacher_path, device=device)
         if teacher.config.vocab_size != stream.vocab_size:
             raise SystemExit(f"the teacher at {teacher_path} has {teacher.config.vocab_size} ids, the stream {stream.vocab_size}")
         teacher.requires_grad_(False)
+    lm = model
+    model, optimizer = accelerator.prepare(StreamLoss(lm, stream.image_offset, teacher), optimizer)
 
     rank, world = accelerator.process_index, accelerator.num_processes
     cache = CodeCache(encode_images)
@@ -140,24 +130,23 @@ def run(args, teacher_path: str | None = None) -> int:
     val_convs = list(_take(world_conversations(CodeCache(encode_images), split="eval"), 48))
 
     start_step = progress["steps"]
+    # the pipeline keeps conversations inside the longest length the model has seen
+    progress["max_len"] = max(args.max_len, progress.get("max_len", 0)) if args.resume else args.max_len
     last = min(args.steps, start_step + (args.stop_after or args.steps))
     bar = tqdm(range(start_step, last), initial=0, total=last - start_step, disable=not accelerator.is_main_process,
                dynamic_ncols=True)
     t0, tokens_window, t_window = time.time(), 0, time.time()
     wall_before = progress["wall_seconds"]
     for step in bar:
-        lr = lr_at(step, peak=args.lr, warmup=args.warmup if not args.resume else 50, total=args.steps,
-                   min_ratio=args.min_lr_ratio)
+        lr = lr_at(step, peak=args.lr, warmup=args.warmup, total=args.steps, min_ratio=args.min_lr_ratio)
+        if args.resume:   # Adam's moments start afresh (they are not shipped): warm up again
+            lr *= min(1.0, (step - start_step + 1) / RESUME_WARMUP)
         for g in optimizer.param_groups:
             g["lr"] = lr
         batch = next(train_batches).to(device)
         with accelerator.autocast():
-            out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=batch.labels)
-            if teacher is not None:
-                with torch.no_grad():
-                    target = teacher(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-                out.loss = distillation_loss(out.logits, target, batch.labels)
-        accelerator.backward(out.loss)
+            loss = model(batch.input_ids, batch.labels)["loss"]   # right-padded: no mask needed
+        accelerator.backward(loss)
         accelerator.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -166,7 +155,7 @@ def run(args, teacher_path: str | None = None) -> int:
         tokens_window += batch.n_tokens * world
         if step % 10 == 0:
             rate = tokens_window / max(1e-6, time.time() - t_window)
-            bar.set_postfix(loss=f"{out.loss.item():.3f}", lr=f"{lr:.2e}", tok_s=f"{rate:.0f}")
+            bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}", tok_s=f"{rate:.0f}")
             tokens_window, t_window = 0, time.time()
         done = step + 1 == last
         if (step + 1) % args.eval_every == 0 or done:
@@ -176,7 +165,7 @@ def run(args, teacher_path: str | None = None) -> int:
             progress["val"] = val
         if accelerator.is_main_process and ((step + 1) % args.save_every == 0 or done):
             progress["wall_seconds"] = round(wall_before + time.time() - t0, 1)
-            save_lm_checkpoint(accelerator.unwrap_model(model), text, args.out, progress)
+            save_lm_checkpoint(lm, text, args.out, progress)
     return 0
 
 

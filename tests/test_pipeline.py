@@ -33,3 +33,29 @@ def test_mismatched_checkpoints_are_refused(tmp_path, tiny_checkpoints):
     shutil.copytree(tiny_checkpoints / "vq", tmp_path / "vq")       # a different codebook size
     with pytest.raises(ValueError, match="do not belong together"):
         mmgen.load(tmp_path)
+
+
+def test_multi_turn_session_script(shipped, tmp_path):
+    """Issue 8's script on the shipped checkpoints: create → edit ×3 → ask → undo → save → load → edit.
+
+    Checks the session's bookkeeping, not the drawing quality (that is `mmgen eval`'s job): every
+    picture turn carries 256 codes, an edit is conditioned on the picture it edits, undo forgets
+    exactly one exchange, and a reloaded session edits the very picture it showed."""
+    from mmgen.session import ChatSession
+    chat = shipped.chat(seed=3)
+    first = chat.send("draw a red circle at the top left and a blue square at the bottom", picture="always")
+    edits = [chat.send(text, picture="always") for text in
+             ("make the circle green", "add a yellow star at the top right", "remove the square")]
+    assert all(len(r.codes) == IMAGE_TOKENS for r in [first] + edits)
+    assert [r.parent for r in edits] == [first.id, edits[0].id, edits[1].id]
+    answer = chat.send("what colour is the circle?", picture="never")
+    assert answer.image is None and answer.text
+    assert len(chat.history) == 10
+    assert chat.undo() and len(chat.history) == 8
+    assert chat.conversation.turns[-1].codes == edits[-1].codes
+    path = chat.save(tmp_path / "session.json")
+    again = ChatSession.load(path, shipped)
+    assert again.conversation == chat.conversation
+    assert list(again.last_image.getdata()) == list(edits[-1].image.getdata())
+    last = again.send("make the star red", picture="always")
+    assert last.parent == edits[-1].id and len(last.codes) == IMAGE_TOKENS

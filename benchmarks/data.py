@@ -1,5 +1,9 @@
-"""How fast the world feeds the transformer: conversations sampled, rendered, VQ-encoded and
-turned into training ids, on one core.
+"""How fast the data feeds the transformer, on one core: conversations turned into training ids.
+
+Two paths:
+- live: world conversations sampled, rendered and VQ-encoded as they are needed;
+- shard: the same conversations VQ-encoded once (`mmgen data encode`; timed apart, as
+  "encode once"), then read back from the shard (`read_shard`), with no image work at all.
 
     python benchmarks/data.py [--n 300] [--vq checkpoints/vq] [--threads 1]
 """
@@ -7,14 +11,37 @@ from __future__ import annotations
 
 import argparse
 import random
+import tempfile
 import time
+from itertools import islice
+from pathlib import Path
 
 import torch
 
 from mmgen.data import CodeCache, encode_for_training, world_conversations
+from mmgen.shards import read_shard, vq_fingerprint, write_shard
 from mmgen.stream import Stream
 from mmgen.text import TextTokenizer
 from mmgen.vq import VQTokenizer
+
+START = 10_000          # world seeds of the measured conversations
+
+
+def measure(source, stream: Stream, n: int) -> tuple[float, int, int]:
+    """Seconds to turn `n` conversations of `source` into training ids; ids and pictures seen."""
+    rng = random.Random(0)
+    t0 = time.perf_counter()
+    ids = pictures = 0
+    for conv in islice(source, n):
+        enc = encode_for_training(stream, conv, rng, max_len=1536)
+        ids += len(enc.ids)
+        pictures += sum(t.codes is not None for t in conv.turns)
+    return time.perf_counter() - t0, ids, pictures
+
+
+def report(name: str, n: int, threads: int, dt: float, ids: int, pictures: int) -> None:
+    print(f"{name}: {n / dt:.0f} encoded conversations/s on {threads} thread(s) "
+          f"({ids / n:.0f} ids and {pictures / n:.1f} pictures each; {ids / dt:.0f} ids/s)")
 
 
 def main() -> int:
@@ -26,20 +53,22 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     vq = VQTokenizer.from_pretrained(args.vq).eval()
     stream = Stream(TextTokenizer.from_pretrained(), vq.codebook_size)
-    cache = CodeCache(vq.encode)
-    source = world_conversations(cache, split="train", start=10_000)
-    next(source)                                    # warm-up: first batch, caches, kernels
-    rng = random.Random(0)
-    t0 = time.perf_counter()
-    ids = pictures = 0
-    for _ in range(args.n):
-        conv = next(source)
-        enc = encode_for_training(stream, conv, rng, max_len=1536)
-        ids += len(enc.ids)
-        pictures += sum(t.codes is not None for t in conv.turns)
-    dt = time.perf_counter() - t0
-    print(f"{args.n / dt:.0f} encoded conversations/s on {args.threads} thread(s) "
-          f"({ids / args.n:.0f} ids and {pictures / args.n:.1f} pictures each; {ids / dt:.0f} ids/s)")
+
+    live = world_conversations(CodeCache(vq.encode), split="train", start=START)
+    measure(live, stream, 32)                       # warm-up: first batch, caches, kernels
+    report("live ", args.n, args.threads, *measure(live, stream, args.n))
+
+    with tempfile.TemporaryDirectory() as tmp:
+        shard = Path(tmp) / "shard"
+        t0 = time.perf_counter()
+        write_shard(islice(world_conversations(CodeCache(vq.encode), split="train", start=START), args.n), shard,
+                    codebook_size=vq.codebook_size, vq_fingerprint=vq_fingerprint(args.vq))
+        encode_s = time.perf_counter() - t0
+        print(f"encode once: {args.n} conversations into a shard in {encode_s:.1f} s "
+              f"({args.n / encode_s:.0f} conversations/s)")
+        source = read_shard(shard, codebook_size=vq.codebook_size, vq_fingerprint=vq_fingerprint(args.vq))
+        measure(source, stream, 32)                 # warm-up
+        report("shard", args.n, args.threads, *measure(source, stream, args.n))
     return 0
 
 

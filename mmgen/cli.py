@@ -1,6 +1,7 @@
 """The `mmgen` command line: one subcommand per stage.
 
     mmgen world export --n 200 --out samples/
+    mmgen data encode --world 20000 --out shards/world
     mmgen train vq
 Each subcommand lives in the module that owns the work; this file only finds the command and
 dispatches. Only the chosen command's module is imported, so `mmgen --help` stays instant and
@@ -21,7 +22,9 @@ COMMANDS: list[tuple[tuple[str, ...], str, str]] = [
     (("ask",), "mmgen.oneshot:ask", "answer a question about a picture"),
     (("serve",), "mmgen.server", "an OpenAI-compatible HTTP API and a chat page"),
     (("world", "export"), "mmgen.world.export", "write sample conversations as JSONL + PNG files"),
+    (("data", "encode"), "mmgen.shards", "VQ-encode conversations once into a shard that training reads"),
     (("train", "vq"), "mmgen.train.vq", "train the image tokenizer"),
+    (("train", "refiner"), "mmgen.train.refiner", "train the diffusion refiner that cleans decoded pictures"),
     (("train", "lm"), "mmgen.train.lm", "train the transformer on conversations"),
     (("train", "draft"), "mmgen.train.draft", "distil the draft model for speculative decoding"),
     (("eval",), "mmgen.eval.benchmark", "the judged benchmark: generation, editing, questions, variations"),

@@ -1,15 +1,19 @@
 """Files that matter, written atomically: safetensors + JSON only, nothing is ever unpickled.
 
 Every write goes to a temporary file in the same folder and is moved over the target with
-`os.replace`, so a crash mid-write leaves the previous file intact. Optimizer state (for
+`os.replace`, so a crash mid-write leaves the previous file intact; a folder of files is filled
+in a temporary folder beside it and renamed into place (`atomic_folder`). Optimizer state (for
 resuming training) is flattened into safetensors tensors plus JSON for the rest.
 """
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -55,6 +59,31 @@ def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: str | Path,
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+@contextmanager
+def atomic_folder(path: str | Path) -> Iterator[Path]:
+    """Fill the yielded temporary folder (it lies beside `path`); when the block ends without an
+    error it takes `path`'s place in one rename and an old `path` is removed. On an error the
+    temporary folder is removed and `path` is left as it was."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+    old = tmp.with_name(tmp.name + ".old")
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())       # mkdtemp makes 0700
+        if path.exists():
+            path.rename(old)
+        try:
+            tmp.rename(path)
+        except BaseException:
+            if old.exists():
+                old.rename(path)
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def read_json(path: str | Path) -> dict:

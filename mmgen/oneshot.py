@@ -46,6 +46,8 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                         help="transparent: cut the flat background out (RGBA)")
     parser.add_argument("--no-provenance", action="store_true",
                         help="save pictures without the generated-media metadata")
+    parser.add_argument("--refine", action=argparse.BooleanOptionalAction, default=None,
+                        help="clean pictures with the diffusion refiner when one is shipped (default: on)")
 
 
 def settings_from(args: argparse.Namespace) -> dict:
@@ -53,6 +55,8 @@ def settings_from(args: argparse.Namespace) -> dict:
     settings = {k: getattr(args, k) for k in ("cfg", "temperature", "background") if getattr(args, k, None) is not None}
     if getattr(args, "no_provenance", False):
         settings["provenance"] = False
+    if getattr(args, "refine", None) is not None:
+        settings["refine"] = args.refine
     from .session import SessionError, Settings
     try:
         Settings(**settings)

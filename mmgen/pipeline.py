@@ -48,6 +48,7 @@ class MMGen:
     def __init__(self, lm, vq: VQTokenizer, stream: Stream, device: torch.device, name: str = "mmgen"):
         self.lm, self.vq, self.stream, self.device, self.name = lm, vq, stream, device, name
         self.draft = None          # a draft transformer for speculative decoding, when shipped
+        self.refiner = None        # the diffusion refiner that cleans decoded pictures, when shipped
         # positions past the longest conversation it was trained on are untrained: stay inside them
         trained = (getattr(lm.config, "mmgen_training", None) or {}).get("max_len")
         self.context = min(int(lm.config.max_position_embeddings), int(trained or 1 << 30))
@@ -68,6 +69,9 @@ class MMGen:
         model = cls(lm, vq, stream, device, name=f"mmgen-{getattr(lm.config, 'mmgen_preset', 'lm')}")
         if (root / "draft" / "config.json").is_file():
             model.draft = load_model(root / "draft", device=device, dtype=pick_dtype(device, dtype))
+        if (root / "refiner" / "config.json").is_file():
+            from .refiner import Refiner
+            model.refiner = Refiner.from_pretrained(root / "refiner", device=device)
         return model
 
     # --- sessions and one-shot helpers ---------------------------------------------------------

@@ -40,6 +40,9 @@ PREVIEW_GREY = (128, 128, 128)
 SPECULATIVE_MODES = ("auto", "draft", "copy", "off")
 BACKGROUNDS = ("opaque", "transparent", "auto")
 PICTURE_MODES = ("auto", "always", "never")
+# refining is on by default only because benchmarks/refiner.py measured it better on the shipped
+# checkpoints (see the README's figures); it is a no-op when no refiner is shipped
+REFINE_DEFAULT = True
 
 # A moderation hook looks at a message (and a picture the user gives) and returns a refusal
 # message, or None to let it through.
@@ -62,6 +65,7 @@ class Settings:
     max_words: int = 64              # the longest reply in text tokens (before its picture)
     background: str = "opaque"       # "transparent": RGBA with the flat background cut out
     provenance: bool = True          # PNG metadata + IPTC trainedAlgorithmicMedia marker on save
+    refine: bool = REFINE_DEFAULT    # clean drawn pictures with the diffusion refiner, when one is shipped
 
     def __post_init__(self):
         checks = [
@@ -76,6 +80,7 @@ class Settings:
             (isinstance(self.max_words, int) and 1 <= self.max_words <= 512, "max_words must be an integer in [1, 512]"),
             (self.background in BACKGROUNDS, f"background must be one of {', '.join(BACKGROUNDS)}"),
             (isinstance(self.provenance, bool), "provenance must be true or false"),
+            (isinstance(self.refine, bool), "refine must be true or false"),
         ]
         for ok, message in checks:
             if not ok:
@@ -228,6 +233,16 @@ class ChatSession:
             return []
         return self.model.vq.decode(torch.tensor(codes_list).view(-1, IMAGE_SIDE, IMAGE_SIDE))
 
+    def _pictures(self, codes_list: list[list[int]], seeds: list[int | None], settings: Settings) -> list[Image.Image]:
+        """Drawn pictures as shown: decoded, then refined when asked and a refiner is loaded.
+        Each is refined on its own with its reply's seed, so the history and a reloaded session
+        show exactly the picture the reply showed. Pictures a user gave (seed None) are not refined."""
+        images = self._decode(codes_list)
+        refiner = getattr(self.model, "refiner", None)
+        if not settings.refine or refiner is None:
+            return images
+        return [im if seed is None else refiner.refine(im, seed=seed) for im, seed in zip(images, seeds)]
+
     def preview(self, codes: list[int]) -> Image.Image:
         """The rows drawn so far, decoded; the rows still to come shown flat grey."""
         rows = len(codes) // IMAGE_SIDE
@@ -298,7 +313,7 @@ class ChatSession:
                 yield Event("preview", image=self.preview(codes[0]), rows=len(codes[0]) // IMAGE_SIDE)
         words = stream.text.decode(text_ids[0]).strip()
         pictures = [c for c in codes if len(c) == IMAGE_TOKENS]
-        images = [self._finish(im, settings) for im in self._decode(pictures)]
+        images = [self._finish(im, settings) for im in self._pictures(pictures, [seed] * len(pictures), settings)]
         reply = Reply(text=words, image=images[0] if images else None, images=images,
                       codes=tuple(pictures[0]) if pictures else None,
                       id=f"img_{uuid.uuid4().hex[:12]}" if pictures else f"msg_{uuid.uuid4().hex[:12]}",
@@ -405,14 +420,17 @@ class ChatSession:
     @property
     def history(self) -> list[HistoryItem]:
         turns = self.conversation.turns
-        images = iter(self._decode([list(t.codes) for t in turns if t.codes is not None]))
+        drawn = [(list(t.codes), m.get("seed")) for t, m in zip(turns, self._meta) if t.codes is not None]
+        images = iter(self._pictures([c for c, _ in drawn], [s for _, s in drawn], self.settings))
         return [HistoryItem(role=t.role, text=t.text, image=next(images) if t.codes is not None else None,
                             seed=m.get("seed"), id=m.get("id")) for t, m in zip(turns, self._meta)]
 
     @property
     def last_image(self) -> Image.Image | None:
         i = self.conversation.last_image_index()
-        return None if i is None else self._decode([list(self.conversation.turns[i].codes)])[0]
+        if i is None:
+            return None
+        return self._pictures([list(self.conversation.turns[i].codes)], [self._meta[i].get("seed")], self.settings)[0]
 
     # --- files ------------------------------------------------------------------------------
     def to_dict(self) -> dict:

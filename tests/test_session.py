@@ -190,3 +190,52 @@ def test_retry_stopped_midway_keeps_the_old_reply(tiny_model):
     assert chat.conversation == before
     again = next(e.reply for e in chat.retry_stream(picture="always") if e.kind == "done")
     assert chat.conversation.turns[-1].codes == again.codes != first.codes
+
+
+class InvertingRefiner:
+    """Stands in for the diffusion refiner: an obvious, checkable change, with its calls recorded."""
+
+    def __init__(self):
+        self.seeds = []
+
+    def refine(self, image, seed=None):
+        from PIL import ImageOps
+        self.seeds.append(seed)
+        return ImageOps.invert(image)
+
+
+def test_refine_setting_applies_the_refiner_to_drawn_pictures(tiny_model, monkeypatch, tmp_path):
+    from PIL import ImageOps
+    refiner = InvertingRefiner()
+    monkeypatch.setattr(tiny_model, "refiner", refiner)
+    chat = tiny_model.chat(seed=4)
+    plain = draw(chat, refine=False)
+    assert refiner.seeds == []
+    chat.undo()
+    refined = draw(chat)                                            # on by default
+    assert refined.codes == plain.codes and refiner.seeds == [refined.seed]
+    assert refined.image.tobytes() == ImageOps.invert(plain.image).tobytes()
+    # the history and a reloaded session show the picture the reply showed
+    assert chat.history[1].image.tobytes() == refined.image.tobytes()
+    again = ChatSession.load(chat.save(tmp_path / "s.json"), tiny_model)
+    assert again.last_image.tobytes() == refined.image.tobytes()
+    # a picture the user gave is shown as it was encoded, never refined
+    user = tiny_model.chat(seed=4)
+    user.send("what is this?", image=plain.image, picture="never")
+    refiner.seeds.clear()
+    assert user.history[0].image is not None and refiner.seeds == []
+    with pytest.raises(SessionError, match="refine"):
+        tiny_model.chat(refine="yes")
+
+
+def test_refiner_is_loaded_when_shipped(tiny_checkpoints, tmp_path):
+    import shutil
+
+    import mmgen
+    from mmgen.refiner import PRESETS, Refiner
+    root = tmp_path / "checkpoints"
+    shutil.copytree(tiny_checkpoints, root)
+    Refiner(PRESETS["tiny"]).save_pretrained(root / "refiner")
+    model = mmgen.load(root)
+    assert isinstance(model.refiner, Refiner)
+    assert mmgen.load(tiny_checkpoints).refiner is None

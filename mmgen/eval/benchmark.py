@@ -37,6 +37,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.add_argument("--cfg", type=float, default=None, help="guidance scale (default: the session's)")
     p.add_argument("--device", default=None)
+    p.add_argument("--refine", action=argparse.BooleanOptionalAction, default=None,
+                   help="clean pictures with the shipped refiner before judging (default: the session's)")
     p.add_argument("--save-images", default=None, help="folder to save every generated picture")
 
 
@@ -242,6 +244,8 @@ def run(args) -> int:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     model = load(args.checkpoints, device=args.device)
     settings = {} if args.cfg is None else {"cfg": args.cfg}
+    if args.refine is not None:
+        settings["refine"] = args.refine
     if args.save_images:
         Path(args.save_images).mkdir(parents=True, exist_ok=True)
     t0 = time.time()

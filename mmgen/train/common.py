@@ -1,13 +1,12 @@
 """Pieces the transformer trainers share: precision choice, validation loss, checkpoints."""
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 
 from ..data import collate
+from ..io import atomic_folder
 from ..stream import Stream
 
 
@@ -45,19 +44,9 @@ def validation_loss(loss_model, stream: Stream, conversations, device, batch_siz
 
 def save_lm_checkpoint(model, text_tokenizer, out: str | Path, progress: dict) -> None:
     """config.json + model.safetensors (bf16) + tokenizer.json, swapped into place in one rename."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     model.config.mmgen_training = dict(progress)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-    try:
-        # ship bf16 weights; the model keeps training in fp32
-        bf16 = {k: v.detach().to(torch.bfloat16) for k, v in model.state_dict().items()}
+    # ship bf16 weights; the model keeps training in fp32
+    bf16 = {k: v.detach().to(torch.bfloat16) for k, v in model.state_dict().items()}
+    with atomic_folder(out) as tmp:
         model.save_pretrained(tmp, state_dict=bf16, safe_serialization=True)
         text_tokenizer.save_pretrained(tmp)
-        old = out.with_name(out.name + ".old")
-        if out.exists():
-            out.rename(old)
-        tmp.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)

@@ -3,6 +3,7 @@
     mmgen train lm                          # world conversations, preset "small", → checkpoints/lm
     mmgen train lm --resume                 # continue from checkpoints/lm (weights + schedule position)
     mmgen train lm --data convs.jsonl       # real conversations (the `mmgen world export` format)
+    mmgen train lm --data shards/world      # pre-encoded conversations (`mmgen data encode`)
     mmgen train lm --init-from PATH         # start from a pretrained Hugging Face causal LM
     accelerate launch -m mmgen.train.lm …   # several GPUs (DDP), same flags
 
@@ -29,7 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=DEFAULT_OUT, help="checkpoint folder (written atomically)")
     p.add_argument("--vq", default=DEFAULT_VQ, help="image tokenizer checkpoint")
     p.add_argument("--tokenizer", default=None, help="text tokenizer folder (default: the repo's tokenizer/)")
-    p.add_argument("--data", default=None, help="JSONL of real conversations instead of the world")
+    p.add_argument("--data", default=None, help="conversations instead of the world: a JSONL file or a shard folder (`mmgen data encode`)")
     p.add_argument("--init-from", default=None, help="a pretrained Hugging Face causal LM folder to start from")
     p.add_argument("--resume", action="store_true", help="continue from --out")
     p.add_argument("--steps", type=int, default=60_000, help="total optimizer steps of the schedule")
@@ -73,6 +74,7 @@ def run(args, teacher_path: str | None = None) -> int:
 
     from ..data import CodeCache, batches, jsonl_conversations, world_conversations
     from ..model import attention_implementation, build_model, count_parameters, load_model
+    from ..shards import ShardError, is_shard, read_shard, vq_fingerprint
     from ..vq import VQTokenizer
     from .common import autocast_dtype, save_lm_checkpoint, validation_loss
     from .loss import StreamLoss
@@ -120,7 +122,12 @@ def run(args, teacher_path: str | None = None) -> int:
 
     rank, world = accelerator.process_index, accelerator.num_processes
     cache = CodeCache(encode_images)
-    if args.data:
+    if args.data and is_shard(args.data):      # pictures already encoded: `mmgen data encode`
+        try:
+            source = read_shard(args.data, codebook_size=stream.codebook_size, vq_fingerprint=vq_fingerprint(args.vq))
+        except ShardError as e:
+            raise SystemExit(f"mmgen train lm: {e}") from None
+    elif args.data:
         source = jsonl_conversations(args.data, encode_images)
     else:
         # seeds continue where the last run stopped, so a resumed run sees new conversations

@@ -33,6 +33,24 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-x2, x1), dim=-1)
 
 
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Grouped-query attention, written out: q [B, H, T, D], k/v [B, KV, S, D], mask [B, 1, T, S].
+
+    Why not SDPA: for one new query against a few hundred keys, CPU SDPA with a mask spends
+    ~140 µs per call in dispatch and its generic kernel; these four ops take ~70 µs
+    (runs of benchmarks/generate.py; equal to SDPA within bf16 rounding, tests/test_engine.py).
+    Query heads are grouped under the key/value head they share (head h reads kv head h // G,
+    as transformers' repeat_kv), so keys and values are never copied G times.
+    """
+    B, H, T, D = q.shape
+    KV = k.shape[1]
+    qg = q.reshape(B, KV, H // KV * T, D)                                  # [B, KV, G·T, D]
+    scores = torch.matmul(qg, k.transpose(-1, -2)).view(B, KV, H // KV, T, -1) * D ** -0.5
+    scores = scores.masked_fill(~mask[:, :, None], float("-inf"))          # mask → [B, 1, 1, T, S]
+    probs = torch.softmax(scores.float(), dim=-1).to(v.dtype).view(B, KV, H // KV * T, -1)
+    return torch.matmul(probs, v).view(B, H, T, D)
+
+
 class Engine:
     def __init__(self, model, *, batch: int, max_len: int | None = None, dtype: torch.dtype | None = None):
         cfg = model.config
@@ -86,9 +104,11 @@ class Engine:
         slots = self.slots[start:start + T]                               # [T]
         positions = (slots[None, :] - self.pad[:, None]).clamp(min=0)     # [B, T]: real tokens before
         cos, sin = self.cos[positions][:, None], self.sin[positions][:, None]   # [B, 1, T, D]
-        # key k is visible to query q when k ≤ q (causal) and k is not a pad slot of that row
+        # key k is visible to query q when k ≤ q (causal) and k is not a pad slot of that row;
+        # a pad slot sees itself, so no row of scores is all -inf (that softmax would be NaN)
         keys = self.slots[:start + T]
-        mask = (keys[None, None, :] <= slots[None, :, None]) & (keys[None, None, :] >= self.pad[:, None, None])
+        mask = (keys[None, None, :] <= slots[None, :, None]) & (
+            (keys[None, None, :] >= self.pad[:, None, None]) | (keys[None, None, :] == slots[None, :, None]))
         mask = mask[:, None]                                              # [B, 1, T, S]
         x = F.embedding(ids, self.embed)
         H, KV, D = self.n_heads, self.n_kv, self.head_dim
@@ -103,9 +123,7 @@ class Engine:
             k = k * cos + rotate_half(k) * sin
             self.k_cache[i, :B, :, start:start + T] = k                   # written in place
             self.v_cache[i, :B, :, start:start + T] = v
-            attn = F.scaled_dot_product_attention(q, self.k_cache[i, :B, :, :start + T],
-                                                  self.v_cache[i, :B, :, :start + T],
-                                                  attn_mask=mask, enable_gqa=KV != H)
+            attn = attention(q, self.k_cache[i, :B, :, :start + T], self.v_cache[i, :B, :, :start + T], mask)
             x = x + F.linear(attn.transpose(1, 2).reshape(B, T, H * D), w["o"])
             h = rms_norm(x, w["post_norm"], self.eps)
             gate, up = F.linear(h, w["gate_up"]).chunk(2, dim=-1)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import json
 import uuid
+from collections import OrderedDict
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable, Iterator
@@ -43,6 +44,7 @@ PICTURE_MODES = ("auto", "always", "never")
 # refining is on by default only because benchmarks/refiner.py measured it better on the shipped
 # checkpoints (see the README's figures); it is a no-op when no refiner is shipped
 REFINE_DEFAULT = True
+SHOWN_CACHE = 64                         # refined pictures kept per session, so history reads don't refine again
 
 # A moderation hook looks at a message (and a picture the user gives) and returns a refusal
 # message, or None to let it through.
@@ -198,6 +200,7 @@ class ChatSession:
         self.moderation = moderation
         self.conversation = Conversation()
         self._meta: list[dict] = []          # per turn: {"seed", "id"}; parallel to conversation.turns
+        self._shown: OrderedDict = OrderedDict()   # (codes, seed) → refined picture, most recent last
 
     # --- inputs -----------------------------------------------------------------------------
     def _check_text(self, text) -> str:
@@ -241,7 +244,18 @@ class ChatSession:
         refiner = getattr(self.model, "refiner", None)
         if not settings.refine or refiner is None:
             return images
-        return [im if seed is None else refiner.refine(im, seed=seed) for im, seed in zip(images, seeds)]
+        return [im if seed is None else self._refined(im, tuple(codes), seed)
+                for im, codes, seed in zip(images, codes_list, seeds)]
+
+    def _refined(self, image: Image.Image, codes: tuple[int, ...], seed: int) -> Image.Image:
+        """The refiner's output for these codes and seed; a picture shown before is not refined again."""
+        key = (codes, seed)
+        if key not in self._shown:
+            self._shown[key] = self.model.refiner.refine(image, seed=seed)
+            while len(self._shown) > SHOWN_CACHE:
+                self._shown.popitem(last=False)
+        self._shown.move_to_end(key)
+        return self._shown[key].copy()      # callers may draw on theirs; the cached one stays clean
 
     def preview(self, codes: list[int]) -> Image.Image:
         """The rows drawn so far, decoded; the rows still to come shown flat grey."""

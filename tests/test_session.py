@@ -216,7 +216,11 @@ def test_refine_setting_applies_the_refiner_to_drawn_pictures(tiny_model, monkey
     assert refined.codes == plain.codes and refiner.seeds == [refined.seed]
     assert refined.image.tobytes() == ImageOps.invert(plain.image).tobytes()
     # the history and a reloaded session show the picture the reply showed
-    assert chat.history[1].image.tobytes() == refined.image.tobytes()
+    shown = chat.history[1].image
+    assert shown.tobytes() == refined.image.tobytes()
+    shown.paste((1, 2, 3), (0, 0, 64, 64))                           # a caller drawing on its copy…
+    assert chat.history[1].image.tobytes() == refined.image.tobytes()   # …changes nothing shown
+    assert refiner.seeds == [refined.seed]                          # shown before: not refined again
     again = ChatSession.load(chat.save(tmp_path / "s.json"), tiny_model)
     assert again.last_image.tobytes() == refined.image.tobytes()
     # a picture the user gave is shown as it was encoded, never refined

@@ -176,7 +176,7 @@ def test_ids_in_other_layouts(tiny):
 
 
 def test_optimizer_state_round_trip_without_pickle(tiny):
-    from mmgen.train.vq import optimizer_from_safetensors, optimizer_to_safetensors
+    from mmgen.train.pixel_trainer import optimizer_from_safetensors, optimizer_to_safetensors
     model = VQTokenizer(VQConfig.from_dict(PRESETS["tiny"].to_dict())).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     y, _, _ = model(torch.rand(2, 3, IMAGE_SIZE, IMAGE_SIZE))

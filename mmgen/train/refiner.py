@@ -25,7 +25,6 @@ optimizer state as safetensors + JSON: everything `--resume` needs; never pickle
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sys
 import time
@@ -33,12 +32,10 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import torch
-from safetensors.torch import load_file
-
 from mmgen.refiner import PRESETS, Refiner, RefinerConfig, corrupt_codes
-from mmgen.train.vq import (content_crops, lr_at, optimizer_from_safetensors, psnr, reconstruction_loss,
-                            save_trainer, to_batch, training_scene, val_batch)
-from mmgen.vq import VQTokenizer, bf16_fast_on_cpu
+from mmgen.train.pixel_trainer import checkpoint, ema_update, should_stop, start
+from mmgen.train.vq import content_crops, lr_at, psnr, reconstruction_loss, to_batch, training_scene, val_batch
+from mmgen.vq import VQTokenizer
 
 DEFAULT_RATES = "0,0.02,0.05,0.1,0.2"
 VAL_RATES = (0.0, 0.05)         # the validation score is the mean PSNR after refining at these rates
@@ -180,52 +177,28 @@ def build_config(args) -> RefinerConfig:
 
 
 def run(args) -> int:
-    from accelerate import Accelerator
     from tqdm import tqdm
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     rates = parse_rates(args.rates)
     if args.crop and (args.crop % 8 or not 0 < args.crop <= 128):
         raise SystemExit(f"--crop must be a multiple of 8 in 8..128 (or 0); got {args.crop}")
-    cuda = torch.cuda.is_available()
-    bf16 = not args.no_bf16 and (torch.cuda.is_bf16_supported() if cuda else bf16_fast_on_cpu())
-    acc = Accelerator(mixed_precision="bf16" if bf16 else "no", cpu=not cuda)
-    device = acc.device
     out = Path(args.out)
-    trainer_dir = out / "trainer"
-
     info = {"step": 0, "images_seen": 0, "wall_seconds": 0.0, "best_val": -1.0}
-    if args.resume:
-        if not (trainer_dir / "state.json").is_file():
-            print(f"--resume: nothing to resume in {trainer_dir}", file=sys.stderr)
-            return 2
-        cfg = RefinerConfig.from_dict(json.loads((out / "config.json").read_text()))
-        info.update({k: v for k, v in json.loads((trainer_dir / "state.json").read_text()).items() if k != "param_groups"})
-    else:
-        cfg = build_config(args)
-    vq = VQTokenizer.from_pretrained(args.vq, device=device).requires_grad_(False)
-    torch.manual_seed(args.seed)
-    model = Refiner(cfg).train()
-    ema = Refiner(cfg).eval().requires_grad_(False) if args.ema > 0 else None
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.0)
-    if args.resume:
-        model.load_state_dict(load_file(str(trainer_dir / "model.safetensors")))
-        if ema is not None and (trainer_dir / "ema.safetensors").is_file():
-            ema.load_state_dict(load_file(str(trainer_dir / "ema.safetensors")))
-        meta = json.loads((trainer_dir / "state.json").read_text())
-        optimizer_from_safetensors(opt, load_file(str(trainer_dir / "optimizer.safetensors")), meta)
-    if ema is not None and not args.resume:
-        ema.load_state_dict(model.state_dict())
-    model, opt = acc.prepare(model, opt)
-    if ema is not None:
-        ema.to(device)
-    raw = acc.unwrap_model(model)
-    ema_params, raw_params = (list(ema.parameters()) if ema is not None else []), list(raw.parameters())
+    frozen = {}
+
+    def load_vq(device):
+        frozen["vq"] = VQTokenizer.from_pretrained(args.vq, device=device).requires_grad_(False)
+
+    setup = start(args, out, info, config_from_dict=RefinerConfig.from_dict, build_config=build_config,
+                  make_model=Refiner, before_model=load_vq)
+    if setup is None:
+        return 2
+    acc, bf16, cfg, device, vq = setup.acc, setup.bf16, setup.cfg, setup.device, frozen["vq"]
+    model, raw, ema, opt = setup.model, setup.raw, setup.ema, setup.opt
 
     val = build_validation(vq, args.val_scenes)
     if acc.is_main_process:
-        print(f"refiner: {sum(p.numel() for p in raw_params) / 1e6:.2f}M params, {cfg.steps} sampling steps "
+        print(f"refiner: {sum(p.numel() for p in setup.raw_params) / 1e6:.2f}M params, {cfg.steps} sampling steps "
               f"{raw.timesteps()}, vq {args.vq}, device {device}, bf16 {bf16}, processes {acc.num_processes}, "
               f"threads {torch.get_num_threads()}", flush=True)
 
@@ -260,10 +233,7 @@ def run(args) -> int:
         acc.backward(loss)
         acc.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        if ema is not None:   # θ_ema ← d·θ_ema + (1−d)·θ, with a warm-up
-            d = min(args.ema, (1 + step) / (10 + step))
-            with torch.no_grad():
-                torch._foreach_lerp_(ema_params, raw_params, 1 - d)
+        ema_update(setup, step, args.ema)
         step += 1
         seen += args.batch_size * acc.num_processes
         if step % 5 == 0 or step == 1:
@@ -277,8 +247,7 @@ def run(args) -> int:
         bar.update(1)
 
         elapsed = wall0 + time.time() - t0
-        stop = (step >= args.steps or (args.minutes > 0 and time.time() - t0 >= args.minutes * 60)
-                or (args.schedule_minutes > 0 and elapsed >= args.schedule_minutes * 60))
+        stop = should_stop(args, step, t0, elapsed)
         if acc.is_main_process and (stop or time.time() - last_save >= args.save_every * 60):
             last_save = time.time()
             shipped = ema if ema is not None else raw
@@ -293,11 +262,7 @@ def run(args) -> int:
                       "lr": args.lr, "bf16": bf16, "device": str(device), "processes": acc.num_processes,
                       "vq": str(args.vq), "vq_step": vq.config.training.get("step"),
                       "command": command_line()}
-            better = score > info["best_val"]
-            if better:
-                info["best_val"] = score
-                shipped.save_pretrained(out, training=record)
-            save_trainer(trainer_dir, raw, ema, opt, {**info, "last": record})
+            better = checkpoint(setup, out, shipped, record, info, score, "best_val")
             tqdm.write(f"step {step} images {seen} wall {elapsed / 60:.1f} min: val PSNR "
                        + ", ".join(f"{describe(r)} {b:.2f} → {a:.2f}" for r, (b, a) in res.items())
                        + (" (saved)" if better else ""), file=sys.stderr)

@@ -20,9 +20,7 @@ state as safetensors + JSON: everything `--resume` needs; never pickle).
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
 import random
 import sys
 import time
@@ -30,10 +28,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
-
-from mmgen.vq import PRESETS, VQConfig, VQTokenizer, _atomic_write, bf16_fast_on_cpu
+from mmgen.train.pixel_trainer import checkpoint, ema_update, should_stop, start
+from mmgen.vq import PRESETS, VQConfig, VQTokenizer
 from mmgen.world import render, sample_scene
 from mmgen.world.render import sign_box
 from mmgen.world.scene import EVAL_SEED_OFFSET, eval_seed
@@ -153,36 +149,6 @@ def psnr(y, x) -> torch.Tensor:
     return 10 * torch.log10(1 / mse)
 
 
-# --- checkpoint state (safetensors + JSON, never pickle) ---------------------------------------
-def optimizer_to_safetensors(opt: torch.optim.Optimizer) -> tuple[dict, dict]:
-    sd = opt.state_dict()
-    tensors = {}
-    for pid, st in sd["state"].items():
-        for k, v in st.items():
-            tensors[f"{pid}.{k}"] = (v if torch.is_tensor(v) else torch.tensor(v)).detach().cpu().contiguous()
-    return tensors, {"param_groups": sd["param_groups"]}
-
-
-def optimizer_from_safetensors(opt: torch.optim.Optimizer, tensors: dict, meta: dict) -> None:
-    state: dict = {}
-    for key, v in tensors.items():
-        pid, k = key.split(".", 1)
-        state.setdefault(int(pid), {})[k] = v
-    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-
-
-def save_trainer(folder: Path, model, ema, opt, info: dict) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    _atomic_write(folder / "model.safetensors", lambda f: save_file(weights, f))
-    if ema is not None:
-        e = {k: v.detach().cpu().contiguous() for k, v in ema.state_dict().items()}
-        _atomic_write(folder / "ema.safetensors", lambda f: save_file(e, f))
-    t, meta = optimizer_to_safetensors(opt)
-    _atomic_write(folder / "optimizer.safetensors", lambda f: save_file(t, f))
-    _atomic_write(folder / "state.json", lambda f: Path(f).write_text(json.dumps({**info, **meta}, indent=1)))
-
-
 def lr_at(step: int, args, elapsed: float = 0.0) -> float:
     """Linear warm-up, then cosine decay to lr × min_lr_ratio over steps (or over wall time)."""
     if step < args.warmup:
@@ -227,48 +193,19 @@ def evaluate(model, xv, mv, bf16: bool, device) -> dict:
 
 
 def run(args) -> int:
-    from accelerate import Accelerator
     from tqdm import tqdm
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    cuda = torch.cuda.is_available()
-    bf16 = not args.no_bf16 and (torch.cuda.is_bf16_supported() if cuda else bf16_fast_on_cpu())
-    acc = Accelerator(mixed_precision="bf16" if bf16 else "no", cpu=not cuda)
-    device = acc.device
     out = Path(args.out)
-    trainer_dir = out / "trainer"
-
     info = {"step": 0, "images_seen": 0, "wall_seconds": 0.0, "best_val_psnr": -1.0}
-    if args.resume:
-        if not (trainer_dir / "state.json").is_file():
-            print(f"--resume: nothing to resume in {trainer_dir}", file=sys.stderr)
-            return 2
-        cfg = VQConfig.from_dict(json.loads((out / "config.json").read_text()))
-        info.update({k: v for k, v in json.loads((trainer_dir / "state.json").read_text()).items() if k != "param_groups"})
-    else:
-        cfg = build_config(args)
-    torch.manual_seed(args.seed)
-    model = VQTokenizer(cfg).train()
-    ema = VQTokenizer(cfg).eval().requires_grad_(False) if args.ema > 0 else None
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.0)
-    if args.resume:
-        model.load_state_dict(load_file(str(trainer_dir / "model.safetensors")))
-        if ema is not None and (trainer_dir / "ema.safetensors").is_file():
-            ema.load_state_dict(load_file(str(trainer_dir / "ema.safetensors")))
-        meta = json.loads((trainer_dir / "state.json").read_text())
-        optimizer_from_safetensors(opt, load_file(str(trainer_dir / "optimizer.safetensors")), meta)
-    if ema is not None and not args.resume:
-        ema.load_state_dict(model.state_dict())
-    model, opt = acc.prepare(model, opt)
-    if ema is not None:
-        ema.to(device)
-    raw = acc.unwrap_model(model)
-    ema_params = [p for p in ema.parameters()] if ema is not None else []
-    raw_params = [p for p in raw.parameters()]
+    setup = start(args, out, info, config_from_dict=VQConfig.from_dict, build_config=build_config,
+                  make_model=VQTokenizer)
+    if setup is None:
+        return 2
+    acc, bf16, cfg, device = setup.acc, setup.bf16, setup.cfg, setup.device
+    model, raw, ema, opt = setup.model, setup.raw, setup.ema, setup.opt
 
     xv, mv = val_batch()
-    n_params = sum(p.numel() for p in raw_params)
+    n_params = sum(p.numel() for p in setup.raw_params)
     if acc.is_main_process:
         print(f"vq: {n_params / 1e6:.2f}M params, {cfg.quantizer} codebook {cfg.codebook_size}, device {device}, "
               f"bf16 {bf16}, processes {acc.num_processes}, threads {torch.get_num_threads()}", flush=True)
@@ -276,7 +213,6 @@ def run(args) -> int:
     step, seen = int(info["step"]), int(info["images_seen"])
     wall0, t0 = float(info["wall_seconds"]), time.time()
     last_save = time.time()
-    usage = torch.zeros(cfg.codebook_size, dtype=torch.long)
     recent: list[torch.Tensor] = []
     bar = tqdm(total=args.steps, initial=step, disable=args.no_progress or not acc.is_main_process,
                mininterval=1.0 if sys.stderr.isatty() else 15.0, dynamic_ncols=True)
@@ -299,10 +235,7 @@ def run(args) -> int:
         acc.backward(loss)
         acc.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        if ema is not None:   # θ_ema ← d·θ_ema + (1−d)·θ; warm-up so early EMA is not the random init
-            d = min(args.ema, (1 + step) / (10 + step))
-            with torch.no_grad():
-                torch._foreach_lerp_(ema_params, raw_params, 1 - d)
+        ema_update(setup, step, args.ema)
         step += 1
         seen += args.batch_size * acc.num_processes
 
@@ -317,8 +250,7 @@ def run(args) -> int:
         bar.update(1)
 
         elapsed = wall0 + time.time() - t0
-        stop = (step >= args.steps or (args.minutes > 0 and time.time() - t0 >= args.minutes * 60)
-                or (args.schedule_minutes > 0 and elapsed >= args.schedule_minutes * 60))
+        stop = should_stop(args, step, t0, elapsed)
         if acc.is_main_process and (stop or time.time() - last_save >= args.save_every * 60):
             last_save = time.time()
             if ema is not None:   # buffers (e.g. a VQ codebook updated by EMA) follow the live model
@@ -333,12 +265,7 @@ def run(args) -> int:
                       "val_codes_used": val["codes"], "batch_size": args.batch_size * acc.num_processes, "crop": args.crop,
                       "lr": args.lr, "bf16": bf16, "device": str(device), "processes": acc.num_processes,
                       "command": " ".join(["python -m mmgen.train.vq"] + sys.argv[1:])}
-            better = val["psnr"] > info["best_val_psnr"]
-            if better:
-                info["best_val_psnr"] = val["psnr"]
-                shipped.save_pretrained(out, training=record)
-            cfg_record = dict(record)
-            save_trainer(trainer_dir, raw, ema, opt, {**info, "last": cfg_record})
+            better = checkpoint(setup, out, shipped, record, info, val["psnr"], "best_val_psnr")
             tqdm.write(f"step {step} images {seen} wall {elapsed / 60:.1f} min: val psnr {val['psnr']:.2f} "
                        f"sign psnr {val['sign_psnr']:.2f} codes {val['codes']}"
                        f"{' (saved)' if better else ''}", file=sys.stderr)

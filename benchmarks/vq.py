@@ -130,7 +130,7 @@ def main(argv=None) -> int:
     if judge is None:
         print(f"judge agreement   n/a: mmgen.eval.judge not importable ({compare})")
     else:
-        ok_rec, ok_orig, ok_word = [], [], []
+        ok_rec, ok_orig = [], []
         for s, a, b in zip(scenes, originals, recon):
             truth = s.to_dict()
             ok_rec.append(bool(compare(truth, judge(b))["exact"]))

@@ -20,6 +20,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .model import StreamEmbedding, image_code_index
+
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     # as LlamaRMSNorm: normalise in fp32, scale in the input dtype
@@ -66,6 +68,9 @@ class Engine:
         m = model.model
         cast = lambda t: t.detach().to(self.dtype)   # noqa: E731
         self.embed = cast(m.embed_tokens.weight)
+        # image codes get row/column vectors (model.StreamEmbedding); a code's place in its picture
+        # comes from the ids before it, so the engine keeps every row's ids
+        self.image_embedding = m.embed_tokens if isinstance(m.embed_tokens, StreamEmbedding) else None
         self.lm_head = cast(model.lm_head.weight)
         self.final_norm = cast(m.norm.weight)
         self.layers = []
@@ -93,6 +98,7 @@ class Engine:
         self.v_cache = torch.zeros(shape, dtype=self.dtype, device=self.device)
         self.slots = torch.arange(self.max_len, device=self.device)
         self.length = 0                                   # cache slots filled (same for every row)
+        self.ids = torch.zeros(batch, self.max_len, dtype=torch.long, device=self.device)   # what fills them
         self.pad = torch.zeros(batch, dtype=torch.long, device=self.device)
 
     # --- the maths of one pass ------------------------------------------------------------------
@@ -111,6 +117,11 @@ class Engine:
             (keys[None, None, :] >= self.pad[:, None, None]) | (keys[None, None, :] == slots[None, :, None]))
         mask = mask[:, None]                                              # [B, 1, T, S]
         x = F.embedding(ids, self.embed)
+        if self.image_embedding is not None:
+            e = self.image_embedding
+            self.ids[:B, start:start + T] = ids
+            index = image_code_index(self.ids[:B, :start + T], e.image_start, e.image_offset)[:, start:]
+            x = x + e.positions(index, self.dtype)
         H, KV, D = self.n_heads, self.n_kv, self.head_dim
         for i, w in enumerate(self.layers):
             h = rms_norm(x, w["in_norm"], self.eps)

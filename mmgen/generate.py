@@ -88,10 +88,13 @@ class Decoder:
             return self.engine.step(new)[:, -1]
         self.mask = torch.cat([self.mask, torch.ones_like(new)], dim=1)
         self.positions = torch.cat([self.positions, self.positions[:, -1:] + 1], dim=1)
-        if self.backend == "hf":
-            return self.model(input_ids=new, attention_mask=self.mask, position_ids=self.positions[:, -1:],
-                              past_key_values=self.cache, use_cache=True).logits[:, -1]
         self.ids = torch.cat([self.ids, new], dim=1)
+        if self.backend == "hf":
+            # embedded with the ids before it: an image code's embedding depends on its place
+            # in the picture (model.StreamEmbedding)
+            embeds = self.model.get_input_embeddings()(self.ids)[:, -1:]
+            return self.model(inputs_embeds=embeds, attention_mask=self.mask, position_ids=self.positions[:, -1:],
+                              past_key_values=self.cache, use_cache=True).logits[:, -1]
         return self.model(input_ids=self.ids, attention_mask=self.mask, position_ids=self.positions,
                           use_cache=False).logits[:, -1]
 

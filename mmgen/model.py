@@ -2,8 +2,10 @@
 
 We build it from a small config with named presets instead of writing our own attention:
 `LlamaForCausalLM` gives RoPE, GQA, SDPA/flash-attention, KV caches and safetensors
-save/load, all well tested. What is ours is the preset table and the stream-aware
-metadata stored next to the weights (vocabulary layout, training progress).
+save/load, all well tested. What is ours is the preset table, the stream-aware metadata
+stored next to the weights (vocabulary layout, training progress) and one addition to the
+input: row and column embeddings on image codes (`StreamEmbedding`, saved as
+`MMGenForCausalLM`; checkpoints without them load as they were).
 
     from mmgen.model import build_model, load_model
     model = build_model("small", vocab_size=stream.vocab_size)
@@ -16,7 +18,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM
+
+from .stream import IMAGE_SIDE, IMAGE_TOKENS
 
 
 @dataclass(frozen=True)
@@ -36,6 +42,89 @@ PRESETS: dict[str, Preset] = {
     "base": Preset(hidden=768, layers=12, heads=12, kv_heads=4, mlp=2048),             # one GPU
     "large": Preset(hidden=1536, layers=24, heads=16, kv_heads=8, mlp=4096, context=4096),  # many GPUs
 }
+
+
+# --- where a code sits in its picture ----------------------------------------------------------
+def image_code_index(ids: torch.Tensor, image_start: int, image_offset: int) -> torch.Tensor:
+    """For every position of ids [..., T]: the index 0..255 of the image code there within its
+    picture (raster order), or -1 where the id is not an image code.
+
+    The stream puts exactly 256 codes right after each <image>, so a code's index is its
+    distance from the last <image> minus one.
+    """
+    t = torch.arange(ids.shape[-1], device=ids.device).expand_as(ids)
+    start = torch.where(ids == image_start, t, torch.full_like(t, -1)).cummax(dim=-1).values
+    index = t - start - 1
+    valid = (ids >= image_offset) & (start >= 0) & (index < IMAGE_TOKENS)
+    return torch.where(valid, index, torch.full_like(index, -1))
+
+
+class StreamEmbedding(nn.Embedding):
+    """Token embeddings plus, on image codes, a learned row and column embedding.
+
+    Why: with RoPE alone a position inside a picture is only implicit — to know it is in column
+    5 of row 9 the model has to count codes since <image>, and to copy a picture it edits it
+    has to find the same cell 256+ tokens back by content. Small transformers learn both slowly
+    (the shipped one, trained 3000 steps on 1D positions alone, drew shapes in the wrong
+    cells and did not copy the picture it was editing). A row and a column vector added to
+    every code's embedding make "where am I in the grid" and "the same cell of the previous
+    picture" one dot product away (cf. the 2D position embeddings of image-token models).
+    The tables start at zero, so adding them to a trained model changes nothing until trained.
+
+    Subclasses nn.Embedding so `.weight` is still the token table (tied to the output layer).
+    """
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, *, image_start: int, image_offset: int,
+                 padding_idx: int | None = None):
+        super().__init__(num_embeddings, embedding_dim, padding_idx=padding_idx)
+        self.image_start, self.image_offset = int(image_start), int(image_offset)
+        self.image_rows = nn.Parameter(torch.zeros(IMAGE_SIDE, embedding_dim))
+        self.image_cols = nn.Parameter(torch.zeros(IMAGE_SIDE, embedding_dim))
+
+    def positions(self, index: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """Row + column vectors for code indices [...] (-1: not a code → zeros) → [..., dim]."""
+        i = index.clamp(min=0)
+        rows, cols = self.image_rows, self.image_cols
+        if dtype is not None:
+            rows, cols = rows.to(dtype), cols.to(dtype)
+        pos = F.embedding(i // IMAGE_SIDE, rows) + F.embedding(i % IMAGE_SIDE, cols)
+        return pos * (index >= 0).unsqueeze(-1).to(pos.dtype)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        # whole sequences only: a lone new token cannot know its place (engine.py tracks it)
+        x = super().forward(input_ids)
+        return x + self.positions(image_code_index(input_ids, self.image_start, self.image_offset), x.dtype)
+
+
+def add_image_positions(model: LlamaForCausalLM, image_start: int, image_offset: int) -> LlamaForCausalLM:
+    """Give a Llama model row/column embeddings on image codes (zero: the function is unchanged)."""
+    old = model.get_input_embeddings()
+    if isinstance(old, StreamEmbedding):
+        return model
+    new = StreamEmbedding(old.num_embeddings, old.embedding_dim, image_start=image_start,
+                          image_offset=image_offset, padding_idx=old.padding_idx)
+    new.to(device=old.weight.device, dtype=old.weight.dtype)
+    new.weight = old.weight                      # the same tensor: stays tied to the output layer
+    model.set_input_embeddings(new)
+    model.config.mmgen_image_positions = {"image_start": int(image_start), "image_offset": int(image_offset)}
+    return model
+
+
+class MMGenForCausalLM(LlamaForCausalLM):
+    """LlamaForCausalLM, with StreamEmbedding when the config asks for image positions."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        spec = getattr(config, "mmgen_image_positions", None)
+        if spec:
+            add_image_positions(self, spec["image_start"], spec["image_offset"])
+
+
+def image_layout(vocab_size: int, codebook_size: int) -> tuple[int, int]:
+    """(id of <image>, id of code 0) for the stream layout (stream.py): text, specials, codes."""
+    from .stream import SPECIAL_TOKENS
+    image_offset = vocab_size - codebook_size
+    return image_offset - len(SPECIAL_TOKENS) + SPECIAL_TOKENS.index("<image>"), image_offset
 
 
 def flash_attention_available() -> bool:
@@ -74,22 +163,26 @@ def llama_config(preset: str | Preset, vocab_size: int, **extra) -> LlamaConfig:
 
 
 def build_model(preset: str | Preset, vocab_size: int, *, device=None, seed: int | None = None,
-                **extra) -> LlamaForCausalLM:
+                image_positions: tuple[int, int] | None = None, **extra) -> LlamaForCausalLM:
+    """A fresh model; `image_positions=(id of <image>, id of code 0)` adds StreamEmbedding."""
     if seed is not None:
         torch.manual_seed(seed)
     config = llama_config(preset, vocab_size, **extra)
     config._attn_implementation = attention_implementation(device)
-    model = LlamaForCausalLM(config)
+    model = MMGenForCausalLM(config)
+    if image_positions is not None:
+        add_image_positions(model, *image_positions)
     if device is not None:
         model.to(device)
     return model
 
 
 def load_model(path: str | Path, *, device=None, dtype: torch.dtype | None = None) -> LlamaForCausalLM:
+    """Our checkpoints (with or without image positions; the config says which)."""
     path = Path(path)
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"no transformer checkpoint at {path} (config.json missing)")
-    model = LlamaForCausalLM.from_pretrained(path, dtype=dtype or torch.float32,
+    model = MMGenForCausalLM.from_pretrained(path, dtype=dtype or torch.float32,
                                              attn_implementation=attention_implementation(device),
                                              use_safetensors=True)
     if device is not None:

@@ -20,18 +20,37 @@ def tiny_stream(text_tokenizer) -> Stream:
     return Stream(text_tokenizer, TINY_CODEBOOK)
 
 
+def tiny_transformer(stream: Stream, seed: int = 0, image_positions: bool = True):
+    """A tiny random transformer; with image positions, their tables random too (a trained model's
+    are not zero, and zero tables would hide any mistake in where a code is placed)."""
+    from mmgen.model import build_model
+    lm = build_model("tiny", stream.vocab_size, seed=seed,
+                     image_positions=(stream.image_start, stream.image_offset) if image_positions else None)
+    if image_positions:
+        emb = lm.get_input_embeddings()
+        with torch.no_grad():
+            emb.image_rows.normal_(0, 0.05)
+            emb.image_cols.normal_(0, 0.05)
+    return lm
+
+
 @pytest.fixture(scope="session")
 def tiny_lm(tiny_stream):
-    from mmgen.model import build_model
     torch.set_num_threads(1)
-    return build_model("tiny", tiny_stream.vocab_size, seed=0).eval()
+    return tiny_transformer(tiny_stream).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_plain_lm(tiny_stream):
+    """Without image positions, as checkpoints trained before them."""
+    torch.set_num_threads(1)
+    return tiny_transformer(tiny_stream, image_positions=False).eval()
 
 
 @pytest.fixture(scope="session")
 def tiny_checkpoints(tmp_path_factory, text_tokenizer):
     """A checkpoints folder with a tiny random image tokenizer and transformer: the mechanics of
     loading, chatting and saving, without the cost (or the meaning) of the shipped weights."""
-    from mmgen.model import build_model
     from mmgen.vq import PRESETS, VQTokenizer
     root = tmp_path_factory.mktemp("checkpoints")
     torch.set_num_threads(1)          # tiny models: threads only add contention
@@ -39,7 +58,7 @@ def tiny_checkpoints(tmp_path_factory, text_tokenizer):
     vq = VQTokenizer(PRESETS["tiny"])
     vq.save_pretrained(root / "vq")
     stream = Stream(text_tokenizer, vq.codebook_size)
-    lm = build_model("tiny", stream.vocab_size, seed=0)
+    lm = tiny_transformer(stream)
     lm.config.mmgen_preset = "tiny"
     lm.save_pretrained(root / "lm")
     text_tokenizer.save_pretrained(root / "lm")

@@ -1,6 +1,7 @@
 """The lean engine computes what LlamaForCausalLM computes: prefill, steps, padding, rollback."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 from mmgen.engine import Engine
@@ -13,10 +14,19 @@ def reference_logits(model, rows, pad_id):
         return model(input_ids=ids, attention_mask=mask, position_ids=pos).logits
 
 
-def test_prefill_and_steps_match_transformers(tiny_lm):
+@pytest.fixture(params=["image positions", "plain"])
+def any_lm(request, tiny_lm, tiny_plain_lm):
+    return tiny_lm if request.param == "image positions" else tiny_plain_lm
+
+
+def test_prefill_and_steps_match_transformers(any_lm, tiny_stream):
+    tiny_lm = any_lm
     torch.manual_seed(0)
     V = tiny_lm.config.vocab_size
-    rows = [torch.randint(0, V, (n,)).tolist() for n in (9, 5)]
+    codes = lambda n: torch.randint(tiny_stream.image_offset, V, (n,)).tolist()   # noqa: E731
+    # a picture starts in the prompt of one row; its codes go on through the steps below
+    rows = [torch.randint(0, V, (4,)).tolist() + [tiny_stream.image_start] + codes(4),
+            torch.randint(0, tiny_stream.text_vocab, (5,)).tolist()]
     ids, mask, _ = left_pad(rows, 0)
     engine = Engine(tiny_lm, batch=2, max_len=64)
     last = engine.prefill(ids, pad=(1 - mask).sum(-1))
@@ -24,11 +34,11 @@ def test_prefill_and_steps_match_transformers(tiny_lm):
     torch.testing.assert_close(last, ref[:, -1], atol=1e-4, rtol=1e-4)
     # three more tokens one by one, then two at once
     for t in range(3):
-        new = torch.randint(0, V, (2, 1))
+        new = torch.tensor([codes(1), [tiny_stream.image_start if t == 0 else codes(1)[0]]])
         rows = [r + [int(x)] for r, x in zip(rows, new[:, 0])]
         out = engine.step(new)[:, -1]
         torch.testing.assert_close(out, reference_logits(tiny_lm, rows, 0)[:, -1], atol=1e-4, rtol=1e-4)
-    new = torch.randint(0, V, (2, 2))
+    new = torch.tensor([codes(2), codes(2)])
     rows = [r + x.tolist() for r, x in zip(rows, new)]
     out = engine.step(new)
     torch.testing.assert_close(out, reference_logits(tiny_lm, rows, 0)[:, -2:], atol=1e-4, rtol=1e-4)

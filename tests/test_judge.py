@@ -14,7 +14,7 @@ from PIL import Image
 from mmgen.eval import compare, judge
 from mmgen.eval.degrade import blur, jpeg, noise
 from mmgen.world.render import render
-from mmgen.world.scene import (CELLS, OBJECT_COLORS, Scene, Sign, eval_seed, place, sample_scene)
+from mmgen.world.scene import (CELLS, OBJECT_COLORS, Scene, eval_seed, place, sample_scene)
 
 N_CLEAN = 100
 N_DEGRADED = 40

@@ -56,6 +56,6 @@ def test_multi_turn_session_script(shipped, tmp_path):
     path = chat.save(tmp_path / "session.json")
     again = ChatSession.load(path, shipped)
     assert again.conversation == chat.conversation
-    assert list(again.last_image.getdata()) == list(edits[-1].image.getdata())
+    assert again.last_image.tobytes() == edits[-1].image.tobytes()
     last = again.send("make the star red", picture="always")
     assert last.parent == edits[-1].id and len(last.codes) == IMAGE_TOKENS

@@ -2,7 +2,6 @@
 save/load, provenance, transparency, moderation and bad input."""
 from __future__ import annotations
 
-import json
 
 import pytest
 from PIL import Image

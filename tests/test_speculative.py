@@ -4,7 +4,6 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
-import torch
 
 from mmgen.generate import generate_ids
 from mmgen.model import build_model

@@ -18,7 +18,6 @@ Held-out scenes and held-out phrasings only (the evaluation split of the world).
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import time
 from collections import Counter

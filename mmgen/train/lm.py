@@ -42,6 +42,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", type=int, default=500)
     p.add_argument("--weight-decay", type=float, default=0.1)
     p.add_argument("--cfg-dropout", type=float, default=0.1)
+    p.add_argument("--image-positions", action=argparse.BooleanOptionalAction, default=True,
+                   help="row/column embeddings on image codes (model.StreamEmbedding); added, at zero, "
+                        "to a checkpoint resumed or started from without them")
     p.add_argument("--eval-every", type=int, default=500)
     p.add_argument("--save-every", type=int, default=500)
     p.add_argument("--seed", type=int, default=0)
@@ -73,7 +76,7 @@ def run(args, teacher_path: str | None = None) -> int:
     from tqdm import tqdm
 
     from ..data import CodeCache, batches, jsonl_conversations, world_conversations
-    from ..model import attention_implementation, build_model, count_parameters, load_model
+    from ..model import add_image_positions, attention_implementation, build_model, count_parameters, load_model
     from ..shards import ShardError, is_shard, read_shard, vq_fingerprint
     from ..vq import VQTokenizer
     from .common import autocast_dtype, save_lm_checkpoint, validation_loss
@@ -99,6 +102,8 @@ def run(args, teacher_path: str | None = None) -> int:
         model.resize_token_embeddings(stream.vocab_size)   # grown rows hold the specials and image codes
     else:
         model = build_model(args.preset, stream.vocab_size, seed=args.seed)
+    if args.image_positions:
+        add_image_positions(model, stream.image_start, stream.image_offset)
     model.config.mmgen_stream = {"text_vocab": stream.text_vocab, "codebook_size": stream.codebook_size,
                                  "special_tokens": list(stream.special), "image_offset": stream.image_offset}
     model.config.mmgen_preset = args.preset

@@ -1,0 +1,72 @@
+"""Row/column embeddings on image codes (model.StreamEmbedding): where a code sits, what the
+tables add, and that a model trained without them upgrades without changing its function."""
+from __future__ import annotations
+
+import torch
+
+from mmgen.model import (MMGenForCausalLM, StreamEmbedding, add_image_positions, build_model, image_code_index,
+                         image_layout, load_model)
+from mmgen.stream import IMAGE_TOKENS, Conversation, Turn
+
+
+def test_code_index_counts_each_picture_from_zero(tiny_stream):
+    s = tiny_stream
+    a, b = [i % s.codebook_size for i in range(IMAGE_TOKENS)], [7] * IMAGE_TOKENS
+    conv = Conversation((Turn("user", "here", codes=tuple(a)), Turn("assistant", "ok", codes=tuple(b))))
+    ids = torch.tensor(s.encode(conv).ids)
+    index = image_code_index(ids, s.image_start, s.image_offset)
+    is_code = ids >= s.image_offset
+    assert is_code.sum() == 2 * IMAGE_TOKENS
+    assert (index[~is_code] == -1).all()                        # words, specials, <image> itself
+    assert index[is_code].tolist() == list(range(IMAGE_TOKENS)) * 2
+    # batched and left-padded rows give the same answer per row
+    padded = torch.cat([torch.full((3,), s.pad), ids])
+    both = image_code_index(torch.stack([padded, padded]), s.image_start, s.image_offset)
+    assert torch.equal(both[0, 3:], index) and (both[:, :3] == -1).all()
+
+
+def test_layout_matches_the_stream(tiny_stream):
+    assert image_layout(tiny_stream.vocab_size, tiny_stream.codebook_size) == (tiny_stream.image_start,
+                                                                               tiny_stream.image_offset)
+
+
+def test_tables_add_a_row_and_a_column_vector_to_codes_only(tiny_stream):
+    s = tiny_stream
+    emb = StreamEmbedding(s.vocab_size, 8, image_start=s.image_start, image_offset=s.image_offset)
+    with torch.no_grad():
+        emb.image_rows.copy_(torch.arange(16.0)[:, None].expand(16, 8))
+        emb.image_cols.copy_(100 * torch.arange(16.0)[:, None].expand(16, 8))
+    ids = torch.tensor([[s.bos, s.image_start] + [s.image_offset] * 20])
+    added = emb(ids) - torch.nn.functional.embedding(ids, emb.weight)
+    assert (added[0, :2] == 0).all()
+    code = 17                                                   # row 1, column 1
+    assert torch.equal(added[0, 2 + code], torch.full((8,), 1 + 100.0))
+    assert torch.equal(added[0, 2 + 3], torch.full((8,), 300.0))   # row 0, column 3
+
+
+def test_adding_positions_keeps_the_function_and_the_tied_head(tiny_stream, tmp_path):
+    plain = build_model("tiny", tiny_stream.vocab_size, seed=3).eval()
+    ids = torch.tensor([[tiny_stream.bos, tiny_stream.image_start] + [tiny_stream.image_offset + 5] * 30])
+    with torch.no_grad():
+        before = plain(input_ids=ids).logits
+        add_image_positions(plain, tiny_stream.image_start, tiny_stream.image_offset)
+        assert torch.equal(plain(input_ids=ids).logits, before)           # tables start at zero
+    emb = plain.get_input_embeddings()
+    assert isinstance(emb, StreamEmbedding) and plain.lm_head.weight is emb.weight
+    with torch.no_grad():
+        emb.image_cols.normal_()
+        changed = plain(input_ids=ids).logits
+    assert not torch.allclose(changed, before)
+    plain.save_pretrained(tmp_path)
+    again = load_model(tmp_path)
+    assert isinstance(again, MMGenForCausalLM) and isinstance(again.get_input_embeddings(), StreamEmbedding)
+    assert again.lm_head.weight is again.get_input_embeddings().weight
+    with torch.no_grad():
+        torch.testing.assert_close(again(input_ids=ids).logits, changed)
+
+
+def test_a_checkpoint_without_positions_loads_as_it_was(tiny_stream, tmp_path):
+    plain = build_model("tiny", tiny_stream.vocab_size, seed=4).eval()
+    plain.save_pretrained(tmp_path)
+    again = load_model(tmp_path)
+    assert type(again.get_input_embeddings()) is torch.nn.Embedding

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .model import StreamEmbedding, image_code_index
+from .model import StreamEmbedding
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -120,8 +120,7 @@ class Engine:
         if self.image_embedding is not None:
             e = self.image_embedding
             self.ids[:B, start:start + T] = ids
-            index = image_code_index(self.ids[:B, :start + T], e.image_start, e.image_offset)[:, start:]
-            x = x + e.positions(index, self.dtype)
+            x = x + e.additions(self.ids[:B, :start + T], self.dtype, last=T)
         H, KV, D = self.n_heads, self.n_kv, self.head_dim
         for i, w in enumerate(self.layers):
             h = rms_norm(x, w["in_norm"], self.eps)

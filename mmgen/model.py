@@ -59,27 +59,66 @@ def image_code_index(ids: torch.Tensor, image_start: int, image_offset: int) -> 
     return torch.where(valid, index, torch.full_like(index, -1))
 
 
+def reference_ids(ids: torch.Tensor, image_start: int, image_offset: int) -> torch.Tensor:
+    """For every position of ids [B, T]: the id of the code at the same place in the previous
+    picture as the code this position predicts, or -1 where there is none.
+
+    A position predicts code j of picture k when it holds <image> (j = 0) or code j − 1 of
+    picture k; its reference is code j of picture k − 1 (the picture being edited, whoever gave it).
+    """
+    B, T = ids.shape
+    is_start = ids == image_start
+    picture = is_start.long().cumsum(-1)                          # 1-based picture each position is in
+    index = image_code_index(ids, image_start, image_offset)
+    target = torch.where(is_start, torch.zeros_like(index),
+                         torch.where((index >= 0) & (index < IMAGE_TOKENS - 1), index + 1, torch.full_like(index, -1)))
+    starts = torch.full((B, T + 1), -1, dtype=torch.long, device=ids.device)   # starts[b, k]: <image> of picture k
+    rows, cols = is_start.nonzero(as_tuple=True)
+    starts[rows, picture[rows, cols]] = cols
+    previous = starts.gather(1, (picture - 1).clamp(min=0))       # starts[:, 0] is -1: no picture before
+    current = starts.gather(1, picture)
+    source = (previous + 1 + target).clamp(0, T - 1)
+    ref = ids.gather(1, source)
+    # inside the previous picture's codes (a cut-short picture has no code there)
+    valid = (target >= 0) & (previous >= 0) & (ref >= image_offset) & (source < current)
+    return torch.where(valid, ref, torch.full_like(ref, -1))
+
+
 class StreamEmbedding(nn.Embedding):
-    """Token embeddings plus, on image codes, a learned row and column embedding.
+    """Token embeddings plus, on image codes, where the code sits and what was there before.
 
-    Why: with RoPE alone a position inside a picture is only implicit — to know it is in column
-    5 of row 9 the model has to count codes since <image>, and to copy a picture it edits it
-    has to find the same cell 256+ tokens back by content. Small transformers learn both slowly
-    (the shipped one, trained 3000 steps on 1D positions alone, drew shapes in the wrong
-    cells and did not copy the picture it was editing). A row and a column vector added to
-    every code's embedding make "where am I in the grid" and "the same cell of the previous
-    picture" one dot product away (cf. the 2D position embeddings of image-token models).
-    The tables start at zero, so adding them to a trained model changes nothing until trained.
+    Positions: a learned row and column vector on every code. With RoPE alone a place in a
+    picture is only implicit — to know it is in column 5 of row 9 the model has to count codes
+    since <image>. Small transformers learn that slowly (the shipped one, 3000 steps on 1D
+    positions alone, drew shapes in the wrong cells); a row and a column vector make "where am
+    I in the grid" one lookup away (cf. the 2D position embeddings of image-token models).
 
-    Subclasses nn.Embedding so `.weight` is still the token table (tied to the output layer).
+    Reference (optional): the embedding of the code at the same place in the previous picture,
+    through a learned matrix, added where the next code is predicted — the token-stream form of
+    InstructPix2Pix's conditioning, which concatenates the source image to the one being made.
+    An edit is mostly a copy of its source; without this the model has to find the same cell
+    256+ tokens back by content, and at 3000 steps it had not learned to (an edit's picture
+    was as likely given its source as given another picture, benchmark runs/diag_edit.py).
+
+    Every addition starts at zero, so adding them to a trained model changes nothing until
+    trained. Subclasses nn.Embedding so `.weight` is still the token table (tied to the output).
     """
 
     def __init__(self, num_embeddings: int, embedding_dim: int, *, image_start: int, image_offset: int,
-                 padding_idx: int | None = None):
+                 reference: bool = False, padding_idx: int | None = None):
         super().__init__(num_embeddings, embedding_dim, padding_idx=padding_idx)
         self.image_start, self.image_offset = int(image_start), int(image_offset)
         self.image_rows = nn.Parameter(torch.zeros(IMAGE_SIDE, embedding_dim))
         self.image_cols = nn.Parameter(torch.zeros(IMAGE_SIDE, embedding_dim))
+        self.reference = None
+        if reference:
+            self.add_reference()
+
+    def add_reference(self) -> None:
+        if self.reference is None:
+            self.reference = nn.Linear(self.embedding_dim, self.embedding_dim, bias=False,
+                                       device=self.weight.device, dtype=self.weight.dtype)
+            nn.init.zeros_(self.reference.weight)
 
     def positions(self, index: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
         """Row + column vectors for code indices [...] (-1: not a code → zeros) → [..., dim]."""
@@ -90,23 +129,41 @@ class StreamEmbedding(nn.Embedding):
         pos = F.embedding(i // IMAGE_SIDE, rows) + F.embedding(i % IMAGE_SIDE, cols)
         return pos * (index >= 0).unsqueeze(-1).to(pos.dtype)
 
+    def additions(self, ids: torch.Tensor, dtype: torch.dtype, last: int | None = None) -> torch.Tensor:
+        """What is added to the token embeddings of ids [B, T] — of its last `last` positions only
+        when given (a decoding step: where a code sits depends on the ids before it)."""
+        index = image_code_index(ids, self.image_start, self.image_offset)
+        index = index[:, -last:] if last else index
+        out = self.positions(index, dtype)
+        if self.reference is not None:
+            ref = reference_ids(ids, self.image_start, self.image_offset)
+            ref = ref[:, -last:] if last else ref
+            source = F.embedding(ref.clamp(min=0), self.weight).to(dtype)
+            out = out + F.linear(source, self.reference.weight.to(dtype)) * (ref >= 0).unsqueeze(-1).to(dtype)
+        return out
+
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         # whole sequences only: a lone new token cannot know its place (engine.py tracks it)
         x = super().forward(input_ids)
-        return x + self.positions(image_code_index(input_ids, self.image_start, self.image_offset), x.dtype)
+        return x + self.additions(input_ids, x.dtype)
 
 
-def add_image_positions(model: LlamaForCausalLM, image_start: int, image_offset: int) -> LlamaForCausalLM:
-    """Give a Llama model row/column embeddings on image codes (zero: the function is unchanged)."""
-    old = model.get_input_embeddings()
-    if isinstance(old, StreamEmbedding):
-        return model
-    new = StreamEmbedding(old.num_embeddings, old.embedding_dim, image_start=image_start,
-                          image_offset=image_offset, padding_idx=old.padding_idx)
-    new.to(device=old.weight.device, dtype=old.weight.dtype)
-    new.weight = old.weight                      # the same tensor: stays tied to the output layer
-    model.set_input_embeddings(new)
-    model.config.mmgen_image_positions = {"image_start": int(image_start), "image_offset": int(image_offset)}
+def add_image_positions(model: LlamaForCausalLM, image_start: int, image_offset: int, *,
+                        reference: bool = False) -> LlamaForCausalLM:
+    """Give a Llama model row/column embeddings on image codes, and with `reference` the code at
+    the same place in the previous picture; each starts at zero, so the function is unchanged."""
+    emb = model.get_input_embeddings()
+    if not isinstance(emb, StreamEmbedding):
+        new = StreamEmbedding(emb.num_embeddings, emb.embedding_dim, image_start=image_start,
+                              image_offset=image_offset, padding_idx=emb.padding_idx)
+        new.to(device=emb.weight.device, dtype=emb.weight.dtype)
+        new.weight = emb.weight                  # the same tensor: stays tied to the output layer
+        model.set_input_embeddings(new)
+        emb = new
+    if reference:
+        emb.add_reference()
+    model.config.mmgen_image_positions = {"image_start": emb.image_start, "image_offset": emb.image_offset,
+                                          "reference": emb.reference is not None}
     return model
 
 
@@ -117,7 +174,8 @@ class MMGenForCausalLM(LlamaForCausalLM):
         super().__init__(config)
         spec = getattr(config, "mmgen_image_positions", None)
         if spec:
-            add_image_positions(self, spec["image_start"], spec["image_offset"])
+            add_image_positions(self, spec["image_start"], spec["image_offset"],
+                                reference=bool(spec.get("reference", False)))
 
 
 def image_layout(vocab_size: int, codebook_size: int) -> tuple[int, int]:
@@ -163,15 +221,17 @@ def llama_config(preset: str | Preset, vocab_size: int, **extra) -> LlamaConfig:
 
 
 def build_model(preset: str | Preset, vocab_size: int, *, device=None, seed: int | None = None,
-                image_positions: tuple[int, int] | None = None, **extra) -> LlamaForCausalLM:
-    """A fresh model; `image_positions=(id of <image>, id of code 0)` adds StreamEmbedding."""
+                image_positions: tuple[int, int] | None = None, reference: bool = False,
+                **extra) -> LlamaForCausalLM:
+    """A fresh model; `image_positions=(id of <image>, id of code 0)` adds StreamEmbedding
+    (with `reference`, the previous picture's code at the same place too)."""
     if seed is not None:
         torch.manual_seed(seed)
     config = llama_config(preset, vocab_size, **extra)
     config._attn_implementation = attention_implementation(device)
     model = MMGenForCausalLM(config)
     if image_positions is not None:
-        add_image_positions(model, *image_positions)
+        add_image_positions(model, *image_positions, reference=reference)
     if device is not None:
         model.to(device)
     return model

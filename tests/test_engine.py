@@ -24,11 +24,13 @@ def test_prefill_and_steps_match_transformers(any_lm, tiny_stream):
     torch.manual_seed(0)
     V = tiny_lm.config.vocab_size
     codes = lambda n: torch.randint(tiny_stream.image_offset, V, (n,)).tolist()   # noqa: E731
-    # a picture starts in the prompt of one row; its codes go on through the steps below
-    rows = [torch.randint(0, V, (4,)).tolist() + [tiny_stream.image_start] + codes(4),
+    # one row shows a whole picture, then starts the next (its edit): those codes go on through
+    # the steps below, each with its place in the grid and the code at that place before
+    picture = [tiny_stream.image_start] + codes(256) + [tiny_stream.image_end]
+    rows = [torch.randint(0, V, (4,)).tolist() + picture + [tiny_stream.image_start] + codes(4),
             torch.randint(0, tiny_stream.text_vocab, (5,)).tolist()]
     ids, mask, _ = left_pad(rows, 0)
-    engine = Engine(tiny_lm, batch=2, max_len=64)
+    engine = Engine(tiny_lm, batch=2, max_len=320)
     last = engine.prefill(ids, pad=(1 - mask).sum(-1))
     ref = reference_logits(tiny_lm, rows, 0)
     torch.testing.assert_close(last, ref[:, -1], atol=1e-4, rtol=1e-4)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from mmgen.model import (MMGenForCausalLM, StreamEmbedding, add_image_positions, build_model, image_code_index,
-                         image_layout, load_model)
+                         image_layout, load_model, reference_ids)
 from mmgen.stream import IMAGE_TOKENS, Conversation, Turn
 
 
@@ -23,6 +23,27 @@ def test_code_index_counts_each_picture_from_zero(tiny_stream):
     padded = torch.cat([torch.full((3,), s.pad), ids])
     both = image_code_index(torch.stack([padded, padded]), s.image_start, s.image_offset)
     assert torch.equal(both[0, 3:], index) and (both[:, :3] == -1).all()
+
+
+def test_reference_is_the_same_place_in_the_previous_picture(tiny_stream):
+    s = tiny_stream
+    first = [(3 * i) % s.codebook_size for i in range(IMAGE_TOKENS)]
+    second = [(5 * i + 1) % s.codebook_size for i in range(IMAGE_TOKENS)]
+    conv = Conversation((Turn("user", "here", codes=tuple(first)), Turn("assistant", "ok", codes=tuple(second)),
+                         Turn("user", "again"), Turn("assistant", "ok", codes=tuple(first))))
+    ids = torch.tensor(s.encode(conv).ids)[None]
+    ref = reference_ids(ids, s.image_start, s.image_offset)[0]
+    starts = (ids[0] == s.image_start).nonzero().flatten().tolist()
+    assert len(starts) == 3
+    # the first picture has nothing before it
+    assert (ref[:starts[1]] == -1).all()
+    for k, (before, now) in enumerate([(first, second), (second, first)], start=1):
+        at = starts[k]
+        # <image> predicts code 0, code j predicts code j + 1: each sees that code of the picture before
+        expected = [s.image_offset + c for c in before]
+        assert ref[at:at + IMAGE_TOKENS].tolist() == expected
+        assert ref[at + IMAGE_TOKENS] == -1                      # the last code predicts </image>
+    assert (ref[starts[1] + IMAGE_TOKENS + 1:starts[2]] == -1).all()   # words between pictures
 
 
 def test_layout_matches_the_stream(tiny_stream):
@@ -57,12 +78,19 @@ def test_adding_positions_keeps_the_function_and_the_tied_head(tiny_stream, tmp_
         emb.image_cols.normal_()
         changed = plain(input_ids=ids).logits
     assert not torch.allclose(changed, before)
+    add_image_positions(plain, tiny_stream.image_start, tiny_stream.image_offset, reference=True)
+    assert plain.config.mmgen_image_positions["reference"] is True
+    with torch.no_grad():
+        torch.testing.assert_close(plain(input_ids=ids).logits, changed)   # zero too
+        emb.reference.weight.normal_()
+        two = torch.cat([ids, ids], 1)                                     # a second picture: references
+        changed = plain(input_ids=two).logits
     plain.save_pretrained(tmp_path)
     again = load_model(tmp_path)
     assert isinstance(again, MMGenForCausalLM) and isinstance(again.get_input_embeddings(), StreamEmbedding)
     assert again.lm_head.weight is again.get_input_embeddings().weight
     with torch.no_grad():
-        torch.testing.assert_close(again(input_ids=ids).logits, changed)
+        torch.testing.assert_close(again(input_ids=two).logits, changed)
 
 
 def test_a_checkpoint_without_positions_loads_as_it_was(tiny_stream, tmp_path):

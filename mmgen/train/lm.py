@@ -45,6 +45,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-positions", action=argparse.BooleanOptionalAction, default=True,
                    help="row/column embeddings on image codes (model.StreamEmbedding); added, at zero, "
                         "to a checkpoint resumed or started from without them")
+    p.add_argument("--reference-codes", action=argparse.BooleanOptionalAction, default=True,
+                   help="with --image-positions: also feed the code at the same place in the previous "
+                        "picture (model.StreamEmbedding), added at zero the same way")
     p.add_argument("--eval-every", type=int, default=500)
     p.add_argument("--save-every", type=int, default=500)
     p.add_argument("--seed", type=int, default=0)
@@ -103,7 +106,7 @@ def run(args, teacher_path: str | None = None) -> int:
     else:
         model = build_model(args.preset, stream.vocab_size, seed=args.seed)
     if args.image_positions:
-        add_image_positions(model, stream.image_start, stream.image_offset)
+        add_image_positions(model, stream.image_start, stream.image_offset, reference=args.reference_codes)
     model.config.mmgen_stream = {"text_vocab": stream.text_vocab, "codebook_size": stream.codebook_size,
                                  "special_tokens": list(stream.special), "image_offset": stream.image_offset}
     model.config.mmgen_preset = args.preset

@@ -7,6 +7,8 @@
     mmgen train lm --init-from PATH         # start from a pretrained Hugging Face causal LM
     accelerate launch -m mmgen.train.lm …   # several GPUs (DDP), same flags
 
+New models get row/column embeddings on image codes and the previous picture's code at the
+same place (model.StreamEmbedding); a checkpoint resumed without them gets them at zero.
 Loss falls on what the assistant says — words and picture codes alike. Each user message's
 words are emptied with probability 0.1 (CFG dropout). bf16 autocast on CPUs with AMX and on
 CUDA; cosine schedule with warmup; a progress bar with loss and tokens/s; a validation loss

@@ -59,17 +59,19 @@ def image_code_index(ids: torch.Tensor, image_start: int, image_offset: int) -> 
     return torch.where(valid, index, torch.full_like(index, -1))
 
 
-def reference_ids(ids: torch.Tensor, image_start: int, image_offset: int) -> torch.Tensor:
+def reference_ids(ids: torch.Tensor, image_start: int, image_offset: int,
+                  index: torch.Tensor | None = None) -> torch.Tensor:
     """For every position of ids [B, T]: the id of the code at the same place in the previous
     picture as the code this position predicts, or -1 where there is none.
 
     A position predicts code j of picture k when it holds <image> (j = 0) or code j − 1 of
     picture k; its reference is code j of picture k − 1 (the picture being edited, whoever gave it).
+    `index`: image_code_index(ids, …), when the caller has it already.
     """
     B, T = ids.shape
     is_start = ids == image_start
     picture = is_start.long().cumsum(-1)                          # 1-based picture each position is in
-    index = image_code_index(ids, image_start, image_offset)
+    index = image_code_index(ids, image_start, image_offset) if index is None else index
     target = torch.where(is_start, torch.zeros_like(index),
                          torch.where((index >= 0) & (index < IMAGE_TOKENS - 1), index + 1, torch.full_like(index, -1)))
     starts = torch.full((B, T + 1), -1, dtype=torch.long, device=ids.device)   # starts[b, k]: <image> of picture k
@@ -98,7 +100,7 @@ class StreamEmbedding(nn.Embedding):
     InstructPix2Pix's conditioning, which concatenates the source image to the one being made.
     An edit is mostly a copy of its source; without this the model has to find the same cell
     256+ tokens back by content, and at 3000 steps it had not learned to (an edit's picture
-    was as likely given its source as given another picture, benchmark runs/diag_edit.py).
+    was nearly as likely given another picture as given its source: benchmarks/conditioning.py).
 
     Every addition starts at zero, so adding them to a trained model changes nothing until
     trained. Subclasses nn.Embedding so `.weight` is still the token table (tied to the output).
@@ -132,11 +134,10 @@ class StreamEmbedding(nn.Embedding):
     def additions(self, ids: torch.Tensor, dtype: torch.dtype, last: int | None = None) -> torch.Tensor:
         """What is added to the token embeddings of ids [B, T] — of its last `last` positions only
         when given (a decoding step: where a code sits depends on the ids before it)."""
-        index = image_code_index(ids, self.image_start, self.image_offset)
-        index = index[:, -last:] if last else index
-        out = self.positions(index, dtype)
+        whole = image_code_index(ids, self.image_start, self.image_offset)
+        out = self.positions(whole[:, -last:] if last else whole, dtype)
         if self.reference is not None:
-            ref = reference_ids(ids, self.image_start, self.image_offset)
+            ref = reference_ids(ids, self.image_start, self.image_offset, index=whole)
             ref = ref[:, -last:] if last else ref
             source = F.embedding(ref.clamp(min=0), self.weight).to(dtype)
             out = out + F.linear(source, self.reference.weight.to(dtype)) * (ref >= 0).unsqueeze(-1).to(dtype)
@@ -176,13 +177,6 @@ class MMGenForCausalLM(LlamaForCausalLM):
         if spec:
             add_image_positions(self, spec["image_start"], spec["image_offset"],
                                 reference=bool(spec.get("reference", False)))
-
-
-def image_layout(vocab_size: int, codebook_size: int) -> tuple[int, int]:
-    """(id of <image>, id of code 0) for the stream layout (stream.py): text, specials, codes."""
-    from .stream import SPECIAL_TOKENS
-    image_offset = vocab_size - codebook_size
-    return image_offset - len(SPECIAL_TOKENS) + SPECIAL_TOKENS.index("<image>"), image_offset
 
 
 def flash_attention_available() -> bool:

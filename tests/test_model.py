@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from mmgen.model import (MMGenForCausalLM, StreamEmbedding, add_image_positions, build_model, image_code_index,
-                         image_layout, load_model, reference_ids)
+                         load_model, reference_ids)
 from mmgen.stream import IMAGE_TOKENS, Conversation, Turn
 
 
@@ -44,11 +44,6 @@ def test_reference_is_the_same_place_in_the_previous_picture(tiny_stream):
         assert ref[at:at + IMAGE_TOKENS].tolist() == expected
         assert ref[at + IMAGE_TOKENS] == -1                      # the last code predicts </image>
     assert (ref[starts[1] + IMAGE_TOKENS + 1:starts[2]] == -1).all()   # words between pictures
-
-
-def test_layout_matches_the_stream(tiny_stream):
-    assert image_layout(tiny_stream.vocab_size, tiny_stream.codebook_size) == (tiny_stream.image_start,
-                                                                               tiny_stream.image_offset)
 
 
 def test_tables_add_a_row_and_a_column_vector_to_codes_only(tiny_stream):

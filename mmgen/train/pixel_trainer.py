@@ -133,6 +133,24 @@ def ema_update(setup: Setup, step: int, decay: float) -> None:
         torch._foreach_lerp_(setup.ema_params, setup.raw_params, 1 - d)
 
 
+def shipped_model(setup: Setup):
+    """What a checkpoint ships: the EMA weights (buffers, e.g. a codebook updated by its own EMA,
+    taken from the live model), or the live model without EMA."""
+    if setup.ema is None:
+        return setup.raw
+    for be, br in zip(setup.ema.buffers(), setup.raw.buffers()):
+        be.copy_(br)
+    return setup.ema
+
+
+def training_record(setup: Setup, args, info: dict, command: str, **figures) -> dict:
+    """The `training` block of a shipped config: progress, validation figures, how it was trained."""
+    return {**{k: info[k] for k in ("step", "images_seen", "wall_seconds")}, **figures,
+            "batch_size": args.batch_size * setup.acc.num_processes, "crop": args.crop, "lr": args.lr,
+            "bf16": setup.bf16, "device": str(setup.device), "processes": setup.acc.num_processes,
+            "command": command}
+
+
 def checkpoint(setup: Setup, out: Path, shipped, record: dict, info: dict, score: float, best_key: str) -> bool:
     """Ship `shipped` into `out` when `score` beats info[best_key]; always save the trainer state.
     Returns whether it was shipped."""

@@ -33,7 +33,7 @@ from types import SimpleNamespace
 
 import torch
 from mmgen.refiner import PRESETS, Refiner, RefinerConfig, corrupt_codes
-from mmgen.train.pixel_trainer import checkpoint, ema_update, should_stop, start
+from mmgen.train.pixel_trainer import checkpoint, ema_update, shipped_model, should_stop, start, training_record
 from mmgen.train.vq import content_crops, lr_at, psnr, reconstruction_loss, to_batch, training_scene, val_batch
 from mmgen.vq import VQTokenizer
 
@@ -194,7 +194,7 @@ def run(args) -> int:
     if setup is None:
         return 2
     acc, bf16, cfg, device, vq = setup.acc, setup.bf16, setup.cfg, setup.device, frozen["vq"]
-    model, raw, ema, opt = setup.model, setup.raw, setup.ema, setup.opt
+    model, raw, opt = setup.model, setup.raw, setup.opt
 
     val = build_validation(vq, args.val_scenes)
     if acc.is_main_process:
@@ -250,18 +250,15 @@ def run(args) -> int:
         stop = should_stop(args, step, t0, elapsed)
         if acc.is_main_process and (stop or time.time() - last_save >= args.save_every * 60):
             last_save = time.time()
-            shipped = ema if ema is not None else raw
+            shipped = shipped_model(setup)
             res = evaluate(shipped, val, bf16)
             raw.train()
             score = sum(res[r][1] for r in VAL_RATES) / len(VAL_RATES)
             info.update(step=step, images_seen=seen, wall_seconds=round(elapsed, 1))
-            record = {**{k: info[k] for k in ("step", "images_seen", "wall_seconds")},
-                      **{f"val_psnr_{'clean_input' if r == CLEAN else f'{round(r * 100)}pct'}":
-                         {"before": round(b, 3), "after": round(a, 3)} for r, (b, a) in res.items()},
-                      "batch_size": args.batch_size * acc.num_processes, "crop": args.crop, "rates": rates,
-                      "lr": args.lr, "bf16": bf16, "device": str(device), "processes": acc.num_processes,
-                      "vq": str(args.vq), "vq_step": vq.config.training.get("step"),
-                      "command": command_line()}
+            record = training_record(
+                setup, args, info, command_line(), rates=rates, vq=str(args.vq), vq_step=vq.config.training.get("step"),
+                **{f"val_psnr_{'clean_input' if r == CLEAN else f'{round(r * 100)}pct'}":
+                   {"before": round(b, 3), "after": round(a, 3)} for r, (b, a) in res.items()})
             better = checkpoint(setup, out, shipped, record, info, score, "best_val")
             tqdm.write(f"step {step} images {seen} wall {elapsed / 60:.1f} min: val PSNR "
                        + ", ".join(f"{describe(r)} {b:.2f} → {a:.2f}" for r, (b, a) in res.items())

@@ -28,7 +28,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from mmgen.train.pixel_trainer import checkpoint, ema_update, should_stop, start
+from mmgen.train.pixel_trainer import (checkpoint, ema_update, shipped_model, should_stop, start,
+                                       training_record)
 from mmgen.vq import PRESETS, VQConfig, VQTokenizer
 from mmgen.world import render, sample_scene
 from mmgen.world.render import sign_box
@@ -202,7 +203,7 @@ def run(args) -> int:
     if setup is None:
         return 2
     acc, bf16, cfg, device = setup.acc, setup.bf16, setup.cfg, setup.device
-    model, raw, ema, opt = setup.model, setup.raw, setup.ema, setup.opt
+    model, raw, opt = setup.model, setup.raw, setup.opt
 
     xv, mv = val_batch()
     n_params = sum(p.numel() for p in setup.raw_params)
@@ -253,18 +254,13 @@ def run(args) -> int:
         stop = should_stop(args, step, t0, elapsed)
         if acc.is_main_process and (stop or time.time() - last_save >= args.save_every * 60):
             last_save = time.time()
-            if ema is not None:   # buffers (e.g. a VQ codebook updated by EMA) follow the live model
-                for be, br in zip(ema.buffers(), raw.buffers()):
-                    be.copy_(br)
-            shipped = ema if ema is not None else raw
+            shipped = shipped_model(setup)
             val = evaluate(shipped, xv, mv, bf16, device)
             raw.train()
             info.update(step=step, images_seen=seen, wall_seconds=round(elapsed, 1))
-            record = {**{k: info[k] for k in ("step", "images_seen", "wall_seconds")},
-                      "val_psnr": round(val["psnr"], 3), "val_sign_psnr": round(val["sign_psnr"], 3),
-                      "val_codes_used": val["codes"], "batch_size": args.batch_size * acc.num_processes, "crop": args.crop,
-                      "lr": args.lr, "bf16": bf16, "device": str(device), "processes": acc.num_processes,
-                      "command": " ".join(["python -m mmgen.train.vq"] + sys.argv[1:])}
+            record = training_record(setup, args, info, " ".join(["python -m mmgen.train.vq"] + sys.argv[1:]),
+                                     val_psnr=round(val["psnr"], 3), val_sign_psnr=round(val["sign_psnr"], 3),
+                                     val_codes_used=val["codes"])
             better = checkpoint(setup, out, shipped, record, info, val["psnr"], "best_val_psnr")
             tqdm.write(f"step {step} images {seen} wall {elapsed / 60:.1f} min: val psnr {val['psnr']:.2f} "
                        f"sign psnr {val['sign_psnr']:.2f} codes {val['codes']}"

@@ -1,0 +1,87 @@
+"""How much the transformer's pictures depend on what they should depend on.
+
+    python benchmarks/conditioning.py [--checkpoint checkpoints/lm] [--n 48]
+
+- create: image loss of held-out first create turns with their own words, with another
+  conversation's words, and with the words emptied (user's alone, then user's and assistant's);
+- edit: image loss of held-out edits given their own source picture vs another picture.
+A model that follows its prompt shows a gap in the first; one that copies what it edits, in the
+second. Prints figures (mean cross-entropy per image code, nats).
+"""
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from mmgen.data import CodeCache, collate, world_to_stream
+from mmgen.model import load_model
+from mmgen.stream import Conversation, Stream, Turn
+from mmgen.text import TextTokenizer
+from mmgen.train.common import autocast_dtype
+from mmgen.train.loss import StreamLoss
+from mmgen.vq import VQTokenizer
+from mmgen.world.conversation import sample_conversation
+
+
+def held_out(n: int, keep) -> list:
+    out, seed = [], 0
+    while len(out) < n:
+        c = sample_conversation(seed, split="eval")
+        seed += 1
+        if keep(c):
+            out.append(c)
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--checkpoint", default="checkpoints/lm")
+    ap.add_argument("--vq", default="checkpoints/vq")
+    ap.add_argument("--n", type=int, default=48)
+    ap.add_argument("--threads", type=int, default=None)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    vq = VQTokenizer.from_pretrained(args.vq).eval()
+    stream = Stream(TextTokenizer.from_pretrained(args.checkpoint), vq.codebook_size)
+    loss_model = StreamLoss(load_model(args.checkpoint).eval(), stream.image_offset)
+
+    def image_loss(convs) -> float:
+        batch = collate([stream.encode(c) for c in convs], stream.pad)
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast_dtype() == "bf16"):
+            out = loss_model(batch.input_ids, batch.labels)
+        return float(out["image"][0] / out["image"][1])
+
+    rotate = lambda xs: xs[1:] + xs[:1]   # noqa: E731
+
+    creates = world_to_stream(held_out(args.n, lambda c: c.turns[0].task == "create" and c.turns[0].image is None),
+                              CodeCache(vq.encode))
+    first = [Conversation(c.turns[:2]) for c in creates]
+    words = [c.turns[0].text for c in first]
+    replies = [c.turns[1].text for c in first]
+    pictures = [c.turns[1].codes for c in first]
+    make = lambda us, rs: [Conversation((Turn("user", u), Turn("assistant", r, codes=p)))   # noqa: E731
+                           for u, r, p in zip(us, rs, pictures)]
+    print(f"create, {len(first)} held-out turns (image loss, nats per code)")
+    print(f"  own words                        {image_loss(first):.4f}")
+    print(f"  another prompt's user words      {image_loss(make(rotate(words), replies)):.4f}")
+    print(f"  user words emptied               {image_loss(make([''] * len(words), replies)):.4f}")
+    print(f"  another turn's user + reply      {image_loss(make(rotate(words), rotate(replies))):.4f}")
+    print(f"  user + reply words emptied       {image_loss(make([''] * len(words), [''] * len(words))):.4f}")
+
+    edits = world_to_stream(held_out(args.n, lambda c: len(c.turns) >= 4 and c.turns[2].task == "edit"
+                                     and c.turns[1].image is not None and c.turns[3].image is not None),
+                            CodeCache(vq.encode))
+    sources = [c.turns[1].codes for c in edits]
+    as_edit = lambda srcs: [Conversation((Turn("user", c.turns[2].text, codes=s),   # noqa: E731
+                                          Turn("assistant", c.turns[3].text, codes=c.turns[3].codes)))
+                            for c, s in zip(edits, srcs)]
+    print(f"edit, {len(edits)} held-out edits, source given as the user's picture")
+    print(f"  its own source                   {image_loss(as_edit(sources)):.4f}")
+    print(f"  another picture                  {image_loss(as_edit(rotate(sources))):.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

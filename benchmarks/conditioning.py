@@ -4,9 +4,12 @@
 
 - create: image loss of held-out first create turns with their own words, with another
   conversation's words, and with the words emptied (user's alone, then user's and assistant's);
-- edit: image loss of held-out edits given their own source picture vs another picture.
+- edit: image loss of held-out edits given their own source picture vs another picture, and,
+  given its own source, split into the codes the edit leaves as they were (same code at the same
+  place in the source) and the codes it changes, with the mean probability of copying.
 A model that follows its prompt shows a gap in the first; one that copies what it edits, in the
-second. Prints figures (mean cross-entropy per image code, nats).
+second, and a loss near zero on the unchanged codes. Prints figures (cross-entropy per image
+code, nats).
 """
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ from mmgen.model import load_model
 from mmgen.stream import Conversation, Stream, Turn
 from mmgen.text import TextTokenizer
 from mmgen.train.common import autocast_dtype
-from mmgen.train.loss import StreamLoss
+from mmgen.train.loss import StreamLoss, _positions, _slice_logits
 from mmgen.vq import VQTokenizer
 from mmgen.world.conversation import sample_conversation
 
@@ -80,7 +83,27 @@ def main() -> int:
     print(f"edit, {len(edits)} held-out edits, source given as the user's picture")
     print(f"  its own source                   {image_loss(as_edit(sources)):.4f}")
     print(f"  another picture                  {image_loss(as_edit(rotate(sources))):.4f}")
+    kept, changed, p_copy = copy_split(loss_model.lm, stream, as_edit(sources))
+    print(f"  codes left as in the source      {kept.mean():.4f}  ({len(kept)} codes, "
+          f"{len(kept) / (len(kept) + len(changed)):.0%}; mean p(copy) {p_copy.mean():.3f})")
+    print(f"  codes the edit changes           {changed.mean():.4f}  ({len(changed)} codes)")
     return 0
+
+
+def copy_split(lm, stream: Stream, convs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-code cross-entropy of each edit's picture, split by whether the code equals the source's
+    code at the same place; and the probability given to the source's code where it does."""
+    batch = collate([stream.encode(c) for c in convs], stream.pad)
+    target = batch.labels[:, 1:]
+    where = target >= stream.image_offset
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast_dtype() == "bf16"):
+        logp = torch.log_softmax(_slice_logits(lm, _positions(lm, batch.input_ids, where), stream.image_offset, None), -1)
+    y = target[where] - stream.image_offset
+    ce = -logp.gather(1, y[:, None])[:, 0]
+    # the source's code at each labelled place: every conversation is [user picture, edit picture]
+    source = torch.cat([torch.tensor(c.turns[0].codes) for c in convs])
+    same = y == source
+    return ce[same], ce[~same], logp[same].gather(1, y[same][:, None])[:, 0].exp()
 
 
 if __name__ == "__main__":

@@ -8,8 +8,11 @@ Prints: PSNR and SSIM of decode(encode(x)) against x over `--n` scenes from the 
 (distinct ids over those scenes ÷ codebook size); judge agreement — the fraction of
 reconstructions where `compare(scene.to_dict(), judge(reconstruction))["exact"]` holds, word
 included (needs `mmgen.eval.judge`; the judge's score on the originals is printed beside it as its
-ceiling); and encode + decode time per image on CPU at batch 1 and batched. Figures only, never a
-pass/fail on a time.
+ceiling); re-encoding (codes kept by encode(decode(encode(x)))); how local the codes are — the
+entropy of the codes a plain one-colour 8 × 8 patch gets, and the share of codes an edit from the
+world leaves as they were in patches 4+ cells from any pixel it changed (what the transformer can
+copy when it edits); and encode + decode time per image on CPU at batch 1 and batched. Figures
+only, never a pass/fail on a time.
 """
 from __future__ import annotations
 
@@ -76,6 +79,50 @@ def save_grid(path: str, scenes, originals, recon, per_kind: int = 8, zoom: int 
     sheet.save(path)
 
 
+def flat_patch_entropy(scenes, originals, ids) -> tuple[float, float]:
+    """Over the one-colour 8 × 8 patches of the scenes' backgrounds: the mean (weighted by patches)
+    entropy in nats of the codes each background colour gets, and the mean number of distinct codes."""
+    from collections import Counter, defaultdict
+    by_colour: dict = defaultdict(Counter)
+    for img, grid in zip(originals, ids):
+        p = np.asarray(img).reshape(16, 8, 16, 8, 3).transpose(0, 2, 1, 3, 4).reshape(16, 16, 64, 3)
+        flat = (p == p[:, :, :1]).all(axis=(2, 3))
+        for y, x in zip(*np.nonzero(flat)):
+            by_colour[tuple(p[y, x, 0])][int(grid[y, x])] += 1
+    total = sum(sum(c.values()) for c in by_colour.values())
+    h = distinct = 0.0
+    for c in by_colour.values():
+        n = sum(c.values())
+        pr = np.array(list(c.values())) / n
+        h += n / total * float(-(pr * np.log(pr)).sum())
+        distinct += n / total * len(c)
+    return h, distinct
+
+
+def edit_locality(tok, n: int = 60, margin: int = 4) -> float:
+    """Share of codes kept by world edits in patches ≥ `margin` cells from every changed pixel."""
+    import torch.nn.functional as F
+    from mmgen.world.conversation import sample_conversation
+    kept, seed, pairs = [], 0, 0
+    while pairs < n:
+        c = sample_conversation(seed, split="eval")
+        seed += 1
+        for i in range(1, len(c.turns) - 2, 2):
+            a, b = c.turns[i].image, c.turns[i + 2].image
+            if c.turns[i + 1].task != "edit" or a is None or b is None or pairs >= n:
+                continue
+            ia, ib = render(a), render(b)
+            changed = (np.abs(np.asarray(ia, dtype=int) - np.asarray(ib, dtype=int)).sum(-1) > 0)
+            changed = torch.tensor(changed.reshape(16, 8, 16, 8).any(axis=(1, 3)), dtype=torch.float)
+            far = F.max_pool2d(changed[None, None], 2 * margin + 1, 1, margin)[0, 0] == 0
+            if not far.any():
+                continue
+            ca, cb = tok.encode([ia, ib])
+            kept.append((ca == cb)[far].float().mean().item())
+            pairs += 1
+    return float(np.mean(kept))
+
+
 def load_judge():
     try:
         from mmgen.eval.judge import compare, judge
@@ -125,6 +172,12 @@ def main(argv=None) -> int:
     print(f"PSNR              {ps.mean():.2f} dB mean (min {ps.min():.2f}, signs {ps[sign].mean():.2f}, no sign {ps[~sign].mean():.2f})")
     print(f"SSIM              {ss.mean():.4f} mean (min {ss.min():.4f}, signs {ss[sign].mean():.4f}, no sign {ss[~sign].mean():.4f})")
     print(f"codebook usage    {used.sum().item()} / {tok.codebook_size} = {used.float().mean().item():.1%}")
+    first = torch.cat([tok.encode(originals[i:i + args.batch_size]) for i in range(0, len(originals), args.batch_size)])
+    again = torch.cat([tok.encode(recon[i:i + args.batch_size]) for i in range(0, len(recon), args.batch_size)])
+    print(f"re-encoding       {(again == first).float().mean().item():.1%} of codes kept by encode(decode(encode(x)))")
+    h, distinct = flat_patch_entropy(scenes, originals, first)
+    print(f"locality          a one-colour patch: {h:.2f} nats over {distinct:.0f} codes (per colour, mean); "
+          f"codes an edit keeps 4+ cells from its changes: {edit_locality(tok):.1%}")
 
     judge, compare = load_judge()
     if judge is None:

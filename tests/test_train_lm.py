@@ -102,3 +102,23 @@ def test_stream_loss_matches_the_masked_full_softmax():
             n += 1
     assert out["image"][1] + out["text"][1] == n
     assert out["loss"].item() == pytest.approx(total.item() / n, rel=1e-4)
+
+
+def test_text_weight_reweights_words_but_not_the_reported_losses():
+    from mmgen.data import IGNORE_INDEX
+    from mmgen.model import build_model
+    from mmgen.train.loss import StreamLoss
+    torch.manual_seed(0)
+    vocab, offset = 300, 200
+    lm = build_model("tiny", vocab, seed=0).eval()
+    ids = torch.cat([torch.randint(0, offset, (2, 10)), torch.randint(offset, vocab, (2, 14))], 1)
+    labels = ids.clone()
+    labels[:, :3] = IGNORE_INDEX
+    plain, weighted = StreamLoss(lm, offset)(ids, labels), StreamLoss(lm, offset, text_weight=4.0)(ids, labels)
+    (si, ni), (st, nt) = plain["image"], plain["text"]
+    assert ni > 0 and nt > 0
+    assert weighted["image"][0].item() == pytest.approx(si.item()) and weighted["text"][1] == nt
+    assert weighted["loss"].item() == pytest.approx((si + 4 * st).item() / (ni + 4 * nt), rel=1e-5)
+    assert weighted["loss"].item() != pytest.approx(plain["loss"].item(), rel=1e-3)
+    with pytest.raises(ValueError, match="text_weight"):
+        StreamLoss(lm, offset, text_weight=0)

@@ -207,6 +207,80 @@ def test_train_and_resume(tmp_path):
     VQTokenizer.from_pretrained(out)
 
 
+def test_local_encoder_codes_depend_only_on_their_own_patch():
+    """Change every pixel outside one 8 × 8 patch: that patch's code stays; so does the code of
+    every patch whose pixels were left alone when others change."""
+    cfg = VQConfig.from_dict({**PRESETS["tiny"].to_dict(), "encoder": "local"})
+    tok = VQTokenizer(cfg)
+    torch.manual_seed(0)
+    for p in tok.parameters():     # random weights everywhere (zero-initialised branches too)
+        torch.nn.init.normal_(p, std=0.5)
+    x = torch.rand(1, 3, IMAGE_SIZE, IMAGE_SIZE)
+    y = torch.rand(1, 3, IMAGE_SIZE, IMAGE_SIZE)
+    y[..., 40:48, 72:80] = x[..., 40:48, 72:80]           # patch (row 5, col 9) kept
+    a, b = tok.encode(x), tok.encode(y)
+    assert a[0, 5, 9] == b[0, 5, 9]
+    assert (a != b).float().mean() > 0.2                  # the test can fail: other codes do change
+    z = x.clone()
+    z[..., :16, :16] = 1 - z[..., :16, :16]              # change the top-left 2 × 2 patches only
+    c = tok.encode(z)
+    outside = torch.ones(GRID, GRID, dtype=torch.bool)
+    outside[:2, :2] = False
+    assert torch.equal(a[0][outside], c[0][outside])
+    # the conv encoder does not have the property (which is why the local one exists)
+    conv = VQTokenizer(VQConfig.from_dict(PRESETS["tiny"].to_dict()))
+    for p in conv.parameters():
+        torch.nn.init.normal_(p, std=0.5)
+    assert not torch.equal(conv.encode(x)[0][outside], conv.encode(z)[0][outside])
+
+
+def test_unknown_encoder_is_refused():
+    with pytest.raises(ValueError, match="unknown encoder"):
+        VQTokenizer(VQConfig.from_dict({**PRESETS["tiny"].to_dict(), "encoder": "vit"}))
+
+
+def test_train_encoder_against_a_frozen_decoder(tmp_path):
+    """--decoder-from --freeze-decoder: the donor's decoder and codebook come over unchanged and stay so;
+    only the (new, local) encoder learns."""
+    import argparse
+    from safetensors.torch import load_file
+    from mmgen.train.vq import add_arguments, build_config, main
+
+    def parse(argv):
+        p = argparse.ArgumentParser()
+        add_arguments(p)
+        return p.parse_args(argv)
+    donor = tmp_path / "donor"
+    untrained = ["--preset", "tiny", "--quantizer", "vq", "--vq-codebook-size", "64", "--batch-size", "2",
+                 "--no-progress", "--save-every", "100"]
+    VQTokenizer(build_config(parse(untrained + ["--out", str(donor)]))).save_pretrained(donor)
+    bad = ["--out", str(tmp_path / "x"), "--encoder", "local", "--steps", "1", "--no-progress", "--decoder-from"]
+    assert main(bad + [str(donor)]) == 2                   # an untrained codebook is refused
+    assert main(bad + [str(tmp_path / "nothing")]) == 2    # so is a missing checkpoint
+    assert main(untrained + ["--out", str(donor), "--steps", "1"]) == 0
+    cfg = VQTokenizer.from_pretrained(donor).config
+    out = tmp_path / "vq"
+    common = ["--out", str(out), "--decoder-from", str(donor), "--freeze-decoder", "--encoder", "local", "--batch-size", "2",
+              "--no-progress", "--save-every", "100", "--lr", "1e-2"]
+    assert main(common + ["--steps", "3"]) == 0
+    assert main(common + ["--steps", "4", "--resume"]) == 0
+    before, after = load_file(str(donor / "model.safetensors")), load_file(str(out / "model.safetensors"))
+    assert json.loads((out / "config.json").read_text())["encoder"] == "local"
+    for k, v in before.items():
+        if not k.startswith("encoder."):
+            assert torch.equal(v.float(), after[k].float()), k
+    trainer = load_file(str(out / "trainer" / "model.safetensors"))
+    fresh = VQTokenizer(VQConfig.from_dict({**cfg.to_dict(), "encoder": "local"})).state_dict()
+    assert any(not torch.equal(trainer[k].float(), fresh[k].float()) for k in fresh if k.startswith("encoder."))
+    # without --freeze-decoder the decoder starts from the donor's and learns
+    loose = tmp_path / "loose"
+    assert main(["--out", str(loose), "--decoder-from", str(donor), "--encoder", "local", "--batch-size", "2",
+                 "--no-progress", "--save-every", "100", "--lr", "1e-2", "--steps", "2", "--ema", "0"]) == 0
+    learnt = load_file(str(loose / "trainer" / "model.safetensors"))
+    assert any(not torch.equal(before[k].float(), learnt[k].float()) for k in before if k.startswith("decoder."))
+    assert main(["--out", str(tmp_path / "y"), "--freeze-decoder", "--steps", "1", "--no-progress"]) == 2
+
+
 def _psnr(a, b) -> float:
     import numpy as np
     err = np.mean((np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)) ** 2)
@@ -223,8 +297,9 @@ def test_shipped_checkpoint_round_trip_is_stable_in_pixels():
     assert min(_psnr(a, b) for a, b in zip(first, second)) >= 30.0
 
 
-@pytest.mark.xfail(reason="issue 3: the shipped VQ keeps ~74 % of codes on re-encoding (near-duplicate codes "
-                          "from dead-code re-seeding); the bar is 95 %", strict=False)
+@pytest.mark.xfail(reason="issue 3: the shipped VQ keeps ~78 % of codes on re-encoding (a decoded edge or "
+                          "letter is a little blurred and its patch takes a neighbouring code); the bar is 95 %",
+                   strict=False)
 @pytest.mark.skipif(not (SHIPPED / "model.safetensors").is_file(), reason="no shipped checkpoint yet")
 def test_shipped_checkpoint_round_trip():
     tok = VQTokenizer.from_pretrained(SHIPPED)

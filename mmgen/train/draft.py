@@ -17,7 +17,8 @@ from . import lm
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     lm.add_arguments(p)
-    p.set_defaults(preset="draft", out="checkpoints/draft", steps=20_000, lr=2e-3)
+    p.set_defaults(preset="draft", out="checkpoints/draft", steps=20_000, lr=2e-3,
+                   text_weight=1.0)     # the draft only ever proposes image codes
     p.add_argument("--teacher", default=lm.DEFAULT_OUT, help="the transformer to distil")
 
 

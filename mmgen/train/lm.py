@@ -25,6 +25,7 @@ from pathlib import Path
 DEFAULT_OUT = "checkpoints/lm"
 DEFAULT_VQ = "checkpoints/vq"
 RESUME_WARMUP = 50        # steps of warmup after a resume
+TEXT_WEIGHT = 4.0         # words vs codes in the loss; why: train/loss.py
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -44,6 +45,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", type=int, default=500)
     p.add_argument("--weight-decay", type=float, default=0.1)
     p.add_argument("--cfg-dropout", type=float, default=0.1)
+    p.add_argument("--text-weight", type=float, default=TEXT_WEIGHT,
+                   help="weight of each word's loss relative to an image code's (train.loss.StreamLoss)")
     p.add_argument("--image-positions", action=argparse.BooleanOptionalAction, default=True,
                    help="row/column embeddings on image codes (model.StreamEmbedding); added, at zero, "
                         "to a checkpoint resumed or started from without them")
@@ -87,6 +90,8 @@ def run(args, teacher_path: str | None = None) -> int:
     from .common import autocast_dtype, save_lm_checkpoint, validation_loss
     from .loss import StreamLoss
 
+    if args.text_weight <= 0:
+        raise SystemExit(f"mmgen train: --text-weight must be positive, not {args.text_weight}")
     if args.threads:
         torch.set_num_threads(args.threads)
     accelerator = Accelerator(mixed_precision=autocast_dtype())
@@ -128,7 +133,8 @@ def run(args, teacher_path: str | None = None) -> int:
             raise SystemExit(f"the teacher at {teacher_path} has {teacher.config.vocab_size} ids, the stream {stream.vocab_size}")
         teacher.requires_grad_(False)
     lm = model
-    model, optimizer = accelerator.prepare(StreamLoss(lm, stream.image_offset, teacher), optimizer)
+    loss_model = StreamLoss(lm, stream.image_offset, teacher, text_weight=args.text_weight)
+    model, optimizer = accelerator.prepare(loss_model, optimizer)
 
     rank, world = accelerator.process_index, accelerator.num_processes
     cache = CodeCache(encode_images)

@@ -16,6 +16,13 @@ Padding is on the right and attention is causal, so no attention mask is needed:
 only ever attends to earlier positions, all real. Leaving the mask out lets SDPA take its causal
 kernel (~15 % faster attention on CPU than the same kernel with an explicit mask).
 
+Words weigh more than codes (`text_weight`). A picture is 256 labels and its reply a handful, so
+with every label weighted alike the assistant's words are ~5 % of the loss and an answer to a
+question under 1 %: the gradient barely teaches the model to read what was asked (at 5,800 steps
+it answered "name the shape of it" with an edit's reply). Weighting each word w times, normalised by
+the weighted count, keeps the loss on the same scale; the reported per-modality losses stay plain
+means. (Emu3 and Chameleon-style models likewise weigh the two modalities differently.)
+
 `StreamLoss` wraps the language model so the loss runs inside `forward` (DDP syncs gradients
 through the wrapper's forward under `accelerate launch`).
 """
@@ -29,15 +36,19 @@ from ..data import IGNORE_INDEX
 
 
 class StreamLoss(nn.Module):
-    def __init__(self, lm: nn.Module, image_offset: int, teacher: nn.Module | None = None):
+    def __init__(self, lm: nn.Module, image_offset: int, teacher: nn.Module | None = None,
+                 text_weight: float = 1.0):
         super().__init__()
+        if text_weight <= 0:
+            raise ValueError(f"text_weight must be positive, not {text_weight}")
         self.lm = lm
         self.image_offset = image_offset
+        self.text_weight = float(text_weight)
         # the teacher is not a submodule: it is frozen and never saved with the student
         self.__dict__["teacher"] = teacher
 
     def forward(self, input_ids: torch.Tensor, labels: torch.Tensor) -> dict:
-        """→ {"loss": mean over labelled positions, "image"/"text": (sum, count) of the CE}.
+        """→ {"loss": weighted mean over labelled positions, "image"/"text": (sum, count) of the CE}.
 
         With a teacher, the loss is the cross-entropy against the teacher's distribution over the
         same slice (KL(teacher ‖ student) plus a constant), reported per modality the same way."""
@@ -50,9 +61,9 @@ class StreamLoss(nn.Module):
         if self.teacher is not None:
             with torch.no_grad():
                 teacher_hidden = _positions(self.teacher, input_ids, where)
-        out, total = {}, 0.0
-        for name, sel, lo, hi in (("image", is_image, self.image_offset, None),
-                                  ("text", ~is_image, 0, self.image_offset)):
+        out, total, weights = {}, 0.0, 0.0
+        for name, sel, lo, hi, w in (("image", is_image, self.image_offset, None, 1.0),
+                                     ("text", ~is_image, 0, self.image_offset, self.text_weight)):
             logits = _slice_logits(self.lm, hidden[sel], lo, hi)
             if teacher_hidden is None:
                 ce = F.cross_entropy(logits, y[sel] - lo, reduction="sum")
@@ -60,8 +71,9 @@ class StreamLoss(nn.Module):
                 p = torch.softmax(_slice_logits(self.teacher, teacher_hidden[sel], lo, hi), -1)
                 ce = -(p * torch.log_softmax(logits, -1)).sum()
             out[name] = (ce.detach(), int(sel.sum()))
-            total = total + ce
-        out["loss"] = total / max(1, len(y))
+            total = total + w * ce
+            weights += w * int(sel.sum())
+        out["loss"] = total / max(1.0, weights)
         return out
 
 

@@ -152,11 +152,10 @@ def main(argv=None) -> int:
 
     scenes = held_out_scenes(args.n)
     originals = [render(s) for s in scenes]
-    recon, used = [], torch.zeros(tok.codebook_size, dtype=torch.bool)
-    for i in range(0, len(originals), args.batch_size):
-        ids = tok.encode(originals[i:i + args.batch_size])
-        used[ids.flatten()] = True
-        recon += tok.decode(ids)
+    first = torch.cat([tok.encode(originals[i:i + args.batch_size]) for i in range(0, len(originals), args.batch_size)])
+    used = torch.zeros(tok.codebook_size, dtype=torch.bool)
+    used[first.flatten()] = True
+    recon = [im for i in range(0, len(first), args.batch_size) for im in tok.decode(first[i:i + args.batch_size])]
 
     if args.grid:
         save_grid(args.grid, scenes, originals, recon)
@@ -172,7 +171,6 @@ def main(argv=None) -> int:
     print(f"PSNR              {ps.mean():.2f} dB mean (min {ps.min():.2f}, signs {ps[sign].mean():.2f}, no sign {ps[~sign].mean():.2f})")
     print(f"SSIM              {ss.mean():.4f} mean (min {ss.min():.4f}, signs {ss[sign].mean():.4f}, no sign {ss[~sign].mean():.4f})")
     print(f"codebook usage    {used.sum().item()} / {tok.codebook_size} = {used.float().mean().item():.1%}")
-    first = torch.cat([tok.encode(originals[i:i + args.batch_size]) for i in range(0, len(originals), args.batch_size)])
     again = torch.cat([tok.encode(recon[i:i + args.batch_size]) for i in range(0, len(recon), args.batch_size)])
     print(f"re-encoding       {(again == first).float().mean().item():.1%} of codes kept by encode(decode(encode(x)))")
     h, distinct = flat_patch_entropy(scenes, originals, first)

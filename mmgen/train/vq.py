@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from mmgen.train.pixel_trainer import (checkpoint, ema_update, shipped_model, should_stop, start,
                                        training_record)
-from mmgen.vq import PRESETS, VQConfig, VQTokenizer
+from mmgen.vq import ENCODERS, PRESETS, VQConfig, VQTokenizer
 from mmgen.world import render, sample_scene
 from mmgen.world.render import sign_box
 from mmgen.world.scene import EVAL_SEED_OFFSET, eval_seed
@@ -49,7 +49,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quantizer", choices=["fsq", "vq"], help="override the preset's quantizer")
     p.add_argument("--fsq-levels", type=str, help="e.g. 8,8,8,6,5")
     p.add_argument("--vq-codebook-size", type=int)
-    p.add_argument("--encoder", choices=["conv", "local"], help="override the preset's encoder")
+    p.add_argument("--encoder", choices=list(ENCODERS), help="override the preset's encoder")
     p.add_argument("--decoder-from", metavar="CHECKPOINT",
                    help="start the decoder and codebook from this tokenizer (the encoder is new): the codes "
                         "that stay in use keep roughly what they draw, so a transformer made for that "

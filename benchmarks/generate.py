@@ -4,6 +4,7 @@ cache vs no cache, speculative vs plain, acceptance, memory. Batch 1 and 4; CPU 
     python benchmarks/generate.py                       # shipped checkpoints
     python benchmarks/generate.py --checkpoints PATH --repeats 5 --skip-nocache
 
+Pictures are sampled with a session's default settings (temperature, guidance), as a user gets them.
 Ratios are measured side by side in one run, alternating the variants each repeat, because
 this machine is noisy. Prints figures; asserts nothing about time.
 """
@@ -18,7 +19,7 @@ import torch
 
 import mmgen
 from mmgen.generate import generate_ids
-from mmgen.sampling import SamplingConfig
+from mmgen.session import Settings
 from mmgen.speculative import CopyDrafter, ModelDrafter, SpeculationStats
 from mmgen.stream import IMAGE_SIDE, IMAGE_TOKENS, Conversation, Turn
 
@@ -38,7 +39,7 @@ def one_picture(model, *, n=1, backend="engine", drafter=None, seed=0, draft_k=4
     t0 = time.perf_counter()
     first_step = first_preview = None
     codes, steps = [], 0
-    for step in generate_ids(model.lm, model.stream, cond, uncond, config=SamplingConfig(), n=n, seed=seed,
+    for step in generate_ids(model.lm, model.stream, cond, uncond, config=Settings().sampling(), n=n, seed=seed,
                              require_image=True, backend=backend, drafter=drafter, draft_k=draft_k, stats=stats):
         steps += 1
         if first_step is None:

@@ -58,8 +58,11 @@ class SessionError(ValueError):
 @dataclass
 class Settings:
     """Per-session defaults; every one can be overridden per call (`send(..., cfg=5)`)."""
-    cfg: float = 3.0                 # classifier-free guidance on picture codes
-    temperature: float = 1.0         # picture codes; words are greedy
+    # picture codes are sampled cooler and guided harder than the model's raw distribution: on the
+    # generation benchmark (20 cases per category, 8200-step pair, no refiner) temperature 1.0 / cfg 3
+    # scored 0.08 overall, 0.7 / 3 0.24, 0.6 / 4 0.28, 0.5 / 5 0.28, 0.3 / 3 0.17, 0.7 / 8 0.14
+    cfg: float = 4.0                 # classifier-free guidance on picture codes
+    temperature: float = 0.6         # picture codes; words are greedy
     top_k: int | None = None
     top_p: float | None = None
     speculative: str = "auto"        # auto: the draft model if shipped, else copy drafting; or off

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from mmgen.session import Settings
 from mmgen.termimage import (KITTY_CHUNK, RESET, UPPER_HALF, Canvas, _sixel_runs, detect, halfblocks, iterm, kitty,
                              kitty_delete, sixel)
 from mmgen.terminal import CommandError, Terminal, parse_command, parse_path, parse_settings, parse_value, picture_name
@@ -271,7 +272,7 @@ def test_every_mistake_is_one_line(tiny_model, tmp_path):
     for line in cases:
         out, err = s.type(line)
         assert err.count("\n") == 1 and "Traceback" not in err, (line, err)
-    assert s.term.chat.conversation.turns == () and s.term.chat.settings.cfg == 3.0
+    assert s.term.chat.conversation.turns == () and s.term.chat.settings.cfg == Settings().cfg
     out, err = s.type("/undo")
     assert out == "nothing to undo\n" and not err
     out, err = s.type("/retry")

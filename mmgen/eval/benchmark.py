@@ -35,6 +35,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="runs/eval.json", help="where to write the JSON results")
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.add_argument("--cfg", type=float, default=None, help="guidance scale (default: the session's)")
+    p.add_argument("--temperature", type=float, default=None, help="picture-code temperature (default: the session's)")
+    p.add_argument("--top-k", type=int, default=None, help="keep the k likeliest picture codes (default: the session's)")
     p.add_argument("--device", default=None)
     p.add_argument("--refine", action=argparse.BooleanOptionalAction, default=None,
                    help="clean pictures with the shipped refiner before judging (default: the session's)")
@@ -242,7 +244,7 @@ def run(args) -> int:
         return 2
     torch.set_num_threads(max(1, torch.get_num_threads()))
     model = load(args.checkpoints, device=args.device)
-    settings = {} if args.cfg is None else {"cfg": args.cfg}
+    settings = {k: getattr(args, k) for k in ("cfg", "temperature", "top_k") if getattr(args, k) is not None}
     if args.refine is not None:
         settings["refine"] = args.refine
     if args.save_images:

@@ -199,3 +199,15 @@ def test_train_refiner_smoke(tmp_path):
     assert Refiner.from_pretrained(out).refine(torch.rand(1, 3, IMAGE_SIZE, IMAGE_SIZE)).shape == (1, 3, 128, 128)
     assert cli(["train", "refiner", "--out", str(tmp_path / "nothing"), "--vq", str(tmp_path / "vq"),
                 "--resume", "--no-progress"]) == 2
+    # --init-from: a new run that starts from the shipped (bf16) weights with a fresh optimizer
+    tuned = tmp_path / "tuned"
+    init = ["train", "refiner", "--vq", str(tmp_path / "vq"), "--out", str(tuned), "--init-from", str(out)]
+    assert cli(init + common[8:] + ["--steps", "1", "--lr", "0"]) == 0
+    start = {k: v.float() for k, v in load_file(str(out / "model.safetensors")).items()}
+    after_zero_lr = load_file(str(tuned / "trainer" / "model.safetensors"))
+    assert all(torch.equal(start[k], after_zero_lr[k]) for k in start), "lr 0 keeps the initial weights"
+    assert json.loads((tuned / "trainer" / "state.json").read_text())["step"] == 1
+    lineage = json.loads((tuned / "config.json").read_text())["training"]["init_from"]
+    initial = json.loads((out / "config.json").read_text())["training"]
+    assert lineage["checkpoint"] == str(out) and lineage["training"]["step"] == initial["step"]
+    assert cli(init[:-1] + [str(tmp_path / "nothing"), "--no-progress"]) == 2

@@ -100,6 +100,14 @@ def start(args, out: Path, info: dict, *, config_from_dict: Callable, build_conf
         cfg = config_from_dict(json.loads((out / "config.json").read_text()))
         saved = json.loads((trainer_dir / "state.json").read_text())
         info.update({k: v for k, v in saved.items() if k != "param_groups"})
+    elif getattr(args, "init_from", None):    # a shipped checkpoint's config and weights, a fresh optimizer
+        init = Path(args.init_from)
+        if not (init / "config.json").is_file() or not (init / "model.safetensors").is_file():
+            print(f"--init-from {init}: no checkpoint there (config.json + model.safetensors)", file=sys.stderr)
+            return None
+        cfg = config_from_dict(json.loads((init / "config.json").read_text()))
+        # where the weights came from, and how they were made, stays in every record of this run
+        info["init_from"] = {"checkpoint": str(init), "training": getattr(cfg, "training", None) or {}}
     else:
         cfg = build_config(args)
     if before_model is not None:
@@ -113,6 +121,11 @@ def start(args, out: Path, info: dict, *, config_from_dict: Callable, build_conf
         if ema is not None and (trainer_dir / "ema.safetensors").is_file():
             ema.load_state_dict(load_file(str(trainer_dir / "ema.safetensors")))
         optimizer_from_safetensors(opt, load_file(str(trainer_dir / "optimizer.safetensors")), saved)
+    elif getattr(args, "init_from", None):
+        shipped = {k: v.float() for k, v in load_file(str(Path(args.init_from) / "model.safetensors")).items()}
+        model.load_state_dict(shipped)
+        if ema is not None:
+            ema.load_state_dict(shipped)
     elif ema is not None:
         ema.load_state_dict(model.state_dict())
     model, opt = acc.prepare(model, opt)
@@ -148,7 +161,7 @@ def training_record(setup: Setup, args, info: dict, command: str, **figures) -> 
     return {**{k: info[k] for k in ("step", "images_seen", "wall_seconds")}, **figures,
             "batch_size": args.batch_size * setup.acc.num_processes, "crop": args.crop, "lr": args.lr,
             "bf16": setup.bf16, "device": str(setup.device), "processes": setup.acc.num_processes,
-            "command": command}
+            "command": command, **({"init_from": info["init_from"]} if "init_from" in info else {})}
 
 
 def checkpoint(setup: Setup, out: Path, shipped, record: dict, info: dict, score: float, best_key: str) -> bool:

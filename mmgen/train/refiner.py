@@ -2,6 +2,7 @@
 
     mmgen train refiner --out checkpoints/refiner --schedule-minutes 60
     mmgen train refiner --out checkpoints/refiner --resume          # carry on where it stopped
+    mmgen train refiner --init-from checkpoints/refiner --out runs/refiner   # fine-tune shipped weights
     accelerate launch -m mmgen.train.refiner --out checkpoints/refiner   # several processes / GPUs
 
 Each training pair is made on the fly from a training scene (seed < EVAL_SEED_OFFSET): the target
@@ -84,6 +85,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = all cores)")
     p.add_argument("--no-bf16", action="store_true", help="train in fp32")
     p.add_argument("--resume", action="store_true", help="continue from --out/trainer")
+    p.add_argument("--init-from", metavar="CHECKPOINT",
+                   help="start from a shipped refiner's weights (fresh optimizer), e.g. to follow a retrained tokenizer")
     p.add_argument("--no-progress", action="store_true")
 
 

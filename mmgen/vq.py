@@ -104,12 +104,14 @@ def norm(ch: int) -> nn.Module:
 
 
 class ResBlock(nn.Module):
-    """x + conv(relu(norm(conv(relu(norm(x)))))); the last conv starts at zero, so the block starts as the identity."""
+    """x + conv(relu(norm(conv(relu(norm(x)))))); the last conv starts at zero, so the block starts as the identity.
+    `kernel` 1 with `make_norm=ChannelNorm` is the local encoder's per-position block."""
 
-    def __init__(self, ch: int):
+    def __init__(self, ch: int, kernel: int = 3, make_norm=None):
         super().__init__()
-        self.norm1, self.conv1 = norm(ch), nn.Conv2d(ch, ch, 3, padding=1)
-        self.norm2, self.conv2 = norm(ch), nn.Conv2d(ch, ch, 3, padding=1)
+        make_norm = make_norm or norm
+        self.norm1, self.conv1 = make_norm(ch), nn.Conv2d(ch, ch, kernel, padding=kernel // 2)
+        self.norm2, self.conv2 = make_norm(ch), nn.Conv2d(ch, ch, kernel, padding=kernel // 2)
         nn.init.zeros_(self.conv2.weight)
         nn.init.zeros_(self.conv2.bias)
 
@@ -127,20 +129,6 @@ class ChannelNorm(nn.Module):
 
     def forward(self, x):                      # [B, C, H, W]
         return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
-
-
-class PointwiseBlock(nn.Module):
-    """x + W2 relu(norm(W1 relu(norm(x)))) with 1 × 1 convs; W2 starts at zero (identity block)."""
-
-    def __init__(self, ch: int):
-        super().__init__()
-        self.norm1, self.conv1 = ChannelNorm(ch), nn.Conv2d(ch, ch, 1)
-        self.norm2, self.conv2 = ChannelNorm(ch), nn.Conv2d(ch, ch, 1)
-        nn.init.zeros_(self.conv2.weight)
-        nn.init.zeros_(self.conv2.bias)
-
-    def forward(self, x):
-        return x + self.conv2(F.relu(self.norm2(self.conv1(F.relu(self.norm1(x))))))
 
 
 class LocalEncoder(nn.Module):
@@ -163,7 +151,7 @@ class LocalEncoder(nn.Module):
         layers: list[nn.Module] = [nn.Conv2d(3, c[0], 1)]
         for cin, cout in zip(c[:-1], c[1:]):
             layers += [ChannelNorm(cin), nn.ReLU(), nn.Conv2d(cin, cout, 2, stride=2)]
-        layers += [PointwiseBlock(cfg.latent_channels) for _ in range(LOCAL_ENCODER_BLOCKS)]
+        layers += [ResBlock(cfg.latent_channels, kernel=1, make_norm=ChannelNorm) for _ in range(LOCAL_ENCODER_BLOCKS)]
         layers += [ChannelNorm(cfg.latent_channels), nn.ReLU(), nn.Conv2d(cfg.latent_channels, out_dim, 1)]
         self.net = nn.Sequential(*layers)
 

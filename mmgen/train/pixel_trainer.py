@@ -93,6 +93,7 @@ def start(args, out: Path, info: dict, *, config_from_dict: Callable, build_conf
     bf16 = not args.no_bf16 and (torch.cuda.is_bf16_supported() if cuda else bf16_fast_on_cpu())
     acc = Accelerator(mixed_precision="bf16" if bf16 else "no", cpu=not cuda)
     trainer_dir = out / "trainer"
+    init = Path(args.init_from) if getattr(args, "init_from", None) else None
     if args.resume:
         if not (trainer_dir / "state.json").is_file():
             print(f"--resume: nothing to resume in {trainer_dir}", file=sys.stderr)
@@ -100,8 +101,7 @@ def start(args, out: Path, info: dict, *, config_from_dict: Callable, build_conf
         cfg = config_from_dict(json.loads((out / "config.json").read_text()))
         saved = json.loads((trainer_dir / "state.json").read_text())
         info.update({k: v for k, v in saved.items() if k != "param_groups"})
-    elif getattr(args, "init_from", None):    # a shipped checkpoint's config and weights, a fresh optimizer
-        init = Path(args.init_from)
+    elif init is not None:    # a shipped checkpoint's config and weights, a fresh optimizer
         if not (init / "config.json").is_file() or not (init / "model.safetensors").is_file():
             print(f"--init-from {init}: no checkpoint there (config.json + model.safetensors)", file=sys.stderr)
             return None
@@ -121,8 +121,8 @@ def start(args, out: Path, info: dict, *, config_from_dict: Callable, build_conf
         if ema is not None and (trainer_dir / "ema.safetensors").is_file():
             ema.load_state_dict(load_file(str(trainer_dir / "ema.safetensors")))
         optimizer_from_safetensors(opt, load_file(str(trainer_dir / "optimizer.safetensors")), saved)
-    elif getattr(args, "init_from", None):
-        shipped = {k: v.float() for k, v in load_file(str(Path(args.init_from) / "model.safetensors")).items()}
+    elif init is not None:
+        shipped = {k: v.float() for k, v in load_file(str(init / "model.safetensors")).items()}
         model.load_state_dict(shipped)
         if ema is not None:
             ema.load_state_dict(shipped)

@@ -25,6 +25,7 @@ from .stream import Conversation, Stream, Turn
 
 CODE_CACHE_SIZE = 50_000          # pictures whose codes are kept (≈ 256 ints each)
 CFG_DROPOUT = 0.1                 # probability that a user message's words are emptied
+REPLY_DROPOUT = 0.5               # ... and, when they are, that the picture reply's own words are too
 IGNORE_INDEX = -100
 
 
@@ -113,9 +114,13 @@ class Batch:
 def encode_for_training(stream: Stream, conversation: Conversation, rng: random.Random, *,
                         max_len: int, cfg_dropout: float = CFG_DROPOUT):
     conversation = stream.fit(conversation, max_len)
-    dropped = frozenset(i for i, t in enumerate(conversation.turns)
-                        if t.role == "user" and rng.random() < cfg_dropout)
-    return stream.encode(conversation, drop_user_text=dropped)
+    turns = conversation.turns
+    dropped = frozenset(i for i, t in enumerate(turns) if t.role == "user" and rng.random() < cfg_dropout)
+    # guidance's unconditional twin may read the reply's words before its picture or not
+    # (SamplingConfig.guide_reply, generate.py): both kinds of twin are trained
+    silent = frozenset(i + 1 for i in sorted(dropped) if i + 1 < len(turns) and turns[i + 1].codes is not None
+                       and rng.random() < REPLY_DROPOUT)
+    return stream.encode(conversation, drop_user_text=dropped, drop_reply_text=silent)
 
 
 def collate(encoded: list, pad_id: int) -> Batch:

@@ -21,6 +21,8 @@ class SamplingConfig:
     top_k: int | None = None       # keep the k most likely ids
     top_p: float | None = None     # keep the smallest set whose probability is ≥ p
     cfg: float = 3.0               # guidance scale on image codes; 1 = no guidance
+    guide_reply: bool = False      # the unconditional twin reads neither the request nor the reply's
+                                   # words before the picture (True), or reads the reply (False; generate.py)
     text_temperature: float = 0.0  # words are answered greedily by default: answers are exact
     max_text_tokens: int = 64      # an assistant's words before the picture or the end
 

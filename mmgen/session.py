@@ -65,6 +65,7 @@ class Settings:
     temperature: float = 0.6         # picture codes; words are greedy
     top_k: int | None = None
     top_p: float | None = None
+    guide_reply: bool = False        # guidance's unconditional twin reads the reply's words (False) or not (generate.py)
     speculative: str = "auto"        # auto: the draft model if shipped, else copy drafting; or off
     draft_k: int = 4
     max_words: int = 64              # the longest reply in text tokens (before its picture)
@@ -86,6 +87,7 @@ class Settings:
             (self.background in BACKGROUNDS, f"background must be one of {', '.join(BACKGROUNDS)}"),
             (isinstance(self.provenance, bool), "provenance must be true or false"),
             (isinstance(self.refine, bool), "refine must be true or false"),
+            (isinstance(self.guide_reply, bool), "guide_reply must be true or false"),
         ]
         for ok, message in checks:
             if not ok:
@@ -93,7 +95,7 @@ class Settings:
 
     def sampling(self) -> SamplingConfig:
         return SamplingConfig(temperature=self.temperature, top_k=self.top_k, top_p=self.top_p, cfg=self.cfg,
-                              max_text_tokens=self.max_words)
+                              guide_reply=self.guide_reply, max_text_tokens=self.max_words)
 
     @classmethod
     def names(cls) -> list[str]:

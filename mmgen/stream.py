@@ -134,13 +134,16 @@ class Stream:
         out.modality.append(SPECIAL)
 
     def encode(self, conversation: Conversation, *, generation_prompt: bool = False,
-               drop_last_user_text: bool = False, drop_user_text: frozenset[int] = frozenset()) -> Encoded:
+               drop_last_user_text: bool = False, drop_user_text: frozenset[int] = frozenset(),
+               drop_reply_text: frozenset[int] = frozenset()) -> Encoded:
         """Ids, loss mask and modality of a conversation.
 
         generation_prompt: end with <assistant> so the model writes the next reply.
         drop_last_user_text: empty the words of the last user message — the unconditional
         branch of classifier-free guidance (pictures stay, so an edit keeps its picture).
         drop_user_text: indices of turns whose words are emptied (CFG dropout in training).
+        drop_reply_text: indices of assistant turns whose words (not their picture) are emptied:
+        CFG dropout of the reply that restates a request (generate.py).
         """
         out = Encoded(ids=[], loss_mask=[], modality=[])
         self._special(self.bos, False, out)
@@ -155,7 +158,7 @@ class Stream:
                 self._special(self.eot, False, out)
             else:
                 self._special(self.assistant, False, out)
-                self._text(turn.text, True, out)
+                self._text("" if i in drop_reply_text else turn.text, True, out)
                 if turn.codes is not None:
                     self._image_span(turn.codes, True, out)
                 self._special(self.eot, True, out)

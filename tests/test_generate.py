@@ -93,3 +93,26 @@ def test_grammar_states(tiny_stream):
     assert g.allowed(4).nonzero().flatten().tolist() == [s.image_end]
     g.advance(s.image_end)
     assert g.allowed(4).nonzero().flatten().tolist() == [s.eot]
+
+
+@pytest.mark.parametrize("guide_reply", [False, True])
+def test_the_unconditional_twin_reads_the_reply_only_when_asked(tiny_lm, tiny_stream, monkeypatch, guide_reply):
+    """Words come from one row; the picture rows are prefilled afresh: [cond + words] × n and twins
+    that read the same words (guide_reply False) or neither request nor reply (True)."""
+    import mmgen.generate as G
+    started = []
+    real_start = G.Decoder.start
+
+    def spy(self, ids, mask):
+        started.append([[int(t) for t, m in zip(r, k) if m] for r, k in zip(ids, mask)])
+        return real_start(self, ids, mask)
+    monkeypatch.setattr(G.Decoder, "start", spy)
+    s = tiny_stream
+    cond, uncond = prompts(s)
+    cfg = SamplingConfig(temperature=1.0, text_temperature=1.0, max_text_tokens=6, guide_reply=guide_reply)
+    steps = list(generate_ids(tiny_lm, s, cond, uncond, config=cfg, n=2, seed=1, require_image=True))
+    words = [t[0] for t in (st.tokens for st in steps)]
+    words = words[:words.index(s.image_start) + 1]
+    assert started[0] == [cond]
+    twin = uncond + ([s.image_start] if guide_reply else words)
+    assert started[1] == [cond + words] * 2 + [twin] * 2

@@ -140,3 +140,30 @@ def test_length_policy_refuses_when_impossible(tiny_stream):
 def test_short_conversation_is_untouched(tiny_stream):
     conv = long_conversation(tiny_stream, 2, random.Random(0))
     assert tiny_stream.fit(conv, 4096) == conv
+
+
+def test_reply_dropout_empties_the_words_but_keeps_the_picture(tiny_stream):
+    s = tiny_stream
+    codes = tuple(i % tiny_stream.codebook_size for i in range(IMAGE_TOKENS))
+    conv = Conversation((Turn("user", "draw a red circle"), Turn("assistant", "Here you go: a red circle.", codes)))
+    full = s.encode(conv)
+    silent = s.encode(conv, drop_user_text=frozenset({0}), drop_reply_text=frozenset({1}))
+    assert silent.ids == [s.bos, s.user, s.eot, s.assistant] + full.ids[full.ids.index(s.image_start):]
+    assert silent.loss_mask[silent.ids.index(s.image_start):] == full.loss_mask[full.ids.index(s.image_start):]
+
+
+def test_training_dropout_silences_only_picture_replies_after_a_dropped_request(tiny_stream):
+    from mmgen.data import encode_for_training
+    codes = tuple(i % tiny_stream.codebook_size for i in range(IMAGE_TOKENS))
+    conv = Conversation((Turn("user", "draw a red circle"), Turn("assistant", "Here you go: a red circle.", codes),
+                         Turn("user", "what colour is it?"), Turn("assistant", "red")))
+    silenced = asked = 0
+    rng = random.Random(0)
+    for _ in range(200):
+        ids = encode_for_training(tiny_stream, conv, rng, max_len=2048, cfg_dropout=1.0).ids
+        text = tiny_stream.text.decode([t for t in ids if tiny_stream.is_text_id(t)])
+        assert "draw" not in text and "colour" not in text        # every request dropped
+        silenced += "Here you go" not in text
+        asked += text.strip().endswith("red")
+    assert asked == 200                                           # an answer's words are never dropped
+    assert 60 < silenced < 140                                    # about half the picture replies (REPLY_DROPOUT)

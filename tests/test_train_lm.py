@@ -34,6 +34,9 @@ def test_train_checkpoint_resume(tmp_path, tiny_vq):
     config = json.loads((out / "config.json").read_text())
     assert config["mmgen_training"]["steps"] == 6
     assert config["mmgen_training"]["tokens"] > 0 and "val" in config["mmgen_training"]
+    curve = config["mmgen_training"]["curve"]          # one point per evaluation, kept across the resume
+    assert [p["step"] for p in curve] == [3, 6] and curve[0]["tokens"] < curve[1]["tokens"]
+    assert curve[-1]["image"] == round(config["mmgen_training"]["val"]["image"], 4)
     second = load_model(out).state_dict()
     assert any(not torch.equal(first[k], second[k]) for k in first), "resuming trained further"
 

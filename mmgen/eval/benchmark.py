@@ -14,6 +14,8 @@ Held-out scenes and held-out phrasings only (the evaluation split of the world).
 
     mmgen eval                       # 50 cases per category, prints a table, writes runs/eval.json
     mmgen eval --n 10 --parts gen    # quicker
+    mmgen eval --split train         # diagnostic: the training phrasings (fresh scenes from their streams),
+                                     # so the gap to the default shows what unseen wording costs
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from pathlib import Path
 
 GEN_CATEGORIES = ("single_object", "two_objects", "counting", "colors", "position", "color_attribution", "sign")
 PARTS = ("gen", "edit", "ask", "var")
+SPLITS = ("eval", "train")
 SEED_SALT = {"gen": 0, "edit": 1, "ask": 2, "var": 3}   # each part samples from its own seeds
 
 
@@ -34,9 +37,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoints", default=None, help="checkpoints folder (default: the shipped one)")
     p.add_argument("--out", default="runs/eval.json", help="where to write the JSON results")
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
+    p.add_argument("--split", choices=SPLITS, default="eval",
+                   help="eval: held-out scenes and phrasings (the figures to quote); train: the training "
+                        "phrasings and scene streams, a diagnostic of what unseen wording costs")
     p.add_argument("--cfg", type=float, default=None, help="guidance scale (default: the session's)")
     p.add_argument("--temperature", type=float, default=None, help="picture-code temperature (default: the session's)")
     p.add_argument("--top-k", type=int, default=None, help="keep the k likeliest picture codes (default: the session's)")
+    p.add_argument("--guide-reply", action=argparse.BooleanOptionalAction, default=None,
+                   help="guidance's unconditional twin reads neither the request nor the reply's words "
+                        "(default: the session's)")
     p.add_argument("--device", default=None)
     p.add_argument("--refine", action=argparse.BooleanOptionalAction, default=None,
                    help="clean pictures with the shipped refiner before judging (default: the session's)")
@@ -126,14 +135,14 @@ def _session_with_picture(model, seed: int, user_text: str, reply: str, scene, s
     return chat
 
 
-def run_generation(model, n: int, seed: int, settings: dict, save=None) -> dict:
+def run_generation(model, n: int, seed: int, settings: dict, save=None, split: str = "eval") -> dict:
     from ..world.prompts import prompt_for, spec_matches
     from .judge import judge
     results = {}
     for category in GEN_CATEGORIES:
         cases = []
         for i in range(n):
-            p = prompt_for(i, category)
+            p = prompt_for(i, category, split)
             reply = model.chat(seed=seed + i, **settings).send(p.text)
             found = judge(reply.image) if reply.image is not None else None
             checks = spec_matches(p.spec, found) if found is not None else {"picture": False}
@@ -144,15 +153,15 @@ def run_generation(model, n: int, seed: int, settings: dict, save=None) -> dict:
     return results
 
 
-def run_editing(model, n: int, seed: int, settings: dict, save=None) -> list[dict]:
+def run_editing(model, n: int, seed: int, settings: dict, save=None, split: str = "eval") -> list[dict]:
     from ..world.edits import sample_edit
     from ..world.language import stream
     from ..world.prompts import prompt_for
     from .judge import judge
     cases = []
     for i in range(n):
-        p = prompt_for(i + 10_000 * SEED_SALT["edit"], "mixed")
-        edit = sample_edit(p.scene, stream("eval", i, "benchmark-edit"), split="eval")
+        p = prompt_for(i + 10_000 * SEED_SALT["edit"], "mixed", split)
+        edit = sample_edit(p.scene, stream(split, i, "benchmark-edit"), split=split)
         if edit is None:
             continue
         chat = _session_with_picture(model, seed + i, p.text, p.reply, p.scene, settings)
@@ -166,15 +175,15 @@ def run_editing(model, n: int, seed: int, settings: dict, save=None) -> list[dic
     return cases
 
 
-def run_questions(model, n: int, seed: int, settings: dict) -> list[dict]:
+def run_questions(model, n: int, seed: int, settings: dict, split: str = "eval") -> list[dict]:
     from ..world import render
     from ..world.language import stream
     from ..world.prompts import prompt_for
     from ..world.questions import sample_question
     cases = []
     for i in range(n):
-        p = prompt_for(i + 10_000 * SEED_SALT["ask"], "mixed")
-        q = sample_question(p.scene, stream("eval", i, "benchmark-ask"), split="eval")
+        p = prompt_for(i + 10_000 * SEED_SALT["ask"], "mixed", split)
+        q = sample_question(p.scene, stream(split, i, "benchmark-ask"), split=split)
         if q is None:
             continue
         if i % 2 == 0:      # a picture the user brings
@@ -187,17 +196,17 @@ def run_questions(model, n: int, seed: int, settings: dict) -> list[dict]:
     return cases
 
 
-def run_variations(model, n: int, seed: int, settings: dict) -> list[dict]:
+def run_variations(model, n: int, seed: int, settings: dict, split: str = "eval") -> list[dict]:
     from ..world.conversation import VARIATION
     from ..world.language import stream
     from ..world.prompts import prompt_for
     from .judge import judge
     cases = []
     for i in range(n):
-        p = prompt_for(i + 10_000 * SEED_SALT["var"], "mixed")
+        p = prompt_for(i + 10_000 * SEED_SALT["var"], "mixed", split)
         if not p.scene.objects:
             continue
-        text = VARIATION.pick(stream("eval", i, "benchmark-var"), "eval")
+        text = VARIATION.pick(stream(split, i, "benchmark-var"), split)
         reply = _session_with_picture(model, seed + i, p.text, p.reply, p.scene, settings).send(text)
         found = judge(reply.image) if reply.image is not None else None
         cases.append({"instruction": text, "passed": found is not None and grade_variation(p.scene.to_dict(), found)})
@@ -244,7 +253,7 @@ def run(args) -> int:
         return 2
     torch.set_num_threads(max(1, torch.get_num_threads()))
     model = load(args.checkpoints, device=args.device)
-    settings = {k: getattr(args, k) for k in ("cfg", "temperature", "top_k") if getattr(args, k) is not None}
+    settings = {k: getattr(args, k) for k in ("cfg", "temperature", "top_k", "guide_reply") if getattr(args, k) is not None}
     if args.refine is not None:
         settings["refine"] = args.refine
     if args.save_images:
@@ -252,19 +261,19 @@ def run(args) -> int:
     t0 = time.time()
     results = {}
     if "gen" in parts:
-        results["gen"] = run_generation(model, args.n, args.seed, settings, args.save_images)
+        results["gen"] = run_generation(model, args.n, args.seed, settings, args.save_images, args.split)
     if "edit" in parts:
-        results["edit"] = run_editing(model, args.n, args.seed, settings, args.save_images)
+        results["edit"] = run_editing(model, args.n, args.seed, settings, args.save_images, args.split)
     if "ask" in parts:
-        results["ask"] = run_questions(model, args.n, args.seed, settings)
+        results["ask"] = run_questions(model, args.n, args.seed, settings, args.split)
     if "var" in parts:
-        results["var"] = run_variations(model, args.n, args.seed, settings)
+        results["var"] = run_variations(model, args.n, args.seed, settings, args.split)
     summary = summarise(results)
     print(format_table(summary))
-    print(f"({time.time() - t0:.0f} s, {args.n} cases per category)")
+    print(f"({time.time() - t0:.0f} s, {args.n} cases per category, {args.split} split)")
     out = Path(args.out)
     from ..io import atomic_write_json
-    atomic_write_json(out, {"summary": summary, "n": args.n, "seed": args.seed,
+    atomic_write_json(out, {"summary": summary, "n": args.n, "seed": args.seed, "split": args.split,
                             "checkpoints": str(args.checkpoints or "shipped"), "results": results})
     print(f"wrote {out}")
     return 0

@@ -186,6 +186,9 @@ def run(args, teacher_path: str | None = None) -> int:
             accelerator.print(f"\nstep {step + 1}: val loss text {val['text']:.4f} image {val['image']:.4f} "
                               f"| tokens seen {progress['tokens'] / 1e6:.1f} M")
             progress["val"] = val
+            # the learning curve travels with the checkpoint, across resumed runs and sessions
+            progress.setdefault("curve", []).append({"step": step + 1, "tokens": progress["tokens"],
+                                                     **{k: round(v, 4) for k, v in val.items()}})
         if accelerator.is_main_process and ((step + 1) % args.save_every == 0 or done):
             progress["wall_seconds"] = round(wall_before + time.time() - t0, 1)
             save_lm_checkpoint(lm, text, args.out, progress)

@@ -1,0 +1,56 @@
+"""`mmgen eval`: the benchmark's mechanics on a tiny random model (its scores mean nothing here)."""
+from __future__ import annotations
+
+import json
+
+from mmgen.cli import main
+from mmgen.eval.benchmark import GEN_CATEGORIES, grade_variation
+
+
+def _eval(tmp_path, checkpoints, *extra):
+    out = tmp_path / f"eval-{len(list(tmp_path.iterdir()))}.json"
+    code = main(["eval", "--n", "1", "--checkpoints", str(checkpoints), "--out", str(out), "--no-refine", *extra])
+    return code, (json.loads(out.read_text()) if out.exists() else None)
+
+
+def test_eval_writes_every_part_and_its_split(tmp_path, tiny_checkpoints, capsys):
+    code, got = _eval(tmp_path, tiny_checkpoints, "--split", "train")
+    assert code == 0
+    assert got["split"] == "train" and got["n"] == 1
+    assert set(got["summary"]) == {"generation", "editing", "questions", "variations"}
+    assert set(got["results"]["gen"]) == set(GEN_CATEGORIES)
+    for metrics in got["summary"].values():
+        for name, value in metrics.items():
+            assert (0 <= value <= got["n"]) if name == "cases" else (0.0 <= value <= 1.0)
+    assert "train split" in capsys.readouterr().out
+
+
+def test_train_split_asks_other_prompts_than_the_held_out_one(tmp_path, tiny_checkpoints):
+    _, train = _eval(tmp_path, tiny_checkpoints, "--split", "train", "--parts", "gen")
+    _, held_out = _eval(tmp_path, tiny_checkpoints, "--parts", "gen")
+    assert held_out["split"] == "eval"
+    prompts = lambda r: [c["prompt"] for cases in r["results"]["gen"].values() for c in cases]   # noqa: E731
+    assert set(prompts(train)).isdisjoint(prompts(held_out))
+
+
+def test_unknown_part_and_split_are_refused(tmp_path, tiny_checkpoints, capsys):
+    code, got = _eval(tmp_path, tiny_checkpoints, "--parts", "gen,dance")
+    assert code == 2 and got is None
+    assert "unknown part" in capsys.readouterr().out
+    try:
+        main(["eval", "--split", "test"])
+    except SystemExit as e:           # argparse: a clear message and exit status 2
+        assert e.code == 2
+    else:
+        raise AssertionError("--split test was accepted")
+
+
+def test_variation_grading_needs_the_same_things_in_a_new_layout():
+    a = {"shape": "circle", "color": "red", "size": "medium", "cell": "top left"}
+    b = {"shape": "star", "color": "blue", "size": "small", "cell": "center"}
+    source = {"background": "white", "objects": [a, b], "sign": None}
+    moved = {**source, "objects": [{**a, "cell": "bottom"}, b]}
+    assert grade_variation(source, moved)
+    assert not grade_variation(source, source)                                       # same layout
+    assert not grade_variation(source, {**moved, "background": "cream"})             # background changed
+    assert not grade_variation(source, {**moved, "objects": [{**a, "cell": "bottom", "color": "green"}, b]})

@@ -144,9 +144,7 @@ def generate_ids(model, stream: Stream, cond_ids: Sequence[int], uncond_ids: Seq
         decoder = Decoder(model, backend, 1)
         logits = decoder.start(*left_pad([list(cond_ids)], stream.pad)[:2])
         words: list[int] = []
-        while True:
-            if emitted >= limit:
-                return
+        while emitted < limit:
             probs = next_token_probs(logits, None, grammars[0].allowed(config.max_text_tokens), config, in_image=False)
             t = int(sample(probs.cpu(), generator)[0])
             for g in grammars:
@@ -159,6 +157,8 @@ def generate_ids(model, stream: Stream, cond_ids: Sequence[int], uncond_ids: Seq
             if t == stream.image_start:
                 break
             logits = decoder.feed(torch.tensor([t]))
+        else:
+            return
 
         # phase 2, the pictures: [cond + words] × n and their twins × n, prefilled afresh
         rows = [list(cond_ids) + words] * n

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from mmgen.cli import main
 from mmgen.eval.benchmark import GEN_CATEGORIES, grade_variation
 
@@ -37,12 +39,9 @@ def test_unknown_part_and_split_are_refused(tmp_path, tiny_checkpoints, capsys):
     code, got = _eval(tmp_path, tiny_checkpoints, "--parts", "gen,dance")
     assert code == 2 and got is None
     assert "unknown part" in capsys.readouterr().out
-    try:
+    with pytest.raises(SystemExit) as refused:      # argparse: a clear message and exit status 2
         main(["eval", "--split", "test"])
-    except SystemExit as e:           # argparse: a clear message and exit status 2
-        assert e.code == 2
-    else:
-        raise AssertionError("--split test was accepted")
+    assert refused.value.code == 2
 
 
 def test_variation_grading_needs_the_same_things_in_a_new_layout():

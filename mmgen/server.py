@@ -434,7 +434,7 @@ def create_app(model, config: ServerConfig | None = None):
             output = [message_item(ids["message"], result.text)] if with_message else []
             if result.pictures:
                 output.append(image_call_item(ids["image"], result=result.pictures[0], options=req.options,
-                                              action=ids["action"]))
+                                              action=ids["action"], text=result.text))
             response = response_object(response_id=ids["response"], model=model.name, created_at=int(time.time()),
                                        status="completed", output=output, request=req, previous=previous,
                                        usage=result.usage)

@@ -27,6 +27,7 @@ from PIL import Image
 
 from .imageutil import encode_image
 from .session import Settings, SessionError
+from .world.language import find_description
 
 IMAGE_SIZE = "128x128"
 SIZES = (IMAGE_SIZE, "auto")
@@ -327,9 +328,12 @@ class Usage:
 # --- Images API shapes --------------------------------------------------------------------------------
 def images_response(*, created: int, pictures: list[str], prompt: str, options: ImageOptions, usage: Usage,
                     seed: int | None, text: str) -> dict:
-    """OpenAI's ImagesResponse, plus `mmgen` (seed, the model's words) as an extension field."""
+    """OpenAI's ImagesResponse, plus `mmgen` (seed, the model's words) as an extension field. The
+    revised prompt is the layout the model's reply planned ("a red circle in the top left on a white
+    background"), else the prompt as given."""
     quality = options.quality if options.quality in ("low", "medium", "high") else None
-    return {"created": created, "data": [{"b64_json": p, "revised_prompt": prompt} for p in pictures],
+    revised = find_description(text) or prompt
+    return {"created": created, "data": [{"b64_json": p, "revised_prompt": revised} for p in pictures],
             "background": options.resolved_background, "output_format": options.output_format, "size": IMAGE_SIZE,
             "quality": quality, "usage": usage.images_api(), "mmgen": {"seed": seed, "text": text}}
 
@@ -460,10 +464,11 @@ def message_item(item_id: str, text: str, status: str = "completed") -> dict:
 
 
 def image_call_item(item_id: str, *, result: str | None, options: ImageOptions, action: str,
-                    status: str = "completed") -> dict:
+                    status: str = "completed", text: str = "") -> dict:
+    """`text`: the model's words with the picture; their layout plan, if any, is the revised prompt."""
     return {"type": "image_generation_call", "id": item_id, "status": status, "result": result, "action": action,
             "background": options.resolved_background, "output_format": options.output_format,
-            "quality": options.quality, "size": IMAGE_SIZE, "revised_prompt": None}
+            "quality": options.quality, "size": IMAGE_SIZE, "revised_prompt": find_description(text)}
 
 
 def response_object(*, response_id: str, model: str, created_at: int, status: str, output: list[dict],
@@ -559,6 +564,6 @@ class ResponseEvents:
                                    output_index=self.index),
                        self._event("response.output_item.done", output_index=self.index,
                                    item=image_call_item(self.image_id, result=result, options=self.options,
-                                                        action=self.action))]
+                                                        action=self.action, text=final_text))]
         events.append(self._event("response.completed", response=response))
         return events

@@ -58,17 +58,21 @@ class SessionError(ValueError):
 @dataclass
 class Settings:
     """Per-session defaults; every one can be overridden per call (`send(..., cfg=5)`)."""
-    # picture codes are sampled cooler and guided harder than the model's raw distribution: on the
-    # generation benchmark (20 cases per category, 8200-step pair, no refiner) temperature 1.0 / cfg 3
-    # scored 0.08 overall, 0.7 / 3 0.24, 0.6 / 4 0.28, 0.5 / 5 0.28, 0.3 / 3 0.17, 0.7 / 8 0.14
-    cfg: float = 4.0                 # classifier-free guidance on picture codes
-    temperature: float = 0.6         # picture codes; words are greedy
+    # picture codes are sampled cooler and guided harder than the model's raw distribution. Generation
+    # benchmark, 20 cases per category, no refiner, temperature 0.6 (8200-step transformer: 1.0 / cfg 3
+    # 0.08, 0.7 / 3 0.24, 0.6 / 4 0.28). The 13100-step transformer, whose replies are layout plans:
+    # cfg 2 0.343, cfg 3 0.321; with a twin that skips the plan too (guide_reply) cfg 2 0.229, cfg 3
+    # 0.186 (likely because a twin that reads the plan leaves guidance to push towards what the
+    # request says beyond the plan, which mends a wrong plan); plans sampled at word temperature 0.7: 0.307.
+    cfg: float = 2.0                 # classifier-free guidance on picture codes
+    temperature: float = 0.6         # picture codes
+    word_temperature: float = 0.0    # the reply's words (0: greedy): exact answers and the likeliest plan
     top_k: int | None = None
     top_p: float | None = None
     guide_reply: bool = False        # guidance's unconditional twin reads the reply's words (False) or not (generate.py)
     speculative: str = "auto"        # auto: the draft model if shipped, else copy drafting; or off
     draft_k: int = 4
-    max_words: int = 64              # the longest reply in text tokens (before its picture)
+    max_words: int = 96              # the longest reply in text tokens (before its picture)
     background: str = "opaque"       # "transparent": RGBA with the flat background cut out
     provenance: bool = True          # PNG metadata + IPTC trainedAlgorithmicMedia marker on save
     refine: bool = REFINE_DEFAULT    # clean drawn pictures with the diffusion refiner, when one is shipped
@@ -78,6 +82,8 @@ class Settings:
             (isinstance(self.cfg, (int, float)) and 0 <= self.cfg <= 20, "cfg must be a number in [0, 20]"),
             (isinstance(self.temperature, (int, float)) and 0 <= self.temperature <= 5,
              "temperature must be a number in [0, 5]"),
+            (isinstance(self.word_temperature, (int, float)) and 0 <= self.word_temperature <= 5,
+             "word_temperature must be a number in [0, 5]"),
             (self.top_k is None or (isinstance(self.top_k, int) and self.top_k >= 1), "top_k must be a positive integer"),
             (self.top_p is None or (isinstance(self.top_p, (int, float)) and 0 < self.top_p <= 1),
              "top_p must be in (0, 1]"),
@@ -95,7 +101,8 @@ class Settings:
 
     def sampling(self) -> SamplingConfig:
         return SamplingConfig(temperature=self.temperature, top_k=self.top_k, top_p=self.top_p, cfg=self.cfg,
-                              guide_reply=self.guide_reply, max_text_tokens=self.max_words)
+                              guide_reply=self.guide_reply, text_temperature=self.word_temperature,
+                              max_text_tokens=self.max_words)
 
     @classmethod
     def names(cls) -> list[str]:

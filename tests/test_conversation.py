@@ -13,7 +13,21 @@ from mmgen.world import render
 from mmgen.world.conversation import MAX_EXCHANGES, TASKS, sample_conversation
 from mmgen.world.export import DatasetError, export, read_jsonl
 from mmgen.world.prompts import spec_matches
-from mmgen.world.scene import Scene, validate
+from mmgen.world.language import canonical_location
+from mmgen.world.scene import CELLS, Scene, validate
+
+
+def check_layout_plan(text: str, scene) -> None:
+    """A picture's reply names every object with its colour, shape and cell, top row first (the order
+    the picture's codes are drawn in), then the background."""
+    at = 0
+    for o in sorted(scene.objects, key=lambda o: CELLS.index(o.cell)):
+        found = text.find(f"{o.color} {o.shape} {canonical_location(o.cell)}", at)
+        assert found >= at, (text, o)
+        at = found
+    if scene.sign is not None:
+        assert f'"{scene.sign.word}"' in text
+    assert text.endswith(f"{scene.background} background.")
 
 
 def check_conversation(conv) -> None:
@@ -46,6 +60,8 @@ def check_conversation(conv) -> None:
             kinds = [[(o.shape, o.color, o.size) for o in s.objects] for s in (old, new)]
             assert kinds[0] == kinds[1]
             assert all(a.cell != b.cell for a, b in zip(old.objects, new.objects))
+        if user.task in ("create", "variation"):
+            check_layout_plan(reply.text, reply.image)
         if reply.image is not None:
             current = reply.image
         assert current is not None                       # every request is about some picture

@@ -24,6 +24,11 @@ def test_eval_writes_every_part_and_its_split(tmp_path, tiny_checkpoints, capsys
     for metrics in got["summary"].values():
         for name, value in metrics.items():
             assert (0 <= value <= got["n"]) if name == "cases" else (0.0 <= value <= 1.0)
+    assert {"plan_matches_prompt", "picture_matches_plan"} <= set(got["summary"]["generation"])
+    for cases in got["results"]["gen"].values():
+        for case in cases:
+            assert isinstance(case["reply"], str)
+            assert case["plan_ok"] is False if case["plan"] is None else case["plan_ok"] in (True, False)
     assert "train split" in capsys.readouterr().out
 
 

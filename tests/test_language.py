@@ -10,11 +10,12 @@ from hypothesis import strategies as st
 
 from mmgen.world import render, sample_scene
 from mmgen.world.edits import EDIT_KINDS, sample_edit
-from mmgen.world.language import (COLOR_SYNONYMS, FAMILIES, NUMBER_WORDS, SHAPE_SYNONYMS, objects_matching, refer,
+from mmgen.world.language import (COLOR_SYNONYMS, FAMILIES, NUMBER_WORDS, SHAPE_SYNONYMS, describe, objects_matching,
+                                  read_description, refer,
                                   stream, template_regex)
 from mmgen.world.prompts import CATEGORIES, prompt_for, sample_prompt, spec_matches
 from mmgen.world.questions import QUESTION_KINDS, sample_question
-from mmgen.world.scene import DEFAULT_BACKGROUND, DEFAULT_SIZE, Obj, Scene, Sign, validate
+from mmgen.world.scene import CELLS, DEFAULT_BACKGROUND, DEFAULT_SIZE, Obj, Scene, Sign, validate
 
 SPLITS = ("train", "eval")
 
@@ -285,6 +286,27 @@ def test_answers_are_short_and_deterministic():
     assert a == b
     assert all(len(q.answer.split()) <= 2 for q in a if q.kind != "describe" and q.kind != "what_at")
 
+
+
+@settings(max_examples=300, deadline=None)
+@given(seed=st.integers(0, 10**8))
+def test_a_description_reads_back_as_its_scene(seed):
+    scene = sample_scene(seed)
+    want = scene.to_dict()
+    want["objects"].sort(key=lambda o: CELLS.index(o["cell"]))          # describe's reading order
+    assert read_description(f"Sure! Here's {describe(scene)}.") == want
+    assert read_description(describe(scene)) == want
+
+
+def test_text_without_a_whole_description_reads_as_none():
+    assert read_description("Sure, here it is.") is None
+    assert read_description("a red circle in the top left") is None      # no background: unfinished
+    assert read_description("a red blob in the top left on a white background") is None   # not a shape
+    got = read_description("a red circle in the top left and a small blue star at the bottom on a cream background")
+    assert got == {"background": "cream", "sign": None, "objects": [
+        {"shape": "circle", "color": "red", "size": "medium", "cell": "top left"},
+        {"shape": "star", "color": "blue", "size": "small", "cell": "bottom"}]}
+    assert read_description("an empty gray background") == {"background": "gray", "objects": [], "sign": None}
 
 # --- held-out phrasings ---------------------------------------------------------------------------
 def _import_all_families():

@@ -31,7 +31,7 @@ pytest.importorskip("multipart")
 
 from mmgen.imageutil import TRAINED_ALGORITHMIC_MEDIA  # noqa: E402
 from mmgen.server import ServerConfig, create_app  # noqa: E402
-from mmgen.server_api import APIError  # noqa: E402
+from mmgen.server_api import APIError, ImageOptions, Usage, image_call_item, images_response  # noqa: E402
 from mmgen.server_worker import Entry, SessionStore, Worker  # noqa: E402
 from mmgen.stream import Conversation, Turn  # noqa: E402
 
@@ -451,6 +451,20 @@ def test_worker_shutdown_answers_503():
         assert e.value.status == 503
 
     asyncio.run(scenario())
+
+
+def test_revised_prompt_is_the_replys_layout_plan():
+    opts, usage = ImageOptions(), Usage()
+    plan = "a red circle in the top left and a blue star at the bottom on a white background"
+    said = images_response(created=0, pictures=["x"], prompt="red circle top left, blue star below", options=opts,
+                           usage=usage, seed=1, text=f"Here you go: {plan}.")
+    assert said["data"][0]["revised_prompt"] == plan
+    unsaid = images_response(created=0, pictures=["x"], prompt="a circle", options=opts, usage=usage, seed=1,
+                             text="Sure, here it is.")
+    assert unsaid["data"][0]["revised_prompt"] == "a circle"                      # no plan: the prompt as given
+    assert image_call_item("ig", result="x", options=opts, action="generate", text=f"Done: {plan}.")[
+        "revised_prompt"] == plan
+    assert image_call_item("ig", result="x", options=opts, action="generate")["revised_prompt"] is None
 
 
 def test_session_store_drops_the_least_recently_used():

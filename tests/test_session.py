@@ -131,6 +131,9 @@ def test_bad_pictures_and_settings(tiny_model, tmp_path):
         chat.send("draw", colour="red")
     with pytest.raises(SessionError):
         tiny_model.chat(temperature="hot")
+    with pytest.raises(SessionError, match="word_temperature"):
+        chat.send("draw", word_temperature=-0.5)
+    assert tiny_model.chat(word_temperature=0.8).settings.sampling().text_temperature == 0.8
     assert chat.conversation.turns == ()
     # a greyscale picture of another size is converted and accepted
     reply = chat.send("what is this?", image=Image.new("L", (50, 70), 128), picture="never")

@@ -6,6 +6,9 @@ Held-out scenes and held-out phrasings only (the evaluation split of the world).
   counting, colours, position, colour attribution, sign; a case passes when the judge's reading
   of the picture satisfies everything the prompt asked (`prompts.spec_matches`). "overall" is
   the mean over categories; "sign words" is the share of sign prompts whose word is exact.
+  Two diagnostics split the failures: "plan matches prompt" (the reply's layout plan, read with
+  `language.read_description`, satisfies the prompt) and "picture matches plan" (the judge
+  reads exactly the planned scene, over the cases with a plan and a picture).
 - editing: a picture already in the conversation (its exact codes), then an edit instruction;
   "changed" = the asked change is in the new picture, "preserved" = everything else is as it was.
 - questions: a picture (given by the user, or drawn earlier) and a question; exact answers.
@@ -43,6 +46,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cfg", type=float, default=None, help="guidance scale (default: the session's)")
     p.add_argument("--temperature", type=float, default=None, help="picture-code temperature (default: the session's)")
     p.add_argument("--top-k", type=int, default=None, help="keep the k likeliest picture codes (default: the session's)")
+    p.add_argument("--word-temperature", type=float, default=None,
+                   help="temperature of the reply's words, 0 = greedy (default: the session's)")
     p.add_argument("--guide-reply", action=argparse.BooleanOptionalAction, default=None,
                    help="guidance's unconditional twin reads neither the request nor the reply's words "
                         "(default: the session's)")
@@ -136,8 +141,9 @@ def _session_with_picture(model, seed: int, user_text: str, reply: str, scene, s
 
 
 def run_generation(model, n: int, seed: int, settings: dict, save=None, split: str = "eval") -> dict:
+    from ..world.language import read_description
     from ..world.prompts import prompt_for, spec_matches
-    from .judge import judge
+    from .judge import compare, judge
     results = {}
     for category in GEN_CATEGORIES:
         cases = []
@@ -146,7 +152,13 @@ def run_generation(model, n: int, seed: int, settings: dict, save=None, split: s
             reply = model.chat(seed=seed + i, **settings).send(p.text)
             found = judge(reply.image) if reply.image is not None else None
             checks = spec_matches(p.spec, found) if found is not None else {"picture": False}
-            cases.append({"prompt": p.text, "passed": all(checks.values()), "checks": checks, "found": found})
+            # the reply's layout plan (prompts.CREATE_REPLIES), graded apart from the picture, so a
+            # failure shows whether the words went wrong or the drawing did
+            plan = read_description(reply.text)
+            cases.append({"prompt": p.text, "passed": all(checks.values()), "checks": checks, "found": found,
+                          "reply": reply.text, "plan": plan,
+                          "plan_ok": plan is not None and all(spec_matches(p.spec, plan).values()),
+                          "as_planned": None if plan is None or found is None else compare(plan, found)["exact"]})
             if save and reply.image is not None:
                 reply.image.save(Path(save) / f"gen-{category}-{i:03d}.png")
         results[category] = cases
@@ -220,6 +232,10 @@ def summarise(results: dict) -> dict:
         s["generation"] = {**per, "overall": sum(per.values()) / max(1, len(per))}
         signs = results["gen"].get("sign", [])
         s["generation"]["sign_words"] = sum(bool(x["checks"].get("sign_word")) for x in signs) / max(1, len(signs))
+        every = [x for cases in results["gen"].values() for x in cases]
+        drawn = [x["as_planned"] for x in every if x.get("as_planned") is not None]
+        s["generation"]["plan_matches_prompt"] = sum(bool(x.get("plan_ok")) for x in every) / max(1, len(every))
+        s["generation"]["picture_matches_plan"] = sum(drawn) / max(1, len(drawn))
     if "edit" in results:
         cases = results["edit"]
         s["editing"] = {"changed": sum(c["changed"] for c in cases) / max(1, len(cases)),
@@ -253,7 +269,7 @@ def run(args) -> int:
         return 2
     torch.set_num_threads(max(1, torch.get_num_threads()))
     model = load(args.checkpoints, device=args.device)
-    settings = {k: getattr(args, k) for k in ("cfg", "temperature", "top_k", "guide_reply") if getattr(args, k) is not None}
+    settings = {k: getattr(args, k) for k in ("cfg", "temperature", "word_temperature", "top_k", "guide_reply") if getattr(args, k) is not None}
     if args.refine is not None:
         settings["refine"] = args.refine
     if args.save_images:

@@ -3,7 +3,8 @@ from .conversation import Conversation, Turn, sample_conversation
 from .edits import EDIT_KINDS, Edit, sample_edit
 from .export import read_jsonl
 from .prompts import CATEGORIES, Prompt, prompt_for, sample_prompt, spec_matches
-from .questions import QUESTION_KINDS, Question, describe, sample_question
+from .language import describe
+from .questions import QUESTION_KINDS, Question, sample_question
 from .render import render
 from .scene import (BACKGROUND_COLORS, CELLS, OBJECT_COLORS, SHAPES, SIZES, Obj, Scene, Sign,
                     is_valid, sample_scene, validate)

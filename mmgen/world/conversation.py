@@ -22,7 +22,7 @@ import random
 from dataclasses import dataclass, field, replace
 
 from .edits import sample_edit
-from .language import as_typed, family, stream
+from .language import as_typed, describe, family, stream
 from .prompts import sample_prompt
 from .questions import sample_question
 from .scene import Scene, place, sample_scene
@@ -43,8 +43,9 @@ VARIATION = family("variation", (
     "another one like this", "give me a variation", "make another version", "same shapes, different layout",
     "can you do a variation?", "another one", "rearrange it", "shuffle the layout"), (
     "mix up the arrangement please", "try a fresh arrangement of the same things"))
-VARIATION_REPLIES = ("Here's a variation.", "Here's another one with the same shapes.", "Same things, new layout.",
-                     "Here's a new arrangement.")
+# like a create's reply, a variation's says the new layout before drawing it (prompts.CREATE_REPLIES)
+VARIATION_REPLIES = ("Here's a variation: {scene}.", "Same things, new layout: {scene}.",
+                     "Here's a new arrangement: {scene}.")
 
 
 @dataclass
@@ -107,7 +108,7 @@ def _variation(current, rng, split):
     if v is None:
         return None
     return ("variation", as_typed(VARIATION.pick(rng, split), rng), {"source": current.to_dict()},
-            rng.choice(VARIATION_REPLIES), v)
+            rng.choice(VARIATION_REPLIES).format(scene=describe(v)), v)
 
 
 EXCHANGES = {"create": _create, "edit": _edit, "ask": _ask, "variation": _variation}

@@ -19,7 +19,8 @@ import random
 import re
 from dataclasses import dataclass
 
-from .scene import CELLS, DEFAULT_SIZE, EVAL_SEED_OFFSET, Obj, Scene, cell_row_col, eval_seed
+from .scene import (BACKGROUND_COLORS, BANDS, CELLS, DEFAULT_SIZE, EVAL_SEED_OFFSET, OBJECT_COLORS, SHAPES, SIZES,
+                    Obj, Scene, cell_row_col, eval_seed)
 
 # --- splits and streams ----------------------------------------------------------------------
 SPLITS = ("train", "eval")
@@ -335,6 +336,64 @@ def canonical_sign(s: dict) -> str:
     if s.get("plaque"):
         text += f" on {article(s['plaque'])} {s['plaque']} plaque"
     return text + (" " + canonical_band(s["band"]) if s.get("band") else "")
+
+
+def describe(scene: Scene) -> str:
+    """'a red circle in the top left and the word "OPEN" in white on a blue plaque at the top on a
+    black background': shapes in reading order (top row first), then the sign, then the background."""
+    parts = [f"{canonical_object(o)} {canonical_location(o.cell)}"
+             for o in sorted(scene.objects, key=lambda o: CELLS.index(o.cell))]
+    if scene.sign is not None:
+        parts.append(canonical_sign(scene.sign.to_dict()))
+    bg = f"{article(scene.background)} {scene.background} background"
+    return f"{join_list(parts)} on {bg}" if parts else f"an empty {scene.background} background"
+
+
+
+def _one_of(words) -> str:
+    """A regex alternation of `words`, longest first (so "light blue" wins over "blue")."""
+    return "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
+
+
+_PLACES = {canonical_location(c): c for c in CELLS}
+_BANDS = {canonical_band(b): b for b in BANDS}
+_COLORS, _BACKGROUNDS = _one_of(OBJECT_COLORS), _one_of(BACKGROUND_COLORS)
+# one thing `describe` names: a shape with its cell, or the sign
+_THING = re.compile(
+    rf"an? (?:(?P<size>{_one_of(s for s in SIZES if s != DEFAULT_SIZE)}) )?(?P<color>{_COLORS}) "
+    rf"(?P<shape>{_one_of(SHAPES)}) (?P<where>{_one_of(_PLACES)})|"
+    rf'the word "(?P<word>[A-Z]+)"(?: in (?P<sign_color>{_COLORS}))?(?: on an? (?P<plaque>{_COLORS}) plaque)?'
+    rf"(?: (?P<band>{_one_of(_BANDS)}))?")
+_DESCRIPTION = re.compile(rf"(?P<things>(?:(?:{_THING.pattern})(?:, | and )?)+) on an? (?P<bg>{_BACKGROUNDS}) "
+                          rf"background|an empty (?P<empty>{_BACKGROUNDS}) background")
+
+
+def find_description(text: str) -> str | None:
+    """The `describe` phrase inside `text` (e.g. a create's reply, "Here you go: a red circle in the
+    top left on a white background."), or None when `text` holds no complete one."""
+    found = _DESCRIPTION.search(text)
+    return None if found is None else found[0]
+
+
+def read_description(text: str) -> dict | None:
+    """The scene dict (no geometry) that the `describe` phrase in `text` names, or None: the inverse of
+    `describe`. `mmgen eval` reads the model's layout plan with it."""
+    found = _DESCRIPTION.search(text)
+    if found is None:
+        return None
+    if found["empty"]:
+        return {"background": found["empty"], "objects": [], "sign": None}
+    objects, signs = [], []
+    for m in _THING.finditer(found["things"]):
+        if m["shape"]:
+            objects.append({"shape": m["shape"], "color": m["color"], "size": m["size"] or DEFAULT_SIZE,
+                            "cell": _PLACES[m["where"]]})
+        else:
+            signs.append({"word": m["word"], "color": m["sign_color"], "plaque": m["plaque"],
+                          "band": _BANDS.get(m["band"])})
+    if len(signs) > 1:          # a scene holds at most one sign
+        return None
+    return {"background": found["bg"], "objects": objects, "sign": signs[0] if signs else None}
 
 
 # --- referring expressions ---------------------------------------------------------------------------

@@ -5,7 +5,7 @@
     p.text      # 'draw three blue squares'
     p.scene     # the Scene to draw
     p.spec      # what the words constrain (below)
-    p.reply     # 'Here are three blue squares.'
+    p.reply     # 'Here you go: a blue square in the top left, a blue square in the center and ...'
     spec_matches(p.spec, judged_scene)       # {"count": True, "object_0": True, ...}
     prompt_for(17, "position")               # the benchmark's 17th position prompt (eval split)
 
@@ -27,8 +27,8 @@ import random
 from dataclasses import dataclass
 from itertools import permutations
 
-from .language import (ATTRS, NUMBER_WORDS, RELATION_WORDS, article, as_typed, canonical_group, canonical_sign,
-                       check_split, color_word, family, group_phrase, join_list, relation_holds,
+from .language import (ATTRS, RELATION_WORDS, as_typed,
+                       check_split, color_word, describe, family, group_phrase, join_list, relation_holds,
                        relation_words, sign_phrase, stream)
 from .scene import (BACKGROUND_COLORS, CELLS, DEFAULT_BACKGROUND, DEFAULT_SIZE, MAX_OBJECTS, OBJECT_COLORS,
                     SHAPES, SIZES, Obj, Scene, Sign, place, random_sign)
@@ -70,8 +70,11 @@ TERSE_BACKGROUND = family("terse_background", ("{bg} background", "on {bg}", "{b
 BACKGROUND_WITH_SIGN = family("background_sign", (   # a picture of only a sign
     "a {bg} background with {rest}", "{rest} on a {bg} background"), (
     "{rest} set against a {bg} backdrop", "a {bg} backdrop carrying {rest}"))
-CREATE_REPLIES = ("{Here} {desc}.", "Here you go: {desc}.", "Sure! {Here} {desc}.", "Here it is: {desc}.",
-                  "Here you go.", "Sure, here it is.", "Done: {desc}.")
+# The reply says what the picture will hold, object by object in reading order (top row first) with
+# each one's cell: a layout plan in words. The transformer writes it before the picture's codes, which
+# it draws in the same order, so "three red circles" is settled as three cells in text (where the small
+# model counts well) and each code then only has to follow the nearest words, not count.
+CREATE_REPLIES = ("Here you go: {scene}.", "Sure! Here's {scene}.", "Here it is: {scene}.", "Done: {scene}.")
 
 
 @dataclass(frozen=True)
@@ -242,16 +245,6 @@ def prompt_text(spec: dict, rng: random.Random, split: str) -> str:
     return as_typed(text, rng)
 
 
-def spec_phrase(spec: dict) -> str:
-    """The canonical words for what a spec asks: 'a red circle to the left of a green star'."""
-    pieces = _object_pieces(spec, canonical_group, lambda r: RELATION_WORDS[r][0])
-    if spec["sign"]:
-        pieces.append(canonical_sign(spec["sign"]))
-    desc = join_list(pieces)
-    bg = spec["background"]
-    return desc + (f" on {article(bg)} {bg} background" if bg else "")
-
-
 def sample_prompt(rng: random.Random, split: str = "train", category: str | None = None) -> Prompt:
     """A create prompt of `category` (None: the training mixture), its scene, spec and reply."""
     check_split(split)
@@ -265,9 +258,7 @@ def sample_prompt(rng: random.Random, split: str = "train", category: str | None
         scene = None if built is None else realize(built[0], built[1], rng)
         if scene is not None:
             spec = built[0]
-            desc = spec_phrase(spec)
-            here = "Here are" if desc.split()[0] in NUMBER_WORDS else "Here's"
-            reply = rng.choice(CREATE_REPLIES).format(desc=desc, Here=here)
+            reply = rng.choice(CREATE_REPLIES).format(scene=describe(scene))
             return Prompt(text=prompt_text(spec, rng, split), scene=scene, spec=spec, reply=reply)
     raise RuntimeError(f"no valid {category} prompt in {BUILD_TRIES} tries")
 

@@ -17,10 +17,9 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from .language import (NUMBER_WORDS, article, as_typed, canonical_location, canonical_object, canonical_sign,
-                       color_word, family, join_list, location, plural, refer, refer_sign, shape_word,
-                       weighted_order)
-from .scene import CELLS, OBJECT_COLORS, SHAPES, Scene
+from .language import (NUMBER_WORDS, article, as_typed, canonical_object, color_word, describe, family, location,
+                       plural, refer, refer_sign, shape_word, weighted_order)
+from .scene import OBJECT_COLORS, SHAPES, Scene
 
 QUESTION_WEIGHTS = {"color": 2.0, "shape": 1.5, "count": 2.0, "position": 1.5, "word": 1.5, "exists": 2.0,
                     "check_color": 1.0, "background": 1.0, "describe": 1.5, "what_at": 1.0}
@@ -82,17 +81,6 @@ class Question:
 
 def count_answer(n: int) -> str:
     return ZERO_ANSWER if n == 0 else NUMBER_WORDS[n]
-
-
-def describe(scene: Scene) -> str:
-    """'a red circle in the top left and the word "OPEN" in white on a blue plaque at the top on a
-    black background': shapes in reading order (top row first), then the sign, then the background."""
-    parts = [f"{canonical_object(o)} {canonical_location(o.cell)}"
-             for o in sorted(scene.objects, key=lambda o: CELLS.index(o.cell))]
-    if scene.sign is not None:
-        parts.append(canonical_sign(scene.sign.to_dict()))
-    bg = f"{article(scene.background)} {scene.background} background"
-    return f"{join_list(parts)} on {bg}" if parts else f"an empty {scene.background} background"
 
 
 def _things(shape: str | None, color: str | None, rng: random.Random, n: int) -> str:

@@ -269,7 +269,8 @@ def run(args) -> int:
         return 2
     torch.set_num_threads(max(1, torch.get_num_threads()))
     model = load(args.checkpoints, device=args.device)
-    settings = {k: getattr(args, k) for k in ("cfg", "temperature", "word_temperature", "top_k", "guide_reply") if getattr(args, k) is not None}
+    settings = {k: getattr(args, k) for k in ("cfg", "temperature", "word_temperature", "top_k", "guide_reply")
+                if getattr(args, k) is not None}
     if args.refine is not None:
         settings["refine"] = args.refine
     if args.save_images:

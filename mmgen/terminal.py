@@ -148,6 +148,38 @@ def picture_name(prompt: str, picture_id: str) -> str:
 
 
 # --- the conversation on screen ------------------------------------------------------------------
+class WordWrap:
+    """Streamed words on lines `width` columns wide. The terminal itself breaks a long line at its
+    edge, mid-word; here a word is written once it is whole (a space or the end follows it), on a
+    new line when it would cross the edge. Words arrive as pieces of words, so each waits for its end."""
+
+    def __init__(self, write: Callable[[str], None], width: int, column: int = 0):
+        self.write, self.width, self.column, self.word = write, max(1, width), column, ""
+
+    def feed(self, text: str) -> None:
+        for piece in re.split(r"([ \n])", text):
+            if piece in (" ", "\n"):
+                self.flush()
+                if piece == "\n" or self.column >= self.width:
+                    self.write("\n")
+                    self.column = 0
+                else:
+                    self.write(" ")
+                    self.column += 1
+            else:
+                self.word += piece
+
+    def flush(self) -> None:
+        """Write the word held back (at the end of the words, or before anything else is shown)."""
+        if self.word:
+            if self.column and self.column + len(self.word) > self.width:
+                self.write("\n")
+                self.column = 0
+            self.write(self.word)
+            self.column += len(self.word)
+            self.word = ""
+
+
 class Terminal:
     def __init__(self, model, chat, *, out_dir: Path, mode: str, picture: str = "auto", lines: int | None = None,
                  stdout=None, stderr=None):
@@ -174,13 +206,18 @@ class Terminal:
     def prompt(self) -> str:
         return "(+picture) > " if self.attachment else "> "
 
-    def canvas(self) -> Canvas:
-        """A picture area sized to the terminal: square, at most 32 lines, room left for text."""
-        lines, cell = self.lines, (0, 0)
+    def size(self) -> tuple[int, int, tuple]:
+        """Columns, rows and (if known) the cell size in pixels; 80 × 24 when stdout is not a terminal."""
         try:
             cols, rows, *cell = terminal_size(self.stdout.fileno())
         except (AttributeError, OSError, ValueError):     # not a real file (tests): a fixed size
-            cols, rows = 80, 24
+            return 80, 24, (0, 0)
+        return cols, rows, tuple(cell)
+
+    def canvas(self) -> Canvas:
+        """A picture area sized to the terminal: square, at most 32 lines, room left for text."""
+        lines = self.lines
+        cols, rows, cell = self.size()
         if lines is None:
             lines = max(4, min(32, rows - 8, (cols - 1) // 2))
         # a fresh kitty image id per picture: reusing one would replace older pictures still on screen
@@ -196,6 +233,7 @@ class Terminal:
         from .session import SessionError
         before = self.chat.conversation
         canvas, shown, done = None, "", None
+        wrap = WordWrap(lambda s: self.say(s, end=""), self.size()[0] - 1, column=len("mmgen: "))
         try:
             for event in events:
                 if event.kind == "text":
@@ -204,22 +242,25 @@ class Terminal:
                     if not shown and words:
                         self.say("mmgen: ", end="")
                     if words.startswith(shown):
-                        self.say(words[len(shown):], end="")
+                        wrap.feed(words[len(shown):])
                         shown = words
                 elif event.kind in ("preview", "image"):
                     if canvas is None:
+                        wrap.flush()
                         self.say("" if shown else "mmgen:")
                         canvas = self.canvas()
                     canvas.draw(event.image)
                 elif event.kind == "done":
                     done = event.reply
         except KeyboardInterrupt:
+            wrap.flush()
             events.close()
             finished = self.chat.conversation is not before
             self.say("\n" + ("stopped, but the reply had already finished (/undo forgets it)" if finished
                              else "stopped; the conversation is as it was"))
             return
         except SessionError as e:
+            wrap.flush()
             if shown or canvas:
                 self.say()
             self.warn(str(e))
@@ -233,7 +274,9 @@ class Terminal:
             self.say(f"mmgen: {done.text.strip()}")
         elif canvas is None:                      # end the streamed line with anything it lacks
             final = done.text.strip()
-            self.say(final[len(shown):] if final.startswith(shown) else "")
+            wrap.feed(final[len(shown):] if final.startswith(shown) else "")
+            wrap.flush()
+            self.say()
         self.attachment = None
         self.keep(done)
 

@@ -20,7 +20,8 @@ from PIL import Image
 from mmgen.session import Settings
 from mmgen.termimage import (KITTY_CHUNK, RESET, UPPER_HALF, Canvas, _sixel_runs, detect, halfblocks, iterm, kitty,
                              kitty_delete, sixel)
-from mmgen.terminal import CommandError, Terminal, parse_command, parse_path, parse_settings, parse_value, picture_name
+from mmgen.terminal import (CommandError, Terminal, WordWrap, parse_command, parse_path, parse_settings, parse_value,
+                            picture_name)
 
 REPO = Path(__file__).resolve().parent.parent
 RED, GREEN, BLUE, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)
@@ -217,6 +218,37 @@ class Screen:
         o, e = len(self.out.getvalue()), len(self.err.getvalue())
         assert self.term.handle(line)
         return self.out.getvalue()[o:], self.err.getvalue()[e:]
+
+
+def test_streamed_words_wrap_between_words():
+    plan = ("Here you go: a blue star in the top left, a blue star on the left, a blue star on the right and "
+            "a blue star in the bottom left on a white background.")
+    out = []
+    wrap = WordWrap(out.append, 30, column=7)
+    for i in range(0, len(plan), 3):                      # pieces of words, as tokens come
+        wrap.feed(plan[i:i + 3])
+    wrap.flush()
+    lines = ("x" * 7 + "".join(out)).split("\n")
+    assert all(len(line.rstrip()) <= 30 for line in lines) and len(lines) > 3
+    assert " ".join(line.strip() for line in lines)[7:].strip() == plan
+    long = []
+    wrap = WordWrap(long.append, 5)
+    wrap.feed("abcdefghij k")                             # a word longer than the line is written whole,
+    wrap.flush()
+    assert "".join(long) == "abcdefghij\nk"               # and the space after it becomes the line break
+
+
+def test_a_streamed_reply_on_screen_breaks_only_between_words(tmp_path):
+    from types import SimpleNamespace
+    text = "Here you go: " + ", ".join(["a small red circle in the top left"] * 6) + " on a white background."
+    events = [SimpleNamespace(kind="text", text=text[:n]) for n in range(1, len(text) + 1, 4)]
+    events.append(SimpleNamespace(kind="done", reply=SimpleNamespace(text=text, images=[])))
+    stdout = io.StringIO()
+    term = Terminal(None, SimpleNamespace(conversation=()), out_dir=tmp_path, mode="none", stdout=stdout)
+    term.play(iter(events))
+    lines = stdout.getvalue().rstrip("\n").split("\n")
+    assert len(lines) > 2 and all(len(line) <= 79 for line in lines)          # the fallback 80 columns, less one
+    assert " ".join(line.strip() for line in lines) == "mmgen: " + text
 
 
 def test_messages_and_commands(tiny_model, tmp_path):

@@ -24,7 +24,7 @@ class SamplingConfig:
     guide_reply: bool = False      # the unconditional twin reads neither the request nor the reply's
                                    # words before the picture (True), or reads the reply (False; generate.py)
     text_temperature: float = 0.0  # words are answered greedily by default: answers are exact
-    max_text_tokens: int = 96      # an assistant's words before the picture or the end (a create's layout plan is up to ~64)
+    max_text_tokens: int = 96      # an assistant's words before the picture or the end (a plan: up to ~64)
 
 
 class Grammar:

@@ -66,13 +66,13 @@ class Settings:
     # request says beyond the plan, which mends a wrong plan); plans sampled at word temperature 0.7: 0.307.
     cfg: float = 2.0                 # classifier-free guidance on picture codes
     temperature: float = 0.6         # picture codes
-    word_temperature: float = 0.0    # the reply's words (0: greedy): exact answers and the likeliest plan
+    word_temperature: float = SamplingConfig.text_temperature   # the reply's words; 0: greedy, the likeliest plan
     top_k: int | None = None
     top_p: float | None = None
     guide_reply: bool = False        # guidance's unconditional twin reads the reply's words (False) or not (generate.py)
     speculative: str = "auto"        # auto: the draft model if shipped, else copy drafting; or off
     draft_k: int = 4
-    max_words: int = 96              # the longest reply in text tokens (before its picture)
+    max_words: int = SamplingConfig.max_text_tokens   # the longest reply in text tokens (before its picture)
     background: str = "opaque"       # "transparent": RGBA with the flat background cut out
     provenance: bool = True          # PNG metadata + IPTC trainedAlgorithmicMedia marker on save
     refine: bool = REFINE_DEFAULT    # clean drawn pictures with the diffusion refiner, when one is shipped

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from mmgen.cli import main
-from mmgen.eval.benchmark import GEN_CATEGORIES, grade_variation
+from mmgen.eval.benchmark import GEN_CATEGORIES, grade_variation, summarise
 
 
 def _eval(tmp_path, checkpoints, *extra):
@@ -27,8 +27,8 @@ def test_eval_writes_every_part_and_its_split(tmp_path, tiny_checkpoints, capsys
     assert {"plan_matches_prompt", "picture_matches_plan"} <= set(got["summary"]["generation"])
     for cases in got["results"]["gen"].values():
         for case in cases:
-            assert isinstance(case["reply"], str)
-            assert case["plan_ok"] is False if case["plan"] is None else case["plan_ok"] in (True, False)
+            assert isinstance(case["reply"], str) and isinstance(case["plan_ok"], bool)
+            assert not case["plan_ok"] if case["plan"] is None else case["as_planned"] in (None, True, False)
     assert "train split" in capsys.readouterr().out
 
 
@@ -58,3 +58,12 @@ def test_variation_grading_needs_the_same_things_in_a_new_layout():
     assert not grade_variation(source, source)                                       # same layout
     assert not grade_variation(source, {**moved, "background": "cream"})             # background changed
     assert not grade_variation(source, {**moved, "objects": [{**a, "cell": "bottom", "color": "green"}, b]})
+
+
+def test_plan_figures_count_plans_and_only_pictures_with_a_plan():
+    def case(plan_ok, as_planned):
+        return {"passed": False, "checks": {}, "plan_ok": plan_ok, "as_planned": as_planned}
+    gen = {"single_object": [case(True, True), case(True, False)], "counting": [case(False, None), case(False, True)]}
+    got = summarise({"gen": gen})["generation"]
+    assert got["plan_matches_prompt"] == 0.5                 # 2 of 4 replies planned what was asked
+    assert got["picture_matches_plan"] == 2 / 3              # the reply without a plan is left out

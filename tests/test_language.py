@@ -11,8 +11,7 @@ from hypothesis import strategies as st
 from mmgen.world import render, sample_scene
 from mmgen.world.edits import EDIT_KINDS, sample_edit
 from mmgen.world.language import (COLOR_SYNONYMS, FAMILIES, NUMBER_WORDS, SHAPE_SYNONYMS, describe, objects_matching,
-                                  read_description, refer,
-                                  stream, template_regex)
+                                  read_description, refer, stream, template_regex)
 from mmgen.world.prompts import CATEGORIES, prompt_for, sample_prompt, spec_matches
 from mmgen.world.questions import QUESTION_KINDS, sample_question
 from mmgen.world.scene import CELLS, DEFAULT_BACKGROUND, DEFAULT_SIZE, Obj, Scene, Sign, validate
@@ -287,7 +286,6 @@ def test_answers_are_short_and_deterministic():
     assert all(len(q.answer.split()) <= 2 for q in a if q.kind != "describe" and q.kind != "what_at")
 
 
-
 @settings(max_examples=300, deadline=None)
 @given(seed=st.integers(0, 10**8))
 def test_a_description_reads_back_as_its_scene(seed):
@@ -307,6 +305,7 @@ def test_text_without_a_whole_description_reads_as_none():
         {"shape": "circle", "color": "red", "size": "medium", "cell": "top left"},
         {"shape": "star", "color": "blue", "size": "small", "cell": "bottom"}]}
     assert read_description("an empty gray background") == {"background": "gray", "objects": [], "sign": None}
+
 
 # --- held-out phrasings ---------------------------------------------------------------------------
 def _import_all_families():

@@ -349,7 +349,6 @@ def describe(scene: Scene) -> str:
     return f"{join_list(parts)} on {bg}" if parts else f"an empty {scene.background} background"
 
 
-
 def _one_of(words) -> str:
     """A regex alternation of `words`, longest first (so "light blue" wins over "blue")."""
     return "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))

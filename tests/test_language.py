@@ -358,6 +358,32 @@ def test_eval_user_turns_use_held_out_phrasings():
     assert len(used) >= len(regexes) // 2        # the held-out set is really exercised
 
 
+def test_chatter_wraps_the_request_without_changing_it():
+    from mmgen.world.language import CLOSERS, OPENERS, QUESTION_CLOSERS, with_chatter
+    rng, wrapped = random.Random(0), 0
+    for text in ("Draw a red circle", "make the star blue", "what colour is it?", 'the sign should say "OPEN"',
+                 "I'd like two squares") * 40:
+        out = with_chatter(text, rng)
+        opener = next((o for o in OPENERS if out.lower().startswith(o.lower())), "")
+        closer = next((c for c in sorted(CLOSERS + QUESTION_CLOSERS, key=len, reverse=True)
+                       if out.endswith(c) and len(out) > len(text)), "")
+        core = out[len(opener):len(out) - len(closer)]
+        assert core.lower() == text.lower(), (text, out)
+        assert core[1:] == text[1:]             # only the first letter's case may change ("OPEN" stays)
+        wrapped += out != text
+    assert 40 < wrapped < 160                   # about 1 − 0.75² of 200
+
+
+def test_only_training_conversations_get_chatter():
+    from mmgen.world.conversation import sample_conversation
+    from mmgen.world.language import OPENERS
+    def opened(split):
+        return sum(t.text.lower().startswith(tuple(o.lower() for o in OPENERS))
+                   for s in range(200) for t in sample_conversation(s, split).turns if t.role == "user")
+    assert opened("train") > 20
+    assert opened("eval") == 0
+
+
 def test_template_regex_finds_filled_templates():
     assert template_regex("lose {ref}").search("Lose the circle")
     assert not template_regex("lose {ref}").search('a sign that says "CLOSED" please')

@@ -22,7 +22,7 @@ import random
 from dataclasses import dataclass, field, replace
 
 from .edits import sample_edit
-from .language import as_typed, describe, family, stream
+from .language import as_typed, describe, family, stream, with_chatter
 from .prompts import sample_prompt
 from .questions import sample_question
 from .scene import Scene, place, sample_scene
@@ -37,11 +37,16 @@ TASKS = ("create", "edit", "ask", "variation")
 
 INTRO = family("user_image", (
     "here's a picture I made.", "look at this image.", "this is my picture.", "I drew this.",
-    "check this one out.", "here's an image."), (
+    "check this one out.", "here's an image.",
+    "here is my image.", "I made this picture.", "this is a picture I drew.", "here's something I made.",
+    "have a look at this.", "look at my picture."), (
     "take a peek at my drawing.", "sharing a picture with you."))
 VARIATION = family("variation", (
     "another one like this", "give me a variation", "make another version", "same shapes, different layout",
-    "can you do a variation?", "another one", "rearrange it", "shuffle the layout"), (
+    "can you do a variation?", "another one", "rearrange it", "shuffle the layout",
+    "a different layout please", "do it again with a new layout", "same things, new positions",
+    "move everything around", "one more like this", "make a variant", "another arrangement", "reshuffle it",
+    "give me another version", "new layout, same shapes"), (
     "mix up the arrangement please", "try a fresh arrangement of the same things"))
 # like a create's reply, a variation's says the new layout before drawing it (prompts.CREATE_REPLIES)
 VARIATION_REPLIES = ("Here's a variation: {scene}.", "Same things, new layout: {scene}.",
@@ -130,6 +135,8 @@ def sample_conversation(seed: int, split: str = "train") -> Conversation:
         task, text, meta, reply, image = got
         if user_image is not None and rng.random() < INTRO_RATE:
             text = f"{as_typed(INTRO.pick(rng, split), rng)} {text}"
+        if split == "train":
+            text = with_chatter(text, rng)
         turns.append(Turn("user", text, user_image, task, meta))
         turns.append(Turn("assistant", reply, image, task))
         current = image if image is not None else current

@@ -39,42 +39,71 @@ NEW_WORD_TRIES = 10
 RECOLOR = family("edit_recolor", (
     "make {ref} {color}", "change {ref} to {color}", "turn {ref} {color}", "color {ref} {color}",
     "colour {ref} {color}", "can you make {ref} {color}?", "{ref} should be {color}", "paint {ref} {color}",
-    "recolor {ref} to {color}", "now make {ref} {color}"), (
+    "recolor {ref} to {color}", "now make {ref} {color}",
+    "{ref} in {color} please", "could you make {ref} {color}?", "change the colour of {ref} to {color}",
+    "change the color of {ref} to {color}", "I want {ref} {color}", "let's make {ref} {color}",
+    "make {ref} {color} instead", "recolour {ref} {color}", "set {ref} to {color}", "turn {ref} to {color}",
+    "please make {ref} {color}"), (
     "I'd rather have {ref} in {color}", "switch {ref} over to {color}"))
 MOVE = family("edit_move", (
     "move {ref} to the {to}", "put {ref} {loc}", "shift {ref} to the {to}", "can you move {ref} to the {to}?",
-    "place {ref} {loc}", "{ref} should go to the {to}", "now move {ref} to the {to}"), (
+    "place {ref} {loc}", "{ref} should go to the {to}", "now move {ref} to the {to}",
+    "move {ref} {loc}", "could you move {ref} to the {to}?", "take {ref} to the {to}", "drag {ref} to the {to}",
+    "{ref} goes {loc}", "I want {ref} {loc}", "let's put {ref} {loc}", "bring {ref} to the {to}",
+    "send {ref} to the {to}", "position {ref} {loc}", "please move {ref} to the {to}"), (
     "slide {ref} over to the {to}", "relocate {ref} to the {to}"))
 ADD = family("edit_add", (
     "add {obj}", "now add {obj}", "also draw {obj}", "include {obj}", "can you add {obj}?", "add {obj} as well",
-    "draw {obj} too", "put {obj} in there"), (
+    "draw {obj} too", "put {obj} in there",
+    "add {obj} too", "could you add {obj}?", "please add {obj}", "give it {obj}", "I'd like {obj} as well",
+    "put in {obj}", "insert {obj}", "draw {obj} as well", "also add {obj}", "and add {obj}",
+    "place {obj} in it", "let's add {obj}"), (
     "throw in {obj}", "squeeze in {obj} as well"))
 REMOVE = family("edit_remove", (
     "remove {ref}", "delete {ref}", "get rid of {ref}", "take out {ref}", "erase {ref}", "take away {ref}",
-    "can you remove {ref}?"), (
+    "can you remove {ref}?",
+    "please remove {ref}", "could you remove {ref}?", "clear {ref}", "drop {ref}", "remove {ref} please",
+    "can you delete {ref}?", "get {ref} out", "wipe out {ref}", "take {ref} out", "I'd like {ref} gone",
+    "{ref} has to go", "no {ref} please"), (
     "lose {ref}", "I don't want {ref} anymore"))
 RESIZE_TO = family("edit_resize", (
-    "make {ref} {size}", "resize {ref} to {size}", "change {ref} to {size}", "{ref} should be {size}"), (
+    "make {ref} {size}", "resize {ref} to {size}", "change {ref} to {size}", "{ref} should be {size}",
+    "set {ref} to {size}", "can you make {ref} {size}?", "{ref} {size} please", "turn {ref} {size}",
+    "I want {ref} {size}", "make {ref} {size} instead", "let {ref} be {size}"), (
     "I'd like {ref} to be {size}", "go with {size} for {ref}"))
 GROW = family("edit_grow", (
     "make {ref} bigger", "make {ref} larger", "enlarge {ref}", "increase the size of {ref}",
-    "{ref} should be bigger"), (
+    "{ref} should be bigger",
+    "make {ref} a bit bigger", "can you make {ref} bigger?", "grow {ref}", "{ref} is too small",
+    "bigger {ref} please", "expand {ref}", "make {ref} larger please", "I want {ref} bigger",
+    "enlarge {ref} a little"), (
     "scale {ref} up", "blow {ref} up a bit"))
 SHRINK = family("edit_shrink", (
     "make {ref} smaller", "shrink {ref}", "reduce the size of {ref}", "{ref} should be smaller",
-    "make {ref} a bit smaller"), (
+    "make {ref} a bit smaller",
+    "{ref} is too big", "can you make {ref} smaller?", "make {ref} a little smaller", "smaller {ref} please",
+    "reduce {ref}", "I want {ref} smaller", "decrease the size of {ref}", "make {ref} tinier"), (
     "scale {ref} down", "tone {ref} down in size"))
 BACKGROUND = family("edit_background", (
     "change the background to {bg}", "make the background {bg}", "use a {bg} background",
     "put it on a {bg} background", "set the background to {bg}", "{bg} background please",
-    "can you make the background {bg}?"), (
+    "can you make the background {bg}?",
+    "background {bg}", "could you change the background to {bg}?", "turn the background {bg}",
+    "the background should be {bg}", "paint the background {bg}", "give it a {bg} background",
+    "I'd like a {bg} background", "let's have a {bg} background", "try a {bg} background"), (
     "swap the background for {bg}", "I want a {bg} backdrop"))
 WORD = family("edit_word", (
     'change the word to "{word}"', 'make the sign say "{word}"', 'replace "{old}" with "{word}"',
-    "change the text to {word}", 'the sign should say "{word}"', 'write "{word}" instead', "make it say {word}"), (
+    "change the text to {word}", 'the sign should say "{word}"', 'write "{word}" instead', "make it say {word}",
+    'change "{old}" to "{word}"', 'write "{word}" on the sign', 'can you make the sign say "{word}"?',
+    'put "{word}" on the sign instead', 'use the word "{word}"', 'change the sign to "{word}"',
+    'make the word "{word}"', 'let the sign say "{word}"', 'rewrite the sign as "{word}"',
+    '"{word}" instead of "{old}"'), (
     'have the sign read "{word}"', 'swap "{old}" for "{word}"'))
 ADD_SIGN = family("edit_add_sign", ("add {sign}", "now add {sign}", "put {sign} on it", "include {sign}",
-                                    "also add {sign}"), (
+                                    "also add {sign}",
+    "can you add {sign}?", "please add {sign}", "add {sign} too", "draw {sign} as well", "put in {sign}",
+    "give it {sign}", "insert {sign}"), (
     "stick {sign} in there", "slap {sign} on it"))
 
 # Replies name things canonically ("the red circle"); they are the model's words, not the user's,

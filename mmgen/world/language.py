@@ -111,6 +111,28 @@ def as_typed(text: str, rng: random.Random) -> str:
     return sentence_case(text) if rng.random() < CAPITALIZE_RATE else text
 
 
+# Small talk around a whole message, in training only: "ok, make the circle blue thanks". The words
+# that carry the request are the same; the model learns to find them among words that do not matter,
+# which is what an unseen phrasing asks of it. Eval conversations never get it (their streams and
+# the benchmark stay as they were).
+CHATTER_RATE = 0.25
+OPENERS = ("ok ", "okay, ", "hey, ", "now ", "alright, ", "so ", "hmm, ", "great! ", "thanks! ", "nice. ",
+           "cool, ", "next, ", "right, ", "good. ", "and ")
+CLOSERS = (" please", ", please", " thanks", ", thank you", "!", " :)", " pls", ".")
+QUESTION_CLOSERS = (" thanks", " :)", " please")
+
+
+def with_chatter(text: str, rng: random.Random) -> str:
+    """`text` with, sometimes, an opener before it and a closer after it (see CHATTER_RATE)."""
+    if rng.random() < CHATTER_RATE:
+        if text[:1].isupper() and text[1:2].islower():   # "Draw …" → "ok draw …"; "I'd …", "OPEN" stay
+            text = text[0].lower() + text[1:]
+        text = as_typed(rng.choice(OPENERS) + text, rng)
+    if rng.random() < CHATTER_RATE:
+        text += rng.choice(QUESTION_CLOSERS if text.endswith("?") else CLOSERS)
+    return text
+
+
 # --- vocabulary ----------------------------------------------------------------------------------
 ATTRS = ("shape", "color", "size", "cell")      # what words can say about an object
 SYNONYM_RATE = 0.3               # how often a user's word is a synonym instead of the canonical name

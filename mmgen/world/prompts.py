@@ -57,9 +57,24 @@ FRAMES = family("create", (
     "draw {desc}", "make {desc}", "create {desc}", "show me {desc}", "can you draw {desc}?",
     "please draw {desc}", "I'd like {desc}", "generate an image of {desc}", "a picture of {desc}",
     "paint {desc}", "give me {desc}", "draw me {desc}", "make a picture with {desc}", "I want {desc}",
-    "{desc}", "{desc}, please", "can I get {desc}?", "an image with {desc}"), (
+    "{desc}", "{desc}, please", "can I get {desc}?", "an image with {desc}",
+    # more ways in: a small model learns a handful of templates by rote, and the benchmark asks
+    # with phrasings it never saw, so training speaks as many ways as a user might
+    "render {desc}", "illustrate {desc}", "depict {desc}", "produce {desc}", "generate {desc}",
+    "could you draw {desc}?", "would you draw {desc}?", "can you make {desc}?", "could you make {desc}?",
+    "would you make me {desc}?", "can you create {desc}?", "I'd like a picture of {desc}",
+    "I want a picture of {desc}", "make me an image of {desc}", "draw a picture of {desc}",
+    "create an image of {desc}", "create a picture with {desc}", "render an image with {desc}",
+    "a drawing of {desc}", "a scene with {desc}", "picture {desc}", "imagine {desc}", "let's have {desc}",
+    "how about {desc}?", "I need {desc}", "I need a picture of {desc}", "give me a picture of {desc}",
+    "new picture: {desc}", "start a new picture with {desc}", "can you do {desc}?", "draw {desc} for me",
+    "make {desc} for me", "could I have {desc}?", "please make {desc}", "design {desc}",
+    "compose a picture of {desc}", "what about {desc}?", "an illustration of {desc}",
+    "make an image with {desc}", "I'd like an image of {desc}", "new image with {desc}"), (
     "could you sketch {desc}?", "I'd love to see {desc}", "put together an image showing {desc}"))
-TERSE_FRAMES = family("create_terse", ("{desc}", "draw {desc}", "{desc} pls", "pic: {desc}", "img of {desc}"), (
+TERSE_FRAMES = family("create_terse", ("{desc}", "draw {desc}", "{desc} pls", "pic: {desc}", "img of {desc}",
+                                       "{desc}!", "image: {desc}", "drawing: {desc}", "{desc} plz", "make {desc}",
+                                       "render {desc}", "{desc} thx", "new pic: {desc}"), (
     "quick sketch: {desc}", "need {desc} asap"))
 BACKGROUND_SUFFIX = family("background", (
     "on a {bg} background", "with a {bg} background", "against a {bg} background", "on {bg}"), (

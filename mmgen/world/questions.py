@@ -36,38 +36,63 @@ TRUE_CHECK_RATE = 0.5            # "is the circle red?" names its true colour th
 
 COLOR = family("ask_color", (
     "what colour is {ref}?", "what color is {ref}?", "which color is {ref}?", "tell me the colour of {ref}",
-    "what's the color of {ref}?"), (
+    "what's the color of {ref}?",
+    "what colour does {ref} have?", "what color's {ref}?", "colour of {ref}?", "color of {ref}?",
+    "can you tell me the color of {ref}?", "what is the colour of {ref}?", "which colour is {ref}?",
+    "tell me what color {ref} is"), (
     "what shade is {ref}?", "which hue does {ref} have?"))
 SHAPE = family("ask_shape", (
-    "what shape is {ref}?", "which shape is {ref}?", "what kind of shape is {ref}?", "what is {ref}?"), (
+    "what shape is {ref}?", "which shape is {ref}?", "what kind of shape is {ref}?", "what is {ref}?",
+    "what shape does {ref} have?", "tell me the shape of {ref}", "what's the shape of {ref}?",
+    "which shape does {ref} have?", "what sort of shape is {ref}?", "shape of {ref}?",
+    "can you tell me what shape {ref} is?"), (
     "what form does {ref} take?", "name the shape of {ref}"))
 COUNT = family("ask_count", (
     "how many {things} are there?", "how many {things}?", "count the {things}", "how many {things} do you see?",
-    "what's the number of {things}?"), (
+    "what's the number of {things}?",
+    "how many {things} are in the picture?", "how many {things} can you count?",
+    "tell me how many {things} there are", "number of {things}?", "how many {things} does it have?",
+    "can you count the {things}?", "how many {things} do I have?"), (
     "how many {things} can you spot?", "tell me how many {things} appear"))
 POSITION = family("ask_position", (
-    "where is {ref}?", "where's {ref}?", "where is {ref} located?", "which part of the picture is {ref} in?"), (
+    "where is {ref}?", "where's {ref}?", "where is {ref} located?", "which part of the picture is {ref} in?",
+    "where did you put {ref}?", "in which part is {ref}?", "where can I find {ref}?", "tell me where {ref} is",
+    "what's the position of {ref}?", "where is {ref} placed?", "which cell is {ref} in?",
+    "where is {ref} in the picture?"), (
     "whereabouts is {ref}?", "in which spot is {ref}?"))
 WORD = family("ask_word", (
     "what does the sign say?", "what does it say?", "what word is written?", "what's the word?", "read the sign",
-    "what is written on the sign?", "what does the text say?"), (
+    "what is written on the sign?", "what does the text say?",
+    "what word is on the sign?", "tell me the word", "what is the word on the sign?", "which word is written?",
+    "what text is there?", "what does the writing say?", "what's on the sign?", "which word is on the sign?"), (
     "can you read the word out for me?", "which word appears in the picture?"))
 EXISTS = family("ask_exists", (
     "is there {a_thing}?", "do you see {a_thing}?", "are there any {things}?", "does it have {a_thing}?",
-    "is there {a_thing} in the picture?"), (
+    "is there {a_thing} in the picture?",
+    "is there {a_thing} in it?", "any {things}?", "are there {things}?", "does the image have {a_thing}?",
+    "have you drawn {a_thing}?", "is {a_thing} in the picture?", "do you have {a_thing} there?"), (
     "can you find {a_thing} anywhere?", "does the picture contain {a_thing}?"))
 CHECK_COLOR = family("ask_check_color", (
-    "is {ref} {color}?", "is {ref} colored {color}?", "is {ref} {color} or not?"), (
+    "is {ref} {color}?", "is {ref} colored {color}?", "is {ref} {color} or not?",
+    "{ref} is {color}, right?", "is {ref} really {color}?", "is it true that {ref} is {color}?",
+    "did you make {ref} {color}?", "{ref} is {color}, isn't it?", "check: is {ref} {color}?"), (
     "would you call {ref} {color}?", "am I right that {ref} is {color}?"))
 BACKGROUND = family("ask_background", (
     "what colour is the background?", "what color is the background?", "what's the background color?",
-    "which background is it?", "what is the background colour?"), (
+    "which background is it?", "what is the background colour?",
+    "background colour?", "what colour is behind the shapes?", "which colour is the background?",
+    "tell me the background colour", "what color's the background?", "what colour is the picture's background?"), (
     "what colour sits behind everything?", "tell me the backdrop colour"))
 DESCRIBE = family("ask_describe", (
     "describe the picture", "what's in the picture?", "describe this image", "what do you see?",
-    "what is in this image?", "describe it", "what does the picture show?"), (
+    "what is in this image?", "describe it", "what does the picture show?",
+    "tell me what's in the picture", "what does it show?", "describe what you drew",
+    "list what's in the picture", "what did you draw?", "explain the picture", "what's in it?",
+    "tell me about the picture"), (
     "give me a rundown of the picture", "summarize what's shown"))
-WHAT_AT = family("ask_what_at", ("what is {loc}?", "what's {loc}?", "what is there {loc}?", "what do you see {loc}?"), (
+WHAT_AT = family("ask_what_at", ("what is {loc}?", "what's {loc}?", "what is there {loc}?", "what do you see {loc}?",
+    "what's there {loc}?", "tell me what is {loc}", "what did you draw {loc}?", "which shape is {loc}?",
+    "what can you see {loc}?", "what do we have {loc}?", "what's drawn {loc}?"), (
     "anything {loc}?", "tell me what sits {loc}"))
 
 

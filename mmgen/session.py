@@ -60,16 +60,18 @@ class Settings:
     """Per-session defaults; every one can be overridden per call (`send(..., cfg=5)`)."""
     # picture codes are sampled cooler and guided harder than the model's raw distribution. Generation
     # benchmark, 20 cases per category, no refiner, temperature 0.6 (8200-step transformer: 1.0 / cfg 3
-    # 0.08, 0.7 / 3 0.24, 0.6 / 4 0.28). The 13100-step transformer, whose replies are layout plans:
-    # cfg 2 0.343, cfg 3 0.321; with a twin that skips the plan too (guide_reply) cfg 2 0.229, cfg 3
-    # 0.186 (likely because a twin that reads the plan leaves guidance to push towards what the
-    # request says beyond the plan, which mends a wrong plan); plans sampled at word temperature 0.7: 0.307.
+    # 0.08, 0.7 / 3 0.24, 0.6 / 4 0.28). 13100 steps, plans right half the time: cfg 2 0.343 with a twin
+    # that reads the plan, 0.229 with one that skips it too (guide_reply). 14900 steps, plans right 0.76
+    # of the time: guide_reply cfg 2 0.579, cfg 3 0.543; twin reads the plan cfg 2 0.393; cfg 1 0.450.
+    # A twin that reads the plan pushes the picture towards the request's words beyond the plan, and
+    # "a circle and a star" then draws the circle first wherever the plan put it; once plans are mostly
+    # right, guiding towards the plan itself is what pays. Word temperature 0.7 cost 0.04 at 13100.
     cfg: float = 2.0                 # classifier-free guidance on picture codes
     temperature: float = 0.6         # picture codes
     word_temperature: float = SamplingConfig.text_temperature   # the reply's words; 0: greedy, the likeliest plan
     top_k: int | None = None
     top_p: float | None = None
-    guide_reply: bool = False        # guidance's unconditional twin reads the reply's words (False) or not (generate.py)
+    guide_reply: bool = True         # guidance's unconditional twin reads neither request nor reply (True) or the reply (generate.py)
     speculative: str = "auto"        # auto: the draft model if shipped, else copy drafting; or off
     draft_k: int = 4
     max_words: int = SamplingConfig.max_text_tokens   # the longest reply in text tokens (before its picture)

@@ -72,9 +72,9 @@ FRAMES = family("create", (
     "compose a picture of {desc}", "what about {desc}?", "an illustration of {desc}",
     "make an image with {desc}", "I'd like an image of {desc}", "new image with {desc}"), (
     "could you sketch {desc}?", "I'd love to see {desc}", "put together an image showing {desc}"))
-TERSE_FRAMES = family("create_terse", ("{desc}", "draw {desc}", "{desc} pls", "pic: {desc}", "img of {desc}",
-                                       "{desc}!", "image: {desc}", "drawing: {desc}", "{desc} plz", "make {desc}",
-                                       "render {desc}", "{desc} thx", "new pic: {desc}"), (
+TERSE_FRAMES = family("create_terse", (
+    "{desc}", "draw {desc}", "{desc} pls", "pic: {desc}", "img of {desc}", "{desc}!", "image: {desc}",
+    "drawing: {desc}", "{desc} plz", "make {desc}", "render {desc}", "{desc} thx", "new pic: {desc}"), (
     "quick sketch: {desc}", "need {desc} asap"))
 BACKGROUND_SUFFIX = family("background", (
     "on a {bg} background", "with a {bg} background", "against a {bg} background", "on {bg}"), (

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 
 from .edits import sample_edit
 from .language import as_typed, describe, family, stream, with_chatter
-from .prompts import sample_prompt
+from .prompts import CREATE_REPLIES, make_spec, sample_prompt
 from .questions import sample_question
 from .scene import Scene, place, sample_scene
 
@@ -32,6 +32,11 @@ FIRST_WEIGHTS = {"create": 0.8, "user_image": 0.2}
 NEXT_WEIGHTS = {"edit": 0.4, "ask": 0.25, "variation": 0.1, "create": 0.12, "user_image": 0.13}
 USER_IMAGE_EDIT_RATE = 0.4       # a picture the user brings is edited this often, else asked about
 INTRO_RATE = 0.5                 # "Here's a picture I made." before the request
+# A first request worded as an edit ("add a red star at the top") with no picture yet is a create:
+# it gets a create's reply and picture. Without these, held-out create wordings drew edit replies
+# ("Added a red diamond in the center.", 20 of 50 position prompts at 14900 steps): the model read
+# the words, not whether there was a picture to edit.
+ADD_AS_CREATE_RATE = 0.1
 VARIATION_TRIES = 20
 TASKS = ("create", "edit", "ask", "variation")
 
@@ -93,6 +98,10 @@ def sample_variation(scene: Scene, rng: random.Random) -> Scene | None:
 
 # Each exchange returns (task, user text, user meta, reply, assistant image) or None if it can't apply.
 def _create(current, rng, split):
+    if current is None and split == "train" and rng.random() < ADD_AS_CREATE_RATE:
+        e = sample_edit(Scene(), rng, split, kind="add")
+        spec = make_spec("add_as_create", [e.record["asked"]])
+        return "create", e.text, {"spec": spec}, rng.choice(CREATE_REPLIES).format(scene=describe(e.scene)), e.scene
     p = sample_prompt(rng, split)
     return "create", p.text, {"spec": p.spec}, p.reply, p.scene
 

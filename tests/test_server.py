@@ -1,7 +1,8 @@
 """`mmgen serve` end to end: a real uvicorn server on loopback, driven by the official `openai` client
-(and by raw HTTP for malformed requests), on the tiny random checkpoints — the pictures mean nothing,
-the plumbing is real: shapes the client parses, streaming events, masks, conversations, limits, errors,
-the one-worker queue, timeouts and shutdown."""
+(and by raw HTTP for malformed requests). Most run on the tiny random checkpoints — the pictures mean
+nothing, the plumbing is real: shapes the client parses, streaming events, masks, conversations,
+limits, errors, the one-worker queue, timeouts and shutdown. The last few run on the shipped
+checkpoints, and the judge reads the pictures the client gets back against their prompts."""
 from __future__ import annotations
 
 import asyncio
@@ -11,6 +12,7 @@ import http.client
 import io
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -29,11 +31,15 @@ uvicorn = pytest.importorskip("uvicorn")
 pytest.importorskip("fastapi")
 pytest.importorskip("multipart")
 
+from mmgen.eval.judge import judge  # noqa: E402
 from mmgen.imageutil import TRAINED_ALGORITHMIC_MEDIA  # noqa: E402
+from mmgen.pipeline import DEFAULT_CHECKPOINTS  # noqa: E402
 from mmgen.server import ServerConfig, create_app  # noqa: E402
 from mmgen.server_api import APIError, ImageOptions, Usage, image_call_item, images_response  # noqa: E402
 from mmgen.server_worker import Entry, SessionStore, Worker  # noqa: E402
 from mmgen.stream import Conversation, Turn  # noqa: E402
+from mmgen.world.render import render  # noqa: E402
+from mmgen.world.scene import Obj, Scene, place  # noqa: E402
 
 KEY = "test-key"
 CAP = 1 << 20                       # 1 MiB request bodies in these tests
@@ -506,3 +512,64 @@ def test_cli_serve_env_key_and_graceful_stop(tiny_checkpoints):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+# --- the shipped checkpoints: the pictures the official client gets back are judged ----------------
+SHIPPED = pytest.mark.skipif(not (DEFAULT_CHECKPOINTS / "lm" / "model.safetensors").is_file(),
+                             reason="no shipped transformer yet")
+
+
+@pytest.fixture(scope="module")
+def shipped_client():
+    import mmgen
+    torch.set_num_threads(2)
+    with serve(mmgen.load(), ServerConfig(api_key=KEY)) as (url, _):
+        yield openai.OpenAI(base_url=url + "/v1", api_key=KEY, max_retries=0, timeout=300)
+
+
+def judged(b64: str) -> tuple[str, list[tuple[str, str, str]]]:
+    """The judge's reading of a returned picture: its background and (colour, shape, cell) of each shape."""
+    found = judge(picture(b64).convert("RGB"))
+    return found["background"], sorted((o["color"], o["shape"], o["cell"]) for o in found["objects"])
+
+
+def red_circle_in_the_center() -> Image.Image:
+    return render(place(Scene(objects=(Obj(shape="circle", color="red", size="medium", cell="center"),)),
+                        random.Random(0)))
+
+
+@SHIPPED
+@pytest.mark.parametrize("prompt, background, objects", [
+    ("a blue square in the top left", "white", [("blue", "square", "top left")]),
+    ("a yellow star on a black background", "black", [("yellow", "star", None)]),
+])
+def test_shipped_generations_match_their_prompts(shipped_client, prompt, background, objects):
+    r = shipped_client.images.generate(prompt=prompt, n=2, extra_body={"seed": 0})
+    for d in r.data:
+        bg, found = judged(d.b64_json)
+        assert bg == background and len(found) == len(objects), (prompt, bg, found)
+        for (color, shape, cell), want in zip(found, objects):
+            assert (color, shape) == want[:2] and want[2] in (None, cell), (prompt, found)
+
+
+@SHIPPED
+def test_shipped_edits_with_and_without_a_mask_are_judged(shipped_client):
+    image = ("in.png", png(red_circle_in_the_center()), "image/png")
+    r = shipped_client.images.edit(image=image, prompt="make the circle blue", extra_body={"seed": 0})
+    assert judged(r.data[0].b64_json) == ("white", [("blue", "circle", "center")])
+    # a mask over the top-left corner: the star is drawn there, the circle is kept
+    alpha = np.full((128, 128), 255, np.uint8)
+    alpha[:48, :48] = 0
+    mask = ("mask.png", png(Image.fromarray(np.dstack([np.zeros((128, 128, 3), np.uint8), alpha]), "RGBA")),
+            "image/png")
+    r = shipped_client.images.edit(image=image, mask=mask, prompt="add a green star at the top left",
+                                   extra_body={"seed": 0})
+    assert judged(r.data[0].b64_json) == ("white", [("green", "star", "top left"), ("red", "circle", "center")])
+
+
+@SHIPPED
+def test_shipped_stream_ends_in_a_judged_picture(shipped_client):
+    events = list(shipped_client.images.generate(prompt="a blue square in the top left", stream=True,
+                                                 partial_images=2, extra_body={"seed": 1}))
+    assert [e.type for e in events] == ["image_generation.partial_image"] * 2 + ["image_generation.completed"]
+    assert judged(events[-1].b64_json) == ("white", [("blue", "square", "top left")])

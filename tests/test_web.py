@@ -1,6 +1,7 @@
 """The chat page in a real browser: headless Chromium (Debian's, driven by Playwright) against a real
 server on the tiny random model. Type, watch the picture form row by row, edit by chatting, undo,
-reload and find the conversation again, attach a picture, download with provenance.
+reload and find the conversation again, attach a picture, download with provenance. Then the same
+page on the shipped checkpoints, its pictures read by the judge.
 
 Needs `pip install playwright` (the Python package only) and `apt-get install chromium`; skipped
 with the reason otherwise. Leaves a screenshot in the test's tmp folder and at /tmp/mmgen-web.png.
@@ -29,7 +30,9 @@ pytest.importorskip("fastapi")
 if not os.path.exists(CHROMIUM):
     pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
 
+from mmgen.eval.judge import judge  # noqa: E402
 from mmgen.imageutil import TRAINED_ALGORITHMIC_MEDIA  # noqa: E402
+from mmgen.pipeline import DEFAULT_CHECKPOINTS  # noqa: E402
 from mmgen.server import ServerConfig  # noqa: E402
 from test_server import serve  # noqa: E402  (the same loopback server the API tests use)
 
@@ -128,5 +131,37 @@ def test_chat_page_draws_edits_undoes_restores(drawing_model, tmp_path):
             assert Image.open(shot).size[0] == 820
             with contextlib.suppress(OSError):
                 shutil.copy(shot, SHOT)
+        finally:
+            browser.close()
+
+
+def final_picture(page, i: int) -> Image.Image:
+    """The i-th assistant picture, as its download link carries it."""
+    href = page.locator(".msg.assistant figcaption a").nth(i).get_attribute("href")
+    return Image.open(io.BytesIO(base64.b64decode(href.split(",", 1)[1]))).convert("RGB")
+
+
+@pytest.mark.skipif(not (DEFAULT_CHECKPOINTS / "lm" / "model.safetensors").is_file(), reason="no shipped transformer")
+def test_chat_page_on_the_shipped_model_draws_what_was_asked(tmp_path):
+    """Type a prompt, then an edit, on the shipped checkpoints; the judge reads both pictures the page
+    shows. Leaves its screenshot at /tmp/mmgen-web-shipped.png."""
+    import mmgen
+    torch.set_num_threads(2)
+    with serve(mmgen.load(), ServerConfig()) as (url, _app), sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 820, "height": 900})
+            page.goto(url)
+            page.wait_for_selector("body[data-ready=true]")
+            page.fill("#seed", "0")                          # a fixed case, not a lucky draw
+            send(page, "a blue square in the top left", 1)
+            send(page, "make the square red", 2)
+            read = [judge(final_picture(page, i)) for i in (0, 1)]
+            assert [[(o["color"], o["shape"], o["cell"]) for o in r["objects"]] for r in read] == [
+                [("blue", "square", "top left")], [("red", "square", "top left")]], read
+            shot = tmp_path / "mmgen-web-shipped.png"
+            page.screenshot(path=str(shot))
+            with contextlib.suppress(OSError):
+                shutil.copy(shot, "/tmp/mmgen-web-shipped.png")
         finally:
             browser.close()

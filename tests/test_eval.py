@@ -23,7 +23,11 @@ def test_eval_writes_every_part_and_its_split(tmp_path, tiny_checkpoints, capsys
     assert set(got["results"]["gen"]) == set(GEN_CATEGORIES)
     for metrics in got["summary"].values():
         for name, value in metrics.items():
-            assert (0 <= value <= got["n"]) if name == "cases" else (0.0 <= value <= 1.0)
+            if name.endswith("cases"):
+                assert 0 <= value <= len(GEN_CATEGORIES) * got["n"]
+            else:
+                assert (value is None and name.endswith("words")) or 0.0 <= value <= 1.0, (name, value)
+        assert metrics["known_words_cases"] + metrics["new_words_cases"] == metrics.get("cases", len(GEN_CATEGORIES) * got["n"])
     assert {"plan_matches_prompt", "picture_matches_plan"} <= set(got["summary"]["generation"])
     for cases in got["results"]["gen"].values():
         for case in cases:
@@ -38,6 +42,16 @@ def test_train_split_asks_other_prompts_than_the_held_out_one(tmp_path, tiny_che
     assert held_out["split"] == "eval"
     prompts = lambda r: [c["prompt"] for cases in r["results"]["gen"].values() for c in cases]   # noqa: E731
     assert set(prompts(train)).isdisjoint(prompts(held_out))
+
+
+def test_paraphrase_split_asks_in_known_words_only(tmp_path, tiny_checkpoints):
+    code, got = _eval(tmp_path, tiny_checkpoints, "--split", "paraphrase", "--parts", "gen,ask")
+    assert code == 0 and got["split"] == "paraphrase"
+    cases = [c for cs in got["results"]["gen"].values() for c in cs] + got["results"]["ask"]
+    assert cases and all(c["unseen_words"] == [] for c in cases)
+    assert got["summary"]["generation"]["known_words_cases"] == len(GEN_CATEGORIES)
+    _, held_out = _eval(tmp_path, tiny_checkpoints, "--parts", "ask")
+    assert all(c["unseen_words"] for c in held_out["results"]["ask"])       # every held-out question has one
 
 
 def test_unknown_part_and_split_are_refused(tmp_path, tiny_checkpoints, capsys):

@@ -2,6 +2,7 @@
 held-out phrasings, and the renderer's determinism."""
 import copy
 import random
+import re
 from dataclasses import replace
 
 import pytest
@@ -356,6 +357,44 @@ def test_eval_user_turns_use_held_out_phrasings():
             assert hits, turn.text
             used |= hits
     assert len(used) >= len(regexes) // 2        # the held-out set is really exercised
+
+
+def test_paraphrases_are_new_phrasings_in_known_words():
+    """The paraphrase split: for every family, phrasings that no training phrasing reads as and that
+    are not held-out ones, each of whose words a training message uses."""
+    from mmgen.eval.vocabulary import training_vocabulary, words_of
+    from mmgen.world.paraphrases import PARAPHRASES
+    fams = _import_all_families()
+    assert set(PARAPHRASES) == set(fams)
+    train = {t for f in fams.values() for t in f.train}
+    held_out = {t for f in fams.values() for t in f.held_out}
+    vocabulary = training_vocabulary()
+    slots = lambda t: set(re.findall(r"\{(\w+)\}", t))                          # noqa: E731
+    for name, phrasings in PARAPHRASES.items():
+        assert len(phrasings) >= 2, name
+        for t in phrasings:
+            # the slots its callers fill: some training phrasing of the family has exactly these
+            assert any(slots(t) == slots(u) for u in fams[name].train), (name, t)
+            assert t not in train and t not in held_out, (name, t)
+            assert words_of(re.sub(r"\{\w+\}", " ", t)) <= vocabulary, (name, t)
+            for u in train:
+                assert not template_regex(t).search(u.replace("{", "").replace("}", "")), (t, u)
+
+
+def test_paraphrase_conversations_use_only_paraphrases_and_known_words():
+    from mmgen.eval.vocabulary import unseen_words
+    from mmgen.world.conversation import sample_conversation
+    from mmgen.world.paraphrases import PARAPHRASES
+    regexes = [template_regex(t) for ts in PARAPHRASES.values() for t in ts]
+    held_out = [rx for _, _, rx in _held_out_regexes()]
+    for s in range(200):
+        conv = sample_conversation(s, "paraphrase")
+        assert [t.text for t in conv.turns] != [t.text for t in sample_conversation(s, "eval").turns]
+        for turn in conv.turns:
+            if turn.role == "user":
+                assert any(rx.search(turn.text) for rx in regexes), turn.text
+                assert not any(rx.search(turn.text) for rx in held_out), turn.text
+                assert unseen_words(turn.text) == [], turn.text
 
 
 def test_chatter_wraps_the_request_without_changing_it():

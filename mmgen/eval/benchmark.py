@@ -15,8 +15,14 @@ Held-out scenes and held-out phrasings only (the evaluation split of the world).
 - variations: a picture, then "another one like this": same shapes, colours, sizes, background
   and sign, in a new layout.
 
+Every case records its message's `unseen_words` (words no training message uses, `vocabulary.py`),
+and each part is scored again over the cases without such words ("known words") and with them
+("new words"): a held-out phrasing of known words tests understanding, a word never seen tests
+language the world cannot teach.
+
     mmgen eval                       # 50 cases per category, prints a table, writes runs/eval.json
     mmgen eval --n 10 --parts gen    # quicker
+    mmgen eval --split paraphrase    # held-out phrasings in known words only (world/paraphrases.py)
     mmgen eval --split train         # diagnostic: the training phrasings (fresh scenes from their streams),
                                      # so the gap to the default shows what unseen wording costs
 """
@@ -28,9 +34,11 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from .vocabulary import unseen_words
+
 GEN_CATEGORIES = ("single_object", "two_objects", "counting", "colors", "position", "color_attribution", "sign")
 PARTS = ("gen", "edit", "ask", "var")
-SPLITS = ("eval", "train")
+SPLITS = ("eval", "paraphrase", "train")
 SEED_SALT = {"gen": 0, "edit": 1, "ask": 2, "var": 3}   # each part samples from its own seeds
 
 
@@ -41,8 +49,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="runs/eval.json", help="where to write the JSON results")
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.add_argument("--split", choices=SPLITS, default="eval",
-                   help="eval: held-out scenes and phrasings (the figures to quote); train: the training "
-                        "phrasings and scene streams, a diagnostic of what unseen wording costs")
+                   help="eval: held-out scenes and phrasings (the figures to quote); paraphrase: held-out scenes "
+                        "and phrasings made only of words training uses (new wording without new words); "
+                        "train: the training phrasings and scene streams, a diagnostic of what unseen wording costs")
     p.add_argument("--cfg", type=float, default=None, help="guidance scale (default: the session's)")
     p.add_argument("--temperature", type=float, default=None, help="picture-code temperature (default: the session's)")
     p.add_argument("--top-k", type=int, default=None, help="keep the k likeliest picture codes (default: the session's)")
@@ -155,7 +164,8 @@ def run_generation(model, n: int, seed: int, settings: dict, save=None, split: s
             # the reply's layout plan (prompts.CREATE_REPLIES), graded apart from the picture, so a
             # failure shows whether the words went wrong or the drawing did
             plan = read_description(reply.text)
-            cases.append({"prompt": p.text, "passed": all(checks.values()), "checks": checks, "found": found,
+            cases.append({"prompt": p.text, "unseen_words": unseen_words(p.text),
+                          "passed": all(checks.values()), "checks": checks, "found": found,
                           "reply": reply.text, "plan": plan,
                           "plan_ok": plan is not None and all(spec_matches(p.spec, plan).values()),
                           "as_planned": None if plan is None or found is None else compare(plan, found)["exact"]})
@@ -181,7 +191,8 @@ def run_editing(model, n: int, seed: int, settings: dict, save=None, split: str 
         found = judge(reply.image) if reply.image is not None else None
         grade = grade_edit(edit.record, p.scene.to_dict(), edit.scene.to_dict(), found) if found else \
             {"changed": False, "preserved": False}
-        cases.append({"instruction": edit.text, "kind": edit.record["kind"], **grade})
+        cases.append({"instruction": edit.text, "unseen_words": unseen_words(edit.text), "kind": edit.record["kind"],
+                      **grade})
         if save and reply.image is not None:
             reply.image.save(Path(save) / f"edit-{i:03d}.png")
     return cases
@@ -204,7 +215,8 @@ def run_questions(model, n: int, seed: int, settings: dict, split: str = "eval")
             reply = _session_with_picture(model, seed + i, p.text, p.reply, p.scene, settings).send(
                 q.text, picture="never")
         ok = normalise_answer(reply.text) == normalise_answer(q.answer)
-        cases.append({"question": q.text, "kind": q.kind, "expected": q.answer, "answer": reply.text, "passed": ok})
+        cases.append({"question": q.text, "unseen_words": unseen_words(q.text), "kind": q.kind,
+                      "expected": q.answer, "answer": reply.text, "passed": ok})
     return cases
 
 
@@ -221,8 +233,19 @@ def run_variations(model, n: int, seed: int, settings: dict, split: str = "eval"
         text = VARIATION.pick(stream(split, i, "benchmark-var"), split)
         reply = _session_with_picture(model, seed + i, p.text, p.reply, p.scene, settings).send(text)
         found = judge(reply.image) if reply.image is not None else None
-        cases.append({"instruction": text, "passed": found is not None and grade_variation(p.scene.to_dict(), found)})
+        cases.append({"instruction": text, "unseen_words": unseen_words(text),
+                      "passed": found is not None and grade_variation(p.scene.to_dict(), found)})
     return cases
+
+
+def by_words(cases: list[dict], passed) -> dict:
+    """`passed` (a case → bool) over the cases whose message has only known words, and over the rest."""
+    out = {}
+    for name, subset in (("known_words", [c for c in cases if not c.get("unseen_words")]),
+                         ("new_words", [c for c in cases if c.get("unseen_words")])):
+        out[name] = sum(bool(passed(c)) for c in subset) / len(subset) if subset else None
+        out[f"{name}_cases"] = len(subset)
+    return out
 
 
 def summarise(results: dict) -> dict:
@@ -236,16 +259,20 @@ def summarise(results: dict) -> dict:
         drawn = [x["as_planned"] for x in every if x.get("as_planned") is not None]
         s["generation"]["plan_matches_prompt"] = sum(bool(x.get("plan_ok")) for x in every) / max(1, len(every))
         s["generation"]["picture_matches_plan"] = sum(drawn) / max(1, len(drawn))
+        s["generation"].update(by_words(every, lambda c: c["passed"]))
     if "edit" in results:
         cases = results["edit"]
         s["editing"] = {"changed": sum(c["changed"] for c in cases) / max(1, len(cases)),
-                        "preserved": sum(c["preserved"] for c in cases) / max(1, len(cases)), "cases": len(cases)}
+                        "preserved": sum(c["preserved"] for c in cases) / max(1, len(cases)), "cases": len(cases),
+                        **by_words(cases, lambda c: c["changed"])}
     if "ask" in results:
         cases = results["ask"]
-        s["questions"] = {"exact": sum(c["passed"] for c in cases) / max(1, len(cases)), "cases": len(cases)}
+        s["questions"] = {"exact": sum(c["passed"] for c in cases) / max(1, len(cases)), "cases": len(cases),
+                          **by_words(cases, lambda c: c["passed"])}
     if "var" in results:
         cases = results["var"]
-        s["variations"] = {"passed": sum(c["passed"] for c in cases) / max(1, len(cases)), "cases": len(cases)}
+        s["variations"] = {"passed": sum(c["passed"] for c in cases) / max(1, len(cases)), "cases": len(cases),
+                           **by_words(cases, lambda c: c["passed"])}
     return s
 
 
@@ -253,7 +280,7 @@ def format_table(summary: dict) -> str:
     lines = [f"{'part':<12} {'metric':<20} {'score':>6}", "-" * 40]
     for part, metrics in summary.items():
         for name, value in metrics.items():
-            shown = f"{value:6.3f}" if isinstance(value, float) else f"{value:>6}"
+            shown = f"{value:6.3f}" if isinstance(value, float) else f"{'-' if value is None else value:>6}"
             lines.append(f"{part:<12} {name:<20} {shown}")
     return "\n".join(lines)
 

@@ -5,7 +5,9 @@ Every sentence frame a user types goes through a `Family`: `family.pick(rng, spl
 its training phrasings for split="train" and only from its held-out phrasings for split="eval",
 so the benchmarks measure language the model never trained on (WORLD.md, Splits). Words —
 synonyms for colours, shapes, sizes and cells, and referring expressions built from them — are
-the vocabulary, shared by both splits; what is held out is the phrasing around them.
+the vocabulary, shared by all splits; what is held out is the phrasing around them. A third split,
+"paraphrase", draws held-out phrasings made only of words training messages use (paraphrases.py),
+on evaluation seeds of its own.
 
     rng = stream("train", 7, "conversation")          # train and eval never share a stream
     group_phrase({"shape": "circle", "color": "red", "size": None, "cell": "top left",
@@ -19,11 +21,12 @@ import random
 import re
 from dataclasses import dataclass
 
+from .paraphrases import PARAPHRASES
 from .scene import (BACKGROUND_COLORS, BANDS, CELLS, DEFAULT_SIZE, EVAL_SEED_OFFSET, OBJECT_COLORS, SHAPES, SIZES,
                     Obj, Scene, cell_row_col, eval_seed)
 
 # --- splits and streams ----------------------------------------------------------------------
-SPLITS = ("train", "eval")
+SPLITS = ("train", "eval", "paraphrase")
 
 
 def check_split(split: str) -> str:
@@ -35,13 +38,13 @@ def check_split(split: str) -> str:
 def stream(split: str, seed: int, *tags: str) -> random.Random:
     """The random stream of one sample. `seed` counts samples within a split (0, 1, 2, …).
 
-    The key names the split and the eval key uses `eval_seed(seed)`, so no evaluation sample
-    ever draws from a training stream or a training seed.
+    The key names the split and the held-out splits' keys use `eval_seed(seed)`, so no evaluation
+    sample ever draws from a training stream or a training seed.
     """
     check_split(split)
     if not 0 <= seed < EVAL_SEED_OFFSET:
         raise ValueError(f"seed must be in [0, {EVAL_SEED_OFFSET}), got {seed}")
-    key = eval_seed(seed) if split == "eval" else seed
+    key = seed if split == "train" else eval_seed(seed)
     return random.Random(":".join((split, *tags, str(key))))
 
 
@@ -64,7 +67,10 @@ class Family:
     held_out: tuple[str, ...]       # only ever produced for split="eval"
 
     def pick(self, rng: random.Random, split: str) -> str:
-        return rng.choice(self.train if check_split(split) == "train" else self.held_out)
+        split = check_split(split)
+        if split == "train":
+            return rng.choice(self.train)
+        return rng.choice(self.held_out if split == "eval" else PARAPHRASES[self.name])
 
 
 FAMILIES: dict[str, Family] = {}    # every family of every module, by name (the held-out test reads it)

@@ -1,0 +1,46 @@
+"""Which words of a message no training message ever uses.
+
+The benchmark asks only in held-out phrasings, and most of them carry a word that no training
+phrasing has — "which hue does the plus have?", "whereabouts is it?", "give me a rundown of the
+picture". A model trained from scratch on the world cannot learn what such a word means (nothing
+in its data says a hue is a colour); a pretrained language model would bring that. So `mmgen eval`
+tags every case with its message's unseen words and reports each part over two subsets as well:
+new phrasings of known words (does the model understand requests rather than templates?) and
+phrasings with a word it never saw.
+
+    unseen_words("which hue does the plus have?")     # ['hue']
+
+The training vocabulary is read off the training conversations themselves (their user turns,
+`VOCABULARY_SAMPLE` of them), not off the phrasing tables, so it includes every slot filler —
+colour and shape synonyms, places, counts, small talk — exactly as training produces them.
+"""
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+VOCABULARY_SAMPLE = 20_000          # training conversations read; a word seen less often is rare anyway
+_QUOTED = re.compile(r'"[^"]*"')
+_WORD = re.compile(r"[A-Za-z']+")
+
+
+def words_of(text: str) -> set[str]:
+    """The lower-cased words of a message, less a sign's word (quoted, or in capitals: "HELLO")."""
+    text = _QUOTED.sub(" ", text)
+    return {w.lower().strip("'") for w in _WORD.findall(text) if not (len(w) > 1 and w.isupper())} - {""}
+
+
+@lru_cache(maxsize=1)
+def training_vocabulary() -> frozenset[str]:
+    from ..world.conversation import sample_conversation
+    words: set[str] = set()
+    for seed in range(VOCABULARY_SAMPLE):
+        for turn in sample_conversation(seed, "train").turns:
+            if turn.role == "user":
+                words |= words_of(turn.text)
+    return frozenset(words)
+
+
+def unseen_words(text: str) -> list[str]:
+    """The words of `text` that no training message uses, sorted."""
+    return sorted(words_of(text) - training_vocabulary())

@@ -1,4 +1,4 @@
-"""Shared fixtures: the shipped text tokenizer, a stream, a tiny random transformer."""
+"""Shared fixtures: the shipped text tokenizer, a stream, a tiny random transformer, the shipped model."""
 from __future__ import annotations
 
 import pytest
@@ -70,3 +70,20 @@ def tiny_checkpoints(tmp_path_factory, text_tokenizer):
 def tiny_model(tiny_checkpoints):
     import mmgen
     return mmgen.load(tiny_checkpoints, dtype=torch.float32)
+
+
+@pytest.fixture(scope="session")
+def _shipped_once():
+    import mmgen
+    from mmgen.pipeline import DEFAULT_CHECKPOINTS
+    if not (DEFAULT_CHECKPOINTS / "lm" / "model.safetensors").is_file():
+        pytest.skip("no shipped transformer yet")
+    return mmgen.load()
+
+
+@pytest.fixture
+def shipped_model(_shipped_once):
+    """The shipped checkpoints, loaded once for every test that uses them (pipeline, server, page), on
+    2 threads whatever a tiny-model test set before; skipped where no transformer is shipped."""
+    torch.set_num_threads(2)
+    return _shipped_once

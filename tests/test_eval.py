@@ -27,7 +27,8 @@ def test_eval_writes_every_part_and_its_split(tmp_path, tiny_checkpoints, capsys
                 assert 0 <= value <= len(GEN_CATEGORIES) * got["n"]
             else:
                 assert (value is None and name.endswith("words")) or 0.0 <= value <= 1.0, (name, value)
-        assert metrics["known_words_cases"] + metrics["new_words_cases"] == metrics.get("cases", len(GEN_CATEGORIES) * got["n"])
+        cases = metrics.get("cases", len(GEN_CATEGORIES) * got["n"])
+        assert metrics["known_words_cases"] + metrics["new_words_cases"] == cases
     assert {"plan_matches_prompt", "picture_matches_plan"} <= set(got["summary"]["generation"])
     for cases in got["results"]["gen"].values():
         for case in cases:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 import mmgen
 from mmgen.pipeline import DEFAULT_CHECKPOINTS
@@ -12,15 +11,9 @@ pytestmark = pytest.mark.skipif(not (DEFAULT_CHECKPOINTS / "lm" / "model.safeten
                                 reason="no shipped transformer yet")
 
 
-@pytest.fixture(scope="module")
-def shipped():
-    torch.set_num_threads(2)
-    return mmgen.load()
-
-
-def test_load_draw_and_answer(shipped):
-    assert shipped.device.type == "cpu"
-    chat = shipped.chat(seed=0)
+def test_load_draw_and_answer(shipped_model):
+    assert shipped_model.device.type == "cpu"
+    chat = shipped_model.chat(seed=0)
     reply = chat.send("draw a red circle at the top left", picture="always")
     assert reply.image.size == (128, 128) and len(reply.codes) == IMAGE_TOKENS
     answer = chat.send("what colour is the circle?", picture="never")
@@ -35,14 +28,14 @@ def test_mismatched_checkpoints_are_refused(tmp_path, tiny_checkpoints):
         mmgen.load(tmp_path)
 
 
-def test_multi_turn_session_script(shipped, tmp_path):
+def test_multi_turn_session_script(shipped_model, tmp_path):
     """Issue 8's script on the shipped checkpoints: create → edit ×3 → ask → undo → save → load → edit.
 
     Checks the session's bookkeeping, not the drawing quality (that is `mmgen eval`'s job): every
     picture turn carries 256 codes, an edit is conditioned on the picture it edits, undo forgets
     exactly one exchange, and a reloaded session edits the very picture it showed."""
     from mmgen.session import ChatSession
-    chat = shipped.chat(seed=3)
+    chat = shipped_model.chat(seed=3)
     first = chat.send("draw a red circle at the top left and a blue square at the bottom", picture="always")
     edits = [chat.send(text, picture="always") for text in
              ("make the circle green", "add a yellow star at the top right", "remove the square")]
@@ -54,7 +47,7 @@ def test_multi_turn_session_script(shipped, tmp_path):
     assert chat.undo() and len(chat.history) == 8
     assert chat.conversation.turns[-1].codes == edits[-1].codes
     path = chat.save(tmp_path / "session.json")
-    again = ChatSession.load(path, shipped)
+    again = ChatSession.load(path, shipped_model)
     assert again.conversation == chat.conversation
     assert again.last_image.tobytes() == edits[-1].image.tobytes()
     last = again.send("make the star red", picture="always")

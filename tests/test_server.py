@@ -33,7 +33,6 @@ pytest.importorskip("multipart")
 
 from mmgen.eval.judge import judge  # noqa: E402
 from mmgen.imageutil import TRAINED_ALGORITHMIC_MEDIA  # noqa: E402
-from mmgen.pipeline import DEFAULT_CHECKPOINTS  # noqa: E402
 from mmgen.server import ServerConfig, create_app  # noqa: E402
 from mmgen.server_api import APIError, ImageOptions, Usage, image_call_item, images_response  # noqa: E402
 from mmgen.server_worker import Entry, SessionStore, Worker  # noqa: E402
@@ -515,15 +514,9 @@ def test_cli_serve_env_key_and_graceful_stop(tiny_checkpoints):
 
 
 # --- the shipped checkpoints: the pictures the official client gets back are judged ----------------
-SHIPPED = pytest.mark.skipif(not (DEFAULT_CHECKPOINTS / "lm" / "model.safetensors").is_file(),
-                             reason="no shipped transformer yet")
-
-
-@pytest.fixture(scope="module")
-def shipped_client():
-    import mmgen
-    torch.set_num_threads(2)
-    with serve(mmgen.load(), ServerConfig(api_key=KEY)) as (url, _):
+@pytest.fixture
+def shipped_client(shipped_model):
+    with serve(shipped_model, ServerConfig(api_key=KEY)) as (url, _):
         yield openai.OpenAI(base_url=url + "/v1", api_key=KEY, max_retries=0, timeout=300)
 
 
@@ -538,7 +531,6 @@ def red_circle_in_the_center() -> Image.Image:
                         random.Random(0)))
 
 
-@SHIPPED
 @pytest.mark.parametrize("prompt, background, objects", [
     ("a blue square in the top left", "white", [("blue", "square", "top left")]),
     ("a yellow star on a black background", "black", [("yellow", "star", None)]),
@@ -552,7 +544,6 @@ def test_shipped_generations_match_their_prompts(shipped_client, prompt, backgro
             assert (color, shape) == want[:2] and want[2] in (None, cell), (prompt, found)
 
 
-@SHIPPED
 def test_shipped_edits_with_and_without_a_mask_are_judged(shipped_client):
     image = ("in.png", png(red_circle_in_the_center()), "image/png")
     r = shipped_client.images.edit(image=image, prompt="make the circle blue", extra_body={"seed": 0})
@@ -567,7 +558,6 @@ def test_shipped_edits_with_and_without_a_mask_are_judged(shipped_client):
     assert judged(r.data[0].b64_json) == ("white", [("green", "star", "top left"), ("red", "circle", "center")])
 
 
-@SHIPPED
 def test_shipped_stream_ends_in_a_judged_picture(shipped_client):
     events = list(shipped_client.images.generate(prompt="a blue square in the top left", stream=True,
                                                  partial_images=2, extra_body={"seed": 1}))

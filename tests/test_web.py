@@ -32,7 +32,6 @@ if not os.path.exists(CHROMIUM):
 
 from mmgen.eval.judge import judge  # noqa: E402
 from mmgen.imageutil import TRAINED_ALGORITHMIC_MEDIA  # noqa: E402
-from mmgen.pipeline import DEFAULT_CHECKPOINTS  # noqa: E402
 from mmgen.server import ServerConfig  # noqa: E402
 from test_server import serve  # noqa: E402  (the same loopback server the API tests use)
 
@@ -141,13 +140,10 @@ def final_picture(page, i: int) -> Image.Image:
     return Image.open(io.BytesIO(base64.b64decode(href.split(",", 1)[1]))).convert("RGB")
 
 
-@pytest.mark.skipif(not (DEFAULT_CHECKPOINTS / "lm" / "model.safetensors").is_file(), reason="no shipped transformer")
-def test_chat_page_on_the_shipped_model_draws_what_was_asked(tmp_path):
+def test_chat_page_on_the_shipped_model_draws_what_was_asked(shipped_model, tmp_path):
     """Type a prompt, then an edit, on the shipped checkpoints; the judge reads both pictures the page
     shows. Leaves its screenshot at /tmp/mmgen-web-shipped.png."""
-    import mmgen
-    torch.set_num_threads(2)
-    with serve(mmgen.load(), ServerConfig()) as (url, _app), sync_api.sync_playwright() as p:
+    with serve(shipped_model, ServerConfig()) as (url, _app), sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         try:
             page = browser.new_page(viewport={"width": 820, "height": 900})

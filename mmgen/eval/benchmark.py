@@ -49,8 +49,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="runs/eval.json", help="where to write the JSON results")
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.add_argument("--split", choices=SPLITS, default="eval",
-                   help="eval: held-out scenes and phrasings (the figures to quote); paraphrase: held-out scenes "
-                        "and phrasings made only of words training uses (new wording without new words); "
+                   help="eval: held-out scenes and phrasings (the figures to quote); paraphrase: held-out "
+                        "scenes and phrasings made only of words training uses (new wording, no new words); "
                         "train: the training phrasings and scene streams, a diagnostic of what unseen wording costs")
     p.add_argument("--cfg", type=float, default=None, help="guidance scale (default: the session's)")
     p.add_argument("--temperature", type=float, default=None, help="picture-code temperature (default: the session's)")

@@ -111,7 +111,7 @@ def _group(count: int = 1, **said) -> dict:
 
 
 def make_spec(category: str, groups: list[dict], relations: list[dict] | None = None,
-          background: str | None = None, sign: dict | None = None) -> dict:
+              background: str | None = None, sign: dict | None = None) -> dict:
     return {"category": category, "objects": groups, "relations": relations or [],
             "n_objects": sum(g["count"] for g in groups), "background": background, "sign": sign}
 
@@ -125,7 +125,8 @@ def _single_object(rng):
 
 
 def _colors(rng):
-    return make_spec("colors", [_group(shape=rng.choice(SHAPES), color=rng.choice(_colors_on(DEFAULT_BACKGROUND)))]), None
+    color = rng.choice(_colors_on(DEFAULT_BACKGROUND))
+    return make_spec("colors", [_group(shape=rng.choice(SHAPES), color=color)]), None
 
 
 def _two_objects(rng):
@@ -148,7 +149,7 @@ def _position(rng):
     if rng.random() < RELATION_SHARE:
         a, b = rng.sample(SHAPES, 2)
         return make_spec("position", [_group(shape=a, color=colors[0]), _group(shape=b, color=colors[1])],
-                     [{"a": 0, "relation": rng.choice(RELATIONS), "b": 1}]), None
+                         [{"a": 0, "relation": rng.choice(RELATIONS), "b": 1}]), None
     return make_spec("position", [_group(shape=rng.choice(SHAPES), color=colors[0], cell=rng.choice(CELLS))]), None
 
 

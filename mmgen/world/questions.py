@@ -91,7 +91,8 @@ DESCRIBE = family("ask_describe", (
     "tell me about the picture"), (
     "give me a rundown of the picture", "summarize what's shown"))
 WHAT_AT = family("ask_what_at", (
-    "what is {loc}?", "what's {loc}?", "what is there {loc}?", "what do you see {loc}?", "what's there {loc}?", "tell me what is {loc}", "what did you draw {loc}?", "which shape is {loc}?",
+    "what is {loc}?", "what's {loc}?", "what is there {loc}?", "what do you see {loc}?", "what's there {loc}?",
+    "tell me what is {loc}", "what did you draw {loc}?", "which shape is {loc}?",
     "what can you see {loc}?", "what do we have {loc}?", "what's drawn {loc}?"), (
     "anything {loc}?", "tell me what sits {loc}"))
 

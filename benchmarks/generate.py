@@ -3,6 +3,7 @@ cache vs no cache, speculative vs plain, acceptance, memory. Batch 1 and 4; CPU 
 
     python benchmarks/generate.py                       # shipped checkpoints
     python benchmarks/generate.py --checkpoints PATH --repeats 5 --skip-nocache
+    python benchmarks/generate.py --draft-k 4 8 12      # speculative variants at several draft lengths
 
 Pictures are sampled with a session's default settings (temperature, guidance), as a user gets them.
 Ratios are measured side by side in one run, alternating the variants each repeat, because
@@ -20,7 +21,8 @@ import torch
 import mmgen
 from mmgen.generate import generate_ids
 from mmgen.session import Settings
-from mmgen.speculative import CopyDrafter, ModelDrafter, SpeculationStats
+from mmgen.neighbours import NeighbourTable
+from mmgen.speculative import CopyDrafter, ModelDrafter, NeighbourDrafter, SpeculationStats
 from mmgen.stream import IMAGE_SIDE, IMAGE_TOKENS, Conversation, Turn
 
 PROMPT = "draw a red circle at the top left and a blue star at the bottom right"
@@ -67,7 +69,8 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--skip-nocache", action="store_true", help="the uncached variant is slow; skip it")
-    ap.add_argument("--draft-k", type=int, default=4)
+    ap.add_argument("--draft-k", type=int, nargs="+", default=[Settings.draft_k],
+                    help="codes drafted per verify pass; several values give a variant each")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -75,10 +78,15 @@ def main() -> int:
     print(f"model {model.name}, device {model.device}, dtype {next(model.lm.parameters()).dtype}, "
           f"threads {torch.get_num_threads()}, draft model: {'yes' if model.draft is not None else 'no'}")
     variants = {"plain (engine, static cache)": dict(backend="engine"),
-                "transformers DynamicCache": dict(backend="hf"),
-                "speculative: copy drafter": dict(drafter=CopyDrafter)}
-    if model.draft is not None:
-        variants["speculative: draft model"] = dict(drafter=lambda: ModelDrafter(model.draft))
+                "transformers DynamicCache": dict(backend="hf")}
+    drafters = {"copy": CopyDrafter}
+    if isinstance(model.draft, NeighbourTable):
+        drafters["neighbours"] = lambda: NeighbourDrafter(model.draft)
+    elif model.draft is not None:
+        drafters["draft model"] = lambda: ModelDrafter(model.draft)
+    for k in args.draft_k:
+        for name, make in drafters.items():
+            variants[f"speculative: {name}, k={k}"] = dict(drafter=make, draft_k=k)
     if not args.skip_nocache:
         variants["no cache"] = dict(backend="nocache")
     one_picture(model)                                   # warm-up: engine built, caches allocated
@@ -91,10 +99,10 @@ def main() -> int:
                     kw["drafter"] = kw["drafter"]()
                 if n > 1 and name == "no cache":
                     continue
-                results[name].append(one_picture(model, n=n, seed=rep, draft_k=args.draft_k, **kw))
+                results[name].append(one_picture(model, n=n, seed=rep, **kw))
         print(f"\nbatch {n} ({n} picture{'s' if n > 1 else ''} per prompt, CFG on: {2 * n} rows), median of {args.repeats}")
         print(f"{'variant':<32} {'picture s':>9} {'first preview s':>15} {'prefill ms':>10} {'step ms':>8} "
-              f"{'codes/s':>8} {'accept':>7} {'mean len':>8}")
+              f"{'codes/s':>8} {'accept':>7} {'mean len':>8} {'words/pass':>10}")
         base = median(results["plain (engine, static cache)"], "total")
         for name, rows in results.items():
             if not rows:
@@ -102,9 +110,12 @@ def main() -> int:
             s = [r["stats"] for r in rows]
             accept = statistics.mean(x.acceptance_rate for x in s) if s[0].rounds else float("nan")
             mean_len = statistics.mean(x.mean_accepted_length for x in s) if s[0].rounds else float("nan")
+            words = (statistics.mean(x.word_tokens / x.word_rounds for x in s)    # words per verify pass
+                     if s[0].word_rounds else float("nan"))
             total = median(rows, "total")
             print(f"{name:<32} {total:9.3f} {median(rows, 'first_preview'):15.3f} {1e3 * median(rows, 'prefill'):10.1f} "
-                  f"{1e3 * median(rows, 'per_step'):8.2f} {n * IMAGE_TOKENS / total:8.0f} {accept:7.2f} {mean_len:8.2f}"
+                  f"{1e3 * median(rows, 'per_step'):8.2f} {n * IMAGE_TOKENS / total:8.0f} {accept:7.2f} {mean_len:8.2f} "
+                  f"{words:10.2f}"
                   f"   ({base / total:.2f}x plain)")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"\npeak resident memory: {peak:.0f} MB")

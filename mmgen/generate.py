@@ -21,6 +21,7 @@ for the benchmark's cache-vs-no-cache ratio). All three give the same tokens.
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
@@ -106,6 +107,27 @@ class Decoder:
                           use_cache=False).logits[:, -1]
 
 
+def _legal(drafts: list[int], grammar: Grammar, config: SamplingConfig) -> list[int]:
+    """The drafts up to the first one the grammar would refuse where it would come."""
+    g, out = copy.copy(grammar), []          # its state is scalars; the masks are shared, never written
+    for d in drafts:
+        if not bool(g.allowed(config.max_text_tokens)[d]):
+            break
+        g.advance(d)
+        out.append(d)
+    return out
+
+
+def _word_probs(logits: torch.Tensor, drafts: list[int], grammar: Grammar, config: SamplingConfig) -> torch.Tensor:
+    """The next word's distribution after t, then after each draft: logits [k + 1, V] → [k + 1, V]."""
+    g, rows = copy.copy(grammar), []
+    for j in range(len(drafts) + 1):
+        rows.append(next_token_probs(logits[j:j + 1], None, g.allowed(config.max_text_tokens), config, in_image=False)[0])
+        if j < len(drafts):
+            g.advance(drafts[j])
+    return torch.stack(rows)
+
+
 def generate_ids(model, stream: Stream, cond_ids: Sequence[int], uncond_ids: Sequence[int] | None = None, *,
                  config: SamplingConfig | None = None, n: int = 1, seed: int | None = None,
                  allow_image: bool = True, require_image: bool = False, backend: str = "engine",
@@ -140,13 +162,18 @@ def generate_ids(model, stream: Stream, cond_ids: Sequence[int], uncond_ids: Seq
         return Step(tokens=tokens, in_image=in_image, finished=[g.finished for g in grammars])
 
     with torch.inference_mode():
-        # phase 1, the words: one row, every grammar advanced alike
+        # phase 1, the words: one row, every grammar advanced alike. A drafter that drafts words
+        # (speculative.NeighbourDrafter) has up to draft_k of them checked in the pass that feeds t.
         decoder = Decoder(model, backend, 1)
         logits = decoder.start(*left_pad([list(cond_ids)], stream.pad)[:2])
+        draft_words = getattr(drafter, "draft_words", None) if backend == "engine" else None
         words: list[int] = []
-        while emitted < limit:
-            probs = next_token_probs(logits, None, grammars[0].allowed(config.max_text_tokens), config, in_image=False)
-            t = int(sample(probs.cpu(), generator)[0])
+        if emitted >= limit:
+            return
+        t = int(sample(next_token_probs(logits, None, grammars[0].allowed(config.max_text_tokens), config,
+                                        in_image=False).cpu(), generator)[0])
+        while True:
+            # emit t, the next word (sampled, or a draft the transformer kept), then draw the one after it
             for g in grammars:
                 g.advance(t)
             words.append(t)
@@ -156,9 +183,39 @@ def generate_ids(model, stream: Stream, cond_ids: Sequence[int], uncond_ids: Seq
                 return
             if t == stream.image_start:
                 break
-            logits = decoder.feed(torch.tensor([t]))
-        else:
-            return
+            if emitted >= limit:
+                return
+            drafts = _legal(draft_words(list(cond_ids) + words, draft_k, (stream.image_start, stream.eot)),
+                            grammars[0], config) if draft_words is not None else []
+            if not drafts:
+                logits = decoder.feed(torch.tensor([t]))
+                t = int(sample(next_token_probs(logits, None, grammars[0].allowed(config.max_text_tokens), config,
+                                                in_image=False).cpu(), generator)[0])
+                continue
+            out = decoder.engine.step(torch.tensor([[t] + drafts]))[0]              # [k + 1, V]
+            p = _word_probs(out, drafts, grammars[0], config)
+            accepted, nxt = verify(p[None], torch.tensor([drafts]), None, generator)
+            a = accepted[0]
+            decoder.engine.length -= len(drafts) - a                                # the rejected drafts
+            if stats is not None:
+                stats.word_rounds += 1
+                stats.word_tokens += a + 1
+            for d in drafts[:a]:
+                for g in grammars:
+                    g.advance(d)
+                words.append(d)
+                emitted += 1
+                yield emit([d] * n, [False] * n)
+                if grammars[0].finished:
+                    return
+                if d == stream.image_start:
+                    break
+                if emitted >= limit:
+                    return
+            else:
+                t = int(nxt)
+                continue
+            break                                   # an accepted draft opened the picture
 
         # phase 2, the pictures: [cond + words] × n and their twins × n, prefilled afresh
         rows = [list(cond_ids) + words] * n

@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from .model import load_model
+from .neighbours import NeighbourTable, is_neighbour_table
 from .sampling import SamplingConfig
 from .stream import Stream
 from .text import TextTokenizer
@@ -47,7 +48,8 @@ class MMGen:
 
     def __init__(self, lm, vq: VQTokenizer, stream: Stream, device: torch.device, name: str = "mmgen"):
         self.lm, self.vq, self.stream, self.device, self.name = lm, vq, stream, device, name
-        self.draft = None          # a draft transformer for speculative decoding, when shipped
+        self.draft = None          # the draft model for speculative decoding, when shipped: a neighbour
+                                   # table (neighbours.py) or a small transformer
         self.refiner = None        # the diffusion refiner that cleans decoded pictures, when shipped
         # positions past the longest conversation it was trained on are untrained: stay inside them
         trained = (getattr(lm.config, "mmgen_training", None) or {}).get("max_len")
@@ -67,7 +69,12 @@ class MMGen:
             raise ValueError(f"{root / 'lm'} has a vocabulary of {lm.config.vocab_size} ids but its tokenizer "
                              f"and {root / 'vq'} make {stream.vocab_size}: the checkpoints do not belong together")
         model = cls(lm, vq, stream, device, name=f"mmgen-{getattr(lm.config, 'mmgen_preset', 'lm')}")
-        if (root / "draft" / "config.json").is_file():
+        if is_neighbour_table(root / "draft"):
+            model.draft = NeighbourTable.load(root / "draft")
+            if model.draft.codebook_size != vq.codebook_size:
+                raise ValueError(f"{root / 'draft'} drafts codes of a {model.draft.codebook_size}-code book, "
+                                 f"{root / 'vq'} has {vq.codebook_size}: the checkpoints do not belong together")
+        elif (root / "draft" / "config.json").is_file():
             model.draft = load_model(root / "draft", device=device, dtype=pick_dtype(device, dtype))
         if (root / "refiner" / "config.json").is_file():
             from .refiner import Refiner

@@ -16,6 +16,9 @@ positions are rolled back by moving the static cache's length (engine.py).
 Drafters:
 - `ModelDrafter`: a small transformer (`checkpoints/draft/`, `mmgen train draft`) run with its
   own engine and its own CFG rows; q is its guided distribution.
+- `NeighbourDrafter`: a lookup table distilled from the transformer (`checkpoints/draft/`,
+  `mmgen train draft`; neighbours.py): the likeliest code given the codes above, left and
+  above-right. Drafts cost microseconds, so k can be large. Its q is a point mass (below).
 - `CopyDrafter`: training-free. Proposes, for each position, the code at the same place in the
   picture being edited, or else the code one row up (flat backgrounds repeat). Its q is a point
   mass, so a draft x is accepted with probability p(x) and a rejection resamples from p with x
@@ -43,6 +46,8 @@ class SpeculationStats:
     accepted: int = 0
     emitted: int = 0
     per_round: list[int] = field(default_factory=list)   # codes emitted per round
+    word_rounds: int = 0                                  # passes that checked drafted words
+    word_tokens: int = 0                                  # words those passes emitted
 
     @property
     def acceptance_rate(self) -> float:
@@ -133,27 +138,39 @@ class CopyDrafter:
     def observe(self, tokens) -> None:
         pass
 
+    def guess(self, row: list[int], pos: int) -> int:
+        """The code at `pos` given `row`, the codes before it (drawn, then drafted)."""
+        if pos >= IMAGE_SIDE:
+            return row[pos - IMAGE_SIDE]                       # the code above
+        return row[-1] if row else 0                           # top row: the code to the left
+
     def propose(self, k: int, *, stream, n, codes, **_) -> tuple[torch.Tensor, None]:
-        if k >= IMAGE_SIDE:
-            raise ValueError(f"copy drafting looks one row up: k must be < {IMAGE_SIDE}")
         drafts = torch.zeros((n, k), dtype=torch.long)
         for r in range(n):
-            row = codes[r]
-            for j in range(k):
-                pos = len(row) + j
-                if self.reference is not None:
-                    c = self.reference[pos]                    # the picture being edited
-                elif pos >= IMAGE_SIDE:
-                    c = row[pos - IMAGE_SIDE]                  # the code above (k < 16: already drawn)
-                elif j > 0:
-                    c = int(drafts[r, j - 1]) - stream.image_offset   # top row: the code to the left
-                else:
-                    c = row[-1] if row else 0
-                drafts[r, j] = stream.image_offset + c
+            row = list(codes[r])
+            for _ in range(k):
+                pos = len(row)
+                # the picture being edited, where there is one, else this drafter's own guess
+                row.append(self.reference[pos] if self.reference is not None else self.guess(row, pos))
+            drafts[r] = torch.tensor(row[len(codes[r]):]) + stream.image_offset
         return drafts, None                       # q is a point mass on each draft
 
     def commit(self, drafts, m, last, guided) -> None:
         pass
+
+
+class NeighbourDrafter(CopyDrafter):
+    """The neighbour table's likeliest code at each position (the reference's, in an edit)."""
+
+    def __init__(self, table, reference: list[int] | None = None):
+        super().__init__(reference)
+        self.table = table
+
+    def guess(self, row: list[int], pos: int) -> int:
+        return self.table.draft(row, pos)
+
+    def draft_words(self, ids, k: int, stop=()) -> list[int]:
+        return self.table.draft_words(ids, k, stop)
 
 
 def verify(p: torch.Tensor, drafts: torch.Tensor, q: torch.Tensor | None,

@@ -8,7 +8,8 @@ import pytest
 from mmgen.generate import generate_ids
 from mmgen.model import build_model
 from mmgen.sampling import SamplingConfig
-from mmgen.speculative import CopyDrafter, ModelDrafter, SpeculationStats
+from mmgen.neighbours import NeighbourTable, fit
+from mmgen.speculative import CopyDrafter, ModelDrafter, NeighbourDrafter, SpeculationStats
 from mmgen.stream import IMAGE_TOKENS, Conversation, Turn
 
 
@@ -31,12 +32,23 @@ def other_tiny(tiny_stream):
     return build_model("tiny", tiny_stream.vocab_size, seed=1).eval()
 
 
+@pytest.fixture(scope="module")
+def tiny_table(tiny_lm, tiny_stream):
+    """A neighbour table distilled from the tiny transformer along its own greedy picture."""
+    greedy = codes(tiny_lm, tiny_stream, seed=0, temperature=0.0)[0][1:1 + IMAGE_TOKENS]
+    picture = Conversation((Turn("user", "draw a red circle"),
+                            Turn("assistant", "", tuple(t - tiny_stream.image_offset for t in greedy))))
+    return fit(tiny_lm, tiny_stream, [picture], pictures=1, config=SamplingConfig())
+
+
 @pytest.mark.parametrize("n", [1, 2])
-def test_greedy_speculative_equals_plain_greedy(tiny_lm, tiny_stream, other_tiny, n):
+def test_greedy_speculative_equals_plain_greedy(tiny_lm, tiny_stream, other_tiny, tiny_table, n):
     plain = codes(tiny_lm, tiny_stream, seed=0, n=n, temperature=0.0)
     assert len(plain[0]) == IMAGE_TOKENS + 3          # <image> 256 codes </image> <eot>
     assert codes(tiny_lm, tiny_stream, seed=0, n=n, temperature=0.0, drafter=ModelDrafter(other_tiny)) == plain
     assert codes(tiny_lm, tiny_stream, seed=0, n=n, temperature=0.0, drafter=CopyDrafter()) == plain
+    assert codes(tiny_lm, tiny_stream, seed=0, n=n, temperature=0.0, drafter=NeighbourDrafter(tiny_table),
+                 k=12) == plain
 
 
 def test_model_as_its_own_draft_accepts_everything(tiny_lm, tiny_stream):
@@ -55,8 +67,19 @@ def test_copy_drafting_with_a_reference_accepts_a_copy(tiny_lm, tiny_stream):
     assert stats.acceptance_rate == 1.0
 
 
-@pytest.mark.parametrize("drafter_kind", ["model", "copy"])
-def test_sampled_distribution_matches_plain_decoding(tiny_lm, tiny_stream, other_tiny, drafter_kind):
+def test_a_table_fitted_along_the_greedy_picture_drafts_it(tiny_lm, tiny_stream, tiny_table):
+    # each neighbourhood seen once votes the code greedy decoding drew there; those seen more than
+    # once (a 64-code book; the top row's have only a left neighbour) may disagree, so not every
+    # draft is right. The tiny random model's picture is noise: copying the code above never is.
+    table, copy = SpeculationStats(), SpeculationStats()
+    codes(tiny_lm, tiny_stream, seed=0, temperature=0.0, drafter=NeighbourDrafter(tiny_table), k=8, stats=table)
+    codes(tiny_lm, tiny_stream, seed=0, temperature=0.0, drafter=CopyDrafter(), k=8, stats=copy)
+    assert table.acceptance_rate > 0.6 and copy.acceptance_rate < 0.1
+    assert table.mean_accepted_length > 5 > 2 > copy.mean_accepted_length
+
+
+@pytest.mark.parametrize("drafter_kind", ["model", "copy", "neighbours"])
+def test_sampled_distribution_matches_plain_decoding(tiny_lm, tiny_stream, other_tiny, tiny_table, drafter_kind):
     """The joint law of the first three codes, 600 draws each way.
 
     top_k=2 leaves 8 outcomes; the total-variation distance between two empirical laws of 600
@@ -70,20 +93,22 @@ def test_sampled_distribution_matches_plain_decoding(tiny_lm, tiny_stream, other
                         drafter=drafter_factory(), max_steps=4)
             counts[tuple(out[0][1:4])] += 1
         return counts
-    make = (lambda: ModelDrafter(other_tiny)) if drafter_kind == "model" else (lambda: CopyDrafter())
+    make = {"model": lambda: ModelDrafter(other_tiny), "copy": lambda: CopyDrafter(),
+            "neighbours": lambda: NeighbourDrafter(tiny_table)}[drafter_kind]
     plain, spec = law(lambda: None), law(make)
     tv = 0.5 * sum(abs(plain[x] - spec[x]) for x in set(plain) | set(spec)) / 600
     assert tv < 0.12, (tv, plain.most_common(4), spec.most_common(4))
 
 
-@pytest.mark.parametrize("drafter", [None, "copy", "model"])
-def test_region_edits_never_change_a_code_outside_the_mask(tiny_lm, tiny_stream, other_tiny, drafter):
+@pytest.mark.parametrize("drafter", [None, "copy", "model", "neighbours"])
+def test_region_edits_never_change_a_code_outside_the_mask(tiny_lm, tiny_stream, other_tiny, tiny_table, drafter):
     import random
     rng = random.Random(0)
     original = [rng.randrange(tiny_stream.codebook_size) for _ in range(IMAGE_TOKENS)]
     mask = [4 <= i // 16 < 9 and 3 <= i % 16 < 12 for i in range(IMAGE_TOKENS)]   # a box to redraw
     fixed = [None if m else c for m, c in zip(mask, original)]
-    make = {None: lambda: None, "copy": lambda: CopyDrafter(original), "model": lambda: ModelDrafter(other_tiny)}[drafter]
+    make = {None: lambda: None, "copy": lambda: CopyDrafter(original), "model": lambda: ModelDrafter(other_tiny),
+            "neighbours": lambda: NeighbourDrafter(tiny_table, original)}[drafter]
     cond, uncond = prompts(tiny_stream)
     for seed in range(3):
         steps = list(generate_ids(tiny_lm, tiny_stream, cond, uncond, config=SamplingConfig(max_text_tokens=0),
@@ -91,3 +116,29 @@ def test_region_edits_never_change_a_code_outside_the_mask(tiny_lm, tiny_stream,
         out = [s.tokens[0] - tiny_stream.image_offset for s in steps[1:1 + IMAGE_TOKENS]]
         assert all(o == c for o, c, m in zip(out, original, mask) if not m)
         assert any(o != c for o, c, m in zip(out, original, mask) if m)     # the inside is sampled anew
+
+
+@pytest.mark.parametrize("right", [True, False])
+def test_drafted_words_leave_the_reply_unchanged(tiny_lm, tiny_stream, tiny_table, right):
+    """Words drafted from a table that knows the greedy reply are kept, several per pass; drafts
+    from one that knows only wrong words are all refused. The reply and picture are the same."""
+    cond, uncond = prompts(tiny_stream)
+    config = SamplingConfig(max_text_tokens=12, temperature=0.0)
+    def run(drafter=None, stats=None):
+        return [s.tokens[0] for s in generate_ids(tiny_lm, tiny_stream, cond, uncond, config=config, seed=0,
+                                                  require_image=True, drafter=drafter, draft_k=4, stats=stats)]
+    plain = run()
+    reply = plain[:plain.index(tiny_stream.image_start) + 1]
+    assert len(reply) > 4
+    sequence = list(cond) + reply
+    words = [{}, {}, {}]
+    for j in range(len(cond), len(sequence)):       # a random model repeats itself: first follower wins
+        for level, w in enumerate((3, 2, 1)):
+            words[level].setdefault(tuple(sequence[j - w:j]), sequence[j] if right else sequence[j] + 1)
+    table = NeighbourTable(tiny_table.codebook_size, tiny_table.levels, words=words)
+    stats = SpeculationStats()
+    assert run(NeighbourDrafter(table), stats) == plain
+    if right:
+        assert stats.word_rounds > 0 and stats.word_tokens / stats.word_rounds > 2.5
+    else:
+        assert stats.word_tokens == stats.word_rounds             # one word per pass: every draft refused

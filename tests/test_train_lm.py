@@ -53,8 +53,8 @@ def test_draft_distillation_smoke(tmp_path, tiny_vq):
               "--save-every", "2", "--threads", "1"]
     assert cli(["train", "lm", "--preset", "tiny", "--out", str(teacher), "--steps", "2"] + common) == 0
     draft = tmp_path / "draft"
-    assert cli(["train", "draft", "--preset", "tiny", "--teacher", str(teacher), "--out", str(draft),
-                "--steps", "2"] + common) == 0
+    assert cli(["train", "draft", "--kind", "transformer", "--preset", "tiny", "--teacher", str(teacher),
+                "--out", str(draft), "--steps", "2"] + common) == 0
     config = json.loads((draft / "config.json").read_text())
     assert config["mmgen_training"]["steps"] == 2
     assert config["vocab_size"] == json.loads((teacher / "config.json").read_text())["vocab_size"]

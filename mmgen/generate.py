@@ -170,52 +170,43 @@ def generate_ids(model, stream: Stream, cond_ids: Sequence[int], uncond_ids: Seq
         words: list[int] = []
         if emitted >= limit:
             return
-        t = int(sample(next_token_probs(logits, None, grammars[0].allowed(config.max_text_tokens), config,
-                                        in_image=False).cpu(), generator)[0])
+        first = sample(next_token_probs(logits, None, grammars[0].allowed(config.max_text_tokens), config,
+                                        in_image=False).cpu(), generator)
+        chosen = [int(first[0])]                  # words chosen but not yet emitted; the last is unfed
         while True:
-            # emit t, the next word (sampled, or a draft the transformer kept), then draw the one after it
-            for g in grammars:
-                g.advance(t)
-            words.append(t)
-            emitted += 1
-            yield emit([t] * n, [False] * n)
-            if grammars[0].finished:
-                return
-            if t == stream.image_start:
+            opened = False
+            for t in chosen:
+                for g in grammars:
+                    g.advance(t)
+                words.append(t)
+                emitted += 1
+                yield emit([t] * n, [False] * n)
+                if grammars[0].finished:
+                    return
+                if t == stream.image_start:
+                    opened = True
+                    break
+                if emitted >= limit:
+                    return
+            if opened:
                 break
-            if emitted >= limit:
-                return
+            t = chosen[-1]
             drafts = _legal(draft_words(list(cond_ids) + words, draft_k, (stream.image_start, stream.eot)),
                             grammars[0], config) if draft_words is not None else []
             if not drafts:
                 logits = decoder.feed(torch.tensor([t]))
-                t = int(sample(next_token_probs(logits, None, grammars[0].allowed(config.max_text_tokens), config,
-                                                in_image=False).cpu(), generator)[0])
+                chosen = [int(sample(next_token_probs(logits, None, grammars[0].allowed(config.max_text_tokens),
+                                                      config, in_image=False).cpu(), generator)[0])]
                 continue
             out = decoder.engine.step(torch.tensor([[t] + drafts]))[0]              # [k + 1, V]
             p = _word_probs(out, drafts, grammars[0], config)
             accepted, nxt = verify(p[None], torch.tensor([drafts]), None, generator)
             a = accepted[0]
             decoder.engine.length -= len(drafts) - a                                # the rejected drafts
+            chosen = drafts[:a] + [int(nxt[0])]     # the kept drafts are fed; the correction is not yet
             if stats is not None:
                 stats.word_rounds += 1
                 stats.word_tokens += a + 1
-            for d in drafts[:a]:
-                for g in grammars:
-                    g.advance(d)
-                words.append(d)
-                emitted += 1
-                yield emit([d] * n, [False] * n)
-                if grammars[0].finished:
-                    return
-                if d == stream.image_start:
-                    break
-                if emitted >= limit:
-                    return
-            else:
-                t = int(nxt)
-                continue
-            break                                   # an accepted draft opened the picture
 
         # phase 2, the pictures: [cond + words] × n and their twins × n, prefilled afresh
         rows = [list(cond_ids) + words] * n

@@ -56,6 +56,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "checkpoint transfers")
     p.add_argument("--freeze-decoder", action="store_true",
                    help="with --decoder-from: keep its decoder and codebook exactly as they are")
+    p.add_argument("--init-from", metavar="CHECKPOINT",
+                   help="start from this shipped tokenizer (config and weights; a fresh optimizer)")
+    p.add_argument("--freeze-encoder", action="store_true",
+                   help="with --init-from: train the decoder only; the encoder and codebook stay exactly as "
+                        "they are, so every picture keeps its codes and a transformer trained on them still fits")
     p.add_argument("--steps", type=int, default=100_000, help="stop after this many optimizer steps")
     p.add_argument("--minutes", type=float, default=0, help="stop after this much wall time (0 = no limit)")
     p.add_argument("--batch-size", type=int, default=32, help="per process")
@@ -226,8 +231,24 @@ def take_decoder(setup, donor_path: Path, resume: bool, freeze: bool) -> None:
         if not freeze:
             continue
         model.decoder.requires_grad_(False)
-        model.quantizer.requires_grad_(False)
-        model.quantizer.freeze_codebook = True
+        freeze_codes(model)
+
+
+def freeze_codes(model) -> None:
+    """Fix the codebook: no gradients, no EMA codebook updates, no dead-code re-seeding."""
+    model.quantizer.requires_grad_(False)
+    model.quantizer.freeze_codebook = True
+
+
+def freeze_encoder(setup) -> None:
+    """Train only the decoder: the encoder and codebook of the --init-from tokenizer are kept, so
+    encode() gives every picture the same codes as before (checked after training by
+    benchmarks/vq.py's judge agreement and by comparing codes)."""
+    for model in (setup.raw, setup.ema):
+        if model is None:
+            continue
+        model.encoder.requires_grad_(False)
+        freeze_codes(model)
 
 
 def run(args) -> int:
@@ -236,6 +257,12 @@ def run(args) -> int:
     out = Path(args.out)
     if args.freeze_decoder and not args.decoder_from:
         print("--freeze-decoder needs --decoder-from", file=sys.stderr)
+        return 2
+    if args.freeze_encoder and not args.init_from:
+        print("--freeze-encoder needs --init-from (the tokenizer whose codes to keep)", file=sys.stderr)
+        return 2
+    if args.init_from and args.decoder_from:
+        print("--init-from and --decoder-from: choose one", file=sys.stderr)
         return 2
     if args.decoder_from and not (Path(args.decoder_from) / "config.json").is_file():
         print(f"--decoder-from {args.decoder_from}: no tokenizer there (config.json missing)", file=sys.stderr)
@@ -254,10 +281,13 @@ def run(args) -> int:
             print(f"--decoder-from {args.decoder_from}: {e}", file=sys.stderr)
             return 2
 
+    if args.freeze_encoder:
+        freeze_encoder(setup)
+
     xv, mv = val_batch()
-    n_params = sum(p.numel() for p in setup.raw_params)
+    n_params = sum(p.numel() for p in setup.raw_params if p.requires_grad)
     if acc.is_main_process:
-        print(f"vq: {n_params / 1e6:.2f}M params, {cfg.quantizer} codebook {cfg.codebook_size}, device {device}, "
+        print(f"vq: {n_params / 1e6:.2f}M trained params, {cfg.quantizer} codebook {cfg.codebook_size}, device {device}, "
               f"bf16 {bf16}, processes {acc.num_processes}, threads {torch.get_num_threads()}", flush=True)
 
     step, seen = int(info["step"]), int(info["images_seen"])

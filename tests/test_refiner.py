@@ -88,9 +88,12 @@ def test_determinism_with_a_seed(perturbed, images):
     assert np.array_equal(a, b)
     assert not np.array_equal(a, c), "the seed drives the noise"
     assert np.array_equal(np.asarray(perturbed.refine(images[0])), np.asarray(perturbed.refine(images[0])))
-    # a picture's result does not depend on what follows it in the batch
-    first = perturbed.refine(images[:2], seed=7)[0]
-    assert np.array_equal(np.asarray(first), a)
+    # a picture's result does not depend on what follows it in the batch: its noise is its own.
+    # (Up to float rounding: on some CPUs the convolutions of a batch of 2 take another kernel than
+    # those of 1, and a value on a rounding edge moves one grey level; other noise moves hundreds.)
+    first = np.asarray(perturbed.refine(images[:2], seed=7)[0]).astype(int)
+    assert np.abs(first - a.astype(int)).max() <= 1
+    assert np.abs(c.astype(int) - a.astype(int)).max() > 10
 
 
 def test_save_load_round_trip(perturbed, images, tmp_path):

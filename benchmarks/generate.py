@@ -68,14 +68,23 @@ def main() -> int:
     ap.add_argument("--device", default=None)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--dtype", choices=["bfloat16", "float32"], default=None,
+                    help="the transformer's dtype (default: what mmgen.load picks for this machine)")
+    ap.add_argument("--weights", choices=["native", "int8"], nargs="+", default=None,
+                    help="how the engine holds the projections (default: what mmgen.load picks); a second "
+                         "value adds its plain and speculative variants, on a second copy of the model")
     ap.add_argument("--skip-nocache", action="store_true", help="the uncached variant is slow; skip it")
     ap.add_argument("--draft-k", type=int, nargs="+", default=[Settings.draft_k],
                     help="codes drafted per verify pass; several values give a variant each")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    model = mmgen.load(args.checkpoints, device=args.device)
+    dtype = getattr(torch, args.dtype) if args.dtype else None
+    kinds = args.weights or [None]
+    models = [mmgen.load(args.checkpoints, device=args.device, dtype=dtype, weights=w) for w in kinds]
+    model = models[0]
     print(f"model {model.name}, device {model.device}, dtype {next(model.lm.parameters()).dtype}, "
+          f"engine weights {' and '.join(m.lm.__dict__.get('_mmgen_engine_weights', 'native') for m in models)}, "
           f"threads {torch.get_num_threads()}, draft model: {'yes' if model.draft is not None else 'no'}")
     variants = {"plain (engine, static cache)": dict(backend="engine"),
                 "transformers DynamicCache": dict(backend="hf")}
@@ -87,6 +96,12 @@ def main() -> int:
     for k in args.draft_k:
         for name, make in drafters.items():
             variants[f"speculative: {name}, k={k}"] = dict(drafter=make, draft_k=k)
+    for other, w in zip(models[1:], kinds[1:]):          # the same decoding with other engine weights
+        variants[f"plain, {w} weights"] = dict(backend="engine", model=other)
+        name, make = list(drafters.items())[-1]
+        variants[f"speculative: {name}, k={args.draft_k[0]}, {w}"] = dict(drafter=make, draft_k=args.draft_k[0],
+                                                                          model=other)
+        one_picture(other)
     if not args.skip_nocache:
         variants["no cache"] = dict(backend="nocache")
     one_picture(model)                                   # warm-up: engine built, caches allocated
@@ -99,9 +114,9 @@ def main() -> int:
                     kw["drafter"] = kw["drafter"]()
                 if n > 1 and name == "no cache":
                     continue
-                results[name].append(one_picture(model, n=n, seed=rep, **kw))
+                results[name].append(one_picture(kw.pop("model", model), n=n, seed=rep, **kw))
         print(f"\nbatch {n} ({n} picture{'s' if n > 1 else ''} per prompt, CFG on: {2 * n} rows), median of {args.repeats}")
-        print(f"{'variant':<32} {'picture s':>9} {'first preview s':>15} {'prefill ms':>10} {'step ms':>8} "
+        print(f"{'variant':<36} {'picture s':>9} {'first preview s':>15} {'prefill ms':>10} {'step ms':>8} "
               f"{'codes/s':>8} {'accept':>7} {'mean len':>8} {'words/pass':>10}")
         base = median(results["plain (engine, static cache)"], "total")
         for name, rows in results.items():
@@ -113,7 +128,7 @@ def main() -> int:
             words = (statistics.mean(x.word_tokens / x.word_rounds for x in s)    # words per verify pass
                      if s[0].word_rounds else float("nan"))
             total = median(rows, "total")
-            print(f"{name:<32} {total:9.3f} {median(rows, 'first_preview'):15.3f} {1e3 * median(rows, 'prefill'):10.1f} "
+            print(f"{name:<36} {total:9.3f} {median(rows, 'first_preview'):15.3f} {1e3 * median(rows, 'prefill'):10.1f} "
                   f"{1e3 * median(rows, 'per_step'):8.2f} {n * IMAGE_TOKENS / total:8.0f} {accept:7.2f} {mean_len:8.2f} "
                   f"{words:10.2f}"
                   f"   ({base / total:.2f}x plain)")

@@ -14,6 +14,16 @@ plain tensor, so rolling back rejected speculative tokens is just moving a lengt
     engine.length -= 3                       # forget the last three positions (speculative rollback)
 
 Equivalence with `LlamaForCausalLM` is tested (tests/test_engine.py).
+
+`weights="int8"` also keeps every projection's weight as int8 with one scale per output channel
+(symmetric, absmax / 127), used by passes of a few rows: a decoding step reads each weight once,
+so a quarter of fp32's bytes is what makes it fast on CPUs without native bf16 (AVX2), where
+fp32 is the only other fast choice. Activations stay in the engine's dtype; only the matmul's
+input is rounded to bf16, the kernel's fast path. The matmul is torch's weight-only int8 kernel
+(`torch._weight_int8pack_mm`, the one torchao's int8 weight-only mode calls on CPU); written
+here rather than through torchao because our projections are fused tensors, not nn.Linear
+modules. benchmarks/quantization.py measures what it costs and gains per pass,
+benchmarks/generate.py per picture.
 """
 from __future__ import annotations
 
@@ -21,6 +31,57 @@ import torch
 import torch.nn.functional as F
 
 from .model import StreamEmbedding
+
+WEIGHTS = ("native", "int8")
+INT8_MAX_ROWS = 18     # passes of more rows (B·T) than this use the float weights (Int8Weight.full): one
+                       # picture's verify pass (2 rows × 9) is int8, a batch's (8 × 9) and a prefill float
+NEG_LOGIT = -1e30      # logits not computed (engine.step's `vocab`): finite, so guidance's u + s·(c − u) stays finite
+INT8_MAX = 127
+
+
+def int8_available() -> bool:
+    """Whether this torch build has the weight-only int8 matmul (a private op; absent, we never quantize)."""
+    return hasattr(torch, "_weight_int8pack_mm")
+
+
+class Int8Weight:
+    """A [out, in] weight as int8 rows and one bf16 scale per row: w ≈ q · scale[:, None].
+
+    `full`, when kept, is the weight itself, for passes of more than INT8_MAX_ROWS rows: the
+    int8 kernel's time grows with the rows it multiplies much faster than a float GEMM's does
+    (2-3x faster than fp32 for 1-4 rows, about even at 18, 0.7x at 72: benchmarks/quantization.py),
+    so a prefill or a batch's verify pass reads the float weights instead."""
+
+    def __init__(self, w: torch.Tensor, full: torch.Tensor | None = None):
+        self.full = full
+        w = w.detach().float()
+        # the kernel takes bf16 scales: round the scale first, so q is chosen for the scale it gets
+        self.scale = (w.abs().amax(dim=1) / INT8_MAX).clamp(min=1e-30).to(torch.bfloat16)
+        self.q = (w / self.scale.float()[:, None]).round().clamp(-INT8_MAX, INT8_MAX).to(torch.int8).contiguous()
+
+    @classmethod
+    def rows(cls, w: "Int8Weight", lo: int, hi: int) -> "Int8Weight":
+        """Rows lo..hi-1 (their own contiguous copy; the scales are per row, so nothing changes)."""
+        part = cls.__new__(cls)
+        part.q, part.scale = w.q[lo:hi].contiguous(), w.scale[lo:hi].contiguous()
+        part.full = None if w.full is None else w.full[lo:hi]
+        return part
+
+    def dequantize(self) -> torch.Tensor:
+        return self.q.float() * self.scale.float()[:, None]
+
+
+def linear(x: torch.Tensor, w, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """F.linear for a plain weight or an Int8Weight (x [..., in] → [..., out])."""
+    if isinstance(w, Int8Weight):
+        if w.full is not None and x.numel() > INT8_MAX_ROWS * x.shape[-1]:
+            return F.linear(x, w.full, bias)
+        # the kernel's fast path takes bf16 inputs (fp32 ones are ~10x slower); the rest of the
+        # engine stays in its own dtype, since bf16 attention and norms are slow without native bf16
+        y = torch._weight_int8pack_mm(x.reshape(-1, x.shape[-1]).to(torch.bfloat16), w.q, w.scale)
+        y = y.view(*x.shape[:-1], -1).to(x.dtype)
+        return y if bias is None else y + bias
+    return F.linear(x, w, bias)
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -56,10 +117,16 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
 
 
 class Engine:
-    def __init__(self, model, *, batch: int, max_len: int | None = None, dtype: torch.dtype | None = None):
+    def __init__(self, model, *, batch: int, max_len: int | None = None, dtype: torch.dtype | None = None,
+                 weights: str = "native"):
+        if weights not in WEIGHTS:
+            raise ValueError(f"weights must be one of {WEIGHTS}, not {weights!r}")
+        if weights == "int8" and not int8_available():
+            raise ValueError("this torch build has no weight-only int8 matmul (torch._weight_int8pack_mm)")
         cfg = model.config
         self.config = cfg
         self.device = next(model.parameters()).device
+        self.weights = weights
         self.dtype = dtype or next(model.parameters()).dtype
         self.n_heads = cfg.num_attention_heads
         self.n_kv = cfg.num_key_value_heads
@@ -69,11 +136,15 @@ class Engine:
         self.batch = batch
         m = model.model
         cast = lambda t: t.detach().to(self.dtype)   # noqa: E731
+        # the projections: int8 rows + scales, or the model's weights in the engine's dtype
+        project = (lambda t: Int8Weight(t, full=cast(t))) if weights == "int8" else cast   # noqa: E731
         self.embed = cast(m.embed_tokens.weight)
         # image codes get row/column vectors (model.StreamEmbedding); a code's place in its picture
         # comes from the ids before it, so the engine keeps every row's ids
         self.image_embedding = m.embed_tokens if isinstance(m.embed_tokens, StreamEmbedding) else None
-        self.lm_head = cast(model.lm_head.weight)
+        self.lm_head = project(model.lm_head.weight)
+        self.vocab_size = model.lm_head.weight.shape[0]
+        self._head_slices: dict = {}          # (lo, hi) → those rows of the output layer
         self.final_norm = cast(m.norm.weight)
         self.layers = []
         # attention's 1/√D folded into the query projection (RoPE is linear, so it commutes): one
@@ -83,12 +154,12 @@ class Engine:
             a, mlp = layer.self_attn, layer.mlp
             self.layers.append({
                 "in_norm": cast(layer.input_layernorm.weight),
-                "qkv": cast(torch.cat([a.q_proj.weight * scale, a.k_proj.weight, a.v_proj.weight])),
+                "qkv": project(torch.cat([a.q_proj.weight * scale, a.k_proj.weight, a.v_proj.weight])),
                 "qkv_bias": None if a.q_proj.bias is None else cast(torch.cat([a.q_proj.bias * scale, a.k_proj.bias, a.v_proj.bias])),
-                "o": cast(a.o_proj.weight),
+                "o": project(a.o_proj.weight),
                 "post_norm": cast(layer.post_attention_layernorm.weight),
-                "gate_up": cast(torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight])),
-                "down": cast(mlp.down_proj.weight),
+                "gate_up": project(torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight])),
+                "down": project(mlp.down_proj.weight),
             })
         # RoPE table for every position (default rope type, as LlamaRotaryEmbedding)
         inv_freq = model.model.rotary_emb.inv_freq.float().to(self.device)
@@ -109,7 +180,7 @@ class Engine:
         self.pad = torch.zeros(batch, dtype=torch.long, device=self.device)
 
     # --- the maths of one pass ------------------------------------------------------------------
-    def _forward(self, ids: torch.Tensor, all_logits: bool) -> torch.Tensor:
+    def _forward(self, ids: torch.Tensor, all_logits: bool, vocab: tuple[int, int] | None = None) -> torch.Tensor:
         B, T = ids.shape
         start = self.length
         if start + T > self.max_len:
@@ -131,32 +202,52 @@ class Engine:
         H, KV, D = self.n_heads, self.n_kv, self.head_dim
         for i, w in enumerate(self.layers):
             h = rms_norm(x, w["in_norm"], self.eps)
-            qkv = F.linear(h, w["qkv"], w["qkv_bias"]).view(B, T, H + 2 * KV, D).transpose(1, 2)
+            qkv = linear(h, w["qkv"], w["qkv_bias"]).view(B, T, H + 2 * KV, D).transpose(1, 2)
             qk = rope(qkv[:, :H + KV], cos, sin)                           # queries and keys rotated at once
             q, k, v = qk[:, :H], qk[:, H:], qkv[:, H + KV:]
             self.k_cache[i, :B, :, start:start + T] = k                   # written in place
             self.v_cache[i, :B, :, start:start + T] = v
             attn = attention(q, self.k_cache[i, :B, :, :start + T], self.v_cache[i, :B, :, :start + T], mask)
-            x = x + F.linear(attn.transpose(1, 2).reshape(B, T, H * D), w["o"])
+            x = x + linear(attn.transpose(1, 2).reshape(B, T, H * D), w["o"])
             h = rms_norm(x, w["post_norm"], self.eps)
-            gate, up = F.linear(h, w["gate_up"]).chunk(2, dim=-1)
-            x = x + F.linear(F.silu(gate) * up, w["down"])
+            gate, up = linear(h, w["gate_up"]).chunk(2, dim=-1)
+            x = x + linear(F.silu(gate) * up, w["down"])
         self.length = start + T
         x = rms_norm(x if all_logits else x[:, -1:], self.final_norm, self.eps)
-        return F.linear(x, self.lm_head)
+        if vocab is None:
+            return linear(x, self.lm_head)
+        return self._head_slice(x, *vocab)
+
+    def _head_slice(self, x: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
+        """Logits of ids lo..hi-1 only; the rest NEG_LOGIT. Inside a picture only codes may come
+        and outside one no code may, so the sampler never reads the rest: the output layer, a
+        fifth of the weights, is half read."""
+        head = self._head_slices.get((lo, hi))
+        if head is None:
+            w = self.lm_head
+            head = Int8Weight.rows(w, lo, hi) if isinstance(w, Int8Weight) else w[lo:hi]
+            self._head_slices[(lo, hi)] = head
+        out = x.new_full((*x.shape[:-1], self.vocab_size), NEG_LOGIT)
+        out[..., lo:hi] = linear(x, head)
+        return out
 
     # --- the public calls -----------------------------------------------------------------------
     @torch.inference_mode()
-    def prefill(self, ids: torch.Tensor, pad: torch.Tensor | None = None) -> torch.Tensor:
-        """Start over with left-padded prompts `ids` [B, T]; returns the last logits [B, V]."""
+    def prefill(self, ids: torch.Tensor, pad: torch.Tensor | None = None, *, all_logits: bool = False,
+                vocab: tuple[int, int] | None = None) -> torch.Tensor:
+        """Start over with left-padded prompts `ids` [B, T]; returns the last logits [B, V]
+        (with `all_logits`, every position's [B, T, V]: scoring a whole sequence). `vocab`
+        (lo, hi): only those ids' logits are computed, the rest are NEG_LOGIT."""
         B = ids.shape[0]
         if B > self.batch:
             raise ValueError(f"the engine was built for {self.batch} rows, got {B}")
         self.length = 0
         self.pad = torch.zeros(B, dtype=torch.long, device=self.device) if pad is None else pad.to(self.device)
-        return self._forward(ids.to(self.device), all_logits=False)[:, -1].float()
+        logits = self._forward(ids.to(self.device), all_logits=all_logits, vocab=vocab).float()
+        return logits if all_logits else logits[:, -1]
 
     @torch.inference_mode()
-    def step(self, ids: torch.Tensor) -> torch.Tensor:
-        """Append `ids` [B, T] to every row; logits of each new position [B, T, V]."""
-        return self._forward(ids.to(self.device), all_logits=True).float()
+    def step(self, ids: torch.Tensor, vocab: tuple[int, int] | None = None) -> torch.Tensor:
+        """Append `ids` [B, T] to every row; logits of each new position [B, T, V] (of `vocab`'s
+        ids only when given, as in prefill)."""
+        return self._forward(ids.to(self.device), all_logits=True, vocab=vocab).float()

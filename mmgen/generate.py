@@ -59,6 +59,12 @@ def model_device(model) -> torch.device:
     return next(model.parameters()).device
 
 
+def set_engine_weights(model, weights: str) -> None:
+    """How engines built for `model` hold its projections ("native" or "int8"; engine.py)."""
+    model.__dict__["_mmgen_engine_weights"] = weights
+    model.__dict__.pop("_mmgen_engines", None)
+
+
 def engine_for(model, batch: int) -> Engine:
     """One engine per (model, batch size), kept on the model: its fused weights are built once.
 
@@ -66,7 +72,7 @@ def engine_for(model, batch: int) -> Engine:
     """
     engines = model.__dict__.setdefault("_mmgen_engines", {})
     if batch not in engines:
-        engines[batch] = Engine(model, batch=batch)
+        engines[batch] = Engine(model, batch=batch, weights=model.__dict__.get("_mmgen_engine_weights", "native"))
     return engines[batch]
 
 
@@ -80,20 +86,22 @@ class Decoder:
         self.engine = engine_for(model, batch) if backend == "engine" else None
         self.device = model_device(model)
 
-    def start(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def start(self, ids: torch.Tensor, mask: torch.Tensor, vocab: tuple[int, int] | None = None) -> torch.Tensor:
+        """`vocab` (lo, hi): every id that may come next lies there; the engine computes only
+        those logits (the others backends compute all; the legal ones are the same)."""
         self.ids, self.mask = ids.to(self.device), mask.to(self.device)
         self.positions = (self.mask.cumsum(-1) - 1).clamp(min=0)
         if self.engine is not None:
-            return self.engine.prefill(self.ids, pad=(1 - self.mask).sum(-1))
+            return self.engine.prefill(self.ids, pad=(1 - self.mask).sum(-1), vocab=vocab)
         self.cache = DynamicCache() if self.backend == "hf" else None
         return self.model(input_ids=self.ids, attention_mask=self.mask, position_ids=self.positions,
                           past_key_values=self.cache, use_cache=self.cache is not None).logits[:, -1]
 
-    def feed(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Append one token per row [B] and return the next logits [B, V]."""
+    def feed(self, tokens: torch.Tensor, vocab: tuple[int, int] | None = None) -> torch.Tensor:
+        """Append one token per row [B] and return the next logits [B, V] (`vocab` as in start)."""
         new = tokens.to(self.device)[:, None]
         if self.engine is not None:
-            return self.engine.step(new)[:, -1]
+            return self.engine.step(new, vocab)[:, -1]
         self.mask = torch.cat([self.mask, torch.ones_like(new)], dim=1)
         self.positions = torch.cat([self.positions, self.positions[:, -1:] + 1], dim=1)
         self.ids = torch.cat([self.ids, new], dim=1)
@@ -105,6 +113,12 @@ class Decoder:
                               past_key_values=self.cache, use_cache=True).logits[:, -1]
         return self.model(input_ids=self.ids, attention_mask=self.mask, position_ids=self.positions,
                           use_cache=False).logits[:, -1]
+
+
+def _next_ids(grammars: list[Grammar]) -> tuple[int, int] | None:
+    """The range of ids every row may take next (Grammar.next_ids), or None when rows differ."""
+    ranges = {g.next_ids() for g in grammars if not g.finished}
+    return ranges.pop() if len(ranges) == 1 else None
 
 
 def _legal(drafts: list[int], grammar: Grammar, config: SamplingConfig) -> list[int]:
@@ -165,7 +179,8 @@ def generate_ids(model, stream: Stream, cond_ids: Sequence[int], uncond_ids: Seq
         # phase 1, the words: one row, every grammar advanced alike. A drafter that drafts words
         # (speculative.NeighbourDrafter) has up to draft_k of them checked in the pass that feeds t.
         decoder = Decoder(model, backend, 1)
-        logits = decoder.start(*left_pad([list(cond_ids)], stream.pad)[:2])
+        words_only = (0, stream.image_offset)      # text ids and specials: no code comes in this phase
+        logits = decoder.start(*left_pad([list(cond_ids)], stream.pad)[:2], vocab=words_only)
         draft_words = getattr(drafter, "draft_words", None) if backend == "engine" else None
         words: list[int] = []
         if emitted >= limit:
@@ -194,11 +209,13 @@ def generate_ids(model, stream: Stream, cond_ids: Sequence[int], uncond_ids: Seq
             drafts = _legal(draft_words(list(cond_ids) + words, draft_k, (stream.image_start, stream.eot)),
                             grammars[0], config) if draft_words is not None else []
             if not drafts:
-                logits = decoder.feed(torch.tensor([t]))
+                logits = decoder.feed(torch.tensor([t]), words_only)
                 chosen = [int(sample(next_token_probs(logits, None, grammars[0].allowed(config.max_text_tokens),
                                                       config, in_image=False).cpu(), generator)[0])]
                 continue
-            out = decoder.engine.step(torch.tensor([[t] + drafts]))[0]              # [k + 1, V]
+            # (after a drafted <image> its last row is for a code; that bonus is never used: the
+            # words end at <image>, and the picture is drawn from a fresh prefill below)
+            out = decoder.engine.step(torch.tensor([[t] + drafts]), words_only)[0]  # [k + 1, V]
             p = _word_probs(out, drafts, grammars[0], config)
             accepted, nxt = verify(p[None], torch.tensor([drafts]), None, generator)
             a = accepted[0]
@@ -213,7 +230,8 @@ def generate_ids(model, stream: Stream, cond_ids: Sequence[int], uncond_ids: Seq
         if guided:
             rows += [list(uncond_ids) + ([stream.image_start] if config.guide_reply else words)] * n
         decoder = Decoder(model, backend, len(rows))
-        logits = decoder.start(*left_pad(rows, stream.pad)[:2])   # next-token logits, or None while `pending` is unfed
+        codes_only = (stream.image_offset, stream.vocab_size)
+        logits = decoder.start(*left_pad(rows, stream.pad)[:2], vocab=codes_only)   # None while `pending` is unfed
         pending: torch.Tensor | None = None
         if drafter is not None:
             drafter.start(decoder.ids, (1 - decoder.mask).sum(-1))
@@ -228,10 +246,11 @@ def generate_ids(model, stream: Stream, cond_ids: Sequence[int], uncond_ids: Seq
                 fed = drafts.t().reshape(k, n)                                  # [k, n] -> rows below
                 new = torch.stack([dup(fed[j]) for j in range(k)], 1)           # [R, k]
                 if pending is not None:
-                    out = decoder.engine.step(torch.cat([pending, new], 1))     # [R, P + k, V]
+                    # every position verified here is a code's: k < the codes left
+                    out = decoder.engine.step(torch.cat([pending, new], 1), codes_only)   # [R, P + k, V]
                     out = out[:, pending.shape[1] - 1:]
                 else:
-                    out = torch.cat([logits[:, None], decoder.engine.step(new)], 1)
+                    out = torch.cat([logits[:, None], decoder.engine.step(new, codes_only)], 1)
                 here = len(codes[0])
                 p = image_probs(stream, out, n, guided, config,                  # [n, k + 1, V]
                                 fixed=fixed[here:here + k + 1] if fixed is not None else None)
@@ -256,7 +275,7 @@ def generate_ids(model, stream: Stream, cond_ids: Sequence[int], uncond_ids: Seq
                     yield emit(tokens, [True] * n)
                 continue
             if logits is None:
-                logits = decoder.engine.step(pending)[:, -1]
+                logits = decoder.engine.step(pending, _next_ids(grammars))[:, -1]
                 pending = None
             tokens, in_image = [], []
             for r, g in enumerate(grammars):
@@ -284,4 +303,4 @@ def generate_ids(model, stream: Stream, cond_ids: Sequence[int], uncond_ids: Seq
                 drafter.observe(fed[:, None])
                 pending, logits = fed[:, None], None      # fed with the next verify pass, or the next step
             else:
-                logits = decoder.feed(fed)
+                logits = decoder.feed(fed, _next_ids(grammars))

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from .generate import set_engine_weights
 from .model import load_model
 from .neighbours import NeighbourTable, is_neighbour_table
 from .sampling import SamplingConfig
@@ -43,6 +44,24 @@ def pick_dtype(device: torch.device, dtype: torch.dtype | None) -> torch.dtype:
     return torch.bfloat16 if bf16_fast_on_cpu() else torch.float32
 
 
+def pick_weights(device: torch.device, dtype: torch.dtype, weights: str | None) -> str:
+    """How the decoding engine holds the transformer's projections: "int8" on a CPU that computes
+    in fp32 (no native bf16: AVX2 machines), else the model's own weights ("native").
+
+    A decoding step reads every weight once, so int8 rows (a quarter of fp32's bytes) measured a
+    one-token pass 1.97x and a nine-token verify pass 1.22x faster than fp32 on a 2-core AVX2 CPU,
+    with the same held-out loss (benchmarks/quantization.py). Where bf16 is native it stays:
+    bf16 weights are already half the bytes and its matmuls are fast."""
+    from .engine import WEIGHTS, int8_available
+    if weights is not None:
+        if weights not in WEIGHTS:
+            raise ValueError(f"weights must be one of {WEIGHTS}, not {weights!r}")
+        if weights == "int8" and (device.type != "cpu" or not int8_available()):
+            raise ValueError("int8 weights are for CPUs, with a torch that has torch._weight_int8pack_mm")
+        return weights
+    return "int8" if device.type == "cpu" and dtype == torch.float32 and int8_available() else "native"
+
+
 class MMGen:
     """The loaded model: the transformer, the image tokenizer and the stream layout between them."""
 
@@ -56,13 +75,15 @@ class MMGen:
         self.context = min(int(lm.config.max_position_embeddings), int(trained or 1 << 30))
 
     @classmethod
-    def load(cls, path: str | Path | None = None, *, device=None, dtype: torch.dtype | None = None) -> "MMGen":
+    def load(cls, path: str | Path | None = None, *, device=None, dtype: torch.dtype | None = None,
+             weights: str | None = None) -> "MMGen":
         root = Path(path) if path is not None else DEFAULT_CHECKPOINTS
         if not root.is_dir():
             raise FileNotFoundError(f"no checkpoints folder at {root}")
         device = pick_device(device)
         vq = VQTokenizer.from_pretrained(root / "vq").to(device).eval()
         lm = load_model(root / "lm", device=device, dtype=pick_dtype(device, dtype))
+        set_engine_weights(lm, pick_weights(device, next(lm.parameters()).dtype, weights))
         text = TextTokenizer.from_pretrained(root / "lm")
         stream = Stream(text, vq.codebook_size)
         if stream.vocab_size != lm.config.vocab_size:
@@ -105,6 +126,8 @@ class MMGen:
         return SamplingConfig(**overrides)
 
 
-def load(path: str | Path | None = None, *, device=None, dtype: torch.dtype | None = None) -> MMGen:
-    """The shipped model (or the checkpoints folder at `path`)."""
-    return MMGen.load(path, device=device, dtype=dtype)
+def load(path: str | Path | None = None, *, device=None, dtype: torch.dtype | None = None,
+         weights: str | None = None) -> MMGen:
+    """The shipped model (or the checkpoints folder at `path`). `weights`: how the decoding engine
+    holds the transformer's projections, "native" or "int8" (default: pick_weights decides)."""
+    return MMGen.load(path, device=device, dtype=dtype, weights=weights)

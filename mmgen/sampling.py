@@ -53,6 +53,13 @@ class Grammar:
     def in_image(self) -> bool:
         return 0 <= self.codes < IMAGE_TOKENS
 
+    def next_ids(self) -> tuple[int, int]:
+        """A range (lo, hi) holding every id that may come next: the codes inside a picture, else
+        the text ids and the special tokens (the decoding engine computes only those logits)."""
+        if self.in_image:
+            return self.stream.image_offset, self.stream.vocab_size
+        return 0, self.stream.image_offset
+
     def allowed(self, max_text_tokens: int) -> torch.Tensor:
         """Boolean mask over the vocabulary of ids that may come next."""
         s = self.stream

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mmgen.engine import Engine
+from mmgen.engine import NEG_LOGIT, Engine
 from mmgen.generate import left_pad
 
 
@@ -61,3 +61,20 @@ def test_rollback_equals_fresh_prefill(tiny_lm):
     torch.testing.assert_close(after, fresh.step(accepted), atol=1e-5, rtol=1e-5)
     n = engine.length
     torch.testing.assert_close(engine.k_cache[:, :, :, :n], fresh.k_cache[:, :, :, :n])
+
+
+def test_a_vocabulary_range_computes_those_logits_only(tiny_lm, tiny_stream):
+    """Inside a picture only codes may come, so generate.py asks for the codes' logits alone."""
+    torch.manual_seed(3)
+    V = tiny_lm.config.vocab_size
+    lo, hi = tiny_stream.image_offset, V
+    prompt, new = torch.randint(0, V, (2, 9)), torch.randint(0, V, (2, 3))
+    full, part = Engine(tiny_lm, batch=2, max_len=64), Engine(tiny_lm, batch=2, max_len=64)
+    full_last, part_last = full.prefill(prompt), part.prefill(prompt, vocab=(0, lo))
+    torch.testing.assert_close(part_last[:, :lo], full_last[:, :lo], atol=1e-5, rtol=1e-5)
+    a, b = full.step(new), part.step(new, (lo, hi))
+    torch.testing.assert_close(b[..., lo:], a[..., lo:], atol=1e-5, rtol=1e-5)
+    assert bool((b[..., :lo] == NEG_LOGIT).all()) and bool((part_last[:, lo:] == NEG_LOGIT).all())
+    # what the sampler makes of it: the legal ids' distribution is unchanged
+    probs = lambda x: torch.softmax(x[..., lo:], -1)    # noqa: E731
+    torch.testing.assert_close(probs(b), probs(a), atol=1e-6, rtol=1e-5)

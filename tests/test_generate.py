@@ -103,9 +103,9 @@ def test_the_unconditional_twin_reads_the_reply_only_when_asked(tiny_lm, tiny_st
     started = []
     real_start = G.Decoder.start
 
-    def spy(self, ids, mask):
+    def spy(self, ids, mask, vocab=None):
         started.append([[int(t) for t, m in zip(r, k) if m] for r, k in zip(ids, mask)])
-        return real_start(self, ids, mask)
+        return real_start(self, ids, mask, vocab)
     monkeypatch.setattr(G.Decoder, "start", spy)
     s = tiny_stream
     cond, uncond = prompts(s)

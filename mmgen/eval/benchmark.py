@@ -61,6 +61,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="guidance's unconditional twin reads neither the request nor the reply's words "
                         "(default: the session's)")
     p.add_argument("--device", default=None)
+    p.add_argument("--weights", choices=["native", "int8"], default=None,
+                   help="how the decoding engine holds the transformer's weights (default: what load picks)")
     p.add_argument("--refine", action=argparse.BooleanOptionalAction, default=None,
                    help="clean pictures with the shipped refiner before judging (default: the session's)")
     p.add_argument("--save-images", default=None, help="folder to save every generated picture")
@@ -295,7 +297,11 @@ def run(args) -> int:
         print(f"error: unknown part(s) {', '.join(sorted(unknown))}; choose from {', '.join(PARTS)}")
         return 2
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    model = load(args.checkpoints, device=args.device)
+    try:
+        model = load(args.checkpoints, device=args.device, weights=args.weights)
+    except ValueError as e:
+        print(f"error: {e}")
+        return 2
     settings = {k: getattr(args, k) for k in ("cfg", "temperature", "word_temperature", "top_k", "guide_reply")
                 if getattr(args, k) is not None}
     if args.refine is not None:

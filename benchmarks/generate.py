@@ -4,6 +4,7 @@ cache vs no cache, speculative vs plain, acceptance, memory. Batch 1 and 4; CPU 
     python benchmarks/generate.py                       # shipped checkpoints
     python benchmarks/generate.py --checkpoints PATH --repeats 5 --skip-nocache
     python benchmarks/generate.py --draft-k 4 8 12      # speculative variants at several draft lengths
+    python benchmarks/generate.py --weights native int8 # also plain and speculative on int8 engine weights
 
 Pictures are sampled with a session's default settings (temperature, guidance), as a user gets them.
 Ratios are measured side by side in one run, alternating the variants each repeat, because

@@ -20,7 +20,7 @@ import time
 import torch
 
 import mmgen
-from mmgen.generate import generate_ids
+from mmgen.generate import engine_weights, generate_ids
 from mmgen.session import Settings
 from mmgen.neighbours import NeighbourTable
 from mmgen.speculative import CopyDrafter, ModelDrafter, NeighbourDrafter, SpeculationStats
@@ -85,7 +85,7 @@ def main() -> int:
     models = [mmgen.load(args.checkpoints, device=args.device, dtype=dtype, weights=w) for w in kinds]
     model = models[0]
     print(f"model {model.name}, device {model.device}, dtype {next(model.lm.parameters()).dtype}, "
-          f"engine weights {' and '.join(m.lm.__dict__.get('_mmgen_engine_weights', 'native') for m in models)}, "
+          f"engine weights {' and '.join(engine_weights(m.lm) for m in models)}, "
           f"threads {torch.get_num_threads()}, draft model: {'yes' if model.draft is not None else 'no'}")
     variants = {"plain (engine, static cache)": dict(backend="engine"),
                 "transformers DynamicCache": dict(backend="hf")}

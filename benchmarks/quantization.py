@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 import mmgen
-from mmgen.data import CodeCache, world_conversations
+from mmgen.data import validation_conversations
 from mmgen.engine import Engine, int8_available
 
 VARIANTS = {"fp32": dict(dtype=torch.float32), "bf16": dict(dtype=torch.bfloat16),
@@ -32,8 +32,7 @@ VARIANTS = {"fp32": dict(dtype=torch.float32), "bf16": dict(dtype=torch.bfloat16
 
 
 def held_out(model, n: int) -> list:
-    convs = world_conversations(CodeCache(lambda images: model.vq.encode(images)), split="eval")
-    return [model.stream.encode(next(convs)) for _ in range(n)]
+    return [model.stream.encode(c) for c in validation_conversations(model.vq.encode, n)]
 
 
 CHUNK = 8      # tokens per scoring pass: as few rows as decoding steps have, so int8 weights are used

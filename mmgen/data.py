@@ -80,6 +80,15 @@ def world_conversations(cache: CodeCache, *, split: str = "train", start: int = 
         yield from world_to_stream(batch, cache)
 
 
+VALIDATION_CONVERSATIONS = 48      # the transformer's held-out validation set: the first eval-split conversations
+
+
+def validation_conversations(encode_images: Callable, n: int = VALIDATION_CONVERSATIONS) -> list[Conversation]:
+    """The held-out conversations `mmgen train lm` reports its validation loss on (the first n)."""
+    source = world_conversations(CodeCache(encode_images), split="eval")
+    return [next(source) for _ in range(n)]
+
+
 def jsonl_conversations(path: str | Path, encode_images: Callable, *, repeat: bool = True) -> Iterator[Conversation]:
     """Real conversations from JSONL (`mmgen world export`'s format; image paths relative to the
     file). A malformed line stops training with its file and line number (world.export.DatasetError)."""

@@ -65,6 +65,11 @@ def set_engine_weights(model, weights: str) -> None:
     model.__dict__.pop("_mmgen_engines", None)
 
 
+def engine_weights(model) -> str:
+    """How engines built for `model` hold its projections (set_engine_weights; "native" unless set)."""
+    return model.__dict__.get("_mmgen_engine_weights", "native")
+
+
 def engine_for(model, batch: int) -> Engine:
     """One engine per (model, batch size), kept on the model: its fused weights are built once.
 
@@ -72,7 +77,7 @@ def engine_for(model, batch: int) -> Engine:
     """
     engines = model.__dict__.setdefault("_mmgen_engines", {})
     if batch not in engines:
-        engines[batch] = Engine(model, batch=batch, weights=model.__dict__.get("_mmgen_engine_weights", "native"))
+        engines[batch] = Engine(model, batch=batch, weights=engine_weights(model))
     return engines[batch]
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from .engine import WEIGHTS, int8_available
 from .generate import set_engine_weights
 from .model import load_model
 from .neighbours import NeighbourTable, is_neighbour_table
@@ -49,11 +50,10 @@ def pick_weights(device: torch.device, dtype: torch.dtype, weights: str | None) 
     in fp32 (no native bf16: AVX2 machines), else the model's own weights ("native").
 
     A decoding step reads every weight once, so int8 rows (a quarter of fp32's bytes) made a step
-    2.7x and one picture's verify pass 1.3x faster than fp32 on a 2-core AVX2 CPU, with the same
+    2.5x and one picture's verify pass 1.2x faster than fp32 on a 2-core AVX2 CPU, with the same
     held-out loss to 0.0003 nats (benchmarks/quantization.py), and a picture 1.33 s instead of
     2.00 s (benchmarks/generate.py). Where bf16 is native it stays: bf16 weights are already half
     the bytes and its matmuls are fast."""
-    from .engine import WEIGHTS, int8_available
     if weights is not None:
         if weights not in WEIGHTS:
             raise ValueError(f"weights must be one of {WEIGHTS}, not {weights!r}")

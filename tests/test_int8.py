@@ -9,7 +9,7 @@ import torch
 
 import mmgen
 from mmgen.engine import INT8_MAX_ROWS, Engine, Int8Weight, int8_available
-from mmgen.generate import engine_for, generate_ids, set_engine_weights
+from mmgen.generate import engine_for, engine_weights, generate_ids, set_engine_weights
 from mmgen.pipeline import pick_weights
 from mmgen.sampling import SamplingConfig
 from mmgen.speculative import CopyDrafter
@@ -53,7 +53,7 @@ def test_int8_engine_logits_follow_the_native_engine(tiny_lm, tiny_stream):
 def test_speculative_greedy_is_plain_greedy_with_int8_weights(tiny_lm, tiny_stream):
     model = copy.deepcopy(tiny_lm)
     set_engine_weights(model, "int8")
-    assert engine_for(model, 2).weights == "int8"
+    assert engine_weights(model) == "int8" and engine_for(model, 2).weights == "int8"
     conv = Conversation((Turn("user", "draw a red circle"),))
     cond = tiny_stream.encode(conv, generation_prompt=True).ids
     uncond = tiny_stream.encode(conv, generation_prompt=True, drop_last_user_text=True).ids
@@ -69,7 +69,7 @@ def test_speculative_greedy_is_plain_greedy_with_int8_weights(tiny_lm, tiny_stre
     assert draw(CopyDrafter()) == plain
 
 
-def test_pick_weights():
+def test_pick_weights(tiny_lm):
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     expected = "int8" if int8_available() else "native"
     assert pick_weights(cpu, torch.float32, None) == expected       # no native bf16: int8 rows
@@ -81,7 +81,7 @@ def test_pick_weights():
     with pytest.raises(ValueError, match="for CPUs"):
         pick_weights(cuda, torch.bfloat16, "int8")
     with pytest.raises(ValueError, match="weights must be one of"):
-        Engine.__init__(object.__new__(Engine), None, batch=1, weights="fp8")
+        Engine(tiny_lm, batch=1, weights="fp8")
 
 
 @needs_int8

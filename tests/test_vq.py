@@ -315,3 +315,31 @@ def test_shipped_checkpoint_round_trip():
     ids = tok.encode([render(s) for s in scenes])
     again = tok.encode(tok.decode(ids))
     assert (again == ids).float().mean().item() >= 0.95
+
+
+def test_train_the_decoder_alone_keeps_every_code(tmp_path):
+    """--init-from --freeze-encoder: the shipped encoder and codebook stay bit for bit (so every
+    picture keeps its codes), only the decoder learns; misuse is refused with a message."""
+    import argparse
+    from safetensors.torch import load_file
+    from mmgen.train.vq import add_arguments, build_config, main
+
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    base = ["--preset", "tiny", "--quantizer", "vq", "--vq-codebook-size", "64", "--batch-size", "2",
+            "--no-progress", "--save-every", "100"]
+    donor = tmp_path / "donor"
+    VQTokenizer(build_config(p.parse_args(base + ["--out", str(donor)]))).save_pretrained(donor)
+    assert main(base + ["--out", str(donor), "--steps", "1"]) == 0          # a trained codebook
+    out = tmp_path / "dec"
+    assert main(["--out", str(out), "--init-from", str(donor), "--freeze-encoder", "--batch-size", "2",
+                 "--no-progress", "--save-every", "100", "--lr", "1e-2", "--steps", "3", "--ema", "0"]) == 0
+    before, after = load_file(str(donor / "model.safetensors")), load_file(str(out / "model.safetensors"))
+    assert before.keys() == after.keys()
+    for k in before:
+        if not k.startswith("decoder."):
+            assert torch.equal(before[k], after[k]), k
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("decoder."))
+    assert main(["--out", str(tmp_path / "x"), "--freeze-encoder", "--steps", "1", "--no-progress"]) == 2
+    assert main(["--out", str(tmp_path / "x"), "--init-from", str(donor), "--decoder-from", str(donor),
+                 "--steps", "1", "--no-progress"]) == 2

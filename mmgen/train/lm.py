@@ -83,7 +83,7 @@ def run(args, teacher_path: str | None = None) -> int:
     from accelerate import Accelerator
     from tqdm import tqdm
 
-    from ..data import CodeCache, batches, jsonl_conversations, world_conversations
+    from ..data import CodeCache, batches, jsonl_conversations, validation_conversations, world_conversations
     from ..model import add_image_positions, attention_implementation, build_model, count_parameters, load_model
     from ..shards import ShardError, is_shard, read_shard, vq_fingerprint
     from ..vq import VQTokenizer
@@ -150,7 +150,7 @@ def run(args, teacher_path: str | None = None) -> int:
         source = world_conversations(cache, split="train", start=progress["steps"] * 997 + rank, step=world)
     train_batches = batches(stream, source, batch_tokens=args.batch_tokens, max_len=args.max_len,
                             seed=args.seed + progress["steps"] + rank, cfg_dropout=args.cfg_dropout)
-    val_convs = list(_take(world_conversations(CodeCache(encode_images), split="eval"), 48))
+    val_convs = validation_conversations(encode_images)
 
     start_step = progress["steps"]
     # the pipeline keeps conversations inside the longest length the model has seen
@@ -193,11 +193,6 @@ def run(args, teacher_path: str | None = None) -> int:
             progress["wall_seconds"] = round(wall_before + time.time() - t0, 1)
             save_lm_checkpoint(lm, text, args.out, progress)
     return 0
-
-
-def _take(it, n):
-    for _, x in zip(range(n), it):
-        yield x
 
 
 def main(argv=None) -> int:

@@ -242,8 +242,7 @@ def freeze_codes(model) -> None:
 
 def freeze_encoder(setup) -> None:
     """Train only the decoder: the encoder and codebook of the --init-from tokenizer are kept, so
-    encode() gives every picture the same codes as before (checked after training by
-    benchmarks/vq.py's judge agreement and by comparing codes)."""
+    encode() gives every picture the same codes as before (tests/test_vq.py)."""
     for model in (setup.raw, setup.ema):
         if model is None:
             continue

@@ -20,6 +20,7 @@ import time
 import torch
 
 import mmgen
+from mmgen.engine import WEIGHTS
 from mmgen.generate import engine_weights, generate_ids
 from mmgen.session import Settings
 from mmgen.neighbours import NeighbourTable
@@ -71,7 +72,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--dtype", choices=["bfloat16", "float32"], default=None,
                     help="the transformer's dtype (default: what mmgen.load picks for this machine)")
-    ap.add_argument("--weights", choices=["native", "int8"], nargs="+", default=None,
+    ap.add_argument("--weights", choices=list(WEIGHTS), nargs="+", default=None,
                     help="how the engine holds the projections (default: what mmgen.load picks); a second "
                          "value adds its plain and speculative variants, on a second copy of the model")
     ap.add_argument("--skip-nocache", action="store_true", help="the uncached variant is slow; skip it")

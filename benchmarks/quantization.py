@@ -1,4 +1,4 @@
-"""What int8 weights cost the transformer: held-out loss, agreement and speed of one pass.
+"""What int8 and fp16 weights cost the transformer: held-out loss, agreement and speed of one pass.
 
     python benchmarks/quantization.py                  # shipped checkpoints, 48 held-out conversations
     python benchmarks/quantization.py --n 96 --threads 2
@@ -25,10 +25,11 @@ import torch.nn.functional as F
 
 import mmgen
 from mmgen.data import validation_conversations
-from mmgen.engine import Engine, int8_available
+from mmgen.engine import Engine, fp16_available, int8_available
 
 VARIANTS = {"fp32": dict(dtype=torch.float32), "bf16": dict(dtype=torch.bfloat16),
-            "int8": dict(dtype=torch.float32, weights="int8"), "int8+bf16": dict(dtype=torch.bfloat16, weights="int8")}
+            "int8": dict(dtype=torch.float32, weights="int8"), "int8+bf16": dict(dtype=torch.bfloat16, weights="int8"),
+            "fp16": dict(dtype=torch.float32, weights="fp16")}
 
 
 def held_out(model, n: int) -> list:
@@ -95,7 +96,8 @@ def main() -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     model = mmgen.load(args.checkpoints, dtype=torch.float32)
-    variants = {k: v for k, v in VARIANTS.items() if not k.startswith("int8") or int8_available()}
+    available = {"int8": int8_available(), "fp16": fp16_available()}
+    variants = {k: v for k, v in VARIANTS.items() if available.get(v.get("weights"), True)}
     encoded = [] if args.skip_loss else held_out(model, args.n)
     offset = model.stream.image_offset
     engines = {k: Engine(model.lm, batch=8, max_len=2048, **kw) for k, kw in variants.items()}

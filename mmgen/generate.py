@@ -60,7 +60,7 @@ def model_device(model) -> torch.device:
 
 
 def set_engine_weights(model, weights: str) -> None:
-    """How engines built for `model` hold its projections ("native" or "int8"; engine.py)."""
+    """How engines built for `model` hold its projections ("native", "int8" or "fp16"; engine.py)."""
     model.__dict__["_mmgen_engine_weights"] = weights
     model.__dict__.pop("_mmgen_engines", None)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from .engine import WEIGHTS, int8_available
+from .engine import WEIGHTS, fp16_available, int8_available
 from .generate import set_engine_weights
 from .model import load_model
 from .neighbours import NeighbourTable, is_neighbour_table
@@ -46,21 +46,27 @@ def pick_dtype(device: torch.device, dtype: torch.dtype | None) -> torch.dtype:
 
 
 def pick_weights(device: torch.device, dtype: torch.dtype, weights: str | None) -> str:
-    """How the decoding engine holds the transformer's projections: "int8" on a CPU that computes
-    in fp32 (no native bf16: AVX2 machines), else the model's own weights ("native").
+    """How the decoding engine holds the transformer's projections. On a CPU that computes in fp32
+    (no native bf16: AVX2 machines): "fp16", FBGEMM's packed fp16 weights, where torch has them
+    (x86 builds), else "int8". Elsewhere the model's own weights ("native").
 
-    A decoding step reads every weight once, so int8 rows (a quarter of fp32's bytes) made a step
-    2.5x and one picture's verify pass 1.2x faster than fp32 on a 2-core AVX2 CPU, with the same
-    held-out loss to 0.0003 nats (benchmarks/quantization.py), and a picture 1.33 s instead of
-    2.00 s (benchmarks/generate.py). Where bf16 is native it stays: bf16 weights are already half
+    A decoding pass reads every weight once and, at our size, is mostly a few-row matmul per
+    projection, where fp32's GEMM repacks its weight on every call. On a 2-core AVX2 CPU
+    (benchmarks/generate.py, speculative decoding, one picture): fp16 1.1 s, int8 1.3 s, fp32
+    2.0 s; fp16's rounding costs nothing measurable in held-out loss, int8's 0.0003 nats
+    (benchmarks/quantization.py). Where bf16 is native it stays: bf16 weights are already half
     the bytes and its matmuls are fast."""
     if weights is not None:
         if weights not in WEIGHTS:
             raise ValueError(f"weights must be one of {WEIGHTS}, not {weights!r}")
         if weights == "int8" and (device.type != "cpu" or not int8_available()):
             raise ValueError("int8 weights are for CPUs, with a torch that has torch._weight_int8pack_mm")
+        if weights == "fp16" and (device.type != "cpu" or not fp16_available()):
+            raise ValueError("fp16 weights are for x86 CPUs, with a torch built with FBGEMM")
         return weights
-    return "int8" if device.type == "cpu" and dtype == torch.float32 and int8_available() else "native"
+    if device.type != "cpu" or dtype != torch.float32:
+        return "native"
+    return "fp16" if fp16_available() else "int8" if int8_available() else "native"
 
 
 class MMGen:
@@ -130,5 +136,5 @@ class MMGen:
 def load(path: str | Path | None = None, *, device=None, dtype: torch.dtype | None = None,
          weights: str | None = None) -> MMGen:
     """The shipped model (or the checkpoints folder at `path`). `weights`: how the decoding engine
-    holds the transformer's projections, "native" or "int8" (default: pick_weights decides)."""
+    holds the transformer's projections, "native", "int8" or "fp16" (default: pick_weights decides)."""
     return MMGen.load(path, device=device, dtype=dtype, weights=weights)

@@ -61,7 +61,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="guidance's unconditional twin reads neither the request nor the reply's words "
                         "(default: the session's)")
     p.add_argument("--device", default=None)
-    p.add_argument("--weights", choices=["native", "int8"], default=None,
+    p.add_argument("--weights", choices=["native", "int8", "fp16"], default=None,
                    help="how the decoding engine holds the transformer's weights (default: what load picks)")
     p.add_argument("--refine", action=argparse.BooleanOptionalAction, default=None,
                    help="clean pictures with the shipped refiner before judging (default: the session's)")

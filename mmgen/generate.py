@@ -16,8 +16,10 @@ different lengths are left-padded; positions count only real tokens.
         step.tokens   # the n ids just chosen, one per picture
 
 Backends: "engine" (default: our lean static-cache engine, engine.py), "hf" (transformers'
-forward with its DynamicCache) and "nocache" (recompute everything each step; for tests and
-for the benchmark's cache-vs-no-cache ratio). All three give the same tokens.
+forward with its DynamicCache), "nocache" (transformers' forward over the whole sequence every
+step; the reference in tests) and "recompute" (the engine, same weights and kernels, rerun over
+the whole sequence every step: the benchmark's like-for-like cache-vs-no-cache ratio). All
+give the same tokens.
 """
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ from .sampling import Grammar, SamplingConfig, next_token_probs, sample
 from .speculative import SpeculationStats, image_probs, verify
 from .stream import IMAGE_TOKENS, Stream
 
-BACKENDS = ("engine", "hf", "nocache")
+BACKENDS = ("engine", "hf", "nocache", "recompute")
 
 
 @dataclass
@@ -88,7 +90,7 @@ class Decoder:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
         self.model, self.backend = model, backend
-        self.engine = engine_for(model, batch) if backend == "engine" else None
+        self.engine = engine_for(model, batch) if backend in ("engine", "recompute") else None
         self.device = model_device(model)
 
     def start(self, ids: torch.Tensor, mask: torch.Tensor, vocab: tuple[int, int] | None = None) -> torch.Tensor:
@@ -105,11 +107,13 @@ class Decoder:
     def feed(self, tokens: torch.Tensor, vocab: tuple[int, int] | None = None) -> torch.Tensor:
         """Append one token per row [B] and return the next logits [B, V] (`vocab` as in start)."""
         new = tokens.to(self.device)[:, None]
-        if self.engine is not None:
+        if self.backend == "engine":
             return self.engine.step(new, vocab)[:, -1]
         self.mask = torch.cat([self.mask, torch.ones_like(new)], dim=1)
         self.positions = torch.cat([self.positions, self.positions[:, -1:] + 1], dim=1)
         self.ids = torch.cat([self.ids, new], dim=1)
+        if self.backend == "recompute":               # no cache kept: every position again
+            return self.engine.prefill(self.ids, pad=(1 - self.mask).sum(-1), vocab=vocab)
         if self.backend == "hf":
             # embedded with the ids before it: an image code's embedding depends on its place
             # in the picture (model.StreamEmbedding)

@@ -58,6 +58,7 @@ def test_kv_cache_gives_the_same_tokens_as_no_cache(tiny_lm, tiny_stream):
     uncached = run(tiny_lm, tiny_stream, seed=2, n=2, backend="nocache")
     assert run(tiny_lm, tiny_stream, seed=2, n=2, backend="engine") == uncached
     assert run(tiny_lm, tiny_stream, seed=2, n=2, backend="hf") == uncached
+    assert run(tiny_lm, tiny_stream, seed=2, n=2, backend="recompute") == uncached
 
 
 def test_cfg_scale_one_equals_conditional_sampling(tiny_lm, tiny_stream):

@@ -3,11 +3,13 @@ save/load, provenance, transparency, moderation and bad input."""
 from __future__ import annotations
 
 
+import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from mmgen.imageutil import TRAINED_ALGORITHMIC_MEDIA
-from mmgen.session import ChatSession, SessionError
+from mmgen.session import PREVIEW_MARGIN, ChatSession, SessionError, preview_image
 from mmgen.stream import IMAGE_TOKENS
 
 
@@ -46,6 +48,24 @@ def test_stream_previews_top_down_and_stopping_leaves_session_intact(tiny_model)
         if e.kind == "preview" and e.rows == 4:
             break                                                     # the user pressed stop
     assert chat.conversation == before
+
+
+def test_preview_image_decodes_the_drawn_rows_only(tiny_model):
+    codes = draw(tiny_model.chat(seed=3)).codes
+    vq = tiny_model.vq
+    assert preview_image(vq, []).getextrema() == ((128, 128),) * 3          # nothing drawn: all grey
+    assert preview_image(vq, codes).tobytes() == vq.decode(torch.tensor(codes).view(1, 16, 16))[0].tobytes()
+    five = np.asarray(preview_image(vq, codes[:5 * 16 + 7]))                # 5 rows and part of a sixth
+    assert five.shape == (128, 128, 3) and (five[40:] == 128).all()
+    # the drawn rows decode with PREVIEW_MARGIN filler rows under them, not the whole grid
+    calls = []
+    real = vq.decode_tensor
+    vq.decode_tensor = lambda ids, **kw: calls.append(ids.shape) or real(ids, **kw)
+    try:
+        preview_image(vq, codes[:32])
+    finally:
+        del vq.decode_tensor
+    assert calls == [(1, 2 + PREVIEW_MARGIN, 16)]
 
 
 def test_undo_retry_fork(tiny_model):

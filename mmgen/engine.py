@@ -176,6 +176,7 @@ class Engine:
         # image codes get row/column vectors (model.StreamEmbedding); a code's place in its picture
         # comes from the ids before it, so the engine keeps every row's ids
         self.image_embedding = m.embed_tokens if isinstance(m.embed_tokens, StreamEmbedding) else None
+        self.lookup_tables = None if self.image_embedding is None else self.image_embedding.lookup_tables(self.dtype)
         self.lm_head = project(model.lm_head.weight)
         self.vocab_size = model.lm_head.weight.shape[0]
         self._head_slices: dict = {}          # (lo, hi) → those rows of the output layer
@@ -233,7 +234,7 @@ class Engine:
         if self.image_embedding is not None:
             e = self.image_embedding
             self.ids[:B, start:start + T] = ids
-            x = x + e.additions(self.ids[:B, :start + T], self.dtype, last=T)
+            x = x + e.additions(self.ids[:B, :start + T], self.dtype, last=T, tables=self.lookup_tables)
         H, KV, D = self.n_heads, self.n_kv, self.head_dim
         for i, w in enumerate(self.layers):
             h = rms_norm(x, w["in_norm"], self.eps)

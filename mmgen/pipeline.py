@@ -52,10 +52,10 @@ def pick_weights(device: torch.device, dtype: torch.dtype, weights: str | None) 
 
     A decoding pass reads every weight once and, at our size, is mostly a few-row matmul per
     projection, where fp32's GEMM repacks its weight on every call. On a 2-core AVX2 CPU
-    (benchmarks/generate.py, speculative decoding, one picture, side by side): fp16 1.32 s, int8
-    1.44 s, fp32 2.01 s; fp16's rounding costs nothing measurable in held-out loss, int8's 0.0003 nats
-    (benchmarks/quantization.py). Where bf16 is native it stays: bf16 weights are already half
-    the bytes and its matmuls are fast."""
+    (benchmarks/generate.py, speculative decoding, one picture, two side-by-side runs): fp16
+    1.32-1.38 s, int8 1.44-1.56 s, fp32 2.01-2.16 s; fp16's rounding costs nothing measurable in
+    held-out loss, int8's 0.0003 nats (benchmarks/quantization.py). Where bf16 is native it
+    stays: bf16 weights are already half the bytes and its matmuls are fast."""
     if weights is not None:
         if weights not in WEIGHTS:
             raise ValueError(f"weights must be one of {WEIGHTS}, not {weights!r}")

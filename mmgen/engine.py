@@ -101,9 +101,6 @@ class Fp16Weight:
     def rows(cls, w: "Fp16Weight", lo: int, hi: int) -> "Fp16Weight":
         return cls(w.w[lo:hi])
 
-    def dequantize(self) -> torch.Tensor:
-        return self.w.half().float()
-
 
 def linear(x: torch.Tensor, w, bias: torch.Tensor | None = None) -> torch.Tensor:
     """F.linear for a plain weight, an Int8Weight or an Fp16Weight (x [..., in] → [..., out])."""

@@ -339,9 +339,7 @@ class VQTokenizer(nn.Module):
     def decode(self, ids: Any, *, bf16: bool | None = None) -> list[Image.Image]:
         """ids [B, 16, 16] (or [16, 16], or [B, 256]) of ints in [0, codebook_size) → list of 128 × 128 RGB PIL images."""
         ids = check_ids(ids, self.codebook_size)
-        x = self.decode_tensor(ids, bf16=bf16)
-        arr = (x * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-        return [Image.fromarray(a, mode="RGB") for a in arr]
+        return pixels_to_images(self.decode_tensor(ids, bf16=bf16))
 
     # --- save / load ---------------------------------------------------------------------------
     def save_pretrained(self, path: str | os.PathLike, *, dtype: torch.dtype = torch.bfloat16,
@@ -455,6 +453,12 @@ def images_to_tensor(images: Any) -> torch.Tensor:
         return x.contiguous()
     raise TypeError(f"encode() takes a PIL image, a list of PIL images or a tensor [B, 3, H, W]; "
                     f"got {type(images).__name__}")
+
+
+def pixels_to_images(x: torch.Tensor) -> list[Image.Image]:
+    """Pixels [B, 3, H, W] in [0, 1] → B RGB PIL images (rounded to the nearest grey level)."""
+    arr = (x * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    return [Image.fromarray(a, mode="RGB") for a in arr]
 
 
 def check_ids(ids: Any, codebook_size: int) -> torch.Tensor:

@@ -53,7 +53,7 @@ def test_int8_engine_logits_follow_the_native_engine(tiny_lm, tiny_stream):
 
 
 @needs_fp16
-def test_fp16_weights_are_the_weights_rounded_to_fp16(tiny_lm):
+def test_fp16_weights_are_the_weights_rounded_to_fp16():
     torch.manual_seed(3)
     w = torch.randn(40, 24)
     packed = Fp16Weight(w)

@@ -105,7 +105,8 @@ class Fp16Weight:
 def linear(x: torch.Tensor, w, bias: torch.Tensor | None = None) -> torch.Tensor:
     """F.linear for a plain weight, an Int8Weight or an Fp16Weight (x [..., in] → [..., out])."""
     if isinstance(w, Fp16Weight):
-        y = torch.ops.quantized.linear_dynamic_fp16(x.float().contiguous(), w.packed).to(x.dtype)
+        # the overload itself: the packet's __call__ checks every argument in Python first (~10 µs a call)
+        y = torch.ops.quantized.linear_dynamic_fp16.default(x.float().contiguous(), w.packed).to(x.dtype)
         return y if bias is None else y + bias
     if isinstance(w, Int8Weight):
         if w.full is not None and x.numel() > INT8_MAX_ROWS * x.shape[-1]:

@@ -249,9 +249,9 @@ def generate_ids(model, stream: Stream, cond_ids: Sequence[int], uncond_ids: Seq
             speculate = (drafter is not None and all(g.in_image for g in grammars)
                          and all(len(c) == len(codes[0]) for c in codes) and left >= 2)
             if speculate:
-                k = min(draft_k, left - 1)
-                drafts, q = drafter.propose(k, stream=stream, n=n, guided=guided, config=config,
-                                            generator=generator, codes=codes)
+                drafts, q = drafter.propose(min(draft_k, left - 1), stream=stream, n=n, guided=guided,
+                                            config=config, generator=generator, codes=codes)
+                k = drafts.shape[1]                     # a drafter may stop short (speculative.CopyDrafter)
                 fed = drafts.t().reshape(k, n)                                  # [k, n] -> rows below
                 new = torch.stack([dup(fed[j]) for j in range(k)], 1)           # [R, k]
                 if pending is not None:

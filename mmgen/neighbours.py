@@ -20,9 +20,14 @@ two, then one) tokens, counted over the assistant replies of the training conver
 plan is formulaic: "Here you go: a red circle in the top left on a white background."). Words
 are decoded greedily, so a drafted word is kept exactly when it is the word the transformer picks.
 
+Each neighbourhood also keeps its winner's share of the votes (`confidence`): about the chance a
+draft from there is accepted. Drafters stop a round's drafts where that chance runs out
+(speculative.CopyDrafter); drafts past a likely rejection only make the verify pass longer.
+
 On disk (`checkpoints/draft/`): config.json {"kind": "neighbours", …} and table.safetensors with,
-per level, the neighbourhoods [N, width] (−1 = outside the picture) and their codes [N], and the
-word contexts [N, width] and their next tokens [N].
+per level, the neighbourhoods [N, width] (−1 = outside the picture), their codes [N] and their
+confidences [N] (float32; tables fitted before them load without), and the word contexts
+[N, width] and their next tokens [N].
 """
 from __future__ import annotations
 
@@ -41,6 +46,7 @@ KIND = "neighbours"
 LEVELS = ("above,left,above_right", "above,left", "above")   # widest first; each backs off to the next
 WORD_CONTEXT = 3                                            # tokens a word is drafted from, then 2, then 1
 VOTES_PER_POSITION = 4                                      # a position votes its 4 likeliest codes
+UNSEEN_CONFIDENCE = 0.3                                     # a neighbourhood no picture showed (fit)
 
 
 def neighbourhood(codes: Sequence[int], pos: int) -> tuple[int, int, int]:
@@ -55,22 +61,33 @@ def neighbourhood(codes: Sequence[int], pos: int) -> tuple[int, int, int]:
 
 class NeighbourTable:
     def __init__(self, codebook_size: int, levels: list[dict[tuple[int, ...], int]], info: dict | None = None,
-                 words: list[dict[tuple[int, ...], int]] | None = None):
+                 words: list[dict[tuple[int, ...], int]] | None = None,
+                 confidence: list[dict[tuple[int, ...], float]] | None = None):
         if len(levels) != len(LEVELS):
             raise ValueError(f"a neighbour table has {len(LEVELS)} levels, not {len(levels)}")
+        if confidence is not None and [set(c) for c in confidence] != [set(t) for t in levels]:
+            raise ValueError("a neighbour table's confidences must cover exactly its neighbourhoods")
         self.codebook_size = codebook_size
         self.levels = levels
+        # per neighbourhood, how likely its code is to be accepted (fit: its share of the votes);
+        # None for tables fitted before confidences were kept: drafts then run to their full length
+        self.confidence = confidence
         self.words = words or [{} for _ in range(WORD_CONTEXT)]      # last 3 tokens, 2, 1 → next
         self.info = dict(info or {})
 
     def draft(self, codes: Sequence[int], pos: int) -> int:
         """The likeliest code at `pos` given the codes before it."""
+        return self.draft_with_confidence(codes, pos)[0]
+
+    def draft_with_confidence(self, codes: Sequence[int], pos: int) -> tuple[int, float | None]:
+        """The likeliest code at `pos` and the chance it is the one drawn (None: not known)."""
         key = neighbourhood(codes, pos)
-        for width, table in zip((3, 2, 1), self.levels):
+        for level, (width, table) in enumerate(zip((3, 2, 1), self.levels)):
             code = table.get(key[:width])
             if code is not None:
-                return code
-        return key[0] if key[0] >= 0 else max(key[1], 0)     # the code above, else the one to the left
+                return code, None if self.confidence is None else self.confidence[level][key[:width]]
+        # the code above, else the one to the left: a guess nothing voted for
+        return key[0] if key[0] >= 0 else max(key[1], 0), None if self.confidence is None else UNSEEN_CONFIDENCE
 
     def draft_words(self, ids: Sequence[int], k: int, stop: Sequence[int] = ()) -> list[int]:
         """Up to k tokens likely to follow `ids`, each drafted from the ones before it; the draft
@@ -98,6 +115,8 @@ class NeighbourTable:
         tensors = {}
         for i, table in enumerate(self.levels):
             tensors[f"level{i}.neighbours"], tensors[f"level{i}.codes"] = _as_tensors(table, 3 - i)
+            if self.confidence is not None:
+                tensors[f"level{i}.confidence"] = _as_tensors(self.confidence[i], 3 - i, torch.float32)[1]
         for i, table in enumerate(self.words):
             tensors[f"words{i}.context"], tensors[f"words{i}.next"] = _as_tensors(table, WORD_CONTEXT - i)
         with atomic_folder(path) as tmp:
@@ -114,12 +133,19 @@ class NeighbourTable:
             raise ValueError(f"{path} is not a neighbour table (kind {config.get('kind')!r})")
         tensors = load_file(str(path / "table.safetensors"))
         size = int(config["codebook_size"])
-        levels = []
+        levels, confidence = [], []
         for i in range(len(LEVELS)):
             keys, codes = tensors[f"level{i}.neighbours"], tensors[f"level{i}.codes"]
             if keys.shape != (len(codes), 3 - i) or (len(codes) and not (0 <= int(codes.min()) and int(codes.max()) < size)):
                 raise ValueError(f"{path}: level {i} of the table is malformed")
-            levels.append(dict(zip(map(tuple, keys.tolist()), codes.tolist())))
+            keys = list(map(tuple, keys.tolist()))
+            levels.append(dict(zip(keys, codes.tolist())))
+            share = tensors.get(f"level{i}.confidence")
+            if share is not None and (share.shape != codes.shape or (len(share) and not 0 <= float(share.min()) <= float(share.max()) <= 1)):
+                raise ValueError(f"{path}: the confidences of level {i} are malformed")
+            confidence.append(None if share is None else dict(zip(keys, share.tolist())))
+        if any(c is None for c in confidence):          # a table fitted before confidences were kept
+            confidence = None
         words = []
         for i in range(WORD_CONTEXT):
             keys, nxt = tensors.get(f"words{i}.context"), tensors.get(f"words{i}.next")
@@ -127,13 +153,14 @@ class NeighbourTable:
                 raise ValueError(f"{path}: the table's words (level {i}) are missing or malformed")
             words.append(dict(zip(map(tuple, keys.tolist()), nxt.tolist())))
         info = {k: v for k, v in config.items() if k not in ("kind", "codebook_size", "levels")}
-        return cls(size, levels, info, words)
+        return cls(size, levels, info, words, confidence)
 
 
-def _as_tensors(table: dict[tuple[int, ...], int], width: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _as_tensors(table: dict[tuple[int, ...], int | float], width: int,
+                dtype: torch.dtype = torch.int32) -> tuple[torch.Tensor, torch.Tensor]:
     keys = sorted(table)
     return (torch.tensor(keys, dtype=torch.int32).reshape(len(keys), width),
-            torch.tensor([table[k] for k in keys], dtype=torch.int32))
+            torch.tensor([table[k] for k in keys], dtype=dtype))
 
 
 def is_neighbour_table(path: str | Path) -> bool:
@@ -196,14 +223,19 @@ def fit(lm, stream: Stream, conversations: Iterable[Conversation], *, pictures: 
         seen += len(chunk)
     # a narrower level's votes are the sums of the wider neighbourhoods it contains
     levels: list[dict[tuple[int, ...], int]] = []
+    confidence: list[dict[tuple[int, ...], float]] = []
     for width in (3, 2, 1):
         merged: dict[tuple[int, ...], Counter] = defaultdict(Counter)
         for key, counter in votes.items():
             merged[key[:width]].update(counter)
         levels.append({key: max(counter, key=counter.get) for key, counter in merged.items()})
+        # the winner's mass over all the mass voted here (about one per position that voted), plus
+        # one: roughly the chance a draft from this neighbourhood is accepted, shrunk where few voted
+        confidence.append({key: counter[levels[-1][key]] / (sum(counter.values()) + 1)
+                           for key, counter in merged.items()})
     info = {"pictures": seen, "cfg": config.cfg, "guide_reply": config.guide_reply,
             "temperature": config.temperature}
-    return NeighbourTable(stream.codebook_size, levels, info)
+    return NeighbourTable(stream.codebook_size, levels, info, confidence=confidence)
 
 
 def _vote(lm, stream: Stream, chunk: list, config: SamplingConfig, votes: dict) -> None:

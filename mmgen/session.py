@@ -101,9 +101,11 @@ class Settings:
     top_p: float | None = None
     guide_reply: bool = True         # guidance's unconditional twin reads neither request nor reply (True) or the reply (generate.py)
     speculative: str = "auto"        # auto: the draft model if shipped, else copy drafting; or off
-    # codes (and words) drafted per verify pass. Neighbour table, 17300-step transformer, 2 cores:
-    # k=4 0.83 s a picture, k=8 0.71 s, k=12 0.69 s; batch 4 fastest at 8 (benchmarks/generate.py)
-    draft_k: int = 8
+    # the most codes (and words) drafted per verify pass; a neighbour table with confidences stops
+    # sooner where a draft is unlikely to be kept (speculative.CopyDrafter). Shipped table, 16500-step
+    # transformer, fp16 engine, 2 cores, median of 5 (/tmp A/B, alternating): fixed k=8 (the table
+    # without confidences) 1.078 s a picture; with them, k=8 1.013 s, k=12 1.001 s, k=15 0.931 s
+    draft_k: int = 15
     max_words: int = SamplingConfig.max_text_tokens   # the longest reply in text tokens (before its picture)
     background: str = "opaque"       # "transparent": RGBA with the flat background cut out
     provenance: bool = True          # PNG metadata + IPTC trainedAlgorithmicMedia marker on save

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from mmgen.cli import main as cli
-from mmgen.neighbours import NeighbourTable, fit, is_neighbour_table, neighbourhood
+from mmgen.neighbours import UNSEEN_CONFIDENCE, NeighbourTable, fit, is_neighbour_table, neighbourhood
 from mmgen.sampling import SamplingConfig
 from mmgen.speculative import image_probs
 from mmgen.stream import IMAGE_SIDE, IMAGE_TOKENS, Conversation, Turn
@@ -48,6 +48,26 @@ def test_save_and_load_round_trip(tmp_path):
     assert loaded.levels == table.levels and loaded.codebook_size == 64 and loaded.info == {"pictures": 2}
     assert loaded.words == table.words
     assert not list(tmp_path.glob(".draft*")), "temporary folders are cleaned up"
+
+
+def test_confidences_round_trip_and_older_tables_load_without(tmp_path):
+    levels = [{(1, 2, 3): 10}, {(1, 2): 20}, {(1,): 30}]
+    table = NeighbourTable(64, levels, confidence=[{(1, 2, 3): 0.9}, {(1, 2): 0.5}, {(1,): 0.25}])
+    codes = [0] * (IMAGE_SIDE + 1)
+    codes[1], codes[2], codes[16] = 1, 3, 2                      # position 17: above 1, above-right 3, left 2
+    assert table.draft_with_confidence(codes, 17) == (10, 0.9)
+    codes[2] = 4                                                 # backs off to (above, left)
+    assert table.draft_with_confidence(codes, 17) == (20, 0.5)
+    codes[1] = 7                                                 # nothing known: a guess nothing voted for
+    assert table.draft_with_confidence(codes, 17) == (7, UNSEEN_CONFIDENCE)
+    table.save(tmp_path / "with")
+    loaded = NeighbourTable.load(tmp_path / "with").confidence
+    assert [pytest.approx(c) for c in table.confidence] == loaded      # stored as float32
+    NeighbourTable(64, levels).save(tmp_path / "without")       # as tables were fitted before
+    older = NeighbourTable.load(tmp_path / "without")
+    assert older.confidence is None and older.draft_with_confidence(codes, 17) == (7, None)
+    with pytest.raises(ValueError, match="cover exactly"):
+        NeighbourTable(64, levels, confidence=[{}, {(1, 2): 0.5}, {(1,): 0.25}])
 
 
 def test_load_refuses_what_is_not_a_table(tmp_path):
@@ -118,8 +138,11 @@ def test_fit_keeps_the_transformers_likeliest_code(tiny_lm, tiny_stream, guide_r
             key = neighbourhood(codes, pos)
             if seen[key] == 1:
                 assert table.levels[0][key] == int(expected[pos]), pos
+                # one position's vote: its top code's mass over its top codes' mass plus one
+                assert 0 < table.confidence[0][key] < 0.5
                 checked += 1
     assert checked > 500
+    assert [set(c) for c in table.confidence] == [set(level) for level in table.levels]
 
 
 def test_fit_stops_at_the_pictures_asked(tiny_lm, tiny_stream):

@@ -51,6 +51,22 @@ def test_greedy_speculative_equals_plain_greedy(tiny_lm, tiny_stream, other_tiny
                  k=12) == plain
 
 
+def test_drafts_stop_where_the_table_is_unsure(tiny_stream):
+    """A round drafts while all its drafts surviving stays at least CopyDrafter.STOP_BELOW likely."""
+    keys = [{(-1, 5, -1): 5, (5, 5, 5): 5, (5, 5, -1): 5, (5, -1, 5): 5}, {(5, 5): 5, (-1, 5): 5, (5, -1): 5}, {(5,): 5}]
+    def drafted(chance, reference=None, rows=1, k=12):
+        table = NeighbourTable(tiny_stream.codebook_size, keys,
+                               confidence=[{key: chance for key in level} for level in keys])
+        drafts, _ = NeighbourDrafter(table, reference).propose(k, stream=tiny_stream, n=rows, codes=[[5] * 40] * rows)
+        return drafts.shape[1]
+    assert drafted(0.99) == 12                     # sure: as far as asked
+    assert drafted(0.5) == 2                       # 0.5, 0.25, then 0.125 < 0.25: stops after two
+    assert drafted(0.1) == CopyDrafter.MIN_DRAFTS  # never fewer
+    assert drafted(0.1, reference=[5] * IMAGE_TOKENS) == 12      # an edit's reference is copied as far as asked
+    assert drafted(0.5, rows=3) == 2
+    assert drafted(0.99, k=3) == 3
+
+
 def test_model_as_its_own_draft_accepts_everything(tiny_lm, tiny_stream):
     stats = SpeculationStats()
     out = codes(tiny_lm, tiny_stream, seed=3, temperature=1.0, drafter=ModelDrafter(tiny_lm), k=5, stats=stats)
@@ -71,6 +87,11 @@ def test_a_table_fitted_along_the_greedy_picture_drafts_it(tiny_lm, tiny_stream,
     # each neighbourhood seen once votes the code greedy decoding drew there; those seen more than
     # once (a 64-code book; the top row's have only a left neighbour) may disagree, so not every
     # draft is right. The tiny random model's picture is noise: copying the code above never is.
+    # without its confidences (each neighbourhood seen once is < 0.5 sure) drafts run to k
+    unsure = SpeculationStats()
+    codes(tiny_lm, tiny_stream, seed=0, temperature=0.0, drafter=NeighbourDrafter(tiny_table), k=8, stats=unsure)
+    assert max(unsure.per_round) <= CopyDrafter.MIN_DRAFTS + 1
+    tiny_table = NeighbourTable(tiny_table.codebook_size, tiny_table.levels)
     table, copy = SpeculationStats(), SpeculationStats()
     codes(tiny_lm, tiny_stream, seed=0, temperature=0.0, drafter=NeighbourDrafter(tiny_table), k=8, stats=table)
     codes(tiny_lm, tiny_stream, seed=0, temperature=0.0, drafter=CopyDrafter(), k=8, stats=copy)

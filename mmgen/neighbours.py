@@ -65,7 +65,8 @@ class NeighbourTable:
                  confidence: list[dict[tuple[int, ...], float]] | None = None):
         if len(levels) != len(LEVELS):
             raise ValueError(f"a neighbour table has {len(LEVELS)} levels, not {len(levels)}")
-        if confidence is not None and [set(c) for c in confidence] != [set(t) for t in levels]:
+        if confidence is not None and (len(confidence) != len(levels)
+                                       or any(c.keys() != t.keys() for c, t in zip(confidence, levels))):
             raise ValueError("a neighbour table's confidences must cover exactly its neighbourhoods")
         self.codebook_size = codebook_size
         self.levels = levels

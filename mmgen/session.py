@@ -103,8 +103,9 @@ class Settings:
     speculative: str = "auto"        # auto: the draft model if shipped, else copy drafting; or off
     # the most codes (and words) drafted per verify pass; a neighbour table with confidences stops
     # sooner where a draft is unlikely to be kept (speculative.CopyDrafter). Shipped table, 16500-step
-    # transformer, fp16 engine, 2 cores, median of 5 (/tmp A/B, alternating): fixed k=8 (the table
-    # without confidences) 1.078 s a picture; with them, k=8 1.013 s, k=12 1.001 s, k=15 0.931 s
+    # transformer, fp16 engine, 2 cores, median of 5, alternating in one process (a one-off script):
+    # the table without confidences at k=8 1.078 s a picture; with them, k=8 1.013 s, k=12 1.001 s,
+    # k=15 0.931 s. `benchmarks/generate.py --draft-k 8 12 15` compares the k values
     draft_k: int = 15
     max_words: int = SamplingConfig.max_text_tokens   # the longest reply in text tokens (before its picture)
     background: str = "opaque"       # "transparent": RGBA with the flat background cut out

@@ -53,17 +53,23 @@ def test_greedy_speculative_equals_plain_greedy(tiny_lm, tiny_stream, other_tiny
 
 def test_drafts_stop_where_the_table_is_unsure(tiny_stream):
     """A round drafts while all its drafts surviving stays at least CopyDrafter.STOP_BELOW likely."""
-    keys = [{(-1, 5, -1): 5, (5, 5, 5): 5, (5, 5, -1): 5, (5, -1, 5): 5}, {(5, 5): 5, (-1, 5): 5, (5, -1): 5}, {(5,): 5}]
-    def drafted(chance, reference=None, rows=1, k=12):
-        table = NeighbourTable(tiny_stream.codebook_size, keys,
-                               confidence=[{key: chance for key in level} for level in keys])
-        drafts, _ = NeighbourDrafter(table, reference).propose(k, stream=tiny_stream, n=rows, codes=[[5] * 40] * rows)
+    def level(width, code):       # every neighbourhood of a picture of `code` alone, `width` wide
+        return {key[:width]: code for key in ((-1, code, -1), (code, code, code), (code, code, -1), (code, -1, code))}
+    keys = [{**level(3, 5), **level(3, 6)}, {**level(2, 5), **level(2, 6)}, {**level(1, 5), **level(1, 6)}]
+    def drafted(chance, reference=None, rows=1, k=12, six=None, pictures=None):
+        table = NeighbourTable(tiny_stream.codebook_size, keys, confidence=[
+            {key: (six if six is not None and key[0] == 6 else chance) for key in lv} for lv in keys])
+        drafts, _ = NeighbourDrafter(table, reference).propose(k, stream=tiny_stream, n=rows,
+                                                               codes=pictures or [[5] * 40] * rows)
         return drafts.shape[1]
     assert drafted(0.99) == 12                     # sure: as far as asked
     assert drafted(0.5) == 2                       # 0.5, 0.25, then 0.125 < 0.25: stops after two
     assert drafted(0.1) == CopyDrafter.MIN_DRAFTS  # never fewer
     assert drafted(0.1, reference=[5] * IMAGE_TOKENS) == 12      # an edit's reference is copied as far as asked
     assert drafted(0.5, rows=3) == 2
+    # in a batch the surest row decides: a sure row of 5s keeps an unsure row of 6s drafting
+    assert drafted(0.99, six=0.5, rows=2, pictures=[[5] * 40, [6] * 40]) == 12
+    assert drafted(0.99, six=0.5, rows=2, pictures=[[6] * 40, [6] * 40]) == 2
     assert drafted(0.99, k=3) == 3
 
 

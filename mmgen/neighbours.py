@@ -46,7 +46,8 @@ KIND = "neighbours"
 LEVELS = ("above,left,above_right", "above,left", "above")   # widest first; each backs off to the next
 WORD_CONTEXT = 3                                            # tokens a word is drafted from, then 2, then 1
 VOTES_PER_POSITION = 4                                      # a position votes its 4 likeliest codes
-UNSEEN_CONFIDENCE = 0.3                                     # a neighbourhood no picture showed (fit)
+UNSEEN_CONFIDENCE = 0.0   # a neighbourhood no fitted picture showed: on 400 held-out pictures (96,000
+                          # positions) the shipped table fell back 18 times and was never right
 
 
 def neighbourhood(codes: Sequence[int], pos: int) -> tuple[int, int, int]:

@@ -80,6 +80,114 @@ def world_conversations(cache: CodeCache, *, split: str = "train", start: int = 
         yield from world_to_stream(batch, cache)
 
 
+def render_world_chunk(seeds: list[int], split: str) -> tuple[list, torch.Tensor, list[int]]:
+    """The CPU half of `world_conversations`, for worker processes: sample the conversations of
+    `seeds` and render each distinct picture once → (world conversations, uint8 [P, 3, 128, 128],
+    the row of each picture turn in reading order)."""
+    import numpy as np
+
+    from .world import render
+    from .world.conversation import sample_conversation
+    conversations = [sample_conversation(s, split=split) for s in seeds]
+    rows: dict[str, int] = {}
+    pictures, order = [], []
+    for c in conversations:
+        for t in c.turns:
+            if t.image is None:
+                continue
+            key = CodeCache.key(t.image)
+            if key not in rows:
+                rows[key] = len(pictures)
+                pictures.append(np.asarray(render(t.image), dtype=np.uint8))
+            order.append(rows[key])
+    images = torch.from_numpy(np.stack(pictures)).permute(0, 3, 1, 2).contiguous() if pictures \
+        else torch.zeros((0, 3, 128, 128), dtype=torch.uint8)
+    return conversations, images, order
+
+
+class _WorldChunks(torch.utils.data.IterableDataset):
+    """Chunk c holds seeds start + (c·chunk + j)·step; worker w of W renders chunks w, w+W, … so the
+    DataLoader, which takes one item from each worker in turn, yields them in seed order."""
+
+    def __init__(self, split: str, start: int, step: int, chunk: int):
+        self.split, self.start, self.step, self.chunk = split, start, step, chunk
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        w, n = (0, 1) if info is None else (info.id, info.num_workers)
+        c = w
+        while True:
+            seeds = [self.start + (c * self.chunk + j) * self.step for j in range(self.chunk)]
+            yield render_world_chunk(seeds, self.split)
+            c += n
+
+
+def world_conversations_parallel(encode_pixels: Callable, *, workers: int, split: str = "train",
+                                 start: int = 0, step: int = 1, chunk: int = 64) -> Iterator[Conversation]:
+    """`world_conversations` with the rendering spread over `workers` processes: the same
+    conversations in the same order. `encode_pixels` takes uint8 [P, 3, 128, 128] → codes [P, 16, 16]
+    (on a GPU the tokenizer keeps up with many renderers; one process rendering does not feed it)."""
+    loader = torch.utils.data.DataLoader(_WorldChunks(split, start, step, chunk), batch_size=None,
+                                         num_workers=workers, prefetch_factor=4)
+    # the workers fork here, in the caller's thread (not later, from a prefetching thread)
+    return _assemble(iter(loader), encode_pixels)
+
+
+def _assemble(chunks, encode_pixels: Callable) -> Iterator[Conversation]:
+    for conversations, images, order in chunks:
+        codes = encode_pixels(images).reshape(len(images), -1).tolist() if len(images) else []
+        rows = iter(order)
+        for c in conversations:
+            yield Conversation(tuple(Turn(role=t.role, text=t.text,
+                                          codes=tuple(codes[next(rows)]) if t.image is not None else None)
+                                     for t in c.turns))
+
+
+def prefetched(iterator: Iterable, depth: int = 8) -> Iterator:
+    """`iterator`'s items, made ahead in a background thread (up to `depth` waiting). Making a
+    batch is Python work; a GPU step mostly waits on the device, so the two overlap. An exception
+    in the thread is raised here, at the item where it happened. Closing this generator (or
+    dropping it) stops the thread at its next item."""
+    import queue
+    import threading
+    items: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def put(entry) -> bool:
+        while not stop.is_set():
+            try:
+                items.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def fill():
+        try:
+            for item in iterator:
+                if not put((item, None)):
+                    return
+        except BaseException as e:          # noqa: BLE001 - handed to the consumer
+            put((None, e))
+            return
+        put((done, None))
+
+    thread = threading.Thread(target=fill, daemon=True, name="prefetch")
+    thread.start()
+    try:
+        while True:
+            item, error = items.get()
+            if error is not None:
+                raise error
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+
+
 VALIDATION_CONVERSATIONS = 48      # the transformer's held-out validation set: the first eval-split conversations
 
 
@@ -149,7 +257,8 @@ def collate(encoded: list, pad_id: int) -> Batch:
 
 def batches(stream: Stream, conversations: Iterable[Conversation], *, batch_tokens: int, max_len: int,
             seed: int = 0, pool: int = 64, cfg_dropout: float = CFG_DROPOUT) -> Iterator[Batch]:
-    """Batches of at most `batch_tokens` (padded) tokens, from length-sorted pools of conversations."""
+    """Batches of at most `batch_tokens` (padded) tokens, from length-sorted pools of conversations.
+    (A pool should hold several batches' worth, or every batch pads to the pool's longest.)"""
     rng = random.Random(seed)
     it = iter(conversations)
     while True:

@@ -5,6 +5,7 @@
     mmgen train lm --data convs.jsonl       # real conversations (the `mmgen world export` format)
     mmgen train lm --data shards/world      # pre-encoded conversations (`mmgen data encode`)
     mmgen train lm --init-from PATH         # start from a pretrained Hugging Face causal LM
+    mmgen train lm --resume --workers 14 --minutes 8 --batch-tokens 65536   # a GPU for 8 minutes
     accelerate launch -m mmgen.train.lm …   # several GPUs (DDP), same flags
 
 New models get row/column embeddings on image codes and the previous picture's code at the
@@ -38,6 +39,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue from --out")
     p.add_argument("--steps", type=int, default=60_000, help="total optimizer steps of the schedule")
     p.add_argument("--stop-after", type=int, default=None, help="stop after this many steps in this run")
+    p.add_argument("--minutes", type=float, default=None,
+                   help="run this many minutes, with the cosine schedule laid over them instead of --steps "
+                        "(for a machine lent for a fixed time)")
+    p.add_argument("--workers", type=int, default=0,
+                   help="processes rendering world pictures (0: render in this process); a GPU needs ~8+")
     p.add_argument("--batch-tokens", type=int, default=8192, help="padded tokens per batch")
     p.add_argument("--max-len", type=int, default=1536, help="longest conversation, in tokens")
     p.add_argument("--lr", type=float, default=1e-3)
@@ -63,7 +69,12 @@ def lr_at(step: int, *, peak: float, warmup: int, total: int, min_ratio: float) 
     """Linear warmup, then cosine decay to min_ratio · peak at `total`."""
     if step < warmup:
         return peak * (step + 1) / warmup
-    t = min(1.0, (step - warmup) / max(1, total - warmup))
+    return cosine(min(1.0, (step - warmup) / max(1, total - warmup)), peak=peak, min_ratio=min_ratio)
+
+
+def cosine(t: float, *, peak: float, min_ratio: float) -> float:
+    """The cosine decay at fraction t ∈ [0, 1] of the schedule: peak at 0, min_ratio · peak at 1."""
+    t = min(1.0, max(0.0, t))
     return peak * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
 
 
@@ -83,7 +94,8 @@ def run(args, teacher_path: str | None = None) -> int:
     from accelerate import Accelerator
     from tqdm import tqdm
 
-    from ..data import CodeCache, batches, jsonl_conversations, validation_conversations, world_conversations
+    from ..data import (CodeCache, batches, jsonl_conversations, prefetched, validation_conversations,
+                        world_conversations, world_conversations_parallel)
     from ..model import add_image_positions, attention_implementation, build_model, count_parameters, load_model
     from ..shards import ShardError, is_shard, read_shard, vq_fingerprint
     from ..vq import VQTokenizer
@@ -92,6 +104,10 @@ def run(args, teacher_path: str | None = None) -> int:
 
     if args.text_weight <= 0:
         raise SystemExit(f"mmgen train: --text-weight must be positive, not {args.text_weight}")
+    if args.minutes is not None and args.minutes <= 0:
+        raise SystemExit(f"mmgen train: --minutes must be positive, not {args.minutes}")
+    if args.workers < 0:
+        raise SystemExit(f"mmgen train: --workers must be 0 or more, not {args.workers}")
     if args.threads:
         torch.set_num_threads(args.threads)
     accelerator = Accelerator(mixed_precision=autocast_dtype())
@@ -145,53 +161,80 @@ def run(args, teacher_path: str | None = None) -> int:
             raise SystemExit(f"mmgen train lm: {e}") from None
     elif args.data:
         source = jsonl_conversations(args.data, encode_images)
+    elif args.workers:
+        encode_pixels = lambda x: vq.encode_tensor(x.to(device).float() / 255)   # noqa: E731
+        source = world_conversations_parallel(encode_pixels, workers=args.workers, split="train",
+                                              start=progress["steps"] * 997 + rank, step=world)
     else:
         # seeds continue where the last run stopped, so a resumed run sees new conversations
         source = world_conversations(cache, split="train", start=progress["steps"] * 997 + rank, step=world)
-    train_batches = batches(stream, source, batch_tokens=args.batch_tokens, max_len=args.max_len,
-                            seed=args.seed + progress["steps"] + rank, cfg_dropout=args.cfg_dropout)
+    # a pool of conversations is sorted by length and cut into batches: several batches a pool
+    pool = max(64, 4 * args.batch_tokens // 512)
+    train_batches = prefetched(batches(stream, source, batch_tokens=args.batch_tokens, max_len=args.max_len,
+                                       seed=args.seed + progress["steps"] + rank, pool=pool,
+                                       cfg_dropout=args.cfg_dropout))
     val_convs = validation_conversations(encode_images)
 
     start_step = progress["steps"]
     # the pipeline keeps conversations inside the longest length the model has seen
     progress["max_len"] = max(args.max_len, progress.get("max_len", 0)) if args.resume else args.max_len
-    last = min(args.steps, start_step + (args.stop_after or args.steps))
-    bar = tqdm(range(start_step, last), initial=0, total=last - start_step, disable=not accelerator.is_main_process,
+    budget = None if args.minutes is None else args.minutes * 60
+    if budget is None:
+        last = min(args.steps, start_step + (args.stop_after or args.steps))
+    else:                 # time decides, or --stop-after
+        last = start_step + (args.stop_after or 10 ** 9)
+    bar = tqdm(range(start_step, last), initial=0, total=None if budget else last - start_step,
+               disable=not accelerator.is_main_process,
                dynamic_ncols=True)
     t0, tokens_window, t_window = time.time(), 0, time.time()
     wall_before = progress["wall_seconds"]
-    for step in bar:
-        lr = lr_at(step, peak=args.lr, warmup=args.warmup, total=args.steps, min_ratio=args.min_lr_ratio)
-        if args.resume:   # Adam's moments start afresh (they are not shipped): warm up again
-            lr *= min(1.0, (step - start_step + 1) / RESUME_WARMUP)
-        for g in optimizer.param_groups:
-            g["lr"] = lr
-        batch = next(train_batches).to(device)
-        with accelerator.autocast():
-            loss = model(batch.input_ids, batch.labels)["loss"]   # right-padded: no mask needed
-        accelerator.backward(loss)
-        accelerator.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        progress["steps"] = step + 1
-        progress["tokens"] += batch.n_tokens * world
-        tokens_window += batch.n_tokens * world
-        if step % 10 == 0:
-            rate = tokens_window / max(1e-6, time.time() - t_window)
-            bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}", tok_s=f"{rate:.0f}")
-            tokens_window, t_window = 0, time.time()
-        done = step + 1 == last
-        if (step + 1) % args.eval_every == 0 or done:
-            val = validation_loss(accelerator.unwrap_model(model), stream, val_convs, device)
-            accelerator.print(f"\nstep {step + 1}: val loss text {val['text']:.4f} image {val['image']:.4f} "
-                              f"| tokens seen {progress['tokens'] / 1e6:.1f} M")
-            progress["val"] = val
-            # the learning curve travels with the checkpoint, across resumed runs and sessions
-            progress.setdefault("curve", []).append({"step": step + 1, "tokens": progress["tokens"],
-                                                     **{k: round(v, 4) for k, v in val.items()}})
-        if accelerator.is_main_process and ((step + 1) % args.save_every == 0 or done):
-            progress["wall_seconds"] = round(wall_before + time.time() - t0, 1)
-            save_lm_checkpoint(lm, text, args.out, progress)
+    try:
+        for step in bar:
+            if budget is None:
+                lr = lr_at(step, peak=args.lr, warmup=args.warmup, total=args.steps, min_ratio=args.min_lr_ratio)
+            else:             # the schedule runs over this run's minutes, warmup in steps as ever
+                lr = cosine((time.time() - t0) / budget, peak=args.lr, min_ratio=args.min_lr_ratio)
+                if not args.resume:
+                    lr *= min(1.0, (step - start_step + 1) / args.warmup)
+            if args.resume:   # Adam's moments start afresh (they are not shipped): warm up again
+                lr *= min(1.0, (step - start_step + 1) / RESUME_WARMUP)
+            for g in optimizer.param_groups:
+                g["lr"] = lr
+            batch = next(train_batches).to(device)
+            with accelerator.autocast():
+                loss = model(batch.input_ids, batch.labels)["loss"]   # right-padded: no mask needed
+            accelerator.backward(loss)
+            accelerator.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            progress["steps"] = step + 1
+            progress["tokens"] += batch.n_tokens * world
+            tokens_window += batch.n_tokens * world
+            if step % 10 == 0:
+                rate = tokens_window / max(1e-6, time.time() - t_window)
+                bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}", tok_s=f"{rate:.0f}")
+                tokens_window, t_window = 0, time.time()
+            done = step + 1 == last
+            if budget is not None:
+                out_of_time = time.time() - t0 >= budget
+                if world > 1:     # every rank stops at the same step
+                    out_of_time = bool(accelerator.reduce(torch.tensor(float(out_of_time), device=device), "max"))
+                done = done or out_of_time
+            if (step + 1) % args.eval_every == 0 or done:
+                val = validation_loss(accelerator.unwrap_model(model), stream, val_convs, device)
+                accelerator.print(f"\nstep {step + 1}: val loss text {val['text']:.4f} image {val['image']:.4f} "
+                                  f"| tokens seen {progress['tokens'] / 1e6:.1f} M")
+                progress["val"] = val
+                # the learning curve travels with the checkpoint, across resumed runs and sessions
+                progress.setdefault("curve", []).append({"step": step + 1, "tokens": progress["tokens"],
+                                                         **{k: round(v, 4) for k, v in val.items()}})
+            if accelerator.is_main_process and ((step + 1) % args.save_every == 0 or done):
+                progress["wall_seconds"] = round(wall_before + time.time() - t0, 1)
+                save_lm_checkpoint(lm, text, args.out, progress)
+            if done:
+                break
+    finally:
+        train_batches.close()     # stops the prefetching thread (and the renderers)
     return 0
 
 

@@ -62,7 +62,12 @@ class CodeCache:
 def world_to_stream(conversations: list, cache: CodeCache) -> list[Conversation]:
     """World conversations (pictures as Scenes) → stream conversations (pictures as codes)."""
     scenes = [t.image for c in conversations for t in c.turns if t.image is not None]
-    codes = iter(cache.encode_scenes(scenes))
+    return with_codes(conversations, cache.encode_scenes(scenes))
+
+
+def with_codes(conversations: list, codes: Iterable[tuple[int, ...]]) -> list[Conversation]:
+    """World conversations → stream conversations, given each picture turn's codes in reading order."""
+    codes = iter(codes)
     return [Conversation(tuple(Turn(role=t.role, text=t.text, codes=next(codes) if t.image is not None else None)
                                for t in c.turns)) for c in conversations]
 
@@ -83,7 +88,7 @@ def world_conversations(cache: CodeCache, *, split: str = "train", start: int = 
 def render_world_chunk(seeds: list[int], split: str) -> tuple[list, torch.Tensor, list[int]]:
     """The CPU half of `world_conversations`, for worker processes: sample the conversations of
     `seeds` and render each distinct picture once → (world conversations, uint8 [P, 3, 128, 128],
-    the row of each picture turn in reading order)."""
+    the row of each picture turn in reading order). Every conversation starts with a picture."""
     import numpy as np
 
     from .world import render
@@ -100,8 +105,7 @@ def render_world_chunk(seeds: list[int], split: str) -> tuple[list, torch.Tensor
                 rows[key] = len(pictures)
                 pictures.append(np.asarray(render(t.image), dtype=np.uint8))
             order.append(rows[key])
-    images = torch.from_numpy(np.stack(pictures)).permute(0, 3, 1, 2).contiguous() if pictures \
-        else torch.zeros((0, 3, 128, 128), dtype=torch.uint8)
+    images = torch.from_numpy(np.stack(pictures)).permute(0, 3, 1, 2).contiguous()
     return conversations, images, order
 
 
@@ -135,12 +139,8 @@ def world_conversations_parallel(encode_pixels: Callable, *, workers: int, split
 
 def _assemble(chunks, encode_pixels: Callable) -> Iterator[Conversation]:
     for conversations, images, order in chunks:
-        codes = encode_pixels(images).reshape(len(images), -1).tolist() if len(images) else []
-        rows = iter(order)
-        for c in conversations:
-            yield Conversation(tuple(Turn(role=t.role, text=t.text,
-                                          codes=tuple(codes[next(rows)]) if t.image is not None else None)
-                                     for t in c.turns))
+        codes = [tuple(row) for row in encode_pixels(images).reshape(len(images), -1).tolist()]
+        yield from with_codes(conversations, (codes[r] for r in order))
 
 
 def prefetched(iterator: Iterable, depth: int = 8) -> Iterator:

@@ -41,6 +41,17 @@ def test_train_checkpoint_resume(tmp_path, tiny_vq):
     assert any(not torch.equal(first[k], second[k]) for k in first), "resuming trained further"
 
 
+def test_a_timed_run_with_rendering_workers_stops_and_checkpoints(tmp_path, tiny_vq):
+    out = tmp_path / "lm"
+    assert cli(["train", "lm", "--preset", "tiny", "--vq", str(tiny_vq), "--out", str(out), "--workers", "1",
+                "--minutes", "0.001", "--batch-tokens", "1500", "--max-len", "700", "--eval-every", "1000",
+                "--save-every", "1000", "--threads", "1"]) == 0
+    training = json.loads((out / "config.json").read_text())["mmgen_training"]
+    assert training["steps"] >= 1 and [p["step"] for p in training["curve"]] == [training["steps"]]
+    with pytest.raises(SystemExit, match="--minutes must be positive"):
+        cli(["train", "lm", "--vq", str(tiny_vq), "--out", str(out), "--minutes", "0"])
+
+
 def test_schedule_warms_up_and_decays():
     kw = dict(peak=1e-3, warmup=10, total=100, min_ratio=0.1)
     assert lr_at(0, **kw) < lr_at(9, **kw) == pytest.approx(1e-3)

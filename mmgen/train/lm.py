@@ -5,7 +5,7 @@
     mmgen train lm --data convs.jsonl       # real conversations (the `mmgen world export` format)
     mmgen train lm --data shards/world      # pre-encoded conversations (`mmgen data encode`)
     mmgen train lm --init-from PATH         # start from a pretrained Hugging Face causal LM
-    mmgen train lm --resume --workers 14 --minutes 8 --batch-tokens 65536   # a GPU for 8 minutes
+    mmgen train lm --resume --workers 12 --minutes 7.5 --batch-tokens 65536 --lr 2e-3   # a lent GPU
     accelerate launch -m mmgen.train.lm …   # several GPUs (DDP), same flags
 
 New models get row/column embeddings on image codes and the previous picture's code at the

@@ -21,6 +21,13 @@ Quantizers from `vector-quantize-pytorch`, chosen by `VQConfig.quantizer`:
   rounded to L_i levels; the id is their mixed-radix number; nothing to learn in the codebook.
 Both run in fp32 even under bf16 autocast (the library loses codebook usage in bf16).
 
+Codes are computed with bf16 numerics on every machine (`encode_tensor`): the transformer was
+trained on codes encoded under bf16 autocast, and fp32 encoding picks a different (near-duplicate)
+code for ~10 % of positions — measured: the transformer's image loss on held-out conversations
+0.225 on bf16 codes vs 0.313 on fp32 codes. Where bf16 is slow (CPUs without AVX512-BF16/AMX) the
+encoder runs fp32 kernels with every conv's input and output rounded to bf16 (`emulated_bf16`):
+the same codes as autocast, measured equal on 300 held-out pictures, at +2 ms instead of 5× the time.
+
 `benchmarks/vq.py` measures a checkpoint; `python -m mmgen.train.vq` trains one.
 """
 from __future__ import annotations
@@ -29,6 +36,7 @@ import json
 import math
 import os
 import tempfile
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -222,6 +230,36 @@ def bf16_fast_on_cpu() -> bool:
         return False
 
 
+def round_to_bf16(t: torch.Tensor) -> torch.Tensor:
+    """The nearest bf16 value of each element, kept in fp32."""
+    return t.to(torch.bfloat16).float()
+
+
+@contextmanager
+def emulated_bf16(net: nn.Module):
+    """Inside, `net` computes what it would under CPU bf16 autocast, with fp32 kernels.
+
+    Autocast casts each conv's input and weights to bf16, multiplies with fp32 accumulation and
+    returns bf16; the ops between convs then run on bf16 tensors. Products of two bf16 numbers are
+    exact in fp32, so rounding each conv's input and output (and each residual sum) to bf16 around
+    an fp32 conv reproduces that, up to the order of the sums; norms and ReLUs in between commute
+    with the next conv's rounding closely enough that the codes come out identical (measured).
+    The weights must already be bf16 values (every saved tokenizer's are: `save_pretrained` writes
+    bf16); `_bf16_numerics` checks and falls back to real autocast when they are not."""
+    hooks = []
+    for mod in net.modules():
+        if isinstance(mod, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            hooks.append(mod.register_forward_pre_hook(lambda _m, args: (round_to_bf16(args[0]), *args[1:])))
+            hooks.append(mod.register_forward_hook(lambda _m, _args, out: round_to_bf16(out)))
+        elif isinstance(mod, ResBlock):
+            hooks.append(mod.register_forward_hook(lambda _m, _args, out: round_to_bf16(out)))
+    try:
+        yield
+    finally:
+        for h in hooks:
+            h.remove()
+
+
 class VQTokenizer(nn.Module):
     def __init__(self, config: VQConfig | None = None):
         super().__init__()
@@ -294,8 +332,12 @@ class VQTokenizer(nn.Module):
 
     @torch.inference_mode()
     def encode_tensor(self, x: torch.Tensor, *, bf16: bool | None = None) -> torch.Tensor:
-        """x [B, 3, 128, 128] float in [0, 1] (on this model's device) → ids LongTensor [B, 16, 16]."""
-        with self._autocast(bf16):
+        """x [B, 3, 128, 128] float in [0, 1] (on this model's device) → ids LongTensor [B, 16, 16].
+
+        `bf16` None (default): bf16 numerics on every machine — autocast where bf16 is native,
+        emulated with fp32 kernels elsewhere — so a picture gets the codes the transformer was
+        trained on wherever it is encoded. True: autocast even where it is slow. False: plain fp32."""
+        with self._bf16_numerics(bf16):
             z = self.encoder((x.to(self.device).float() * 2 - 1).contiguous(memory_format=torch.channels_last))
         if self.config.quantizer == "vq":
             return self.nearest_codes(z)
@@ -325,11 +367,22 @@ class VQTokenizer(nn.Module):
             y = self.decoder(q)
         return ((y.float() + 1) / 2).clamp_(0, 1)
 
-    def _autocast(self, bf16: bool | None):
+    def _bf16_numerics(self, bf16: bool | None):
+        """The encoder's precision (see `encode_tensor`)."""
+        if bf16 is None and not self._bf16_native():
+            weights_are_bf16 = all(torch.equal(p, round_to_bf16(p)) for p in self.encoder.parameters())
+            return emulated_bf16(self.encoder) if weights_are_bf16 else self._autocast(True)
+        return self._autocast(True if bf16 is None else bf16)
+
+    def _bf16_native(self) -> bool:
+        """bf16 is fast here: CUDA with bf16, or a CPU with AVX512-BF16/AMX."""
         dev = self.device.type
-        if bf16 is None:   # bf16 where it is native: CUDA with bf16, or a CPU with AVX512-BF16/AMX
-            bf16 = torch.cuda.is_bf16_supported() if dev == "cuda" else (dev == "cpu" and bf16_fast_on_cpu())
-        return torch.autocast(device_type=dev, dtype=torch.bfloat16, enabled=bool(bf16))
+        return torch.cuda.is_bf16_supported() if dev == "cuda" else (dev == "cpu" and bf16_fast_on_cpu())
+
+    def _autocast(self, bf16: bool | None):
+        """Decoding: bf16 autocast where it is native (None) or when asked (True); else fp32."""
+        enabled = self._bf16_native() if bf16 is None else bf16
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=enabled)
 
     # --- user-facing paths ---------------------------------------------------------------------
     def encode(self, images: Any, *, bf16: bool | None = None) -> torch.Tensor:

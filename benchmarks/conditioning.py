@@ -4,6 +4,10 @@
 
 - create: image loss of held-out first create turns with their own words, with another
   conversation's words, and with the words emptied (user's alone, then user's and assistant's);
+- sign: per-code image loss of held-out creates with a sign, on the codes under the letters and
+  elsewhere, with the word as asked and with every letter of it shifted 13 places (ROT13, in the
+  request and the plan alike): a model that draws the word's letters loses much more under the
+  letters with the wrong word; one that draws letter-like glyphs whatever the word, about the same;
 - edit: image loss of held-out edits given their own source picture vs another picture, and,
   given its own source, split into the codes the edit leaves as they were (same code at the same
   place in the source) and the codes it changes, with the mean probability of copying.
@@ -14,6 +18,8 @@ code, nats).
 from __future__ import annotations
 
 import argparse
+import math
+import re
 
 import torch
 
@@ -25,6 +31,7 @@ from mmgen.train.common import autocast_dtype
 from mmgen.train.loss import StreamLoss, _positions, _slice_logits
 from mmgen.vq import VQTokenizer
 from mmgen.world.conversation import sample_conversation
+from mmgen.world.render import text_box
 
 
 def held_out(n: int, keep) -> list:
@@ -73,6 +80,18 @@ def main() -> int:
     print(f"  another turn's user + reply      {image_loss(make(rotate(words), rotate(replies))):.4f}")
     print(f"  user + reply words emptied       {image_loss(make([''] * len(words), [''] * len(words))):.4f}")
 
+    signed = held_out(args.n, lambda c: c.turns[0].task == "create" and c.turns[0].image is None
+                      and c.turns[1].image is not None and c.turns[1].image.sign is not None)
+    signs = [Conversation(c.turns[:2]) for c in world_to_stream(signed, CodeCache(vq.encode))]
+    under = torch.cat([letter_cells(c.turns[1].image.sign) for c in signed])
+    rot13 = [Conversation(tuple(Turn(t.role, swap_word(t.text, w.turns[1].image.sign.word), codes=t.codes)
+                                for t in c.turns)) for c, w in zip(signs, signed)]
+    own, wrong = per_code_loss(loss_model.lm, stream, signs), per_code_loss(loss_model.lm, stream, rot13)
+    print(f"sign, {len(signs)} held-out creates with a sign (nats per code)")
+    print(f"  under the letters, its own word  {own[under].mean():.4f}  ({int(under.sum())} codes)")
+    print(f"  under the letters, word ROT13    {wrong[under].mean():.4f}")
+    print(f"  elsewhere, own word / ROT13      {own[~under].mean():.4f} / {wrong[~under].mean():.4f}")
+
     edits = world_to_stream(held_out(args.n, lambda c: len(c.turns) >= 4 and c.turns[2].task == "edit"
                                      and c.turns[1].image is not None and c.turns[3].image is not None),
                             CodeCache(vq.encode))
@@ -90,15 +109,41 @@ def main() -> int:
     return 0
 
 
-def copy_split(lm, stream: Stream, convs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-code cross-entropy of each edit's picture, split by whether the code equals the source's
-    code at the same place; and the probability given to the source's code where it does."""
+def letter_cells(sign) -> torch.Tensor:
+    """[256] bool, row-major: the 8 × 8 cells the sign's letters touch."""
+    x0, y0, x1, y1 = text_box(sign)
+    cells = torch.zeros(16, 16, dtype=torch.bool)
+    cells[int(y0 // 8):math.ceil(y1 / 8), int(x0 // 8):math.ceil(x1 / 8)] = True
+    return cells.flatten()
+
+
+def swap_word(text: str, word: str) -> str:
+    """`text` with the sign's word (as a whole word) shifted 13 letters along the alphabet."""
+    other = "".join(chr((ord(ch) - 65 + 13) % 26 + 65) for ch in word)
+    return re.sub(rf"\b{word}\b", other, text)
+
+
+def image_logprobs(lm, stream: Stream, convs) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probabilities over the codebook [N, K] at every labelled image code, conversation by
+    conversation in stream order, and the codes there [N]."""
     batch = collate([stream.encode(c) for c in convs], stream.pad)
     target = batch.labels[:, 1:]
     where = target >= stream.image_offset
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast_dtype() == "bf16"):
         logp = torch.log_softmax(_slice_logits(lm, _positions(lm, batch.input_ids, where), stream.image_offset, None), -1)
-    y = target[where] - stream.image_offset
+    return logp, target[where] - stream.image_offset
+
+
+def per_code_loss(lm, stream: Stream, convs) -> torch.Tensor:
+    """Cross-entropy of every labelled image code [N]."""
+    logp, y = image_logprobs(lm, stream, convs)
+    return -logp.gather(1, y[:, None])[:, 0]
+
+
+def copy_split(lm, stream: Stream, convs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-code cross-entropy of each edit's picture, split by whether the code equals the source's
+    code at the same place; and the probability given to the source's code where it does."""
+    logp, y = image_logprobs(lm, stream, convs)
     ce = -logp.gather(1, y[:, None])[:, 0]
     # the source's code at each labelled place: every conversation is [user picture, edit picture]
     source = torch.cat([torch.tensor(c.turns[0].codes) for c in convs])

@@ -141,11 +141,17 @@ def _legal(drafts: list[int], grammar: Grammar, config: SamplingConfig) -> list[
     return out
 
 
+def _word_dist(logits: torch.Tensor, grammar: Grammar, config: SamplingConfig) -> torch.Tensor:
+    """The next word's distribution [B, V] from its logits, under the grammar's state."""
+    return next_token_probs(logits, None, grammar.allowed(config.max_text_tokens), config, in_image=False,
+                            fold=grammar.folded_picture())
+
+
 def _word_probs(logits: torch.Tensor, drafts: list[int], grammar: Grammar, config: SamplingConfig) -> torch.Tensor:
     """The next word's distribution after t, then after each draft: logits [k + 1, V] → [k + 1, V]."""
     g, rows = copy.copy(grammar), []
     for j in range(len(drafts) + 1):
-        rows.append(next_token_probs(logits[j:j + 1], None, g.allowed(config.max_text_tokens), config, in_image=False)[0])
+        rows.append(_word_dist(logits[j:j + 1], g, config)[0])
         if j < len(drafts):
             g.advance(drafts[j])
     return torch.stack(rows)
@@ -194,8 +200,7 @@ def generate_ids(model, stream: Stream, cond_ids: Sequence[int], uncond_ids: Seq
         words: list[int] = []
         if emitted >= limit:
             return
-        first = sample(next_token_probs(logits, None, grammars[0].allowed(config.max_text_tokens), config,
-                                        in_image=False).cpu(), generator)
+        first = sample(_word_dist(logits, grammars[0], config).cpu(), generator)
         chosen = [int(first[0])]                  # words chosen but not yet emitted; the last is unfed
         while True:
             opened = False
@@ -219,8 +224,7 @@ def generate_ids(model, stream: Stream, cond_ids: Sequence[int], uncond_ids: Seq
                             grammars[0], config) if draft_words is not None else []
             if not drafts:
                 logits = decoder.feed(torch.tensor([t]), words_only)
-                chosen = [int(sample(next_token_probs(logits, None, grammars[0].allowed(config.max_text_tokens),
-                                                      config, in_image=False).cpu(), generator)[0])]
+                chosen = [int(sample(_word_dist(logits, grammars[0], config).cpu(), generator)[0])]
                 continue
             # (after a drafted <image> its last row is for a code; that bonus is never used: the
             # words end at <image>, and the picture is drawn from a fresh prefill below)

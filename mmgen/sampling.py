@@ -81,6 +81,17 @@ class Grammar:
                 mask[s.eot] = True
         return mask
 
+    def folded_picture(self) -> tuple[int, int] | None:
+        """(<image>, <eot>) where the chance of opening a picture that may not come should go to
+        ending the reply, else None. With pictures off (`allow_image` False: `ask`, picture
+        "never"), a reply the model means as the lead-in to a picture ("Done — the cross is blue
+        now.") stops where the picture would start; masking <image> alone made it write on to the
+        length cap ("Done — the cross is blue now.Done — the cross is blue now.…", seen in the
+        benchmark's questions). Not before the first word: that would be an empty reply."""
+        if self.allow_image or self.finished or self.codes >= 0 or self.image_done or self.text_tokens == 0:
+            return None
+        return self.stream.image_start, self.stream.eot
+
     def advance(self, token: int) -> None:
         s = self.stream
         if self.finished:
@@ -131,9 +142,10 @@ def sample(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tens
 
 
 def next_token_probs(cond: torch.Tensor, uncond: torch.Tensor | None, allowed: torch.Tensor,
-                     config: SamplingConfig, *, in_image: bool) -> torch.Tensor:
+                     config: SamplingConfig, *, in_image: bool, fold: tuple[int, int] | None = None) -> torch.Tensor:
     """The distribution of the next id [B, V]: guided inside pictures, plain for words.
 
+    `fold` (src, dst): src's probability is added to dst's before the mask (Grammar.folded_picture).
     Greedy (temperature 0) returns a one-hot distribution.
     """
     if in_image and uncond is not None:
@@ -142,6 +154,10 @@ def next_token_probs(cond: torch.Tensor, uncond: torch.Tensor | None, allowed: t
     else:
         logits = cond.float()
         temperature = config.temperature if in_image else config.text_temperature
+    if fold is not None:       # p(dst) + p(src), in logits: log(e^a + e^b)
+        src, dst = fold
+        logits = logits.clone()
+        logits[:, dst] = torch.logaddexp(logits[:, dst], logits[:, src])
     logits = logits.masked_fill(~allowed.to(logits.device), NEG_INF)
     if temperature <= 0:
         return torch.nn.functional.one_hot(logits.argmax(-1), logits.shape[-1]).float()

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from mmgen.generate import generate_ids
-from mmgen.sampling import Grammar, SamplingConfig, logits_to_probs
+from mmgen.sampling import Grammar, SamplingConfig, logits_to_probs, next_token_probs
 from mmgen.stream import IMAGE_TOKENS, Conversation, Turn
 
 
@@ -94,6 +94,29 @@ def test_grammar_states(tiny_stream):
     assert g.allowed(4).nonzero().flatten().tolist() == [s.image_end]
     g.advance(s.image_end)
     assert g.allowed(4).nonzero().flatten().tolist() == [s.eot]
+
+
+def test_with_pictures_off_the_chance_of_one_ends_the_reply(tiny_stream):
+    s = tiny_stream
+    assert Grammar(s).folded_picture() is None                      # pictures allowed: nothing moves
+    g = Grammar(s, allow_image=False)
+    assert g.folded_picture() is None                               # no empty replies
+    g.advance(5)                                                    # one word written
+    assert g.folded_picture() == (s.image_start, s.eot)
+    logits = torch.zeros(1, s.vocab_size)
+    logits[0, s.image_start], logits[0, s.eot], logits[0, 7] = 6.0, 1.0, 5.0
+    allowed = g.allowed(max_text_tokens=96)
+    assert not allowed[s.image_start]
+    plain = next_token_probs(logits, None, allowed, SamplingConfig(text_temperature=1.0), in_image=False)
+    folded = next_token_probs(logits, None, allowed, SamplingConfig(text_temperature=1.0), in_image=False,
+                              fold=g.folded_picture())
+    # masking alone renormalises <image>'s mass over every word; folding gives it to <eot>
+    full = torch.softmax(logits, -1)[0]
+    assert plain[0, s.image_start] == 0 and folded[0, s.image_start] == 0
+    assert torch.isclose(folded[0, s.eot] / folded[0, 7], (full[s.eot] + full[s.image_start]) / full[7])
+    greedy = SamplingConfig(text_temperature=0.0)
+    assert next_token_probs(logits, None, allowed, greedy, in_image=False).argmax() == 7
+    assert next_token_probs(logits, None, allowed, greedy, in_image=False, fold=g.folded_picture()).argmax() == s.eot
 
 
 @pytest.mark.parametrize("guide_reply", [False, True])

@@ -161,9 +161,9 @@ def test_train_draft_fits_a_table_and_the_pipeline_uses_it(tmp_path, tiny_checkp
     root = tmp_path / "checkpoints"
     shutil.copytree(tiny_checkpoints, root)
     assert cli(["train", "draft", "--teacher", str(root / "lm"), "--vq", str(root / "vq"),
-                "--out", str(root / "draft"), "--pictures", "3", "--threads", "1"]) == 0
+                "--out", str(root / "draft"), "--pictures", "3", "--word-conversations", "200", "--threads", "1"]) == 0
     config = json.loads((root / "draft" / "config.json").read_text())
-    assert config["kind"] == "neighbours" and config["pictures"] == 3
+    assert config["kind"] == "neighbours" and config["pictures"] == 3 and config["word_conversations"] == 200
     model = mmgen.load(root, dtype=torch.float32)
     assert isinstance(model.draft, NeighbourTable) and len(model.draft) > 0
     session = model.chat(seed=0)
@@ -175,6 +175,8 @@ def test_train_draft_fits_a_table_and_the_pipeline_uses_it(tmp_path, tiny_checkp
 def test_train_draft_says_what_is_wrong(tmp_path, tiny_checkpoints):
     with pytest.raises(SystemExit, match="--pictures must be at least 1"):
         cli(["train", "draft", "--teacher", str(tiny_checkpoints / "lm"), "--pictures", "0"])
+    with pytest.raises(SystemExit, match="--word-conversations must be at least 1"):
+        cli(["train", "draft", "--teacher", str(tiny_checkpoints / "lm"), "--word-conversations", "0"])
     with pytest.raises(SystemExit, match="no transformer at"):
         cli(["train", "draft", "--teacher", str(tmp_path / "nowhere"), "--out", str(tmp_path / "d")])
 

@@ -20,7 +20,7 @@ import argparse
 from . import lm
 
 KINDS = ("neighbours", "transformer")
-WORD_CONVERSATIONS = 20_000     # conversations whose replies the word table counts (text only: ~1 min)
+WORD_CONVERSATIONS = 20_000     # default: conversations whose replies the word table counts (text only: ~1 min)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -32,6 +32,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="neighbours: a lookup table (default); transformer: a small transformer")
     p.add_argument("--pictures", type=int, default=4000,
                    help="neighbours: world pictures to fit the table on")
+    p.add_argument("--word-conversations", type=int, default=WORD_CONVERSATIONS,
+                   help="neighbours: conversations whose replies the word table counts")
 
 
 def run(args) -> int:
@@ -60,6 +62,8 @@ def fit_neighbours(args) -> int:
 
     if args.pictures < 1:
         raise SystemExit(f"mmgen train draft: --pictures must be at least 1, not {args.pictures}")
+    if args.word_conversations < 1:
+        raise SystemExit(f"mmgen train draft: --word-conversations must be at least 1, not {args.word_conversations}")
     if not (Path(args.teacher) / "config.json").is_file():
         raise SystemExit(f"mmgen train draft: no transformer at {args.teacher} (--teacher)")
     if args.threads:
@@ -84,9 +88,9 @@ def fit_neighbours(args) -> int:
     table = fit(teacher, stream, conversations, pictures=args.pictures, config=config,
                 on_batch=lambda seen: bar.update(seen - bar.n))
     bar.close()
-    table.words = fit_words(stream, texts, count=WORD_CONVERSATIONS)
+    table.words = fit_words(stream, texts, count=args.word_conversations)
     table.info["teacher_steps"] = (getattr(teacher.config, "mmgen_training", None) or {}).get("steps")
-    table.info["word_conversations"] = WORD_CONVERSATIONS
+    table.info["word_conversations"] = args.word_conversations
     table.info["seconds"] = round(time.time() - t0, 1)
     table.save(args.out)
     print(f"neighbour table: {len(table)} neighbourhoods from {table.info['pictures']} pictures, "

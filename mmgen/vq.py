@@ -36,6 +36,7 @@ import json
 import math
 import os
 import tempfile
+import threading
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -245,7 +246,22 @@ def emulated_bf16(net: nn.Module):
     an fp32 conv reproduces that, up to the order of the sums; norms and ReLUs in between commute
     with the next conv's rounding closely enough that the codes come out identical (measured).
     The weights must already be bf16 values (every saved tokenizer's are: `save_pretrained` writes
-    bf16); `_bf16_numerics` checks and falls back to real autocast when they are not."""
+    bf16); `_bf16_numerics` checks and falls back to real autocast when they are not.
+    The hooks sit on the modules while inside: one lock keeps two threads' encodes from removing
+    each other's hooks mid-pass (other passes through `net` must not run meanwhile)."""
+    with _EMULATION_LOCK:
+        hooks = _rounding_hooks(net)
+        try:
+            yield
+        finally:
+            for h in hooks:
+                h.remove()
+
+
+_EMULATION_LOCK = threading.RLock()      # re-entrant: an encode inside `with emulated_bf16(...)`
+
+
+def _rounding_hooks(net: nn.Module) -> list:
     hooks = []
     for mod in net.modules():
         if isinstance(mod, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
@@ -253,11 +269,7 @@ def emulated_bf16(net: nn.Module):
             hooks.append(mod.register_forward_hook(lambda _m, _args, out: round_to_bf16(out)))
         elif isinstance(mod, ResBlock):
             hooks.append(mod.register_forward_hook(lambda _m, _args, out: round_to_bf16(out)))
-    try:
-        yield
-    finally:
-        for h in hooks:
-            h.remove()
+    return hooks
 
 
 class VQTokenizer(nn.Module):

@@ -311,6 +311,19 @@ def test_codes_are_those_of_bf16_autocast_on_every_machine():
     assert not torch.equal(tok.encode(imgs, bf16=False), autocast)   # fp32 differs (and the hooks are gone)
 
 
+@pytest.mark.skipif(not (SHIPPED / "model.safetensors").is_file(), reason="no shipped checkpoint yet")
+def test_encodes_from_several_threads_agree():
+    from concurrent.futures import ThreadPoolExecutor
+    tok = VQTokenizer.from_pretrained(SHIPPED)
+    imgs = [render(sample_scene(eval_seed(i))) for i in range(8)]
+    want = tok.encode(imgs, bf16=True)
+    with emulated_bf16(tok.encoder):            # re-entrant: the default encode inside works too
+        assert torch.equal(tok.encode(imgs), want)
+    with ThreadPoolExecutor(4) as pool:
+        for got in pool.map(lambda _: tok.encode(imgs), range(8)):
+            assert torch.equal(got, want)
+
+
 def test_weights_that_are_not_bf16_values_encode_under_real_autocast(tiny, images):
     """A freshly initialised tokenizer's fp32 weights cannot be emulated by rounding activations alone."""
     assert torch.equal(tiny.encode(images), tiny.encode(images, bf16=True))

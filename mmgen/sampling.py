@@ -88,7 +88,7 @@ class Grammar:
         now.") stops where the picture would start; masking <image> alone made it write on to the
         length cap ("Done — the cross is blue now.Done — the cross is blue now.…", seen in the
         benchmark's questions). Not before the first word: that would be an empty reply."""
-        if self.allow_image or self.finished or self.codes >= 0 or self.image_done or self.text_tokens == 0:
+        if self.allow_image or self.text_tokens == 0:       # (with pictures off none opens or closes)
             return None
         return self.stream.image_start, self.stream.eot
 

@@ -26,7 +26,7 @@ trained on codes encoded under bf16 autocast, and fp32 encoding picks a differen
 code for ~10 % of positions — measured: the transformer's image loss on held-out conversations
 0.225 on bf16 codes vs 0.313 on fp32 codes. Where bf16 is slow (CPUs without AVX512-BF16/AMX) the
 encoder runs fp32 kernels with every conv's input and output rounded to bf16 (`emulated_bf16`):
-the same codes as autocast, measured equal on 300 held-out pictures, at +2 ms instead of 5× the time.
+the same codes as autocast, measured equal on 300 held-out pictures, at +2-5 ms instead of 5× the time.
 
 `benchmarks/vq.py` measures a checkpoint; `python -m mmgen.train.vq` trains one.
 """
@@ -37,7 +37,6 @@ import math
 import os
 import tempfile
 import threading
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -236,40 +235,36 @@ def round_to_bf16(t: torch.Tensor) -> torch.Tensor:
     return t.to(torch.bfloat16).float()
 
 
-@contextmanager
-def emulated_bf16(net: nn.Module):
-    """Inside, `net` computes what it would under CPU bf16 autocast, with fp32 kernels.
+def emulated_bf16(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """`net(x)` as CPU bf16 autocast computes it, with fp32 kernels.
 
     Autocast casts each conv's input and weights to bf16, multiplies with fp32 accumulation and
     returns bf16; the ops between convs then run on bf16 tensors. Products of two bf16 numbers are
-    exact in fp32, so rounding each conv's input and output (and each residual sum) to bf16 around
-    an fp32 conv reproduces that, up to the order of the sums; norms and ReLUs in between commute
-    with the next conv's rounding closely enough that the codes come out identical (measured).
-    The weights must already be bf16 values (every saved tokenizer's are: `save_pretrained` writes
-    bf16); `_bf16_numerics` checks and falls back to real autocast when they are not.
-    The hooks sit on the modules while inside: one lock keeps two threads' encodes from removing
-    each other's hooks mid-pass (other passes through `net` must not run meanwhile)."""
+    exact in fp32, so an fp32 conv of bf16-rounded weights and input, its output rounded to bf16
+    (and each residual sum), reproduces that up to the order of the sums; norms and ReLUs in between
+    commute with the next conv's rounding closely enough that the codes come out identical
+    (measured on 300 held-out pictures). The rounding of activations is done by hooks that sit on
+    the modules only during the call; a lock keeps two threads from removing each other's hooks
+    mid-pass (other passes through `net` must not run meanwhile)."""
+    lowered = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)      # what autocast runs in bf16
+    weights = {f"{name}.{p}" if name else p: round_to_bf16(t)
+               for name, mod in net.named_modules() if isinstance(mod, lowered)
+               for p, t in mod.named_parameters(recurse=False)}
     with _EMULATION_LOCK:
-        hooks = _rounding_hooks(net)
+        hooks = []
+        for mod in net.modules():
+            if isinstance(mod, lowered):
+                hooks.append(mod.register_forward_pre_hook(lambda _m, args: (round_to_bf16(args[0]), *args[1:])))
+            if isinstance(mod, (*lowered, ResBlock)):
+                hooks.append(mod.register_forward_hook(lambda _m, _args, out: round_to_bf16(out)))
         try:
-            yield
+            return torch.func.functional_call(net, weights, (x,))
         finally:
             for h in hooks:
                 h.remove()
 
 
-_EMULATION_LOCK = threading.RLock()      # re-entrant: an encode inside `with emulated_bf16(...)`
-
-
-def _rounding_hooks(net: nn.Module) -> list:
-    hooks = []
-    for mod in net.modules():
-        if isinstance(mod, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
-            hooks.append(mod.register_forward_pre_hook(lambda _m, args: (round_to_bf16(args[0]), *args[1:])))
-            hooks.append(mod.register_forward_hook(lambda _m, _args, out: round_to_bf16(out)))
-        elif isinstance(mod, ResBlock):
-            hooks.append(mod.register_forward_hook(lambda _m, _args, out: round_to_bf16(out)))
-    return hooks
+_EMULATION_LOCK = threading.Lock()
 
 
 class VQTokenizer(nn.Module):
@@ -349,8 +344,17 @@ class VQTokenizer(nn.Module):
         `bf16` None (default): bf16 numerics on every machine — autocast where bf16 is native,
         emulated with fp32 kernels elsewhere — so a picture gets the codes the transformer was
         trained on wherever it is encoded. True: autocast even where it is slow. False: plain fp32."""
-        with self._bf16_numerics(bf16):
-            z = self.encoder((x.to(self.device).float() * 2 - 1).contiguous(memory_format=torch.channels_last))
+        x = (x.to(self.device).float() * 2 - 1).contiguous(memory_format=torch.channels_last)
+        if bf16 is None and not self._bf16_native():
+            z = emulated_bf16(self.encoder, x)
+        else:
+            with self._autocast(True if bf16 is None else bf16):
+                z = self.encoder(x)
+        return self.latent_to_ids(z)
+
+    @torch.inference_mode()
+    def latent_to_ids(self, z: torch.Tensor) -> torch.Tensor:
+        """The encoder's latents [B, D, 16, 16] → ids [B, 16, 16]."""
         if self.config.quantizer == "vq":
             return self.nearest_codes(z)
         return self.quantize(z)[1]
@@ -378,13 +382,6 @@ class VQTokenizer(nn.Module):
         with self._autocast(bf16):
             y = self.decoder(q)
         return ((y.float() + 1) / 2).clamp_(0, 1)
-
-    def _bf16_numerics(self, bf16: bool | None):
-        """The encoder's precision (see `encode_tensor`)."""
-        if bf16 is None and not self._bf16_native():
-            weights_are_bf16 = all(torch.equal(p, round_to_bf16(p)) for p in self.encoder.parameters())
-            return emulated_bf16(self.encoder) if weights_are_bf16 else self._autocast(True)
-        return self._autocast(True if bf16 is None else bf16)
 
     def _bf16_native(self) -> bool:
         """bf16 is fast here: CUDA with bf16, or a CPU with AVX512-BF16/AMX."""

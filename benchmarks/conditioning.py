@@ -1,13 +1,15 @@
 """How much the transformer's pictures depend on what they should depend on.
 
-    python benchmarks/conditioning.py [--checkpoint checkpoints/lm] [--n 48]
+    python benchmarks/conditioning.py [--checkpoint checkpoints/lm] [--n 48] [--parts create,sign,edit]
 
 - create: image loss of held-out first create turns with their own words, with another
   conversation's words, and with the words emptied (user's alone, then user's and assistant's);
 - sign: per-code image loss of held-out creates with a sign, on the codes under the letters and
   elsewhere, with the word as asked and with every letter of it shifted 13 places (ROT13, in the
   request and the plan alike): a model that draws the word's letters loses much more under the
-  letters with the wrong word; one that draws letter-like glyphs whatever the word, about the same;
+  letters with the wrong word; one that draws letter-like glyphs whatever the word, about the same.
+  The gap (ROT13 − own) per glyph code is the figure: each glyph code depends on one letter
+  (world/lettering.py), so a model that reads the word gains nats on every one;
 - edit: image loss of held-out edits given their own source picture vs another picture, and,
   given its own source, split into the codes the edit leaves as they were (same code at the same
   place in the source) and the codes it changes, with the mean probability of copying.
@@ -50,7 +52,11 @@ def main() -> int:
     ap.add_argument("--vq", default="checkpoints/vq")
     ap.add_argument("--n", type=int, default=48)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--parts", default="create,sign,edit", help="comma-separated: create, sign, edit")
     args = ap.parse_args()
+    parts = set(args.parts.split(","))
+    if parts - {"create", "sign", "edit"}:
+        ap.error(f"unknown parts {sorted(parts - {'create', 'sign', 'edit'})}")
     if args.threads:
         torch.set_num_threads(args.threads)
     vq = VQTokenizer.from_pretrained(args.vq).eval()
@@ -65,6 +71,16 @@ def main() -> int:
 
     rotate = lambda xs: xs[1:] + xs[:1]   # noqa: E731
 
+    if "create" in parts:
+        create_part(args, vq, stream, image_loss, rotate)
+    if "sign" in parts:
+        sign_part(args, vq, stream, loss_model)
+    if "edit" in parts:
+        edit_part(args, vq, stream, loss_model, image_loss, rotate)
+    return 0
+
+
+def create_part(args, vq, stream, image_loss, rotate) -> None:
     creates = world_to_stream(held_out(args.n, lambda c: c.turns[0].task == "create" and c.turns[0].image is None),
                               CodeCache(vq.encode))
     first = [Conversation(c.turns[:2]) for c in creates]
@@ -80,6 +96,8 @@ def main() -> int:
     print(f"  another turn's user + reply      {image_loss(make(rotate(words), rotate(replies))):.4f}")
     print(f"  user + reply words emptied       {image_loss(make([''] * len(words), [''] * len(words))):.4f}")
 
+
+def sign_part(args, vq, stream, loss_model) -> None:
     signed = held_out(args.n, lambda c: c.turns[0].task == "create" and c.turns[0].image is None
                       and c.turns[1].image is not None and c.turns[1].image.sign is not None)
     signs = [Conversation(c.turns[:2]) for c in world_to_stream(signed, CodeCache(vq.encode))]
@@ -91,7 +109,10 @@ def main() -> int:
     print(f"  under the letters, its own word  {own[under].mean():.4f}  ({int(under.sum())} codes)")
     print(f"  under the letters, word ROT13    {wrong[under].mean():.4f}")
     print(f"  elsewhere, own word / ROT13      {own[~under].mean():.4f} / {wrong[~under].mean():.4f}")
+    print(f"  gap under the letters            {(wrong[under] - own[under]).mean():.4f} nats per glyph code")
 
+
+def edit_part(args, vq, stream, loss_model, image_loss, rotate) -> None:
     edits = world_to_stream(held_out(args.n, lambda c: len(c.turns) >= 4 and c.turns[2].task == "edit"
                                      and c.turns[1].image is not None and c.turns[3].image is not None),
                             CodeCache(vq.encode))
@@ -106,7 +127,6 @@ def main() -> int:
     print(f"  codes left as in the source      {kept.mean():.4f}  ({len(kept)} codes, "
           f"{len(kept) / (len(kept) + len(changed)):.0%}; mean p(copy) {p_copy.mean():.3f})")
     print(f"  codes the edit changes           {changed.mean():.4f}  ({len(changed)} codes)")
-    return 0
 
 
 def letter_cells(sign) -> torch.Tensor:

@@ -171,6 +171,14 @@ def main(argv=None) -> int:
     print(f"PSNR              {ps.mean():.2f} dB mean (min {ps.min():.2f}, signs {ps[sign].mean():.2f}, no sign {ps[~sign].mean():.2f})")
     print(f"SSIM              {ss.mean():.4f} mean (min {ss.min():.4f}, signs {ss[sign].mean():.4f}, no sign {ss[~sign].mean():.4f})")
     print(f"codebook usage    {used.sum().item()} / {tok.codebook_size} = {used.float().mean().item():.1%}")
+    if tok.glyphs is not None:
+        plain = VQTokenizer.from_pretrained(args.checkpoint)
+        plain.set_glyphs(None)
+        without = torch.cat([plain.encode(originals[i:i + args.batch_size]) for i in range(0, len(originals), args.batch_size)])
+        same = (without == first).flatten(1).float().mean(1).numpy()
+        glyph_share = tok.is_glyph(first).float().mean().item()
+        print(f"glyph codes       {len(tok.glyphs)} exact letter patches; {glyph_share:.2%} of all codes; codes as "
+              f"without them: no-sign scenes {same[~sign].mean():.3%}, sign scenes {same[sign].mean():.1%}")
     again = torch.cat([tok.encode(recon[i:i + args.batch_size]) for i in range(0, len(recon), args.batch_size)])
     print(f"re-encoding       {(again == first).float().mean().item():.1%} of codes kept by encode(decode(encode(x)))")
     h, distinct = flat_patch_entropy(scenes, originals, first)
@@ -181,14 +189,18 @@ def main(argv=None) -> int:
     if judge is None:
         print(f"judge agreement   n/a: mmgen.eval.judge not importable ({compare})")
     else:
-        ok_rec, ok_orig = [], []
+        ok_rec, ok_orig, word_rec = [], [], []
         for s, a, b in zip(scenes, originals, recon):
             truth = s.to_dict()
-            ok_rec.append(bool(compare(truth, judge(b))["exact"]))
+            found = judge(b)
+            ok_rec.append(bool(compare(truth, found)["exact"]))
             ok_orig.append(bool(compare(truth, judge(a))["exact"]))
+            if s.sign is not None:
+                word_rec.append(found["sign"] is not None and found["sign"]["word"] == s.sign.word)
         ok_rec, ok_orig = np.array(ok_rec), np.array(ok_orig)
         print(f"judge agreement   {ok_rec.mean():.1%} exact on reconstructions (signs {ok_rec[sign].mean():.1%}, "
-              f"no sign {ok_rec[~sign].mean():.1%}); judge on originals {ok_orig.mean():.1%}")
+              f"no sign {ok_rec[~sign].mean():.1%}); judge on originals {ok_orig.mean():.1%}; "
+              f"every letter right on {np.mean(word_rec):.1%} of sign reconstructions")
 
     # timing: PIL in → ids → PIL out, the user-facing path
     one = originals[0]

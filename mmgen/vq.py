@@ -267,10 +267,89 @@ def emulated_bf16(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
 _EMULATION_LOCK = threading.Lock()
 
 
+GLYPH_FILE = "glyphs.safetensors"
+# A patch is a glyph's when its mean squared difference from the glyph's pixels is below this (in
+# [0, 1]² units; 0.004 ≈ an RMS of 16 grey levels): the world's pictures match exactly and a saved
+# JPEG of one still matches. A shape's square corner can match a letter's stem (1 patch in 38 400
+# of 150 held-out scenes without a sign); it then decodes to the glyph's pixels, which differ from
+# it only in its anti-aliased edge.
+GLYPH_MATCH_MSE = 0.004
+
+
+class GlyphCodes:
+    """Exact codes for the lettering's patches (`mmgen.world.lettering`) and for one-colour patches.
+
+    A learned codebook can only approximate the letters (it read 'C' as 'O' and 'S' as '8'), and
+    retraining it would change the codes the transformer learnt everything else on. The world's
+    lettering makes a finite set of two-colour patches, so each gets a codebook id of its own that
+    the nearest-code search never picks (the `reserved` rows, ids no picture used): encoding gives
+    a patch its glyph id when it matches a table patch; decoding runs the decoder's convs on the
+    code the search would have picked for it (`base`), so the neighbourhood decodes as before,
+    then pastes the table's pixels. A sign's plaque and the background round a word are whole
+    one-colour patches on the grid: the table also holds the code each palette colour's plain
+    patch is encoded to (not reserved: encoding is unchanged), and decoding pastes that colour,
+    so a sign comes back pixel-exact — the decoder alone rounded the plaque's square corners and
+    smeared its colour. Nothing else changes.
+
+        ids       LongTensor [G]           codebook id of each table patch
+        base      LongTensor [G]           the code the nearest-code search gives that patch
+        patches   FloatTensor [G, 3, 8, 8] its pixels in [0, 1]
+        reserved  BoolTensor [G]           a glyph's own id, which only the table gives
+    """
+
+    def __init__(self, ids: torch.Tensor, base: torch.Tensor, patches: torch.Tensor,
+                 reserved: torch.Tensor | None = None):
+        self.ids, self.base, self.patches = ids.long(), base.long(), patches.float()
+        self.reserved = torch.ones(len(self.ids), dtype=torch.bool) if reserved is None else reserved.bool()
+        self._flat = self.patches.reshape(len(self.ids), -1)              # [G, 192]
+        self._rows = torch.nonzero(self.reserved).flatten()               # the rows `match` may give
+        self._glyph_flat = self._flat[self._rows]
+        self._glyph_sq = (self._glyph_flat * self._glyph_flat).sum(-1)
+
+    def __len__(self) -> int:
+        return int(self.reserved.sum())
+
+    @property
+    def glyph_ids(self) -> torch.Tensor:
+        return self.ids[self.reserved]
+
+    def lookup(self, codebook_size: int) -> torch.Tensor:
+        """[codebook_size] LongTensor: the table row of each id the table holds, −1 elsewhere."""
+        row = torch.full((codebook_size,), -1, dtype=torch.long)
+        row[self.ids] = torch.arange(len(self.ids))
+        return row
+
+    def match(self, x: torch.Tensor) -> torch.Tensor:
+        """x [B, 3, H, W] in [0, 1] → [B, H/8, W/8] table rows of patches that are glyphs (−1 elsewhere)."""
+        b, _, h, w = x.shape
+        p = F.unfold(x.float().cpu(), DOWNSAMPLE, stride=DOWNSAMPLE).transpose(1, 2)   # [B, L, 192]
+        d = (p * p).sum(-1, keepdim=True) - 2 * p @ self._glyph_flat.T + self._glyph_sq  # squared distance
+        best, k = (d / self._flat.shape[1]).min(-1)
+        row = self._rows[k]
+        row[best > GLYPH_MATCH_MSE] = -1
+        return row.reshape(b, h // DOWNSAMPLE, w // DOWNSAMPLE)
+
+    def paste(self, pixels: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """Write the table's pixels into `pixels` [B, 3, H, W] where `rows` [B, H/8, W/8] ≥ 0."""
+        hit = rows >= 0
+        if not hit.any():
+            return pixels
+        b, _, h, w = pixels.shape
+        cols = F.unfold(pixels, DOWNSAMPLE, stride=DOWNSAMPLE).transpose(1, 2).clone()   # [B, L, 192]
+        flat = hit.reshape(b, -1)
+        cols[flat] = self._flat[rows.reshape(b, -1)[flat].cpu()].to(cols)
+        return F.fold(cols.transpose(1, 2), (h, w), DOWNSAMPLE, stride=DOWNSAMPLE)
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return {"ids": self.ids, "base": self.base, "patches": self.patches.contiguous(), "reserved": self.reserved}
+
+
 class VQTokenizer(nn.Module):
     def __init__(self, config: VQConfig | None = None):
         super().__init__()
         self.config = config or VQConfig()
+        self.glyphs: GlyphCodes | None = None        # set by `set_glyphs` / `from_pretrained`
+        self._glyph_row: torch.Tensor | None = None
         cfg = self.config
         # FSQ works on len(levels) bounded channels; VQ on the full latent (it projects inside)
         qdim = len(cfg.fsq_levels) if cfg.quantizer == "fsq" else cfg.latent_channels
@@ -301,6 +380,19 @@ class VQTokenizer(nn.Module):
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
+
+    def is_glyph(self, ids: torch.Tensor) -> torch.Tensor:
+        """Bool, shaped like `ids`: which ids are the lettering's own glyph codes."""
+        if self.glyphs is None:
+            return torch.zeros_like(ids, dtype=torch.bool)
+        flags = torch.zeros(self.codebook_size, dtype=torch.bool)
+        flags[self.glyphs.glyph_ids] = True
+        return flags.to(ids.device)[ids]
+
+    def set_glyphs(self, glyphs: GlyphCodes | None) -> None:
+        """Give the lettering's patches their exact codes (see `GlyphCodes`); None removes them."""
+        self.glyphs = glyphs
+        self._glyph_row = None if glyphs is None else glyphs.lookup(self.codebook_size)
 
     # --- tensor paths (training and batched use) ---------------------------------------------
     def quantize(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -350,7 +442,11 @@ class VQTokenizer(nn.Module):
         else:
             with self._autocast(True if bf16 is None else bf16):
                 z = self.encoder(x)
-        return self.latent_to_ids(z)
+        ids = self.latent_to_ids(z)
+        if self.glyphs is not None:
+            rows = self.glyphs.match((x + 1) / 2).to(ids.device)
+            ids = torch.where(rows >= 0, self.glyphs.ids.to(ids.device)[rows.clamp(min=0)], ids)
+        return ids
 
     @torch.inference_mode()
     def latent_to_ids(self, z: torch.Tensor) -> torch.Tensor:
@@ -371,6 +467,9 @@ class VQTokenizer(nn.Module):
             x = self.quantizer.project_in(z.float().permute(0, 2, 3, 1).reshape(b * h * w, d))
             codes = self.quantizer._codebook.embed[0].float()           # [K, codebook_dim]
             c2 = (codes * codes).sum(-1)
+            if self.glyphs is not None:                                  # glyph ids come only from the table
+                c2 = c2.clone()
+                c2[self.glyphs.glyph_ids.to(c2.device)] = float("inf")
             ids = torch.cat([torch.addmm(c2, x[i:i + chunk], codes.T, alpha=-2).argmin(-1)
                              for i in range(0, len(x), chunk)])
         return ids.reshape(b, h, w).long()
@@ -378,10 +477,16 @@ class VQTokenizer(nn.Module):
     @torch.inference_mode()
     def decode_tensor(self, ids: torch.Tensor, *, bf16: bool | None = None) -> torch.Tensor:
         """ids [B, 16, 16] → pixels [B, 3, 128, 128] float in [0, 1]."""
-        q = self.ids_to_latent(ids.to(self.device))
+        ids = ids.to(self.device)
+        rows = None
+        if self.glyphs is not None:
+            rows = self._glyph_row.to(ids.device)[ids]
+            ids = torch.where(rows >= 0, self.glyphs.base.to(ids.device)[rows.clamp(min=0)], ids)
+        q = self.ids_to_latent(ids)
         with self._autocast(bf16):
             y = self.decoder(q)
-        return ((y.float() + 1) / 2).clamp_(0, 1)
+        pixels = ((y.float() + 1) / 2).clamp_(0, 1)
+        return pixels if rows is None else self.glyphs.paste(pixels, rows)
 
     def _bf16_native(self) -> bool:
         """bf16 is fast here: CUDA with bf16, or a CPU with AVX512-BF16/AMX."""
@@ -420,6 +525,9 @@ class VQTokenizer(nn.Module):
                 v = v.to(dtype)
             tensors[k] = v.contiguous()
         _atomic_write(path / "model.safetensors", lambda f: save_file(tensors, f, metadata={"format": "pt"}))
+        if self.glyphs is not None:
+            glyphs = self.glyphs.state()
+            _atomic_write(path / GLYPH_FILE, lambda f: save_file(glyphs, f, metadata={"format": "pt"}))
         _atomic_write(path / "config.json",
                       lambda f: Path(f).write_text(json.dumps(self.config.to_dict(), indent=2) + "\n"))
 
@@ -434,6 +542,9 @@ class VQTokenizer(nn.Module):
         own = model.state_dict()
         state = {k: v.to(own[k].dtype) if k in own else v for k, v in state.items()}
         model.load_state_dict(state, strict=True)
+        if (path / GLYPH_FILE).is_file():
+            g = load_file(str(path / GLYPH_FILE))
+            model.set_glyphs(GlyphCodes(g["ids"], g["base"], g["patches"], g.get("reserved")))
         return model.to(device).eval()
 
 

@@ -160,3 +160,48 @@ def test_scene_json_round_trip_is_exact():
     for s in range(30):
         for scene in sample_conversation(s).images():
             assert Scene.from_dict(json.loads(json.dumps(scene.to_json_dict()))) == scene
+
+
+def test_sign_rate_makes_that_share_of_conversations_about_a_sign():
+    n = 200
+    convs = [sample_conversation(s, sign_rate=0.7) for s in range(n)]
+    about_sign = [c for c in convs if c.images()[0].sign is not None]
+    # a sign conversation opens on a sign; the world's own mix does so about a third of the time
+    assert 0.7 * n * 0.85 <= len(about_sign) <= n * (0.7 + 0.3 * 0.5)
+    # its later turns read or change the word often
+    word_turns = sum(1 for c in about_sign for t in c.turns
+                     if t.role == "user" and (t.meta.get("question") == "word"
+                                              or (t.meta.get("edit") or {}).get("kind") == "word"))
+    assert word_turns >= len(about_sign) * 0.3
+    # a conversation that is not about a sign is the same as without the mix
+    plain = [c for c in convs if c.images()[0].sign is None]
+    for c in plain[:10]:
+        assert c.turns == sample_conversation(c.seed).turns
+
+
+def test_sign_edits_change_one_attribute_and_stay_legible():
+    import random
+
+    from mmgen.eval.benchmark import grade_edit
+    from mmgen.world.edits import sample_edit
+    from mmgen.world.scene import is_legible
+    seen = set()
+    for s in range(300):
+        scene = sample_conversation(s, sign_rate=1.0).images()[0]
+        for kind in ("plaque", "move_sign", "recolor", "background"):
+            e = sample_edit(scene, random.Random(s), kind=kind)
+            if e is None or e.scene.sign is None:
+                continue
+            seen.add(kind)
+            sign = e.scene.sign
+            assert is_legible(sign.color, sign.plaque or e.scene.background)
+            if kind in ("plaque", "move_sign"):
+                attr = e.record["attribute"]
+                assert {k for k, v in sign.to_dict().items() if scene.sign.to_dict()[k] != v} == {attr}
+                assert e.scene.objects == scene.objects and e.scene.background == scene.background
+                # a judge that reads the edited scene exactly grades it changed and preserved
+                assert grade_edit(e.record, scene.to_dict(), e.scene.to_dict(), e.scene.to_dict()) == \
+                    {"changed": True, "preserved": True}
+                # one that reads the picture unchanged grades it not changed
+                assert not grade_edit(e.record, scene.to_dict(), e.scene.to_dict(), scene.to_dict())["changed"]
+    assert seen == {"plaque", "move_sign", "recolor", "background"}

@@ -19,7 +19,12 @@ def test_eval_writes_every_part_and_its_split(tmp_path, tiny_checkpoints, capsys
     code, got = _eval(tmp_path, tiny_checkpoints, "--split", "train")
     assert code == 0
     assert got["split"] == "train" and got["n"] == 1
-    assert set(got["summary"]) == {"generation", "editing", "questions", "variations"}
+    assert set(got["summary"]) == {"generation", "editing", "questions", "variations", "words"}
+    words = got["results"]["words"]
+    assert len(words["drawn"]) == len(words["read"]) == got["n"]
+    for case in words["read"]:      # graded against the word the judge reads in the picture asked about
+        from mmgen.eval.benchmark import normalise_answer
+        assert case["expected"] and case["passed"] == (normalise_answer(case["answer"]) == normalise_answer(case["expected"]))
     assert set(got["results"]["gen"]) == set(GEN_CATEGORIES)
     for metrics in got["summary"].values():
         for name, value in metrics.items():

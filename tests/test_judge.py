@@ -13,19 +13,21 @@ from PIL import Image
 
 from mmgen.eval import compare, judge
 from mmgen.eval.degrade import blur, jpeg, noise
+from mmgen.world.lettering import CELL_H, CODE_PX, LETTER_ROW
 from mmgen.world.render import render
-from mmgen.world.scene import (CELLS, OBJECT_COLORS, Scene, eval_seed, place, sample_scene)
+from mmgen.world.scene import (BACKGROUND_COLORS, BANDS, CELLS, LEGIBLE_PAIRS, OBJECT_COLORS, SHAPES, SIZES, Obj,
+                               Scene, Sign, cell_center, eval_seed, place, sample_scene, validate)
 
 N_CLEAN = 100
 N_DEGRADED = 40
 
 
-def _scenes(n: int, start: int = 0, signs_only: bool = False) -> list[Scene]:
+def _scenes(n: int, start: int = 0, signs_only: bool = False, no_signs: bool = False) -> list[Scene]:
     out, i = [], start
     while len(out) < n:
         s = sample_scene(eval_seed(i))
         i += 1
-        if s.sign is not None or not signs_only:
+        if (s.sign is not None or not signs_only) and (s.sign is None or not no_signs):
             out.append(s)
     return out
 
@@ -47,6 +49,81 @@ def test_clean_renders_read_exactly():
 def test_clean_signs_read_exactly():
     misses = _misses(_scenes(30, start=N_CLEAN, signs_only=True))
     assert not misses, misses[:3]
+
+
+# --- the sign's lettering ---------------------------------------------------------------
+ALPHABET_WORDS = ("ABCDEFGH", "IJKLMNOP", "QRSTUVWX", "YZ")   # every letter once; the longest and shortest words
+
+
+def _alphabet_signs(color: str, surface: str) -> list[Scene]:
+    """Valid scenes holding only a sign, `color` on `surface`, in every band, one per ALPHABET_WORD:
+    bare where the surface is a background colour, on a plaque where it is an object colour
+    (white and black are both), the plaque on a background picked by a seeded draw."""
+    settings = []
+    if surface in BACKGROUND_COLORS:
+        settings.append((surface, None))
+    if surface in OBJECT_COLORS:
+        rng = random.Random(LEGIBLE_PAIRS.index((color, surface)))
+        settings.append((rng.choice(sorted(b for b in BACKGROUND_COLORS if b != surface)), surface))
+    scenes = []
+    for background, plaque in settings:
+        for band in BANDS:
+            for word in ALPHABET_WORDS:
+                s = Scene(background=background, sign=Sign(word, color, plaque, band))
+                validate(s)
+                scenes.append(s)
+    return scenes
+
+
+@pytest.mark.parametrize("color,surface", LEGIBLE_PAIRS)
+def test_every_letter_reads_in_every_legible_pair_and_band(color, surface):
+    for s in _alphabet_signs(color, surface):
+        found = judge(render(s))
+        assert found == s.to_dict(), (s.to_dict(), found)
+
+
+@pytest.mark.parametrize("color,surface", LEGIBLE_PAIRS)
+def test_every_letter_reads_blurred_noisy_and_jpegd(color, surface):
+    # each word in one band (cycling through them), all three degradations at once, seeded noise
+    scenes = [s for s in _alphabet_signs(color, surface)
+              if BANDS.index(s.sign.band) == ALPHABET_WORDS.index(s.sign.word) % len(BANDS)]
+    for i, s in enumerate(scenes):
+        img = jpeg(noise(blur(render(s), 0.7), 8 / 255, rng=i), 60)
+        found = judge(img)
+        assert found["sign"] == s.sign.to_dict(), (s.to_dict(), found)
+
+
+def _shapes_on_the_letter_rows() -> list[Scene]:
+    """Sign-less scenes with one shape centred on a band's letter rows at the canvas centre, where a
+    word of any length would be: each shape, size and band; colours and backgrounds seeded."""
+    rng = random.Random(0)
+    scenes = []
+    for shape in SHAPES:
+        for size in SIZES:
+            for band, cell in zip(BANDS, ("top", "center", "bottom")):
+                background = rng.choice(sorted(BACKGROUND_COLORS))
+                color = rng.choice(sorted(c for c in OBJECT_COLORS if c != background))
+                rows_centre = LETTER_ROW[band] * CODE_PX + CELL_H / 2
+                obj = Obj(shape, color, size, cell, offset=(0.0, rows_centre - cell_center(cell)[1]))
+                s = Scene(background=background, objects=(obj,))
+                validate(s)
+                scenes.append(s)
+    return scenes
+
+
+@pytest.mark.parametrize("name,degrade", [
+    ("clean", lambda img, i: img),
+    ("all three", lambda img, i: jpeg(noise(blur(img, 0.7), 8 / 255, rng=i), 60)),
+])
+def test_pictures_without_a_sign_are_read_without_one(name, degrade):
+    shapes_where_words_go = _shapes_on_the_letter_rows()
+    scenes = shapes_where_words_go + _scenes(60, start=700, no_signs=True)
+    scenes += [Scene(background=b) for b in BACKGROUND_COLORS]
+    for i, s in enumerate(scenes):
+        found = judge(degrade(render(s), i))
+        assert found["sign"] is None, (name, s.to_dict(), found)
+        if s in shapes_where_words_go:   # and the shape is read as the shape it is
+            assert compare(s.to_dict(), found)["exact"], (name, s.to_dict(), found)
 
 
 @pytest.mark.parametrize("name,degrade", [

@@ -152,7 +152,7 @@ def apply_record(d: dict, r: dict) -> dict:
     """What an edit record says happened, applied to a scene's to_dict(), independently of edits.py."""
     d = copy.deepcopy(d)
     kind, t = r["kind"], r["target"]
-    if kind in ("recolor", "move", "resize"):
+    if kind in ("recolor", "move", "resize", "plaque", "move_sign"):
         part = d["sign"] if t == "sign" else d["objects"][t]
         assert part[r["attribute"]] == r["before"]
         part[r["attribute"]] = r["after"]

@@ -300,8 +300,10 @@ def test_shipped_checkpoint_round_trip_is_stable_in_pixels():
 @pytest.mark.skipif(not (SHIPPED / "model.safetensors").is_file(), reason="no shipped checkpoint yet")
 def test_codes_are_those_of_bf16_autocast_on_every_machine():
     """The transformer learnt codes encoded under bf16 autocast; fp32 picks a near-duplicate code at
-    ~10 % of positions. Where bf16 is not native the encoder emulates it, and must match exactly."""
+    ~10 % of positions. Where bf16 is not native the encoder emulates it, and must match exactly.
+    (The glyph table is set aside: it overrides letter patches whatever the numerics.)"""
     tok = VQTokenizer.from_pretrained(SHIPPED)
+    tok.set_glyphs(None)
     imgs = [render(sample_scene(eval_seed(i))) for i in range(24)]
     autocast = tok.encode(imgs, bf16=True)
     assert torch.equal(_emulated_codes(tok, imgs), autocast)
@@ -333,11 +335,10 @@ def test_encodes_from_several_threads_agree():
             assert torch.equal(got, want)
 
 
-@pytest.mark.xfail(reason="issue 3: the shipped VQ keeps ~86 % of codes on re-encoding (a decoded edge or "
-                          "letter is a little blurred and its patch takes a neighbouring code); the bar is 95 %",
-                   strict=False)
 @pytest.mark.skipif(not (SHIPPED / "model.safetensors").is_file(), reason="no shipped checkpoint yet")
 def test_shipped_checkpoint_round_trip():
+    """Re-encoding keeps ≥ 95 % of codes: letters and one-colour patches come back exactly
+    (vq.GlyphCodes); before they did, a blurred letter or plaque edge took a neighbouring code (~86 %)."""
     tok = VQTokenizer.from_pretrained(SHIPPED)
     assert 1000 <= tok.codebook_size <= 16384
     assert (SHIPPED / "model.safetensors").stat().st_size <= 20 * 2 ** 20

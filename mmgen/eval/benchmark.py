@@ -14,6 +14,9 @@ Held-out scenes and held-out phrasings only (the evaluation split of the world).
 - questions: a picture (given by the user, or drawn earlier) and a question; exact answers.
 - variations: a picture, then "another one like this": same shapes, colours, sizes, background
   and sign, in a new layout.
+- words: signs drawn (a sign prompt; "exact" = the judge reads the word as asked, every letter)
+  and read ("what does the sign say?" and its kin about a picture with a sign, half of them the
+  user's own picture; the answer must be the word the judge reads in that picture).
 
 Every case records its message's `unseen_words` (words no training message uses, `vocabulary.py`),
 and each part is scored again over the cases without such words ("known words") and with them
@@ -37,9 +40,9 @@ from pathlib import Path
 from .vocabulary import unseen_words
 
 GEN_CATEGORIES = ("single_object", "two_objects", "counting", "colors", "position", "color_attribution", "sign")
-PARTS = ("gen", "edit", "ask", "var")
+PARTS = ("gen", "edit", "ask", "var", "words")
 SPLITS = ("eval", "paraphrase", "train")
-SEED_SALT = {"gen": 0, "edit": 1, "ask": 2, "var": 3}   # each part samples from its own seeds
+SEED_SALT = {"gen": 0, "edit": 1, "ask": 2, "var": 3, "words": 4}   # each part samples from its own seeds
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -84,7 +87,8 @@ def grade_edit(record: dict, before: dict, expected: dict, found: dict) -> dict:
     found_by_cell = {o["cell"]: o for o in found["objects"]}
     # what the edit is allowed to touch, and the check that it happened
     touched_cells: set[str] = set()
-    sign_touched = kind in ("word", "add_sign", "remove_sign") or (kind == "recolor" and target == "sign")
+    sign_touched = kind in ("word", "add_sign", "remove_sign", "plaque", "move_sign") or \
+        (kind == "recolor" and target == "sign")
     if kind in ("recolor", "resize") and target != "sign":
         new = expected["objects"][target]
         touched_cells.add(new["cell"])
@@ -113,6 +117,11 @@ def grade_edit(record: dict, before: dict, expected: dict, found: dict) -> dict:
         changed = found["background"] == expected["background"]
     elif kind == "word":
         changed = found["sign"] is not None and found["sign"]["word"] == expected["sign"]["word"]
+    elif kind in ("plaque", "move_sign"):
+        attr = record["attribute"]
+        fs = found["sign"]
+        # the attribute changed, and the rest of the sign kept
+        changed = fs is not None and fs == {**before["sign"], attr: expected["sign"][attr]}
     elif kind == "add_sign":
         asked = record.get("asked") or {}
         fs = found["sign"]
@@ -222,6 +231,37 @@ def run_questions(model, n: int, seed: int, settings: dict, split: str = "eval")
     return cases
 
 
+def run_words(model, n: int, seed: int, settings: dict, save=None, split: str = "eval") -> dict:
+    """Signs drawn (word exact, as the judge reads it) and read (the word asked about)."""
+    from ..world import render
+    from ..world.language import stream
+    from ..world.prompts import prompt_for
+    from ..world.questions import sample_question
+    from .judge import judge
+    drawn, read = [], []
+    for i in range(n):
+        p = prompt_for(i + 10_000 * SEED_SALT["words"], "sign", split)
+        reply = model.chat(seed=seed + i, **settings).send(p.text)
+        found = judge(reply.image) if reply.image is not None else None
+        got = (found or {}).get("sign") or {}
+        drawn.append({"prompt": p.text, "unseen_words": unseen_words(p.text), "expected": p.spec["sign"]["word"],
+                      "drawn": got.get("word"), "passed": got.get("word") == p.spec["sign"]["word"]})
+        if save and reply.image is not None:
+            reply.image.save(Path(save) / f"words-{i:03d}.png")
+        q = sample_question(p.scene, stream(split, i, "benchmark-words"), split=split, kind="word")
+        # the answer is graded against what the judge reads in the picture asked about
+        truth = (judge(render(p.scene))["sign"] or {}).get("word")
+        if i % 2 == 0:
+            answer = model.chat(seed=seed + i, **settings).send(q.text, image=render(p.scene), picture="never")
+        else:
+            answer = _session_with_picture(model, seed + i, p.text, p.reply, p.scene, settings).send(
+                q.text, picture="never")
+        read.append({"question": q.text, "unseen_words": unseen_words(q.text), "expected": truth,
+                     "answer": answer.text, "user_picture": i % 2 == 0,
+                     "passed": truth is not None and normalise_answer(answer.text) == normalise_answer(truth)})
+    return {"drawn": drawn, "read": read}
+
+
 def run_variations(model, n: int, seed: int, settings: dict, split: str = "eval") -> list[dict]:
     from ..world.conversation import VARIATION
     from ..world.language import stream
@@ -271,6 +311,13 @@ def summarise(results: dict) -> dict:
         cases = results["ask"]
         s["questions"] = {"exact": sum(c["passed"] for c in cases) / max(1, len(cases)), "cases": len(cases),
                           **by_words(cases, lambda c: c["passed"])}
+    if "words" in results:
+        drawn, read = results["words"]["drawn"], results["words"]["read"]
+        s["words"] = {"drawn_exact": sum(c["passed"] for c in drawn) / max(1, len(drawn)),
+                      "read_exact": sum(c["passed"] for c in read) / max(1, len(read)),
+                      "read_user_picture": sum(c["passed"] for c in read if c["user_picture"])
+                      / max(1, sum(c["user_picture"] for c in read)),
+                      "cases": len(drawn), **by_words(drawn, lambda c: c["passed"])}
     if "var" in results:
         cases = results["var"]
         s["variations"] = {"passed": sum(c["passed"] for c in cases) / max(1, len(cases)), "cases": len(cases),
@@ -318,6 +365,8 @@ def run(args) -> int:
         results["ask"] = run_questions(model, args.n, args.seed, settings, args.split)
     if "var" in parts:
         results["var"] = run_variations(model, args.n, args.seed, settings, args.split)
+    if "words" in parts:
+        results["words"] = run_words(model, args.n, args.seed, settings, args.save_images, args.split)
     summary = summarise(results)
     print(format_table(summary))
     print(f"({time.time() - t0:.0f} s, {args.n} cases per category, {args.split} split)")

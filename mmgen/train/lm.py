@@ -44,6 +44,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(for a machine lent for a fixed time)")
     p.add_argument("--workers", type=int, default=0,
                    help="processes rendering world pictures (0: render in this process); a GPU needs ~8+")
+    p.add_argument("--sign-rate", type=float, default=0.0,
+                   help="share of world conversations about a sign (a word drawn, changed or read); "
+                        "0 keeps the world's own mix, where a third of pictures carry a sign")
     p.add_argument("--batch-tokens", type=int, default=8192, help="padded tokens per batch")
     p.add_argument("--max-len", type=int, default=1536, help="longest conversation, in tokens")
     p.add_argument("--lr", type=float, default=1e-3)
@@ -106,6 +109,8 @@ def run(args, teacher_path: str | None = None) -> int:
         raise SystemExit(f"mmgen train: --text-weight must be positive, not {args.text_weight}")
     if args.minutes is not None and args.minutes <= 0:
         raise SystemExit(f"mmgen train: --minutes must be positive, not {args.minutes}")
+    if not 0 <= args.sign_rate <= 1:
+        raise SystemExit(f"mmgen train: --sign-rate must lie in [0, 1], not {args.sign_rate}")
     if args.workers < 0:
         raise SystemExit(f"mmgen train: --workers must be 0 or more, not {args.workers}")
     if args.threads:
@@ -164,10 +169,12 @@ def run(args, teacher_path: str | None = None) -> int:
     elif args.workers:
         encode_pixels = lambda x: vq.encode_tensor(x.to(device).float() / 255)   # noqa: E731
         source = world_conversations_parallel(encode_pixels, workers=args.workers, split="train",
-                                              start=progress["steps"] * 997 + rank, step=world)
+                                              start=progress["steps"] * 997 + rank, step=world,
+                                              sign_rate=args.sign_rate)
     else:
         # seeds continue where the last run stopped, so a resumed run sees new conversations
-        source = world_conversations(cache, split="train", start=progress["steps"] * 997 + rank, step=world)
+        source = world_conversations(cache, split="train", start=progress["steps"] * 997 + rank, step=world,
+                                     sign_rate=args.sign_rate)
     # a pool of conversations is sorted by length and cut into batches: several batches a pool
     pool = max(64, 4 * args.batch_tokens // 512)
     train_batches = prefetched(batches(stream, source, batch_tokens=args.batch_tokens, max_len=args.max_len,
@@ -176,6 +183,10 @@ def run(args, teacher_path: str | None = None) -> int:
     val_convs = validation_conversations(encode_images)
 
     start_step = progress["steps"]
+    # each run's data mix and schedule travel with the checkpoint beside its learning curve
+    progress.setdefault("runs", []).append({
+        "from_step": start_step, "sign_rate": args.sign_rate, "lr": args.lr, "batch_tokens": args.batch_tokens,
+        "minutes": args.minutes, "autocast": autocast_dtype(), "processes": world})
     # the pipeline keeps conversations inside the longest length the model has seen
     progress["max_len"] = max(args.max_len, progress.get("max_len", 0)) if args.resume else args.max_len
     budget = None if args.minutes is None else args.minutes * 60

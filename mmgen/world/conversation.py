@@ -38,6 +38,9 @@ INTRO_RATE = 0.5                 # "Here's a picture I made." before the request
 # the words, not whether there was a picture to edit.
 ADD_AS_CREATE_RATE = 0.1
 VARIATION_TRIES = 20
+# A sign conversation (`sample_conversation(sign_rate=…)`, the data mix for teaching words): it
+# opens on a picture with a sign, and its later turns change or read the word this often each
+SIGN_TASK_RATE = 0.5
 TASKS = ("create", "edit", "ask", "variation")
 
 INTRO = family("user_image", (
@@ -128,8 +131,38 @@ def _variation(current, rng, split):
 EXCHANGES = {"create": _create, "edit": _edit, "ask": _ask, "variation": _variation}
 
 
-def sample_conversation(seed: int, split: str = "train") -> Conversation:
+def _sign_create(current, rng, split):
+    p = sample_prompt(rng, split, category="sign")
+    return "create", p.text, {"spec": p.spec}, p.reply, p.scene
+
+
+def _sign_scene(rng) -> Scene:
+    while True:
+        scene = sample_scene(rng)
+        if scene.sign is not None:
+            return scene
+
+
+def _sign_exchange(task, current, rng, split):
+    """A sign conversation's exchange: about the word when it can be, else as usual."""
+    if current is None and task == "create":
+        return _sign_create(current, rng, split)
+    if current is not None and current.sign is not None and rng.random() < SIGN_TASK_RATE:
+        if task == "edit":
+            e = sample_edit(current, rng, split, kind="word")
+            return None if e is None else ("edit", e.text, {"edit": e.record}, e.reply, e.scene)
+        if task == "ask":
+            q = sample_question(current, rng, split, kind="word")
+            return None if q is None else ("ask", q.text, {"question": q.kind, "about": q.about, "answer": q.answer},
+                                           q.answer, None)
+    return EXCHANGES[task](current, rng, split)
+
+
+def sample_conversation(seed: int, split: str = "train", sign_rate: float = 0.0) -> Conversation:
+    """The conversation of `seed`; with `sign_rate`, that share of conversations are about a sign
+    (the same seed gives the same conversation whenever it is not one)."""
     rng = stream(split, seed, "conversation")
+    signs = sign_rate > 0 and stream(split, seed, "sign_mix").random() < sign_rate
     turns: list[Turn] = []
     current: Scene | None = None
     for _ in range(rng.randint(MIN_EXCHANGES, MAX_EXCHANGES)):
@@ -137,10 +170,11 @@ def sample_conversation(seed: int, split: str = "train") -> Conversation:
         task = rng.choices(list(weights), weights=list(weights.values()))[0]
         user_image = None
         if task == "user_image":
-            user_image = current = sample_scene(rng)
+            user_image = current = _sign_scene(rng) if signs else sample_scene(rng)
             task = "edit" if rng.random() < USER_IMAGE_EDIT_RATE else "ask"
         # an edit or variation that does not fit this picture becomes a question (one always fits)
-        got = EXCHANGES[task](current, rng, split) or _ask(current, rng, split)
+        exchange = _sign_exchange if signs else (lambda t, c, r, s: EXCHANGES[t](c, r, s))
+        got = exchange(task, current, rng, split) or _ask(current, rng, split)
         task, text, meta, reply, image = got
         if user_image is not None and rng.random() < INTRO_RATE:
             text = f"{as_typed(INTRO.pick(rng, split), rng)} {text}"

@@ -19,15 +19,15 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, replace
 
-from .language import (ATTRS, as_typed, canonical_location, canonical_object, canonical_sign, color_word,
-                       family, group_phrase, location, move_target, refer, refer_sign, sign_phrase,
-                       size_word, weighted_order)
+from .language import (ATTRS, as_typed, band_phrase, canonical_band, canonical_location, canonical_object,
+                       canonical_sign, color_word, family, group_phrase, location, move_target, refer, refer_sign,
+                       sign_phrase, size_word, weighted_order)
 from .prompts import said_sign
 from .scene import (BACKGROUND_COLORS, BANDS, DEFAULT_SIZE, MAX_OBJECTS, OBJECT_COLORS, SHAPES, SIZES, Obj,
-                    Scene, band_rows, cell_row_col, is_valid, place, random_sign, random_word)
+                    Scene, band_rows, cell_row_col, is_legible, is_valid, place, random_sign, random_word)
 
 EDIT_WEIGHTS = {"recolor": 3.0, "move": 2.0, "add": 2.0, "remove": 1.5, "resize": 1.5, "background": 1.5,
-                "word": 1.5, "add_sign": 0.7, "remove_sign": 0.5}
+                "word": 1.5, "add_sign": 0.7, "remove_sign": 0.5, "plaque": 0.5, "move_sign": 0.5}
 EDIT_KINDS = tuple(EDIT_WEIGHTS)
 SIZE_ORDER = tuple(sorted(SIZES, key=SIZES.get))      # small, medium, large
 SIGN_RECOLOR_RATE = 0.25         # with a sign and shapes, a recolour is of the letters this often
@@ -100,6 +100,15 @@ WORD = family("edit_word", (
     'make the word "{word}"', 'let the sign say "{word}"', 'rewrite the sign as "{word}"',
     '"{word}" instead of "{old}"'), (
     'have the sign read "{word}"', 'swap "{old}" for "{word}"'))
+PLAQUE = family("edit_plaque", (
+    "make {ref} {color}", "change the plaque to {color}", "make the plaque {color}", "use {color} for the plaque",
+    "set the plaque to {color}", "change the sign's background to {color}", "paint {ref} {color}",
+    "turn the plaque {color}", "can you make the plaque {color}?", "{color} plaque instead"), (
+    "swap the plaque colour to {color}", "I'd like the board behind the word in {color}"))
+MOVE_SIGN = family("edit_move_sign", (
+    "move {ref} {band}", "put {ref} {band}", "move the word {band}", "put the text {band}",
+    "can you move {ref} {band}?", "shift {ref} {band}", "place the sign {band}", "{ref} should go {band}"), (
+    "relocate {ref} {band}", "I want the word {band} instead"))
 ADD_SIGN = family("edit_add_sign", ("add {sign}", "now add {sign}", "put {sign} on it", "include {sign}",
                                     "also add {sign}",
     "can you add {sign}?", "please add {sign}", "add {sign} too", "draw {sign} as well", "put in {sign}",
@@ -120,6 +129,8 @@ REPLIES = {
     "word": ('The sign says "{after}" now.', 'Done — it reads "{after}" now.',
              'Sure, I changed the word to "{after}".'),
     "add_sign": ("Added {after}.", "Done — I added {after}."),
+    "plaque": ("Done — the plaque is {after} now.", "Sure, the plaque behind the word is {after} now."),
+    "move_sign": ("Done — the sign is {after} now.", "Moved the sign; it's {after} now."),
     "remove_sign": ("Removed the sign.", "Done — the sign is gone.", "Okay, no more sign."),
 }
 assert set(REPLIES) == set(EDIT_KINDS)
@@ -167,9 +178,11 @@ def _swap(scene: Scene, i: int, obj: Obj) -> Scene:
 def _recolor(scene, rng, split):
     s = scene.sign
     if s is not None and (not scene.objects or rng.random() < SIGN_RECOLOR_RATE):
-        # the letters: never the plaque's colour, nor the background's where they stand on it
-        new = rng.choice([c for c in OBJECT_COLORS if c not in (s.color, s.plaque)
-                          and (s.plaque is not None or c != scene.background)])
+        # the letters: a colour legible on what they stand on (scene.LEGIBLE_PAIRS)
+        options = [c for c in OBJECT_COLORS if c != s.color and is_legible(c, s.plaque or scene.background)]
+        if not options:
+            return None
+        new = rng.choice(options)
         ref = refer_sign(rng, "letters")
         text = RECOLOR.pick(rng, split).format(ref=ref.text, color=color_word(new, rng))
         return _finish("recolor", text, replace(scene, sign=replace(s, color=new)),
@@ -255,7 +268,7 @@ def _background(scene, rng, split):
     s = scene.sign
 
     def fits(bg: str) -> bool:
-        sign_ok = s is None or (s.plaque != bg if s.plaque is not None else s.color != bg)
+        sign_ok = s is None or (s.plaque != bg if s.plaque is not None else is_legible(s.color, bg))
         return bg != scene.background and sign_ok and all(o.color != bg for o in scene.objects)
     options = [bg for bg in BACKGROUND_COLORS if fits(bg)]
     if not options:
@@ -276,6 +289,35 @@ def _word(scene, rng, split):
     text = WORD.pick(rng, split).format(word=new, old=s.word)
     return _finish("word", text, replace(scene, sign=replace(s, word=new)),
                    _record("word", "sign", "word", s.word, new), rng, after=new)
+
+
+def _plaque(scene, rng, split):
+    """A new plaque colour behind the same letters (one they stay legible on)."""
+    s = scene.sign
+    if s is None or s.plaque is None:
+        return None
+    options = [c for c in OBJECT_COLORS if c not in (s.plaque, scene.background) and is_legible(s.color, c)]
+    if not options:
+        return None
+    new = rng.choice(options)
+    text = PLAQUE.pick(rng, split).format(ref=refer_sign(rng, "sign").text, color=color_word(new, rng))
+    return _finish("plaque", text, replace(scene, sign=replace(s, plaque=new)),
+                   _record("plaque", "sign", "plaque", s.plaque, new), rng, after=new)
+
+
+def _move_sign(scene, rng, split):
+    """The sign to another band that no shape stands in."""
+    s = scene.sign
+    if s is None:
+        return None
+    rows = {cell_row_col(o.cell)[0] for o in scene.objects}
+    bands = [b for b in BANDS if b != s.band and band_rows(b) not in rows]
+    if not bands:
+        return None
+    new = rng.choice(bands)
+    text = MOVE_SIGN.pick(rng, split).format(ref=refer_sign(rng, "sign").text, band=band_phrase(new, rng))
+    return _finish("move_sign", text, replace(scene, sign=replace(s, band=new)),
+                   _record("move_sign", "sign", "band", s.band, new), rng, after=canonical_band(new))
 
 
 def _add_sign(scene, rng, split):
@@ -303,7 +345,8 @@ def _remove_sign(scene, rng, split):
 
 
 BUILDERS = {"recolor": _recolor, "move": _move, "add": _add, "remove": _remove, "resize": _resize,
-            "background": _background, "word": _word, "add_sign": _add_sign, "remove_sign": _remove_sign}
+            "background": _background, "word": _word, "add_sign": _add_sign, "remove_sign": _remove_sign,
+            "plaque": _plaque, "move_sign": _move_sign}
 assert tuple(BUILDERS) == EDIT_KINDS
 
 

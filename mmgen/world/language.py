@@ -318,10 +318,14 @@ def canonical_object(o: Obj | dict) -> str:
 SIGN_FAMILIES = {
     (False, False): family("sign", (
         'a sign that says "{word}"', 'a sign saying "{word}"', 'the word "{word}"', "the word {word}",
-        'the text "{word}"', 'a sign reading "{word}"', 'a sign with the word {word}'), (
+        'the text "{word}"', 'a sign reading "{word}"', 'a sign with the word {word}',
+        'a poster reading {word}', 'a poster that says "{word}"', 'a banner saying "{word}"',
+        'a label reading {word}', 'a notice that says {word}', 'the word {word} written out',
+        'a board that reads "{word}"', 'the letters {word}'), (
         'a sign with "{word}" on it', 'a label that reads "{word}"')),
     (True, False): family("sign_color", (
         "the word {word} in {color}", '"{word}" in {color} letters', 'a sign that says "{word}" in {color}',
+        'a poster reading {word} in {color}', '{word} written in {color}', 'the word {word} in {color} letters',
         '{color} text saying "{word}"', 'the word "{word}" written in {color}'), (
         '"{word}" spelled out in {color}', '{color} lettering reading "{word}"')),
     (False, True): family("sign_plaque", (

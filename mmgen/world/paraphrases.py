@@ -36,6 +36,8 @@ PARAPHRASES: dict[str, tuple[str, ...]] = {
     "edit_background": ("can you change the background to {bg}?", "I want the background to be {bg}"),
     "edit_word": ('can you change the word to "{word}"?', 'I want the sign to say "{word}"'),
     "edit_add_sign": ("can you put {sign} on it?", "please put {sign} in there"),
+    "edit_plaque": ("I want the plaque to be {color}", "can you change the plaque to {color}?"),
+    "edit_move_sign": ("can you put {ref} {band}?", "please take the sign {band}"),
     "ask_color": ("which colour does {ref} have?", "can you tell me what colour {ref} is?"),
     "ask_shape": ("what kind of shape does {ref} have?", "can you tell me the shape of {ref}?"),
     "ask_count": ("can you tell me how many {things} there are?", "how many {things} did you draw?"),

@@ -30,7 +30,7 @@ from itertools import permutations
 from .language import (ATTRS, RELATION_WORDS, as_typed, check_split, color_word, describe, family, group_phrase,
                        join_list, relation_holds, relation_words, sign_phrase, stream)
 from .scene import (BACKGROUND_COLORS, CELLS, DEFAULT_BACKGROUND, DEFAULT_SIZE, MAX_OBJECTS, OBJECT_COLORS,
-                    SHAPES, SIZES, Obj, Scene, Sign, cell_row_col, place, random_sign)
+                    SHAPES, SIZES, Obj, Scene, Sign, cell_row_col, is_legible, legible_pair, place, random_sign)
 
 CATEGORIES = ("single_object", "two_objects", "counting", "colors", "position", "color_attribution",
               "sign", "mixed")
@@ -290,8 +290,43 @@ def sample_prompt(rng: random.Random, split: str = "train", category: str | None
         if scene is not None:
             spec = built[0]
             reply = rng.choice(CREATE_REPLIES).format(scene=describe(scene))
-            return Prompt(text=prompt_text(spec, rng, split), scene=scene, spec=spec, reply=reply)
+            prompt = Prompt(text=prompt_text(spec, rng, split), scene=scene, spec=spec, reply=reply)
+            if category == "sign" and rng.random() < ILLEGIBLE_ASK_RATE:
+                prompt = with_illegible_ask(prompt, rng, split)
+            return prompt
     raise RuntimeError(f"no valid {category} prompt in {BUILD_TRIES} tries")
+
+
+# A sign prompt names a word colour that is not legible on its surface this often: the picture uses
+# the nearest legible colour (scene.legible_pair) and the reply says so first.
+ILLEGIBLE_ASK_RATE = 0.1
+ILLEGIBLE_REPLIES = ("{asked} letters on {surface} would be hard to read, so I used {color}.",
+                     "I used {color} letters instead of {asked}: {asked} on {surface} is hard to read.")
+
+
+def illegible_ask(spec: dict, scene: Scene, rng: random.Random) -> str | None:
+    """A word colour to ask for that is not legible on the sign's surface, whose nearest legible
+    colour there is the one `scene` has; None if the spec names no colour or none fits."""
+    sign = scene.sign
+    if sign is None or not spec.get("sign") or spec["sign"].get("color") is None:
+        return None
+    surface = sign.plaque or scene.background
+    options = [c for c in OBJECT_COLORS if c != surface and not is_legible(c, surface)
+               and legible_pair(c, surface, plaque_ok=False)[0] == sign.color]
+    return rng.choice(options) if options else None
+
+
+def with_illegible_ask(prompt: Prompt, rng: random.Random, split: str) -> Prompt:
+    """`prompt` asking for an illegible word colour instead, answered as `illegible_ask` says."""
+    asked = illegible_ask(prompt.spec, prompt.scene, rng)
+    if asked is None:
+        return prompt
+    sign = prompt.scene.sign
+    spoken = {**prompt.spec, "sign": {**prompt.spec["sign"], "color": asked}}
+    note = rng.choice(ILLEGIBLE_REPLIES).format(asked=asked, color=sign.color, surface=sign.plaque or prompt.scene.background)
+    spec = {**prompt.spec, "illegible_color": asked}     # what was said; spec["sign"] is what is graded
+    return Prompt(text=prompt_text(spoken, rng, split), scene=prompt.scene, spec=spec,
+                  reply=f"{note[0].upper()}{note[1:]} {prompt.reply}")
 
 
 def prompt_for(seed: int, category: str | None = None, split: str = "eval") -> Prompt:

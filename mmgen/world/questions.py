@@ -64,7 +64,9 @@ WORD = family("ask_word", (
     "what does the sign say?", "what does it say?", "what word is written?", "what's the word?", "read the sign",
     "what is written on the sign?", "what does the text say?",
     "what word is on the sign?", "tell me the word", "what is the word on the sign?", "which word is written?",
-    "what text is there?", "what does the writing say?", "what's on the sign?", "which word is on the sign?"), (
+    "what text is there?", "what does the writing say?", "what's on the sign?", "which word is on the sign?",
+    "what word is written here?", "spell it", "spell the word", "spell the word on the sign", "what's written here?",
+    "what does the poster say?", "read it to me", "what does the word say?", "what letters are on the sign?"), (
     "can you read the word out for me?", "which word appears in the picture?"))
 EXISTS = family("ask_exists", (
     "is there {a_thing}?", "do you see {a_thing}?", "are there any {things}?", "does it have {a_thing}?",

@@ -2,26 +2,20 @@
 
 Shapes are drawn as masks at `SUPERSAMPLE`× in a small patch around each object, box-filtered
 down to an alpha mask and composited in their flat colour — so edges are anti-aliased and the
-same scene always gives the same bytes. Words use Pillow's built-in font
-(`ImageFont.load_default(size=...)`), emboldened with a one-pixel stroke and spaced so letters
-never touch: thin, touching glyphs are what an 8 × 8-patch tokenizer smudges first.
+same scene always gives the same bytes. Words are lettered on the tokenizer's code grid
+(`lettering.py`): a monospace bitmap face, one 8 × 16 cell per letter, on a square plaque whose
+edges lie on the grid too.
 """
 from __future__ import annotations
 
 import math
-from functools import lru_cache
+import numpy as np
+from PIL import Image, ImageDraw
 
-from PIL import Image, ImageDraw, ImageFont
-
-from .scene import ALL_COLORS, BACKGROUND_COLORS, CANVAS, OBJECT_COLORS, Obj, Scene, Sign, band_span
+from .lettering import draw_word, letters_box, plaque_box
+from .scene import ALL_COLORS, BACKGROUND_COLORS, CANVAS, OBJECT_COLORS, Obj, Scene, Sign
 
 SUPERSAMPLE = 4
-FONT_SIZE = 20
-FONT_STROKE = 1                  # px of stroke in the text colour: a bold face from the default font
-LETTER_SPACING = 2               # px added between letters
-PLAQUE_PAD_X = 6
-PLAQUE_PAD_Y = 5
-PLAQUE_RADIUS = 6
 STAR_INNER_RATIO = 0.382         # inner/outer radius of a regular five-pointed star
 CROSS_ARM = 1 / 3                # arm thickness as a fraction of the side
 
@@ -66,67 +60,15 @@ def shape_mask(shape: str, box: tuple[float, float, float, float]) -> tuple[Imag
     return big.resize((w, h), Image.Resampling.BOX), (left, top)
 
 
-@lru_cache(maxsize=1)
-def font() -> ImageFont.FreeTypeFont:
-    return ImageFont.load_default(size=FONT_SIZE)
-
-
-@lru_cache(maxsize=1)
-def _cap_box() -> tuple[int, int]:
-    """(top, bottom) of a capital letter relative to the text origin (with the stroke)."""
-    _, top, _, bottom = font().getbbox("H", stroke_width=FONT_STROKE)
-    return top, bottom
-
-
-@lru_cache(maxsize=4096)
-def word_layout(word: str) -> tuple[tuple[float, ...], float]:
-    """x offset of each letter from the word's left edge, and the word's total width."""
-    xs, x = [], 0.0
-    f = font()
-    for i, ch in enumerate(word):
-        xs.append(x)
-        x += f.getlength(ch) + (LETTER_SPACING if i < len(word) - 1 else 0)
-    return tuple(xs), x + 2 * FONT_STROKE
-
-
 def text_box(sign: Sign) -> tuple[float, float, float, float]:
-    """Box of the letters' caps, centred in the band."""
-    _, width = word_layout(sign.word)
-    top, bottom = _cap_box()
-    y0, y1 = band_span(sign.band)
-    cy = (y0 + y1) / 2
-    h = bottom - top
-    return CANVAS / 2 - width / 2, cy - h / 2, CANVAS / 2 + width / 2, cy + h / 2
+    """Box of the sign's letter cells (on the code grid)."""
+    return tuple(float(v) for v in letters_box(sign.word, sign.band))
 
 
 def sign_box(sign: Sign) -> tuple[float, float, float, float]:
-    """Box the sign covers: the plaque when it has one, else the letters."""
-    x0, y0, x1, y1 = text_box(sign)
-    if sign.plaque is None:
-        return x0, y0, x1, y1
-    return x0 - PLAQUE_PAD_X, y0 - PLAQUE_PAD_Y, x1 + PLAQUE_PAD_X, y1 + PLAQUE_PAD_Y
-
-
-def _draw_sign(img: Image.Image, sign: Sign) -> None:
-    if sign.plaque is not None:
-        x0, y0, x1, y1 = sign_box(sign)
-        s = SUPERSAMPLE
-        left, top = math.floor(x0), math.floor(y0)
-        w, h = math.ceil(x1) - left, math.ceil(y1) - top
-        big = Image.new("L", (w * s, h * s), 0)
-        ImageDraw.Draw(big).rounded_rectangle(
-            ((x0 - left) * s, (y0 - top) * s, (x1 - left) * s - 1, (y1 - top) * s - 1),
-            radius=PLAQUE_RADIUS * s, fill=255)
-        img.paste(OBJECT_COLORS[sign.plaque], (left, top, left + w, top + h), big.resize((w, h), Image.Resampling.BOX))
-    xs, _ = word_layout(sign.word)
-    x0, y0, _, _ = text_box(sign)
-    cap_top, _ = _cap_box()
-    d = ImageDraw.Draw(img)
-    color = OBJECT_COLORS[sign.color]
-    # integer origins keep glyph rasterisation identical wherever the word sits
-    ox, oy = round(x0 + FONT_STROKE), round(y0 - cap_top)
-    for ch, dx in zip(sign.word, xs):
-        d.text((ox + round(dx), oy), ch, font=font(), fill=color, stroke_width=FONT_STROKE, stroke_fill=color)
+    """Box the sign covers: the plaque when it has one, else the letter cells."""
+    box = letters_box(sign.word, sign.band) if sign.plaque is None else plaque_box(sign.word, sign.band)
+    return tuple(float(v) for v in box)
 
 
 def render(scene: Scene) -> Image.Image:
@@ -136,7 +78,10 @@ def render(scene: Scene) -> Image.Image:
         mask, (left, top) = shape_mask(o.shape, o.box)
         img.paste(ALL_COLORS[o.color], (left, top, left + mask.width, top + mask.height), mask)
     if scene.sign is not None:
-        _draw_sign(img, scene.sign)
+        s = scene.sign
+        pixels = np.array(img)
+        draw_word(pixels, s.word, s.band, OBJECT_COLORS[s.color], None if s.plaque is None else OBJECT_COLORS[s.plaque])
+        img = Image.fromarray(pixels)
     return img
 
 

@@ -81,7 +81,7 @@ def cell_at(x: float, y: float) -> str:
 
 # --- signs -----------------------------------------------------------------------------------
 BANDS = ("top", "middle", "bottom")          # the sign's band is a full-width third
-WORD_MIN_LEN, WORD_MAX_LEN = 2, 6
+WORD_MIN_LEN, WORD_MAX_LEN = 2, 8
 WORD_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 # Words a sign often carries; random letter strings are used as well so any word is drawable.
 COMMON_WORDS = (
@@ -91,8 +91,45 @@ COMMON_WORDS = (
     "STAR", "CAKE", "TOYS", "GIFT", "PLAY", "WIN", "DOG", "CAT", "BIKE", "CITY", "MAP",
     "KEEP", "PULL", "PUSH", "IN", "OUT", "FREE", "NEW", "HOT", "COLD", "ICE", "WAVE", "ZORB",
     "QUIZ", "LUCK", "HAPPY", "MUSIC", "DANCE", "GAMES", "CLOSED", "BEACH", "GARDEN",
+    "WELCOME", "BIRTHDAY", "THANKS", "SUMMER", "WINTER", "MARKET", "COFFEE", "RECYCLE",
+)
+# The word/surface colour pairs a sign may have (the surface is the plaque, or the background of a
+# bare word): high-contrast pairs only, so every glyph patch is a two-colour patch the tokenizer keeps
+# exactly (docs/WORLD.md). A request for another pair gets the nearest legible one (`legible_pair`).
+LEGIBLE_PAIRS: tuple[tuple[str, str], ...] = (
+    ("black", "white"), ("red", "white"), ("blue", "white"),
+    ("white", "black"), ("yellow", "black"),
+    ("white", "red"), ("white", "blue"), ("white", "green"), ("white", "purple"),
+    ("black", "yellow"), ("black", "orange"),
+    ("black", "cream"), ("white", "dark blue"), ("black", "light blue"), ("black", "gray"),
 )
 PLAQUE_PROBABILITY = 0.6         # a sign sits on a rounded plaque this often
+
+
+def is_legible(color: str, surface: str) -> bool:
+    return (color, surface) in LEGIBLE_PAIRS
+
+
+def _rgb_distance(a: str, b: str) -> float:
+    return sum((x - y) ** 2 for x, y in zip(ALL_COLORS[a], ALL_COLORS[b])) ** 0.5
+
+
+def legible_pair(color: str | None, surface: str, plaque_ok: bool = True, background: str | None = None
+                 ) -> tuple[str, str]:
+    """The legible (word colour, surface colour) pair nearest to what was asked.
+
+    `surface` is the plaque's colour, or the background's for a bare word. With `plaque_ok` the
+    surface may change (to another plaque colour, never the `background`); without, only the word's
+    colour may. `color` None means any colour. Distance: the surface's RGB distance first, then the word's."""
+    def cost(pair):
+        c, s = pair
+        return (_rgb_distance(s, surface), 0.0 if color is None else _rgb_distance(c, color))
+    pairs = [p for p in LEGIBLE_PAIRS if p[1] == surface]
+    if plaque_ok and (not pairs or (color is not None and not is_legible(color, surface))):
+        pairs += [p for p in LEGIBLE_PAIRS if p[1] in OBJECT_COLORS and p[1] != background and p[1] != surface]
+    if not pairs:
+        raise InvalidScene(f"no legible word colour on {surface}")
+    return min(pairs, key=cost)
 
 
 def band_rows(band: str) -> int:
@@ -239,13 +276,12 @@ def validate(scene: Scene) -> None:
             raise InvalidScene(f"sign word {s.word!r} must be {WORD_MIN_LEN}-{WORD_MAX_LEN} letters A-Z")
         if s.band not in BANDS or s.color not in OBJECT_COLORS:
             raise InvalidScene(f"bad sign {s}")
-        if s.plaque is None:
-            if s.color == scene.background:
-                raise InvalidScene("the word has the background's colour")
-        else:
-            if s.plaque not in OBJECT_COLORS or s.plaque == s.color or s.plaque == scene.background:
-                raise InvalidScene(f"bad plaque colour {s.plaque!r}")
-        from .render import sign_box   # the sign's pixel box depends on the font
+        if s.plaque is not None and (s.plaque not in OBJECT_COLORS or s.plaque == scene.background):
+            raise InvalidScene(f"bad plaque colour {s.plaque!r}")
+        surface = s.plaque or scene.background
+        if not is_legible(s.color, surface):
+            raise InvalidScene(f"{s.color} letters on {surface} are not a legible pair")
+        from .render import sign_box
         for o in scene.objects:
             if not _boxes_apart(o.box, sign_box(s), MIN_GAP):
                 raise InvalidScene(f"{o.shape} at {o.cell} touches the sign")
@@ -296,12 +332,12 @@ def random_word(rng: random.Random) -> str:
 
 
 def random_sign(rng: random.Random, background: str, band: str | None = None) -> Sign:
-    color = rng.choice([c for c in OBJECT_COLORS if c != background])
+    """A sign with a legible colour pair: bare on the background, or on a plaque of another colour."""
     plaque = None
     if rng.random() < PLAQUE_PROBABILITY:
-        # the word may then have the background's colour (white letters on a blue plaque)
-        plaque = rng.choice([c for c in OBJECT_COLORS if c not in (background, color)])
-        color = rng.choice([c for c in OBJECT_COLORS if c != plaque])
+        plaque = rng.choice(sorted({s for _, s in LEGIBLE_PAIRS if s in OBJECT_COLORS and s != background}))
+    surface = plaque or background
+    color = rng.choice([c for c, s in LEGIBLE_PAIRS if s == surface])
     return Sign(word=random_word(rng), color=color, plaque=plaque, band=band or rng.choice(BANDS))
 
 

@@ -43,8 +43,9 @@ def one_picture(model, *, n=1, backend="engine", drafter=None, seed=0, draft_k=4
     t0 = time.perf_counter()
     first_step = first_preview = None
     codes, steps = [], 0
-    for step in generate_ids(model.lm, model.stream, cond, uncond, config=Settings().sampling(), n=n, seed=seed,
-                             require_image=True, backend=backend, drafter=drafter, draft_k=draft_k, stats=stats):
+    config = Settings(picture="always", draft_k=draft_k).sampling()
+    for step in generate_ids(model.lm, model.stream, cond, uncond, config=config, n=n, seed=seed,
+                             backend=backend, drafter=drafter, stats=stats):
         steps += 1
         if first_step is None:
             first_step = time.perf_counter() - t0          # prefill + the first sampled id

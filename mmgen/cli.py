@@ -24,6 +24,7 @@ COMMANDS: list[tuple[tuple[str, ...], str, str]] = [
     (("world", "export"), "mmgen.world.export", "write sample conversations as JSONL + PNG files"),
     (("data", "encode"), "mmgen.shards", "VQ-encode conversations once into a shard that training reads"),
     (("train", "vq"), "mmgen.train.vq", "train the image tokenizer"),
+    (("train", "glyphs"), "mmgen.train.glyph_codes", "give the world's lettering exact tokenizer codes"),
     (("train", "refiner"), "mmgen.train.refiner", "train the diffusion refiner that cleans decoded pictures"),
     (("train", "lm"), "mmgen.train.lm", "train the transformer on conversations"),
     (("train", "draft"), "mmgen.train.draft", "distil the draft model for speculative decoding"),
@@ -47,6 +48,16 @@ def find_command(argv: list[str]) -> tuple[tuple[str, ...], str, str] | None:
     return None
 
 
+def not_a_command(argv: list[str], prefix: tuple[str, ...]) -> str:
+    """What is wrong with `argv`, which names no command; `prefix`: the command words it got right."""
+    words = [a for a in argv if not a.startswith("-")]
+    if len(words) > len(prefix):
+        return f"mmgen: unknown command {' '.join(words[:len(prefix) + 1])!r}"
+    if prefix:
+        return f"mmgen {' '.join(prefix)}: name one of its commands (below)"
+    return f"mmgen: {argv[0]!r} is not a command; options come after the command"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     found = find_command(argv)
@@ -54,8 +65,11 @@ def main(argv: list[str] | None = None) -> int:
         prefix = tuple(a for a in argv if not a.startswith("-"))
         while prefix and not any(p[:len(prefix)] == prefix for p, _, _ in COMMANDS):
             prefix = prefix[:-1]
-        print(usage(prefix), file=sys.stdout if not argv or "-h" in argv or "--help" in argv else sys.stderr)
-        return 0 if (not argv or "-h" in argv or "--help" in argv) else 2
+        if not argv or "-h" in argv or "--help" in argv:
+            print(usage(prefix))
+            return 0
+        print(not_a_command(argv, prefix) + "\n\n" + usage(prefix), file=sys.stderr)
+        return 2
     path, target, help_text = found
     module_name, _, attr = target.partition(":")
     module = importlib.import_module(module_name)

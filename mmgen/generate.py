@@ -4,7 +4,7 @@ A turn is decoded in two phases. First the reply's words, on one row: they are n
 the n pictures of a turn share them. Then, once the words open a picture, the rows are
 [cond × n, uncond × n], prefilled afresh: n pictures for one prompt, each with its
 unconditional twin — the same conversation with the last user message's words emptied. What
-the twin reads of the reply is a choice (SamplingConfig.guide_reply). The reply restates the
+the twin reads of the reply is a choice (the setting guide_reply). The reply restates the
 request ("Here you go: a red circle at the top left."), so a twin that reads it is conditioned
 too, and guidance amplifies only what the user's words add beyond the reply
 (benchmarks/conditioning.py: ~0.005 nats per code on the 9400-step model, against ~0.03 for
@@ -14,6 +14,9 @@ different lengths are left-padded; positions count only real tokens.
 
     for step in generate_ids(model, stream, cond_ids, uncond_ids, config=SamplingConfig(), seed=0):
         step.tokens   # the n ids just chosen, one per picture
+
+`config` (settings.SamplingConfig) holds the knobs under the session's names: cfg, temperature,
+word_temperature, top_k, top_p, guide_reply, max_words, picture, draft_k.
 
 Backends: "engine" (default: our lean static-cache engine, engine.py), "hf" (transformers'
 forward with its DynamicCache), "nocache" (transformers' forward over the whole sequence every
@@ -31,7 +34,8 @@ import torch
 from transformers import DynamicCache
 
 from .engine import Engine
-from .sampling import Grammar, SamplingConfig, next_token_probs, sample
+from .sampling import Grammar, next_token_probs, sample
+from .settings import SamplingConfig
 from .speculative import SpeculationStats, image_probs, verify
 from .stream import IMAGE_TOKENS, Stream
 
@@ -134,7 +138,7 @@ def _legal(drafts: list[int], grammar: Grammar, config: SamplingConfig) -> list[
     """The drafts up to the first one the grammar would refuse where it would come."""
     g, out = copy.copy(grammar), []          # its state is scalars; the masks are shared, never written
     for d in drafts:
-        if not bool(g.allowed(config.max_text_tokens)[d]):
+        if not bool(g.allowed(config.max_words)[d]):
             break
         g.advance(d)
         out.append(d)
@@ -143,7 +147,7 @@ def _legal(drafts: list[int], grammar: Grammar, config: SamplingConfig) -> list[
 
 def _word_dist(logits: torch.Tensor, grammar: Grammar, config: SamplingConfig) -> torch.Tensor:
     """The next word's distribution [B, V] from its logits, under the grammar's state."""
-    return next_token_probs(logits, None, grammar.allowed(config.max_text_tokens), config, in_image=False,
+    return next_token_probs(logits, None, grammar.allowed(config.max_words), config, in_image=False,
                             fold=grammar.folded_picture())
 
 
@@ -159,13 +163,13 @@ def _word_probs(logits: torch.Tensor, drafts: list[int], grammar: Grammar, confi
 
 def generate_ids(model, stream: Stream, cond_ids: Sequence[int], uncond_ids: Sequence[int] | None = None, *,
                  config: SamplingConfig | None = None, n: int = 1, seed: int | None = None,
-                 allow_image: bool = True, require_image: bool = False, backend: str = "engine",
-                 max_steps: int | None = None, drafter=None, draft_k: int = 4,
+                 backend: str = "engine", max_steps: int | None = None, drafter=None,
                  stats: SpeculationStats | None = None, fixed: Sequence[int | None] | None = None) -> Iterator[Step]:
     """Yield one `Step` per generated position until every row's assistant turn ends (<eot>).
 
-    With a `drafter` (speculative.py), picture codes come `draft_k` drafts per verify pass;
-    the tokens are distributed exactly as without one.
+    `config`: the knobs, a chat's defaults when None. With a `drafter` (speculative.py), picture
+    codes come up to `config.draft_k` drafts per verify pass; the tokens are distributed exactly as
+    without one.
     `fixed`: 256 entries, a code or None — a region edit. Positions with a code keep it; only
     the None positions are sampled (conditioned, as always, on everything before them).
     """
@@ -175,9 +179,9 @@ def generate_ids(model, stream: Stream, cond_ids: Sequence[int], uncond_ids: Seq
             raise ValueError(f"fixed must hold {IMAGE_TOKENS} codes in [0, {stream.codebook_size}) or None")
     config = config or SamplingConfig()
     guided = uncond_ids is not None and config.cfg != 1.0
-    grammars = [Grammar(stream, allow_image=allow_image, require_image=require_image) for _ in range(n)]
+    grammars = [Grammar(stream, picture=config.picture) for _ in range(n)]
     generator = torch.Generator().manual_seed(seed if seed is not None else torch.seed() % 2**63)
-    limit = max_steps or (config.max_text_tokens + 256 + 3)
+    limit = max_steps or (config.max_words + 256 + 3)
     if drafter is not None and backend != "engine":
         raise ValueError("speculative decoding needs the engine backend")
     dup = (lambda t: torch.cat([t, t])) if guided else (lambda t: t)    # noqa: E731
@@ -220,7 +224,7 @@ def generate_ids(model, stream: Stream, cond_ids: Sequence[int], uncond_ids: Seq
             if opened:
                 break
             t = chosen[-1]
-            drafts = _legal(draft_words(list(cond_ids) + words, draft_k, (stream.image_start, stream.eot)),
+            drafts = _legal(draft_words(list(cond_ids) + words, config.draft_k, (stream.image_start, stream.eot)),
                             grammars[0], config) if draft_words is not None else []
             if not drafts:
                 logits = decoder.feed(torch.tensor([t]), words_only)
@@ -253,7 +257,7 @@ def generate_ids(model, stream: Stream, cond_ids: Sequence[int], uncond_ids: Seq
             speculate = (drafter is not None and all(g.in_image for g in grammars)
                          and all(len(c) == len(codes[0]) for c in codes) and left >= 2)
             if speculate:
-                drafts, q = drafter.propose(min(draft_k, left - 1), stream=stream, n=n, guided=guided,
+                drafts, q = drafter.propose(min(config.draft_k, left - 1), stream=stream, n=n, guided=guided,
                                             config=config, generator=generator, codes=codes)
                 k = drafts.shape[1]                     # a drafter may stop short (speculative.CopyDrafter)
                 fed = drafts.t().reshape(k, n)                                  # [k, n] -> rows below
@@ -297,7 +301,7 @@ def generate_ids(model, stream: Stream, cond_ids: Sequence[int], uncond_ids: Seq
                     in_image.append(False)
                     continue
                 inside = g.in_image
-                allowed = g.allowed(config.max_text_tokens)
+                allowed = g.allowed(config.max_words)
                 if inside and fixed is not None and fixed[g.codes] is not None:
                     allowed = torch.zeros_like(allowed)                 # region edit: this code stays
                     allowed[stream.image_offset + fixed[g.codes]] = True

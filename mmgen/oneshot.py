@@ -17,8 +17,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import unicodedata
 from pathlib import Path
+
+from .inputs import SessionError, check_text
+from .settings import BACKGROUNDS, Settings, setting_help
 
 PICTURE_SUFFIXES = (".png", ".webp", ".jpg", ".jpeg")
 MAX_N = 4                                  # the session draws at most 4 pictures in one batch
@@ -36,28 +38,31 @@ def one_line_errors(parser: argparse.ArgumentParser) -> None:
     parser.error = error
 
 
+# the settings the command line sets with options of the same names (--no-provenance aside);
+# a command without one of these options (generate has no --picture) leaves it out
+SETTING_OPTIONS = ("cfg", "temperature", "background", "refine", "picture")
+
+
 def add_model_options(parser: argparse.ArgumentParser) -> None:
-    """The options every command that talks to the model shares."""
+    """The options every command that talks to the model shares; a setting left out keeps its default."""
     parser.add_argument("--checkpoints", metavar="PATH", help="checkpoints folder (default: the shipped one)")
     parser.add_argument("--seed", type=int, help="random seed (default: a fresh one)")
-    parser.add_argument("--cfg", type=float, help="classifier-free guidance on pictures, 0-20 (default 3)")
-    parser.add_argument("--temperature", type=float, help="sampling temperature for pictures, 0-5 (default 1)")
-    parser.add_argument("--background", choices=("opaque", "transparent", "auto"),
-                        help="transparent: cut the flat background out (RGBA)")
+    parser.add_argument("--cfg", type=float, help=setting_help("cfg", "classifier-free guidance on pictures"))
+    parser.add_argument("--temperature", type=float,
+                        help=setting_help("temperature", "sampling temperature for pictures"))
+    parser.add_argument("--background", choices=BACKGROUNDS,
+                        help=setting_help("background", "transparent: cut the flat background out (RGBA)"))
     parser.add_argument("--no-provenance", action="store_true",
                         help="save pictures without the generated-media metadata")
     parser.add_argument("--refine", action=argparse.BooleanOptionalAction, default=None,
-                        help="clean pictures with the diffusion refiner when one is shipped (default: on)")
+                        help=setting_help("refine", "clean pictures with the diffusion refiner when one is shipped"))
 
 
 def settings_from(args: argparse.Namespace) -> dict:
     """Session settings given on the command line (those left out keep the session's defaults)."""
-    settings = {k: getattr(args, k) for k in ("cfg", "temperature", "background") if getattr(args, k, None) is not None}
+    settings = {k: getattr(args, k) for k in SETTING_OPTIONS if getattr(args, k, None) is not None}
     if getattr(args, "no_provenance", False):
         settings["provenance"] = False
-    if getattr(args, "refine", None) is not None:
-        settings["refine"] = args.refine
-    from .session import SessionError, Settings
     try:
         Settings(**settings)
     except SessionError as e:
@@ -78,20 +83,12 @@ def load_model(checkpoints: str | None):
 
 
 # --- checks that need no torch -----------------------------------------------------------------
-def check_text(text: str, what: str) -> str:
-    """Refuse empty text and binary junk before importing torch; the length limit is the session's."""
-    if not text.strip():
-        raise BadInput(f"the {what} is empty")
+def check_argument(text: str, what: str) -> str:
+    """The session's own check of a message (inputs.check_text), before importing torch."""
     try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:       # argv bytes that were not UTF-8 arrive as lone surrogates
-        raise BadInput(f"the {what} is not UTF-8 text (binary data?)") from None
-    if any(unicodedata.category(ch) == "Cc" and ch not in "\t\n\r" for ch in text):
-        raise BadInput(f"the {what} contains control characters (binary data?)")
-    from .session import MAX_MESSAGE_CHARS
-    if len(text) > MAX_MESSAGE_CHARS:
-        raise BadInput(f"the {what} is {len(text):,} characters; the limit is {MAX_MESSAGE_CHARS:,}")
-    return text
+        return check_text(text, f"the {what}")
+    except SessionError as e:
+        raise BadInput(str(e)) from None
 
 
 def check_output(path: str) -> Path:
@@ -128,7 +125,7 @@ def check_picture(path: str) -> str:
 
 
 def read_picture(path: str):
-    from .session import SessionError, read_image
+    from .session import read_image
     try:
         return read_image(path)
     except SessionError as e:
@@ -136,7 +133,7 @@ def read_picture(path: str):
 
 
 def save_all(reply, paths: list[Path]) -> None:
-    from .session import SessionError
+    """Save the reply's pictures, each with its own provenance id (Reply.metadata)."""
     for i, path in enumerate(paths):
         try:
             reply.save(path, index=i)
@@ -148,7 +145,6 @@ def save_all(reply, paths: list[Path]) -> None:
 
 def answer(model, args, settings: dict, text: str, **kwargs):
     """The model's reply; the session's own refusal of its input (SessionError) is BadInput."""
-    from .session import SessionError
     try:
         return model.chat(seed=args.seed, **settings).send(text, **kwargs)
     except SessionError as e:
@@ -179,7 +175,7 @@ class Generate:
             if not 1 <= args.n <= MAX_N:
                 raise BadInput(f"-n must be from 1 to {MAX_N}, not {args.n}")
             paths = numbered(check_output(args.out), args.n)
-            prompt = check_text(args.prompt, "prompt")
+            prompt = check_argument(args.prompt, "prompt")
             settings = settings_from(args)
             model = load_model(args.checkpoints)
             save_all(answer(model, args, settings, prompt, n=args.n, picture="always"), paths)
@@ -199,7 +195,7 @@ class Edit:
         def work() -> int:
             source = check_picture(args.image)
             out = check_output(args.out)
-            instruction = check_text(args.instruction, "instruction")
+            instruction = check_argument(args.instruction, "instruction")
             settings = settings_from(args)
             picture = read_picture(source)
             model = load_model(args.checkpoints)
@@ -218,7 +214,7 @@ class Ask:
     def run(self, args: argparse.Namespace) -> int:
         def work() -> int:
             source = check_picture(args.image)
-            question = check_text(args.question, "question")
+            question = check_argument(args.question, "question")
             settings = settings_from(args)
             picture = read_picture(source)
             model = load_model(args.checkpoints)

@@ -17,7 +17,7 @@ from .engine import WEIGHTS, fp16_available, int8_available
 from .generate import set_engine_weights
 from .model import load_model
 from .neighbours import NeighbourTable, is_neighbour_table
-from .sampling import SamplingConfig
+from .settings import SamplingConfig, Settings
 from .stream import Stream
 from .text import TextTokenizer
 from .vq import VQTokenizer
@@ -130,7 +130,8 @@ class MMGen:
         return self.chat(seed=seed, **settings).send(question, image=image, picture="never").text
 
     def sampling_config(self, **overrides) -> SamplingConfig:
-        return SamplingConfig(**overrides)
+        """What decoding reads of a chat's settings with these overrides (checked: a bad one is SessionError)."""
+        return Settings(**overrides).sampling()
 
 
 def load(path: str | Path | None = None, *, device=None, dtype: torch.dtype | None = None,

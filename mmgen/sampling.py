@@ -3,28 +3,17 @@
 The grammar is enforced here, at every step, so a bad sample can never break a picture:
 inside <image> … </image> only image codes are legal and exactly 256 of them come; outside,
 no image code is. The engine (generate.py) knows only ids and asks `Grammar` which are legal.
+The knobs (cfg, temperature, word_temperature, top_k, top_p, max_words, picture) come in a
+`SamplingConfig`, the sampler's view of the session's Settings (settings.py).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
+from .settings import SamplingConfig
 from .stream import IMAGE_TOKENS, Stream
 
 NEG_INF = float("-inf")
-
-
-@dataclass
-class SamplingConfig:
-    temperature: float = 1.0       # 0 = greedy
-    top_k: int | None = None       # keep the k most likely ids
-    top_p: float | None = None     # keep the smallest set whose probability is ≥ p
-    cfg: float = 3.0               # guidance scale on image codes; 1 = no guidance
-    guide_reply: bool = False      # the unconditional twin reads neither the request nor the reply's
-                                   # words before the picture (True), or reads the reply (False; generate.py)
-    text_temperature: float = 0.0  # words are answered greedily by default: answers are exact
-    max_text_tokens: int = 96      # an assistant's words before the picture or the end (a plan: up to ~64)
 
 
 class Grammar:
@@ -32,13 +21,14 @@ class Grammar:
 
     States: writing words (any text id, <image> if pictures are allowed, <eot>); inside a
     picture with n < 256 codes (image codes only); 256 codes written (</image> only); picture
-    closed (<eot> only); finished.
+    closed (<eot> only); finished. `picture` is the setting: "auto" (the model decides), "always"
+    (no <eot> before a picture) or "never" (no <image>).
     """
 
-    def __init__(self, stream: Stream, *, allow_image: bool = True, require_image: bool = False):
+    def __init__(self, stream: Stream, *, picture: str = SamplingConfig.picture):
         self.stream = stream
-        self.allow_image = allow_image or require_image
-        self.require_image = require_image
+        self.allow_image = picture != "never"
+        self.require_image = picture == "always"
         self.codes = -1            # -1: not in a picture; 0..256: codes written so far
         self.image_done = False
         self.text_tokens = 0
@@ -60,8 +50,8 @@ class Grammar:
             return self.stream.image_offset, self.stream.vocab_size
         return 0, self.stream.image_offset
 
-    def allowed(self, max_text_tokens: int) -> torch.Tensor:
-        """Boolean mask over the vocabulary of ids that may come next."""
+    def allowed(self, max_words: int) -> torch.Tensor:
+        """Boolean mask over the vocabulary of ids that may come next (words only up to `max_words`)."""
         s = self.stream
         mask = torch.zeros(s.vocab_size, dtype=torch.bool)
         if self.finished:
@@ -73,7 +63,7 @@ class Grammar:
         elif self.image_done:
             mask[s.eot] = True
         else:
-            if self.text_tokens < max_text_tokens:
+            if self.text_tokens < max_words:
                 mask |= self._text_mask
             if self.allow_image:
                 mask[s.image_start] = True
@@ -83,11 +73,11 @@ class Grammar:
 
     def folded_picture(self) -> tuple[int, int] | None:
         """(<image>, <eot>) where the chance of opening a picture that may not come should go to
-        ending the reply, else None. With pictures off (`allow_image` False: `ask`, picture
-        "never"), a reply the model means as the lead-in to a picture ("Done — the cross is blue
-        now.") stops where the picture would start; masking <image> alone made it write on to the
-        length cap ("Done — the cross is blue now.Done — the cross is blue now.…", seen in the
-        benchmark's questions). Not before the first word: that would be an empty reply."""
+        ending the reply, else None. With pictures off (picture "never": `ask`), a reply the model
+        means as the lead-in to a picture ("Done — the cross is blue now.") stops where the picture
+        would start; masking <image> alone made it write on to the length cap ("Done — the cross is
+        blue now.Done — the cross is blue now.…", seen in the benchmark's questions). Not before the
+        first word: that would be an empty reply."""
         if self.allow_image or self.text_tokens == 0:       # (with pictures off none opens or closes)
             return None
         return self.stream.image_start, self.stream.eot
@@ -153,7 +143,7 @@ def next_token_probs(cond: torch.Tensor, uncond: torch.Tensor | None, allowed: t
         temperature = config.temperature
     else:
         logits = cond.float()
-        temperature = config.temperature if in_image else config.text_temperature
+        temperature = config.temperature if in_image else config.word_temperature
     if fold is not None:       # p(dst) + p(src), in logits: log(e^a + e^b)
         src, dst = fold
         logits = logits.clone()

@@ -12,7 +12,8 @@
                                 tools=[{"type": "image_generation"}])
 
 Endpoints
-    POST /v1/images/generations   prompt, n 1–4, size 128x128|auto, background, output_format, seed,
+    POST /v1/images/generations   prompt, n 1–4, size (128x128, auto, or 256x256 … 1024x1024, 1536x1024,
+                                  1024x1536: upscaled, letterboxed), background, output_format, seed,
                                   stream + partial_images 0–3 (image_generation.* events)
     POST /v1/images/edits         multipart image (or image[]: one picture), prompt, mask; image_edit.* events
     POST /v1/responses            input (text, or messages with input_image), tools [image_generation],
@@ -21,6 +22,11 @@ Endpoints
     POST /api/chat                the page's turn: SSE of words, a preview per row, the reply
     GET  /api/session/{id}        a stored conversation (pictures decoded), for the page to restore
     GET  /health, /api/config     no key needed
+
+Browsers: any web page can send requests to a local server and, by DNS rebinding, read the answers,
+so requests whose Origin is not the server's own, or whose Host does not name it, are refused (403)
+unless allowed with --allow-origin / --allow-host (BrowserGuard). Clients outside a browser send no
+Origin and are not affected. With --api-key every API route needs the key; the page asks for it.
 
 The model is not thread-safe, so all model work (generation, encoding an upload, decoding a history)
 runs on one worker thread, fed by a bounded queue (server_worker.py): a full queue answers 429, a
@@ -38,28 +44,34 @@ import hmac
 import ipaddress
 import logging
 import os
+import re
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import AsyncIterator, Iterator
+from urllib.parse import urlsplit
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .server_api import (APIError, ImageOptions, ResponseEvents, ResponsesInput, Usage, apply_mask, b64_picture,
-                         bad_request, check_prompt, completed_event, decode_data_url, get_choice, get_str,
-                         image_call_item, images_response, message_item, new_id, parse_image_options,
-                         parse_json_object, parse_responses_request, partial_image_event, read_mask, read_picture,
-                         response_object, sse)
+from .server_api import (SIZES, APIError, ImageOptions, ResponseEvents, ResponsesInput, Usage, apply_mask,
+                         b64_picture, bad_request, check_prompt, checked_text, completed_event, decode_data_url,
+                         fit_picture,
+                         get_choice, get_str, image_call_item, images_response, message_item, new_id,
+                         parse_image_options, parse_json_object, parse_responses_request, partial_image_event,
+                         read_mask, read_picture, response_object, sse)
 from .server_worker import ClientGone, Entry, Job, SessionStore, Worker
+from .inputs import MAX_MESSAGE_CHARS
 from .session import REPLY_RESERVE, ChatSession, SessionError
-from .stream import IMAGE_SIDE, IMAGE_TOKENS, Conversation
+from .settings import PICTURE_MODES, Settings, setting_help
+from .stream import IMAGE_SIDE, IMAGE_TOKENS, Conversation, StreamError
 
 log = logging.getLogger("mmgen.server")
 WEB_DIR = Path(__file__).resolve().parent / "web"
@@ -71,11 +83,13 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 class ServerConfig:
     api_key: str | None = None
     max_body_bytes: int = 32 * 2**20
-    max_prompt_chars: int = 4000
+    max_prompt_chars: int = MAX_MESSAGE_CHARS
     timeout: float = 300.0               # seconds from a request's arrival to its last byte
     max_queue: int = 64                  # requests waiting for the model (the running one not counted)
     max_sessions: int = 256              # conversations kept for previous_response_id
     session_defaults: dict = field(default_factory=dict)     # Settings for new conversations, e.g. max_words
+    allowed_origins: tuple[str, ...] = ()    # web pages (scheme://host[:port], or "*") that may use the API
+    allowed_hosts: tuple[str, ...] = ()      # more names (or "*") the server answers to in the Host header
 
 
 # --- one turn on the worker ---------------------------------------------------------------------------
@@ -84,12 +98,13 @@ class TurnRequest:
     """What a request asks the model for: one message (and picture) in a new or a stored conversation."""
     text: str
     options: ImageOptions
-    picture: str = "always"
+    picture: str = "always"                  # the Images API always draws; the Responses API follows its tools
     image: Image.Image | None = None
     mask: Image.Image | None = None         # alpha (mode L): 255 keep the given picture, 0 take the new one
     base: ChatSession | None = None          # a stored conversation to continue (forked)
     previews: dict | str | None = None       # rows → partial index, ALL_ROWS, or None
     defaults: dict = field(default_factory=dict)
+    text_param: str = "prompt"               # the request's field holding `text`, named in errors about it
 
 
 @dataclass
@@ -112,28 +127,45 @@ def run_turn(model, turn: TurnRequest) -> Iterator[tuple]:
     # a mask is a region edit on the codes (only the patches under alpha 0 are redrawn), and the
     # kept region's original pixels are pasted back on top (apply_mask) so they stay exact
     region = Image.merge("LA", (turn.mask, turn.mask)) if turn.mask is not None else None
-    for event in session.stream(turn.text, turn.image, n=opts.n, seed=opts.seed, picture=turn.picture,
-                                mask=region, previews=bool(turn.previews), **opts.settings):
-        if event.kind == "text":
-            words, word_ids = event.text, word_ids + 1       # one event per word id of the first reply
-            yield ("text", words)
-        elif event.kind == "preview":
-            index = event.rows - 1 if turn.previews == ALL_ROWS else turn.previews.get(event.rows)
-            if index is None:
-                continue
-            image = apply_mask(event.image, turn.image, turn.mask) if turn.mask is not None else event.image
-            yield ("preview", words, event.rows, index, b64_picture(image, opts.output_format, preview_meta))
-        elif event.kind == "done":
-            reply = event.reply
+
+    def finished(image: Image.Image) -> Image.Image:     # the mask's kept pixels back, then the size asked for
+        image = apply_mask(image, turn.image, turn.mask) if turn.mask is not None else image
+        return fit_picture(image, opts.pixels)
+
+    try:
+        for event in session.stream(turn.text, turn.image, n=opts.n, seed=opts.seed, picture=turn.picture,
+                                    mask=region, previews=bool(turn.previews), **opts.settings):
+            if event.kind == "text":
+                words, word_ids = event.text, word_ids + 1       # one event per word id of the first reply
+                yield ("text", words)
+            elif event.kind == "preview":
+                index = event.rows - 1 if turn.previews == ALL_ROWS else turn.previews.get(event.rows)
+                if index is None:
+                    continue
+                yield ("preview", words, event.rows, index,
+                       b64_picture(finished(event.image), opts.output_format, preview_meta))
+            elif event.kind == "done":
+                reply = event.reply
+    except SessionError as e:
+        raise session_refusal(e, turn.text_param) from None
     if reply is None:
         raise RuntimeError("the reply ended without finishing")
     if turn.picture == "always" and len(reply.images) != opts.n:
         raise RuntimeError(f"asked for {opts.n} pictures, the model finished {len(reply.images)}")
-    images = [apply_mask(im, turn.image, turn.mask) for im in reply.images] if turn.mask is not None else reply.images
-    pictures = [b64_picture(im, opts.output_format, reply.metadata(), provenance=reply.provenance) for im in images]
+    # each picture of a batch (n) with its own provenance id (Reply.metadata)
+    pictures = [b64_picture(finished(im), opts.output_format, reply.metadata(i), provenance=reply.provenance)
+                for i, im in enumerate(reply.images)]
     yield ("done", TurnResult(session=session, text=reply.text, pictures=pictures, seed=reply.seed,
-                              usage=count_usage(model, session, word_ids, opts.n, len(images)),
-                              image_id=reply.id if images else None))
+                              usage=count_usage(model, session, word_ids, opts.n, len(pictures)),
+                              image_id=reply.id if pictures else None))
+
+
+def session_refusal(e: SessionError, text_param: str) -> APIError:
+    """A session's refusal as a 400. The one about length (the session raises it from the stream's
+    StreamError, whose context it keeps) names the field that holds the message."""
+    if isinstance(e.__context__, StreamError):
+        return APIError(400, str(e), code="context_length_exceeded", param=text_param)
+    return bad_request(str(e))
 
 
 def count_usage(model, session: ChatSession, word_ids: int, n: int, pictures: int) -> Usage:
@@ -218,6 +250,121 @@ def error_response(error: APIError):
     return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
 
 
+# --- browsers: whose pages may use the server, under which names ------------------------------------------
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+DEFAULT_PORTS = {"http": 80, "https": 443}
+ANY = "*"                      # --allow-origin '*' / --allow-host '*': no check at all (an explicit choice)
+Origin = tuple[str, str, int]  # (scheme, host, port): what the browser's same-origin rule compares
+
+
+def parse_origin(value: str) -> Origin | None:
+    """'scheme://host[:port]' → (scheme, host lowercased, port); None if it is no web origin ("null",
+    a path, a user name, another scheme)."""
+    try:
+        parts = urlsplit(value.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme not in DEFAULT_PORTS or not parts.hostname or parts.path not in ("", "/") \
+            or parts.query or parts.fragment or parts.username is not None:
+        return None
+    return parts.scheme, parts.hostname, port or DEFAULT_PORTS[parts.scheme]
+
+
+def origin_text(origin: Origin) -> str:
+    """An origin as browsers write it in the Origin header (default port left out, IPv6 in brackets)."""
+    scheme, host, port = origin
+    host = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{host}" if port == DEFAULT_PORTS[scheme] else f"{scheme}://{host}:{port}"
+
+
+def parse_host(value: str, scheme: str) -> tuple[str, int] | None:
+    """A Host header, 'name[:port]' (IPv6 in brackets) → (name lowercased, port); None if unreadable."""
+    if not value or any(c in value for c in "/?#@\\ "):
+        return None
+    origin = parse_origin(f"{scheme}://{value}")
+    return (origin[1], origin[2]) if origin else None
+
+
+def host_name(value: str) -> str:
+    """An --allow-host value as parse_host reads names: lowercased, IPv6 brackets off."""
+    return value.strip().lower().removeprefix("[").removesuffix("]")
+
+
+HOST_NAME = re.compile(r"[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*")
+
+
+def is_host_name(value: str) -> bool:
+    """A DNS name or an IP address (an --allow-host value)."""
+    return is_address(value) or HOST_NAME.fullmatch(host_name(value)) is not None
+
+
+class BrowserGuard:
+    """ASGI middleware: what web pages in a browser may do with this server.
+
+    A browser lets any page send a POST to any address, loopback included — a "simple" one (e.g.
+    Content-Type text/plain) goes without a CORS preflight — and it tells the server the page's
+    Origin. A page can also reach the server under a name of its own by DNS rebinding, and then read
+    the answers too; its requests then carry that name in Host. So, with 403 otherwise:
+
+      Host    names this server: the address the connection came in on, a loopback name, or a name
+              allowed with --allow-host (any port: tunnels and proxies change it)
+      Origin  when present, is the server's own: the origin of the Host the request was sent to (the
+              page this server served), the address it listens on (on loopback, any loopback name) on
+              its port, or one allowed with --allow-origin
+
+    Clients outside a browser (curl, the openai package) send no Origin; Host is all they need."""
+
+    def __init__(self, app, allowed_origins=(), allowed_hosts=()):
+        self.app = app
+        self.any_origin = ANY in allowed_origins
+        self.origins = {o for o in map(parse_origin, allowed_origins) if o is not None}
+        self.any_host = ANY in allowed_hosts
+        self.hosts = {host_name(h) for h in allowed_hosts}
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] not in ("http", "websocket"):
+            return await self.app(scope, receive, send)
+        error = self.refusal(scope)
+        if error is not None:
+            return await error_response(error)(scope, receive, send)
+        await self.app(scope, receive, send)
+
+    def refusal(self, scope) -> APIError | None:
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]
+                   if k.lower() in (b"host", b"origin")}
+        scheme = "https" if scope.get("scheme") in ("https", "wss") else "http"
+        address, port = scope.get("server") or (None, None)      # where the connection came in
+        own = {address.lower()} if address else set()
+        if not own or any(map(is_loopback, own)):
+            own |= LOOPBACK_NAMES          # on loopback, localhost, 127.0.0.1 and [::1] are one server
+        host = parse_host(headers["host"], scheme) if "host" in headers else None
+        return self.host_refusal(headers.get("host"), host, own) or \
+            self.origin_refusal(headers.get("origin"), scheme, host, own, port)
+
+    def host_refusal(self, value: str | None, host, own: set[str]) -> APIError | None:
+        if value is None or self.any_host:          # no Host at all: HTTP/1.0, never a browser
+            return None
+        if host is not None and host[0] in own | LOOPBACK_NAMES | self.hosts:
+            return None
+        return APIError(403, f"this server does not answer to the name {value!r:.80} (Host header): a web page "
+                             "may be using it through DNS rebinding. Start it with --allow-host NAME to use it "
+                             "under that name", code="host_not_allowed")
+
+    def origin_refusal(self, value: str | None, scheme: str, host, own: set[str], port) -> APIError | None:
+        if value is None or self.any_origin:
+            return None
+        same = {(scheme, *host)} if host is not None else set()        # the page this server served
+        if port is not None:
+            same |= {(scheme, name, port) for name in own}
+        origin = parse_origin(value)
+        if origin is not None and (origin in same or origin in self.origins):
+            return None
+        return APIError(403, f"requests from the web page at {value!r:.80} are refused: only pages served by this "
+                             f"server may use it from a browser. Start the server with --allow-origin {value:.80} "
+                             "to allow that page", code="origin_not_allowed")
+
+
 # --- the app ---------------------------------------------------------------------------------------------
 def create_app(model, config: ServerConfig | None = None):
     """The FastAPI app serving `model` (an mmgen.MMGen). Its worker starts and stops with the app."""
@@ -238,7 +385,15 @@ def create_app(model, config: ServerConfig | None = None):
     app = FastAPI(title="mmgen", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.mmgen = config
     app.state.worker, app.state.store = worker, store
+    # outermost last: refuse foreign pages and names before anything else; then CORS headers, so that
+    # pages allowed with --allow-origin can read the answers; then the body limit
     app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
+    if config.allowed_origins:
+        origins = [ANY] if ANY in config.allowed_origins else \
+            [origin_text(o) for o in map(parse_origin, config.allowed_origins) if o is not None]
+        app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST", "DELETE"],
+                           allow_headers=["*"])
+    app.add_middleware(BrowserGuard, allowed_origins=config.allowed_origins, allowed_hosts=config.allowed_hosts)
 
     # --- errors: every one in OpenAI's shape, never a traceback ---
     @app.exception_handler(APIError)
@@ -276,6 +431,12 @@ def create_app(model, config: ServerConfig | None = None):
                                        code="internal_error"))
 
     # --- access ---
+    # With a key, every API route needs it, the page's own (/api/chat, /api/session) included; the page,
+    # its files, /api/config and /health do not (they hold nothing private, and the page must load to
+    # ask for the key): /api/config says a key is needed, the page asks for it, keeps it in the
+    # browser's localStorage and sends it as any client does. Requests are not exempted for looking
+    # like the page's own: Origin and Sec-Fetch-* are only trustworthy from browsers, and anything
+    # else can send them, so such an exemption would be a way around the key.
     def require_key(request: Request) -> None:
         if not config.api_key:
             return
@@ -300,6 +461,27 @@ def create_app(model, config: ServerConfig | None = None):
     def submit(turn: TurnRequest) -> Job:
         return worker.submit(lambda: run_turn(model, turn))
 
+    async def started(job: Job, until: float, request: Request) -> AsyncIterator:
+        """The job's items, once its first has come. A stream's headers say 200, so whatever fails before
+        the model's first item (a message too long for the context, the deadline passing in the queue)
+        is raised here and answered with its own status; what fails later is an error event."""
+        streaming = False
+
+        async def still_wanted() -> bool:       # once streaming, Starlette watches the client itself
+            return streaming or not await request.is_disconnected()
+
+        items = job.events(until, config.timeout, still_wanted)
+        first = await anext(items, None)
+        if first is None:          # ended without an item: stopped (shutdown), as Job.result says
+            raise APIError(503, "the request was stopped before it started", code="shutting_down")
+        streaming = True
+
+        async def all_items():
+            yield first
+            async for item in items:
+                yield item
+        return all_items()
+
     # --- pages and status ---
     @app.get("/", include_in_schema=False)
     async def index():
@@ -316,7 +498,7 @@ def create_app(model, config: ServerConfig | None = None):
     @app.get("/api/config")
     async def page_config():
         return {"model": model.name, "auth": bool(config.api_key), "max_prompt_chars": config.max_prompt_chars,
-                "max_body_bytes": config.max_body_bytes, "size": "128x128"}
+                "max_body_bytes": config.max_body_bytes, "size": "128x128", "sizes": list(SIZES)}
 
     # --- models ---
     def model_card() -> dict:
@@ -337,18 +519,23 @@ def create_app(model, config: ServerConfig | None = None):
     async def images_reply(request: Request, turn: TurnRequest, prompt: str, kind: str):
         opts, job, until = turn.options, submit(turn), deadline()
         if opts.stream:
+            items = await started(job, until, request)
+
             async def events():
+                sent = 0
                 try:
-                    async for item in job.events(until, config.timeout):
+                    async for item in items:
                         if item[0] == "preview":
                             yield sse(partial_image_event(kind, b64=item[4], index=item[3], options=opts),
                                       f"{kind}.partial_image")
+                            sent += 1
                         elif item[0] == "done":
                             for picture in item[1].pictures:
                                 yield sse(completed_event(kind, b64=picture, options=opts, usage=item[1].usage),
                                           f"{kind}.completed")
+                                sent += 1
                 except APIError as e:
-                    yield sse(e.body(), "error")
+                    yield sse(e.event(sent), "error")
             return StreamingResponse(events(), media_type="text/event-stream", headers=SSE_HEADERS)
         result = (await job.result(until, config.timeout, request))[1]
         return images_response(created=int(time.time()), pictures=result.pictures, prompt=prompt, options=opts,
@@ -420,14 +607,15 @@ def create_app(model, config: ServerConfig | None = None):
                            code="previous_response_not_found", param=param)
         return entry
 
-    def start_conversation_turn(req: ResponsesInput, previous: str | None, entry: Entry | None, previews):
+    def start_conversation_turn(req: ResponsesInput, previous: str | None, entry: Entry | None, previews,
+                                text_param: str):
         earlier = entry is not None and entry.session.conversation.last_image_index() is not None
         has_picture = req.image is not None or earlier
         ids = {"response": new_id("resp"), "message": new_id("msg"), "image": new_id("ig"),
                "action": "edit" if has_picture else "generate"}
         turn = TurnRequest(text=req.text, options=req.options, picture=req.picture, image=req.image,
                            base=entry.session if entry else None, previews=previews,
-                           defaults=config.session_defaults)
+                           defaults=config.session_defaults, text_param=text_param)
         job = submit(turn)
 
         def finish(result: TurnResult, with_message: bool) -> dict:
@@ -454,16 +642,18 @@ def create_app(model, config: ServerConfig | None = None):
         previous = body.get("previous_response_id")
         entry = stored(previous)
         req = parse_responses_request(body, config.max_prompt_chars, defaults=config.session_defaults)
-        job, ids, finish, skeleton = start_conversation_turn(req, previous, entry, req.options.preview_rows())
+        job, ids, finish, skeleton = start_conversation_turn(req, previous, entry, req.options.preview_rows(),
+                                                             text_param="input")
         until = deadline()
         if req.options.stream:
+            items = await started(job, until, request)
             streamer = ResponseEvents(skeleton(), ids["message"], ids["image"], req.options, ids["action"])
 
             async def events():
                 for e in streamer.start():
                     yield sse(e, e["type"])
                 try:
-                    async for item in job.events(until, config.timeout):
+                    async for item in items:
                         if item[0] == "text":
                             out = streamer.text(item[1])
                         elif item[0] == "preview":
@@ -476,7 +666,8 @@ def create_app(model, config: ServerConfig | None = None):
                         for e in out:
                             yield sse(e, e["type"])
                 except APIError as e:
-                    yield sse(e.body(), "error")
+                    for event in streamer.error(e):
+                        yield sse(event, "error")
             return StreamingResponse(events(), media_type="text/event-stream", headers=SSE_HEADERS)
         result = (await job.result(until, config.timeout, request))[1]
         return finish(result, bool(result.text))
@@ -498,24 +689,23 @@ def create_app(model, config: ServerConfig | None = None):
         body = parse_json_object(await request.body())
         previous = body.get("previous_response_id")
         entry = stored(previous)
-        text = get_str(body, "message", "")
-        if len(text) > config.max_prompt_chars:
-            raise bad_request(f"the message is {len(text):,} characters; the limit is {config.max_prompt_chars:,}",
-                              "message", code="string_above_max_length")
+        text = checked_text(get_str(body, "message", ""), "the message", "message", config.max_prompt_chars,
+                            allow_empty=True)
         image = read_picture(decode_data_url(body["image"], "image"), "image") if body.get("image") else None
         if not text.strip() and image is None:
             raise bad_request("the message is empty", "message")
-        picture = get_choice(body, "picture", ("auto", "always", "never"), "auto")
+        picture = get_choice(body, "picture", PICTURE_MODES, Settings.picture)
         opts = parse_image_options({k: v for k, v in body.items() if k in ("background", "seed", "cfg", "temperature")},
                                    allow_n=False, defaults=config.session_defaults)
         req = ResponsesInput(text=text, image=image, picture=picture, options=opts,
                              tools=[{"type": "image_generation"}], tool_choice="auto")
-        job, ids, finish, _ = start_conversation_turn(req, previous, entry, ALL_ROWS)
-        until = deadline()
+        job, ids, finish, _ = start_conversation_turn(req, previous, entry, ALL_ROWS, text_param="message")
+        items = await started(job, deadline(), request)
 
         async def events():
+            sent = 0
             try:
-                async for item in job.events(until, config.timeout):
+                async for item in items:
                     if item[0] == "text":
                         yield sse({"type": "text", "text": item[1]})
                     elif item[0] == "preview":
@@ -527,8 +717,9 @@ def create_app(model, config: ServerConfig | None = None):
                                    "text": result.text, "image": result.pictures[0] if result.pictures else None,
                                    "image_id": result.image_id, "seed": result.seed,
                                    "background": opts.resolved_background, "usage": response["usage"]})
+                    sent += 1
             except APIError as e:
-                yield sse({"type": "error", **e.body()})
+                yield sse(e.event(sent))
         return StreamingResponse(events(), media_type="text/event-stream", headers=SSE_HEADERS)
 
     @app.get("/api/session/{response_id}", dependencies=auth)
@@ -553,14 +744,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
     parser.add_argument("--api-key", default=os.environ.get("MMGEN_API_KEY"),
                         help="require 'Authorization: Bearer KEY' (default: $MMGEN_API_KEY; none: open)")
+    parser.add_argument("--allow-origin", action="append", default=[], metavar="URL",
+                        help="let the web page at URL (scheme://host[:port]) use the API from a browser; "
+                             "repeatable; '*': any page (default: only the server's own page)")
+    parser.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                        help="answer to NAME in the Host header too (a name the server is reached by); "
+                             "repeatable; '*': any name, which turns the DNS-rebinding check off "
+                             "(default: the listening address and loopback names)")
     parser.add_argument("--max-body-mb", type=float, default=32.0, help="largest request body (MB)")
-    parser.add_argument("--max-prompt-chars", type=int, default=4000)
+    parser.add_argument("--max-prompt-chars", type=int, default=MAX_MESSAGE_CHARS,
+                        help=f"longest message (default {MAX_MESSAGE_CHARS})")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per request, queueing included")
     parser.add_argument("--queue", type=int, default=64, help="requests that may wait for the model")
     parser.add_argument("--max-sessions", type=int, default=256, help="conversations kept in memory")
-    parser.add_argument("--max-words", type=int, default=None, help="longest reply in words before its picture")
+    parser.add_argument("--max-words", type=int, default=None,
+                        help=setting_help("max_words", "longest reply in text tokens before its picture"))
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
+
+
+def is_address(host: str) -> bool:
+    """An IP address (a bind address like 0.0.0.0 included), not a host name."""
+    try:
+        ipaddress.ip_address(host_name(host))
+        return True
+    except ValueError:
+        return False
 
 
 def is_loopback(host: str) -> bool:
@@ -588,6 +797,16 @@ def run(args: argparse.Namespace) -> int:
         if value <= 0:
             print(f"{flag} must be positive, got {value}", file=sys.stderr)
             return 2
+    for origin in args.allow_origin:
+        if origin != ANY and parse_origin(origin) is None:
+            print(f"--allow-origin must be scheme://host[:port] (as a browser's address bar shows it) or '*', "
+                  f"got {origin!r}", file=sys.stderr)
+            return 2
+    for name in args.allow_host:
+        if name != ANY and not is_host_name(name):
+            print(f"--allow-host must be a host name or address (no scheme, no path) or '*', got {name!r}",
+                  file=sys.stderr)
+            return 2
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
@@ -603,10 +822,15 @@ def run(args: argparse.Namespace) -> int:
         return 2
     config = ServerConfig(api_key=args.api_key or None, max_body_bytes=int(args.max_body_mb * 2**20),
                           max_prompt_chars=args.max_prompt_chars, timeout=args.timeout, max_queue=args.queue,
-                          max_sessions=args.max_sessions, session_defaults=defaults)
-    if not is_loopback(args.host) and not config.api_key:
-        print(f"warning: listening on {args.host} without an API key: anyone who can reach it can use the model "
-              "(set --api-key or MMGEN_API_KEY)", file=sys.stderr)
+                          max_sessions=args.max_sessions, session_defaults=defaults,
+                          allowed_origins=tuple(args.allow_origin),
+                          allowed_hosts=tuple(args.allow_host) + ((args.host,) if not is_address(args.host) else ()))
+    if not is_loopback(args.host):
+        if not config.api_key:
+            print(f"warning: listening on {args.host} without an API key: anyone who can reach it can use the model "
+                  "(set --api-key or MMGEN_API_KEY)", file=sys.stderr)
+        print("note: clients must name the server by its address or a loopback name (the Host header); add "
+              "--allow-host NAME for each host name it is reached by", file=sys.stderr)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     print(f"mmgen: serving {model.name} at http://{args.host}:{args.port}/  (API: /v1)", flush=True)
     server = uvicorn.Server(uvicorn.Config(create_app(model, config), host=args.host, port=args.port,

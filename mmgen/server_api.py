@@ -9,8 +9,10 @@ Everything here is plain data in, plain data out (no web framework, no model), s
     Response, its events    openai/types/responses/response*.py (image_generation_call items)
     errors                  {"error": {"message", "type", "code", "param"}}
 
-mmgen draws 128 × 128 pictures, so `size` is "128x128" (or "auto"). Extensions a client may send
-and OpenAI would not know: `seed`, and the sampling settings `cfg`, `temperature`, `top_k`, `top_p`.
+mmgen draws 128 × 128 pictures. The sizes clients commonly send (256² … 1024², 1536x1024, 1024x1536)
+are served by upscaling that picture crisply, by an integer factor, and letterboxing non-square sizes
+on the picture's own background colour (`fit_picture`). Extensions a client may send and OpenAI
+would not know: `seed`, and the sampling settings `cfg`, `temperature`, `top_k`, `top_p`.
 """
 from __future__ import annotations
 
@@ -23,14 +25,20 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
+import numpy as np
 from PIL import Image
 
 from .imageutil import encode_image
-from .session import Settings, SessionError
+from .inputs import SessionError, TextTooLong, check_text
+from .settings import Settings
 from .world.language import find_description
 
-IMAGE_SIZE = "128x128"
-SIZES = (IMAGE_SIZE, "auto")
+IMAGE_SIDE_PX = 128                      # what the model draws, square
+IMAGE_SIZE = f"{IMAGE_SIDE_PX}x{IMAGE_SIDE_PX}"
+# sizes served by upscaling the drawn picture: the square ones OpenAI's clients and tools default to
+# (1024x1024 above all), and gpt-image's two non-square ones, letterboxed. Each side is a whole
+# multiple of 128, so the upscale is pixel replication: crisp, no invented detail.
+SIZES = (IMAGE_SIZE, "256x256", "512x512", "1024x1024", "1536x1024", "1024x1536", "auto")
 OUTPUT_FORMATS = ("png", "webp", "jpeg")
 BACKGROUNDS = ("transparent", "opaque", "auto")
 QUALITIES = ("low", "medium", "high", "xhigh", "max", "auto", "standard", "hd")
@@ -43,8 +51,9 @@ MEDIA_TYPES = {"png": "image/png", "webp": "image/webp", "jpeg": "image/jpeg"}
 
 
 # --- errors -------------------------------------------------------------------------------------
-ERROR_TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 404: "invalid_request_error",
-               405: "invalid_request_error", 413: "invalid_request_error", 429: "rate_limit_error",
+ERROR_TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 403: "invalid_request_error",
+               404: "invalid_request_error", 405: "invalid_request_error", 413: "invalid_request_error",
+               429: "rate_limit_error",
                500: "server_error", 503: "server_error", 504: "timeout_error"}
 
 
@@ -61,20 +70,60 @@ class APIError(Exception):
     def body(self) -> dict:
         return {"error": {"message": self.message, "type": self.type, "code": self.code, "param": self.param}}
 
+    def event(self, sequence_number: int) -> dict:
+        """The error as a stream event, once a stream has begun: OpenAI's ResponseErrorEvent fields (type,
+        sequence_number, code, message, param) and the `error` object the official client raises from."""
+        return {"type": "error", "sequence_number": sequence_number, "code": self.code, "message": self.message,
+                "param": self.param, **self.body()}
+
 
 def bad_request(message: str, param: str | None = None, code: str | None = "invalid_value") -> APIError:
     return APIError(400, message, code=code, param=param)
 
 
 # --- reading fields (JSON values, or multipart form strings) -----------------------------------------
+# No request of this API nests deeper than a few levels (input → message → content → part → field);
+# parts of a body (tools) are echoed back, and encoding a deeply nested echo recurses, so bodies are
+# refused past this depth rather than parsed and failing later as a 500.
+MAX_JSON_DEPTH = 32
+
+
+def _no_constant(name: str):
+    # Python's json reads NaN and Infinity, which are not JSON and would slip through number checks
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def json_depth(value) -> int:
+    """How deeply `value` nests lists and objects (a scalar: 0), without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, depth)
+        if deepest > MAX_JSON_DEPTH:
+            break
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
 def parse_json_object(raw: bytes) -> dict:
-    """The request body as a JSON object, or a 400 that says what is wrong with it."""
+    """The request body as a JSON object, or a 400 that says what is wrong with it: bad syntax, NaN,
+    numbers of thousands of digits, nesting past MAX_JSON_DEPTH (the parser itself gives up at
+    Python's recursion limit), a body that is not an object."""
     try:
-        data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        data = json.loads(raw, parse_constant=_no_constant)
+    except RecursionError:
+        raise bad_request(f"the JSON body nests too deeply; the limit is {MAX_JSON_DEPTH} levels",
+                          code="invalid_json") from None
+    except (UnicodeDecodeError, ValueError) as e:       # JSONDecodeError, and int() refusing 4300+ digits
         raise bad_request(f"could not parse the JSON body of the request: {e}", code="invalid_json") from None
     if not isinstance(data, dict):
         raise bad_request(f"the request body must be a JSON object, not {type(data).__name__}", code="invalid_json")
+    if json_depth(data) > MAX_JSON_DEPTH:
+        raise bad_request(f"the JSON body nests too deeply; the limit is {MAX_JSON_DEPTH} levels",
+                          code="invalid_json")
     return data
 
 
@@ -142,6 +191,7 @@ def get_choice(fields: dict, name: str, choices: tuple[str, ...], default: str) 
 class ImageOptions:
     """What a request asks of its pictures, validated."""
     n: int = 1
+    size: str = "auto"
     background: str = "auto"
     output_format: str = "png"
     quality: str = "auto"
@@ -149,6 +199,16 @@ class ImageOptions:
     stream: bool = False
     seed: int | None = None
     settings: dict = field(default_factory=dict)     # session overrides: background + sampling extensions
+
+    @property
+    def pixels(self) -> tuple[int, int]:
+        """(width, height) of the pictures returned: "auto" is the model's own 128 × 128."""
+        return parse_size(IMAGE_SIZE if self.size == "auto" else self.size)
+
+    @property
+    def size_label(self) -> str:
+        """The `size` field of responses and events: the size actually returned, never "auto"."""
+        return IMAGE_SIZE if self.size == "auto" else self.size
 
     @property
     def resolved_background(self) -> str:
@@ -168,8 +228,9 @@ def parse_image_options(fields: dict, *, form: bool = False, allow_n: bool = Tru
     """Validate OpenAI's picture options (and mmgen's extensions) from a JSON body, a form, or a tool."""
     size = get_str(fields, "size", "auto")
     if size not in SIZES:
-        raise bad_request(f"'size' must be {IMAGE_SIZE} or auto: this model draws {IMAGE_SIZE.replace('x', '×')} "
-                          f"pictures; got {size!r:.40}", "size", code="unsupported_value")
+        raise bad_request(f"'size' must be one of {', '.join(SIZES)}: this model draws "
+                          f"{IMAGE_SIZE.replace('x', '×')} pictures and serves the larger sizes upscaled "
+                          f"(non-square ones letterboxed); got {size!r:.40}", "size", code="unsupported_value")
     response_format = get_str(fields, "response_format", "b64_json")
     if response_format == "url":
         raise bad_request("response_format 'url' is not supported: this local server does not host files; "
@@ -178,6 +239,7 @@ def parse_image_options(fields: dict, *, form: bool = False, allow_n: bool = Tru
         raise bad_request(f"'response_format' must be b64_json; got {response_format!r:.40}", "response_format")
     options = ImageOptions(
         n=get_int(fields, "n", 1, 1, MAX_N, form=form) if allow_n else 1,
+        size=size,
         background=get_choice(fields, "background", BACKGROUNDS, "auto"),
         output_format=get_choice(fields, "output_format", OUTPUT_FORMATS, "png"),
         quality=get_choice(fields, "quality", QUALITIES, "auto"),
@@ -199,24 +261,37 @@ def parse_image_options(fields: dict, *, form: bool = False, allow_n: bool = Tru
             value = get_number(fields, name, form=form)
         if value is not None:
             settings[name] = value
-    try:    # the session's own checks, now rather than after the queue
-        Settings(**{**(defaults or {}), **settings})
-    except SessionError as e:
-        raise bad_request(str(e)) from None
+    check_settings(settings, defaults or {})
     options.settings = settings
     return options
 
 
+def check_settings(settings: dict, defaults: dict) -> None:
+    """The session's own checks, now rather than after the queue; a failure names its parameter."""
+    for name, value in settings.items():
+        try:
+            Settings(**{**defaults, name: value})
+        except SessionError as e:
+            raise bad_request(str(e), name) from None        # the session's messages start with the name
+    try:
+        Settings(**{**defaults, **settings})
+    except SessionError as e:
+        raise bad_request(str(e)) from None
+
+
+def checked_text(text: str, what: str, param: str, max_chars: int, *, allow_empty: bool = False) -> str:
+    """`text` if the session would take it (inputs.check_text: the same check, and the same sentence,
+    as in the terminal and on the command line), else a 400 that names `param`."""
+    try:
+        return check_text(text, what, limit=max_chars, allow_empty=allow_empty)
+    except TextTooLong as e:
+        raise bad_request(str(e), param, code="string_above_max_length") from None
+    except SessionError as e:
+        raise bad_request(str(e), param) from None
+
+
 def check_prompt(fields: dict, max_chars: int, name: str = "prompt") -> str:
-    prompt = get_str(fields, name, required=True)
-    if not prompt.strip():
-        raise bad_request(f"'{name}' is empty", name)
-    if len(prompt) > max_chars:
-        raise bad_request(f"'{name}' is {len(prompt):,} characters; the limit is {max_chars:,}", name,
-                          code="string_above_max_length")
-    if "\x00" in prompt:
-        raise bad_request(f"'{name}' contains NUL bytes", name)
-    return prompt
+    return checked_text(get_str(fields, name, required=True), f"'{name}'", name, max_chars)
 
 
 # --- uploads, data URLs, masks ---------------------------------------------------------------------
@@ -277,7 +352,13 @@ def read_mask(data: bytes, image: Image.Image, param: str = "mask") -> Image.Ima
     if not has_alpha(mask):
         raise bad_request(f"'{param}' has no alpha channel: make it a PNG that is transparent (alpha 0) where the "
                           "picture should change and opaque where it should stay", param)
-    return mask.convert("RGBA").getchannel("A")
+    alpha = mask.convert("RGBA").getchannel("A")
+    # the session redraws an 8 × 8 patch where the mask, at 128 × 128, has a pixel under half alpha
+    # (session.mask_grid); a mask without one would fail on the worker, after the queue
+    if alpha.resize((IMAGE_SIDE_PX, IMAGE_SIDE_PX), Image.Resampling.NEAREST).getextrema()[0] >= 128:
+        raise bad_request(f"'{param}' marks nothing to change: it is opaque everywhere; make it transparent "
+                          "(alpha 0) where the picture should change", param)
+    return alpha
 
 
 def apply_mask(new: Image.Image, original: Image.Image, alpha: Image.Image) -> Image.Image:
@@ -295,6 +376,36 @@ def apply_mask(new: Image.Image, original: Image.Image, alpha: Image.Image) -> I
 
 def b64_picture(image: Image.Image, fmt: str, metadata: dict[str, str], provenance: bool = True) -> str:
     return base64.b64encode(encode_image(image, fmt, metadata, provenance=provenance)).decode("ascii")
+
+
+# --- sizes --------------------------------------------------------------------------------------------
+def parse_size(size: str) -> tuple[int, int]:
+    width, _, height = size.partition("x")
+    return int(width), int(height)
+
+
+def border_colour(image: Image.Image) -> tuple[int, ...]:
+    """The picture's own background: the per-channel median of its outermost pixels (alpha included,
+    so a transparent picture is letterboxed transparent)."""
+    a = np.asarray(image)
+    a = a.reshape(*a.shape[:2], -1)
+    border = np.concatenate([a[0], a[-1], a[1:-1, 0], a[1:-1, -1]])
+    return tuple(int(round(v)) for v in np.median(border, axis=0))
+
+
+def fit_picture(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """The picture at `size`: scaled up by the largest whole factor that fits (nearest neighbour:
+    each pixel becomes a k × k block, crisp), centred, the rest filled with its border colour."""
+    if image.size == size:
+        return image
+    k = max(1, min(size[0] // image.width, size[1] // image.height))
+    scaled = image.resize((image.width * k, image.height * k), Image.Resampling.NEAREST)
+    if scaled.size == size:
+        return scaled
+    fill = border_colour(image)
+    canvas = Image.new(image.mode, size, fill if len(fill) > 1 else fill[0])
+    canvas.paste(scaled, ((size[0] - scaled.width) // 2, (size[1] - scaled.height) // 2))
+    return canvas
 
 
 # --- usage --------------------------------------------------------------------------------------
@@ -334,15 +445,16 @@ def images_response(*, created: int, pictures: list[str], prompt: str, options: 
     quality = options.quality if options.quality in ("low", "medium", "high") else None
     revised = find_description(text) or prompt
     return {"created": created, "data": [{"b64_json": p, "revised_prompt": revised} for p in pictures],
-            "background": options.resolved_background, "output_format": options.output_format, "size": IMAGE_SIZE,
-            "quality": quality, "usage": usage.images_api(), "mmgen": {"seed": seed, "text": text}}
+            "background": options.resolved_background, "output_format": options.output_format,
+            "size": options.size_label, "quality": quality, "usage": usage.images_api(),
+            "mmgen": {"seed": seed, "text": text}}
 
 
 def partial_image_event(kind: str, *, b64: str, index: int, options: ImageOptions) -> dict:
     """kind: "image_generation" or "image_edit"."""
     return {"type": f"{kind}.partial_image", "b64_json": b64, "partial_image_index": index,
             "created_at": int(time.time()), "background": options.resolved_background,
-            "output_format": options.output_format, "quality": options.quality, "size": IMAGE_SIZE}
+            "output_format": options.output_format, "quality": options.quality, "size": options.size_label}
 
 
 def completed_event(kind: str, *, b64: str, options: ImageOptions, usage: Usage) -> dict:
@@ -350,7 +462,7 @@ def completed_event(kind: str, *, b64: str, options: ImageOptions, usage: Usage)
     u.pop("output_tokens_details")      # the event's Usage has no output details
     return {"type": f"{kind}.completed", "b64_json": b64, "created_at": int(time.time()),
             "background": options.resolved_background, "output_format": options.output_format,
-            "quality": options.quality, "size": IMAGE_SIZE, "usage": u}
+            "quality": options.quality, "size": options.size_label, "usage": u}
 
 
 def sse(data: dict, event: str | None = None) -> bytes:
@@ -417,10 +529,7 @@ def parse_responses_request(body: dict, max_chars: int, defaults: dict | None = 
                           code="invalid_type")
     if len(images) > 1:
         raise bad_request(f"this model takes one picture per message; got {len(images)}", "input")
-    text = "\n".join(t for t in texts if t)
-    if len(text) > max_chars:
-        raise bad_request(f"the input text is {len(text):,} characters; the limit is {max_chars:,}", "input",
-                          code="string_above_max_length")
+    text = checked_text("\n".join(t for t in texts if t), "the input text", "input", max_chars, allow_empty=True)
     image = read_picture(images[0], "input_image") if images else None
     if not text.strip() and image is None:
         raise bad_request("'input' is empty", "input")
@@ -468,7 +577,7 @@ def image_call_item(item_id: str, *, result: str | None, options: ImageOptions, 
     """`text`: the model's words with the picture; their layout plan, if any, is the revised prompt."""
     return {"type": "image_generation_call", "id": item_id, "status": status, "result": result, "action": action,
             "background": options.resolved_background, "output_format": options.output_format,
-            "quality": options.quality, "size": IMAGE_SIZE, "revised_prompt": find_description(text)}
+            "quality": options.quality, "size": options.size_label, "revised_prompt": find_description(text)}
 
 
 def response_object(*, response_id: str, model: str, created_at: int, status: str, output: list[dict],
@@ -552,8 +661,14 @@ class ResponseEvents:
                                   output_index=self.index, partial_image_index=partial_index, partial_image_b64=b64,
                                   background=self.options.resolved_background,
                                   output_format=self.options.output_format, quality=self.options.quality,
-                                  size=IMAGE_SIZE))
+                                  size=self.options.size_label))
         return events
+
+    def error(self, error: APIError) -> list[dict]:
+        """A failure after the stream began: the error event, numbered in order with the rest."""
+        event = error.event(self.seq)
+        self.seq += 1
+        return [event]
 
     def finish(self, final_text: str, result: str | None, response: dict) -> list[dict]:
         events = self.close_message(final_text)

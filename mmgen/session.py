@@ -18,7 +18,7 @@ import copy
 import json
 import uuid
 from collections import OrderedDict
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -28,25 +28,19 @@ from PIL import Image, UnidentifiedImageError
 
 from .generate import generate_ids
 from .imageutil import make_transparent, save_image
+from .inputs import SessionError, check_text
 from .io import atomic_write_json
-from .sampling import SamplingConfig
 from .neighbours import NeighbourTable
+from .settings import Settings
 from .speculative import CopyDrafter, ModelDrafter, NeighbourDrafter, SpeculationStats
 from .stream import IMAGE_SIDE, IMAGE_TOKENS, Conversation, StreamError, Turn
 from .vq import IMAGE_SIZE, pixels_to_images
 
 SESSION_FORMAT = "mmgen-session-1"
 REPLY_RESERVE = IMAGE_TOKENS + 80        # ids kept free in the context for the reply
-MAX_MESSAGE_CHARS = 4000                 # longer messages are refused with a message
 MAX_IMAGE_BYTES = 20 * 2**20
 PREVIEW_GREY = (128, 128, 128)
 PREVIEW_MARGIN = 2     # rows of filler decoded under the drawn ones (preview_image)
-SPECULATIVE_MODES = ("auto", "draft", "copy", "off")
-BACKGROUNDS = ("opaque", "transparent", "auto")
-PICTURE_MODES = ("auto", "always", "never")
-# refining is on by default only because benchmarks/refiner.py measured it better on the shipped
-# checkpoints (see the README's figures); it is a no-op when no refiner is shipped
-REFINE_DEFAULT = True
 SHOWN_CACHE = 64                         # refined pictures kept per session, so history reads don't refine again
 
 # A moderation hook looks at a message (and a picture the user gives) and returns a refusal
@@ -79,79 +73,15 @@ def preview_image(vq, codes: list[int]) -> Image.Image:
     return img
 
 
-class SessionError(ValueError):
-    """Bad input to a session (message, picture, setting or session file), with a clear message."""
-
-
-@dataclass
-class Settings:
-    """Per-session defaults; every one can be overridden per call (`send(..., cfg=5)`)."""
-    # picture codes are sampled cooler and guided harder than the model's raw distribution. Generation
-    # benchmark, 20 cases per category, no refiner, temperature 0.6 (8200-step transformer: 1.0 / cfg 3
-    # 0.08, 0.7 / 3 0.24, 0.6 / 4 0.28). 13100 steps, plans right half the time: cfg 2 0.343 with a twin
-    # that reads the plan, 0.229 with one that skips it too (guide_reply). 14900 steps, plans right 0.76
-    # of the time: guide_reply cfg 2 0.579, cfg 3 0.543; twin reads the plan cfg 2 0.393; cfg 1 0.450.
-    # A twin that reads the plan pushes the picture towards the request's words beyond the plan, and
-    # "a circle and a star" then draws the circle first wherever the plan put it; once plans are mostly
-    # right, guiding towards the plan itself is what pays. Word temperature 0.7 cost 0.04 at 13100.
-    cfg: float = 2.0                 # classifier-free guidance on picture codes
-    temperature: float = 0.6         # picture codes
-    word_temperature: float = SamplingConfig.text_temperature   # the reply's words; 0: greedy, the likeliest plan
-    top_k: int | None = None
-    top_p: float | None = None
-    guide_reply: bool = True         # guidance's unconditional twin reads neither request nor reply (True) or the reply (generate.py)
-    speculative: str = "auto"        # auto: the draft model if shipped, else copy drafting; or off
-    # the most codes (and words) drafted per verify pass; a neighbour table with confidences stops
-    # sooner where a draft is unlikely to be kept (speculative.CopyDrafter). Shipped table, 16500-step
-    # transformer, fp16 engine, 2 cores, median of 5, alternating in one process (a one-off script):
-    # the table without confidences at k=8 1.078 s a picture; with them, k=8 1.013 s, k=12 1.001 s,
-    # k=15 0.931 s. `benchmarks/generate.py --draft-k 8 12 15` compares the k values
-    draft_k: int = 15
-    max_words: int = SamplingConfig.max_text_tokens   # the longest reply in text tokens (before its picture)
-    background: str = "opaque"       # "transparent": RGBA with the flat background cut out
-    provenance: bool = True          # PNG metadata + IPTC trainedAlgorithmicMedia marker on save
-    refine: bool = REFINE_DEFAULT    # clean drawn pictures with the diffusion refiner, when one is shipped
-
-    def __post_init__(self):
-        checks = [
-            (isinstance(self.cfg, (int, float)) and 0 <= self.cfg <= 20, "cfg must be a number in [0, 20]"),
-            (isinstance(self.temperature, (int, float)) and 0 <= self.temperature <= 5,
-             "temperature must be a number in [0, 5]"),
-            (isinstance(self.word_temperature, (int, float)) and 0 <= self.word_temperature <= 5,
-             "word_temperature must be a number in [0, 5]"),
-            (self.top_k is None or (isinstance(self.top_k, int) and self.top_k >= 1), "top_k must be a positive integer"),
-            (self.top_p is None or (isinstance(self.top_p, (int, float)) and 0 < self.top_p <= 1),
-             "top_p must be in (0, 1]"),
-            (self.speculative in SPECULATIVE_MODES, f"speculative must be one of {', '.join(SPECULATIVE_MODES)}"),
-            (isinstance(self.draft_k, int) and 1 <= self.draft_k <= 15, "draft_k must be an integer in [1, 15]"),
-            (isinstance(self.max_words, int) and 1 <= self.max_words <= 512, "max_words must be an integer in [1, 512]"),
-            (self.background in BACKGROUNDS, f"background must be one of {', '.join(BACKGROUNDS)}"),
-            (isinstance(self.provenance, bool), "provenance must be true or false"),
-            (isinstance(self.refine, bool), "refine must be true or false"),
-            (isinstance(self.guide_reply, bool), "guide_reply must be true or false"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise SessionError(message)
-
-    def sampling(self) -> SamplingConfig:
-        return SamplingConfig(temperature=self.temperature, top_k=self.top_k, top_p=self.top_p, cfg=self.cfg,
-                              guide_reply=self.guide_reply, text_temperature=self.word_temperature,
-                              max_text_tokens=self.max_words)
-
-    @classmethod
-    def names(cls) -> list[str]:
-        return [f.name for f in fields(cls)]
-
-
 @dataclass
 class Reply:
     text: str
     image: Image.Image | None = None
     images: list[Image.Image] = field(default_factory=list)
     codes: tuple[int, ...] | None = None
-    id: str = ""
-    seed: int | None = None
+    id: str = ""                       # the reply's id: its first picture's, else a message id
+    ids: list[str] = field(default_factory=list)     # one provenance id per picture; ids[0] == id
+    seed: int | None = None            # the reply's seed; a batch of n is drawn with it together
     prompt: str = ""
     parent: str | None = None          # id of the picture this one edits
     model: str = ""
@@ -159,15 +89,22 @@ class Reply:
     provenance: bool = True
     stats: SpeculationStats | None = None
 
-    def metadata(self) -> dict[str, str]:
-        return {"Software": "mmgen", "mmgen:prompt": self.prompt, "mmgen:seed": str(self.seed),
-                "mmgen:model": self.model, "mmgen:id": self.id, "mmgen:parent": self.parent or ""}
+    def metadata(self, index: int = 0) -> dict[str, str]:
+        """Provenance of picture `index`: its own id, and for a batch its place in it ("2/3"). The
+        pictures of a batch are drawn together from the reply's seed (one generator, shared words),
+        so it is the seed, n and the place together that draw one of them again."""
+        meta = {"Software": "mmgen", "mmgen:prompt": self.prompt, "mmgen:seed": str(self.seed),
+                "mmgen:model": self.model, "mmgen:id": self.ids[index] if self.ids else self.id,
+                "mmgen:parent": self.parent or ""}
+        if len(self.images) > 1:
+            meta["mmgen:batch"] = f"{index + 1}/{len(self.images)}"
+        return meta
 
     def save(self, path: str | Path, index: int = 0) -> Path:
-        """Save the picture (PNG/WEBP/JPEG by extension), with provenance metadata unless turned off."""
+        """Save picture `index` (PNG/WEBP/JPEG by extension), with provenance metadata unless turned off."""
         if not self.images:
             raise SessionError("this reply has no picture to save")
-        return save_image(self.images[index], path, self.metadata(), provenance=self.provenance)
+        return save_image(self.images[index], path, self.metadata(index), provenance=self.provenance)
 
 
 @dataclass
@@ -250,15 +187,6 @@ class ChatSession:
         self._shown: OrderedDict = OrderedDict()   # (codes, seed) → refined picture, most recent last
 
     # --- inputs -----------------------------------------------------------------------------
-    def _check_text(self, text) -> str:
-        if not isinstance(text, str):
-            raise SessionError(f"a message must be text, not {type(text).__name__}")
-        if len(text) > MAX_MESSAGE_CHARS:
-            raise SessionError(f"the message is {len(text):,} characters; the limit is {MAX_MESSAGE_CHARS:,}")
-        if "\x00" in text:
-            raise SessionError("the message contains NUL bytes; is it binary?")
-        return text
-
     def _codes_of(self, image: Image.Image) -> tuple[int, ...]:
         try:
             ids = self.model.vq.encode(image)
@@ -267,6 +195,7 @@ class ChatSession:
         return tuple(ids[0].reshape(-1).tolist())
 
     def _settings(self, overrides: dict) -> Settings:
+        """The session's settings with one call's overrides, checked (a bad one is SessionError)."""
         unknown = set(overrides) - set(Settings.names())
         if unknown:
             raise SessionError(f"unknown setting(s) {', '.join(sorted(unknown))}; settings are {', '.join(Settings.names())}")
@@ -332,8 +261,8 @@ class ChatSession:
             return None
         return self._meta[i].get("id") if i < len(self._meta) else "user-upload"
 
-    def _run(self, user: Turn, settings: Settings, seed: int, n: int, picture: str,
-             previews: bool, region: list[bool] | None = None) -> Iterator[Event]:
+    def _run(self, user: Turn, settings: Settings, seed: int, n: int, previews: bool,
+             region: list[bool] | None = None) -> Iterator[Event]:
         stream = self.model.stream
         conversation = self.conversation.append(user)
         try:
@@ -349,14 +278,12 @@ class ChatSession:
             if reference is None:
                 raise SessionError("a mask needs a picture to edit: attach one or draw one first")
             fixed = [None if redraw else code for redraw, code in zip(region, reference)]
-            picture = "always"
+            settings = replace(settings, picture="always")
         stats = SpeculationStats()
         text_ids: list[list[int]] = [[] for _ in range(n)]
         codes: list[list[int]] = [[] for _ in range(n)]
         for step in generate_ids(self.model.lm, stream, cond, uncond, config=settings.sampling(), n=n, seed=seed,
-                                 allow_image=picture != "never", require_image=picture == "always",
-                                 drafter=self._drafter(settings, reference), draft_k=settings.draft_k, stats=stats,
-                                 fixed=fixed):
+                                 drafter=self._drafter(settings, reference), stats=stats, fixed=fixed):
             for r, t in enumerate(step.tokens):
                 if stream.is_text_id(t):
                     text_ids[r].append(t)
@@ -370,10 +297,11 @@ class ChatSession:
         words = stream.text.decode(text_ids[0]).strip()
         pictures = [c for c in codes if len(c) == IMAGE_TOKENS]
         images = [self._finish(im, settings) for im in self._pictures(pictures, [seed] * len(pictures), settings)]
+        ids = [f"img_{uuid.uuid4().hex[:12]}" for _ in pictures]
         reply = Reply(text=words, image=images[0] if images else None, images=images,
                       codes=tuple(pictures[0]) if pictures else None,
-                      id=f"img_{uuid.uuid4().hex[:12]}" if pictures else f"msg_{uuid.uuid4().hex[:12]}",
-                      seed=seed, prompt=user.text, parent=self._last_image_id(conversation) if pictures else None,
+                      id=ids[0] if ids else f"msg_{uuid.uuid4().hex[:12]}", ids=ids, seed=seed,
+                      prompt=user.text, parent=self._last_image_id(conversation) if pictures else None,
                       model=getattr(self.model, "name", "mmgen"), provenance=settings.provenance,
                       stats=stats if stats.rounds else None)
         if reply.image is not None:
@@ -383,21 +311,20 @@ class ChatSession:
         self._meta += [{"seed": None, "id": None}, {"seed": seed, "id": reply.id}]
         yield Event("done", reply=reply)
 
-    def stream(self, text: str, image=None, *, n: int = 1, seed: int | None = None, picture: str = "auto",
-               mask=None, previews: bool = True, **overrides) -> Iterator[Event]:
+    def stream(self, text: str, image=None, *, n: int = 1, seed: int | None = None, mask=None,
+               previews: bool = True, **overrides) -> Iterator[Event]:
         """Reply to `text` (and an optional picture), yielding events as they happen.
 
-        picture: "auto" (the model decides whether to draw), "always" or "never" (words only).
+        overrides: settings for this reply only (settings.Settings), e.g. picture="always" (or
+        "never": words only; the default "auto" lets the model decide whether to draw).
         mask: a region edit of the picture being edited (the one given, else the last one): a
         16 × 16 grid of booleans (True = redraw) or a mask picture whose alpha is 0 where the
         picture may change. Codes outside the region are kept exactly.
         """
-        text = self._check_text(text)
+        text = check_text(text, "the message", allow_empty=True)    # empty is fine with a picture: below
         settings = self._settings(overrides)
         if not isinstance(n, int) or not 1 <= n <= 4:
             raise SessionError("n must be an integer from 1 to 4")
-        if picture not in PICTURE_MODES:
-            raise SessionError(f"picture must be one of {', '.join(PICTURE_MODES)}")
         region = mask_grid(mask) if mask is not None else None
         given = read_image(image) if image is not None else None
         if self.moderation is not None:
@@ -412,8 +339,7 @@ class ChatSession:
             raise SessionError("the message is empty")
         codes = self._codes_of(given) if given is not None else None
         turn_seed = int(seed) if seed is not None else self.seed + 7919 * len(self.conversation.turns)
-        yield from self._run(Turn(role="user", text=text, codes=codes), settings, turn_seed, n, picture, previews,
-                             region)
+        yield from self._run(Turn(role="user", text=text, codes=codes), settings, turn_seed, n, previews, region)
 
     def send(self, text: str, image=None, **kwargs) -> Reply:
         """Reply to `text` (and an optional picture: PIL image, path or bytes)."""
@@ -435,21 +361,18 @@ class ChatSession:
         self._meta = self._meta[:cut]
         return True
 
-    def retry_stream(self, seed: int | None = None, picture: str = "auto", previews: bool = True,
-                     **overrides) -> Iterator[Event]:
+    def retry_stream(self, seed: int | None = None, previews: bool = True, **overrides) -> Iterator[Event]:
         """Answer the last message again with a new seed, streaming; the last reply is replaced
         only when the new one is finished (stopping midway leaves the session as it was)."""
         turns = self.conversation.turns
         if len(turns) < 2 or turns[-2].role != "user":
             raise SessionError("there is no message to retry")
-        if picture not in PICTURE_MODES:
-            raise SessionError(f"picture must be one of {', '.join(PICTURE_MODES)}")
         user, old_seed = turns[-2], self._meta[-1].get("seed") or self.seed
         settings = self._settings(overrides)
         new_seed = int(seed) if seed is not None else old_seed + 1
         base = self.fork()
         base.undo()
-        for event in base._run(user, settings, new_seed, 1, picture, previews):
+        for event in base._run(user, settings, new_seed, 1, previews):
             if event.kind == "done":
                 self.conversation, self._meta = base.conversation, base._meta
             yield event

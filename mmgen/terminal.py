@@ -7,11 +7,14 @@ Type a message and press Enter. A picture forms top-down while it is drawn, redr
 its rows arrive: in the terminal's own graphics (kitty, iTerm2 or sixel, detected from TERM,
 TERM_PROGRAM, KITTY_WINDOW_ID…; `--graphics` overrides), else as Unicode half-blocks with 24-bit
 colour, and not at all when stdout is not a terminal (piped output has no escape codes). Every
-picture is saved under --out (PNG with provenance) and its path printed. Ctrl-C stops the picture
-being drawn and leaves the conversation as it was; Ctrl-C or Ctrl-D at the prompt leaves.
-Slash commands: /help /new /undo /retry /save /load /attach /set /history /quit. Input history
-(up-arrow) is kept in ~/.mmgen_history or --history-file. Every mistake is one line, never a
-traceback. The pictures themselves are drawn by termimage.py.
+picture is saved under --out (PNG with provenance) and its path printed; the conversation is
+saved only by /save. Ctrl-C stops the picture being drawn and leaves the conversation as it was.
+At the prompt, Ctrl-C says how to leave (and whether the conversation is unsaved) and a second
+Ctrl-C in a row leaves, as Ctrl-D and /quit do.
+Slash commands: /help /new /undo /retry /save /load /attach /set /history /quit. What you type
+is kept for the up-arrow in ~/.mmgen_history (or --history-file); --no-history or
+MMGEN_NO_HISTORY=1 keeps none. Every mistake is one line, never a traceback; a paste that is not
+UTF-8 is refused by name (inputs.check_text). The pictures themselves are drawn by termimage.py.
 """
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ from pathlib import Path
 from typing import Callable
 
 from .oneshot import BadInput, add_model_options, load_model, one_line_errors, settings_from
+from .settings import PICTURE_MODES, Settings, setting_help
 from .termimage import MODES, Canvas, detect, terminal_size
 
 COMMANDS = {    # name: (argument, what it does)
@@ -42,12 +46,11 @@ COMMANDS = {    # name: (argument, what it does)
     "history": ("", "the conversation so far"),
     "quit": ("", "leave (Ctrl-D does the same)"),
 }
-# settings that belong to the terminal rather than the session: whether replies draw, and the seed
-PICTURE_MODES = ("auto", "always", "never")
 NONE_WORDS = ("none", "null", "off")
 BOOL_WORDS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
-DEFAULT_HISTORY = Path("~/.mmgen_history")
+DEFAULT_HISTORY = Path("~/.mmgen_history")    # what was typed, for the up-arrow (history_file)
 HISTORY_LENGTH = 1000
+NO_HISTORY_ENV = "MMGEN_NO_HISTORY"            # set (to anything but 0) to keep no history file
 
 
 class CommandError(ValueError):
@@ -87,13 +90,12 @@ def parse_path(arg: str) -> Path:
 
 
 def setting_names() -> list[str]:
-    from .session import Settings
-    return Settings.names() + ["picture", "seed"]
+    """What /set takes: the session's settings, and its seed."""
+    return Settings.names() + ["seed"]
 
 
 def parse_value(key: str, text: str):
     """A typed value for a setting, from what was typed after 'key='."""
-    from .session import Settings
     if key == "picture":
         if text.lower() not in PICTURE_MODES:
             raise CommandError(f"picture must be one of {', '.join(PICTURE_MODES)}")
@@ -181,13 +183,15 @@ class WordWrap:
 
 
 class Terminal:
-    def __init__(self, model, chat, *, out_dir: Path, mode: str, picture: str = "auto", lines: int | None = None,
-                 stdout=None, stderr=None):
-        self.model, self.chat, self.out_dir, self.mode, self.picture = model, chat, out_dir, mode, picture
+    def __init__(self, model, chat, *, out_dir: Path, mode: str, lines: int | None = None,
+                 history: Path | None = None, stdout=None, stderr=None):
+        self.model, self.chat, self.out_dir, self.mode = model, chat, out_dir, mode
         self.lines = lines                     # picture height in terminal lines; None: fit the terminal
+        self.history = history                 # the file what is typed is kept in; None: kept nowhere
         self.stdout, self.stderr = stdout or sys.stdout, stderr or sys.stderr
         self.attachment = None                 # (path, PIL image) to send with the next message
         self.saved: dict[str, Path] = {}       # picture id -> the file it was saved to
+        self.on_disk = chat.conversation       # the conversation as last saved or loaded
 
     def say(self, text: str = "", end: str = "\n") -> None:
         self.stdout.write(text + end)
@@ -201,10 +205,22 @@ class Terminal:
     def banner(self) -> None:
         self.say(f"mmgen chat · {self.model.name} on {self.model.device} · pictures are saved in {self.out_dir}/")
         self.say('Type a message and press Enter, e.g. "draw a red circle", then "make it blue".')
-        self.say("/help lists the commands · Ctrl-C stops a picture · Ctrl-D or /quit leaves")
+        self.say("/help lists the commands · Ctrl-C stops a picture · Ctrl-D, /quit or Ctrl-C twice leaves")
+        if self.history is not None:
+            self.say(f"What you type is kept in {self.history} for the up-arrow "
+                     f"(--no-history or {NO_HISTORY_ENV}=1: kept nowhere)")
 
     def prompt(self) -> str:
         return "(+picture) > " if self.attachment else "> "
+
+    def unsaved(self) -> bool:
+        """Whether leaving now loses turns: the conversation has changed since /save or /load."""
+        return bool(self.chat.conversation.turns) and self.chat.conversation != self.on_disk
+
+    def how_to_leave(self) -> str:
+        """What the first Ctrl-C at the prompt says."""
+        hint = "Ctrl-C again, Ctrl-D or /quit leaves"
+        return hint + ("; this conversation is not saved (/save keeps it)" if self.unsaved() else "")
 
     def size(self) -> tuple[int, int, tuple]:
         """Columns, rows and (if known) the cell size in pixels; 80 × 24 when stdout is not a terminal."""
@@ -226,7 +242,7 @@ class Terminal:
     # --- replies --------------------------------------------------------------------------------
     def reply(self, text: str) -> None:
         """Stream the reply: words as they come, then the picture redrawn in place row by row."""
-        self.play(self.chat.stream(text, self.attachment[1] if self.attachment else None, picture=self.picture))
+        self.play(self.chat.stream(text, self.attachment[1] if self.attachment else None))
 
     def play(self, events) -> None:
         """Show a stream of session events; Ctrl-C stops it and leaves the conversation as it was."""
@@ -281,15 +297,15 @@ class Terminal:
         self.keep(done)
 
     def keep(self, reply) -> None:
-        """Save the reply's pictures and say where."""
-        for i, _ in enumerate(reply.images):
-            path = self.out_dir / picture_name(reply.prompt, reply.id if i == 0 else f"{reply.id}-{i + 1}")
+        """Save the reply's pictures, each named after its own id, and say where."""
+        for i, picture_id in enumerate(reply.ids):
+            path = self.out_dir / picture_name(reply.prompt, picture_id)
             try:
                 reply.save(path, index=i)
             except (OSError, ValueError) as e:
                 self.warn(f"could not save the picture to {path}: {getattr(e, 'strerror', None) or e}")
                 continue
-            self.saved.setdefault(reply.id, path)
+            self.saved[picture_id] = path
             self.say(f"saved {path}")
 
     def show(self, reply_text: str, image) -> None:
@@ -326,7 +342,7 @@ class Terminal:
         if len(turns) < 2 or turns[-2].role != "user":
             raise CommandError("there is no message to retry")
         self.say("answering again...")
-        self.play(self.chat.retry_stream(picture=self.picture))
+        self.play(self.chat.retry_stream())
 
     def cmd_save(self, arg: str) -> None:
         path = parse_path(arg) if arg else self.out_dir / time.strftime("session-%Y%m%d-%H%M%S.json")
@@ -334,12 +350,14 @@ class Terminal:
             self.chat.save(path)
         except OSError as e:
             raise CommandError(f"cannot save to {path}: {e.strerror or e}") from None
+        self.on_disk = self.chat.conversation
         self.say(f"saved the conversation to {path}")
 
     def cmd_load(self, arg: str) -> None:
         from .session import ChatSession
         path = parse_path(arg)
         self.chat = ChatSession.load(path, self.model)        # a damaged file raises, nothing changes
+        self.on_disk = self.chat.conversation
         self.attachment = None
         self.say(f"loaded {path}: {len(self.chat.conversation.turns)} messages")
         if self.chat.conversation.turns:
@@ -356,13 +374,12 @@ class Terminal:
     def cmd_set(self, arg: str) -> None:
         if not arg:
             from dataclasses import asdict
-            current = {**asdict(self.chat.settings), "picture": self.picture, "seed": self.chat.seed}
+            current = {**asdict(self.chat.settings), "seed": self.chat.seed}
             self.say(" ".join(f"{k}={v}" for k, v in current.items()))
             return
         values = parse_settings(arg)
-        session = {k: v for k, v in values.items() if k not in ("picture", "seed")}
-        self.chat.set(**session)                   # checks every value first; a bad one changes nothing
-        self.picture = values.get("picture", self.picture)
+        # every value is checked before any changes: a bad one changes nothing
+        self.chat.set(**{k: v for k, v in values.items() if k != "seed"})
         if "seed" in values:
             self.chat.seed = values["seed"]
         self.say("set " + " ".join(f"{k}={v}" for k, v in values.items()))
@@ -403,29 +420,52 @@ class Terminal:
         return True
 
     def loop(self, read: Callable[[str], str], interactive: bool = True) -> None:
+        """Read and handle lines until Ctrl-D, /quit, or Ctrl-C twice in a row at the prompt (once
+        says how to leave, and whether the conversation is unsaved). Piped input ends at its end."""
+        interrupted = False                             # the last thing at the prompt was Ctrl-C
         while True:
             try:
                 line = read(self.prompt())
-            except (EOFError, KeyboardInterrupt):       # Ctrl-D or Ctrl-C at the prompt
+            except EOFError:                            # Ctrl-D
                 if interactive:
                     self.say()                          # off the prompt's line
                 return
+            except KeyboardInterrupt:
+                if not interactive:
+                    return
+                if interrupted:
+                    self.say()                          # off the prompt's line
+                    return
+                interrupted = True
+                self.say("\n" + self.how_to_leave())
+                continue
+            interrupted = False
             if not self.handle(line):
                 return
 
 
 # --- input ---------------------------------------------------------------------------------------
-def setup_readline(path: Path) -> Callable[[], None]:
-    """Up-arrow history kept in `path`, Tab completes slash commands; returns the function that saves."""
+def history_file(args: argparse.Namespace, environ=os.environ) -> Path | None:
+    """Where what is typed is kept between chats: --history-file or ~/.mmgen_history; None when
+    --no-history or MMGEN_NO_HISTORY (set, and not 0) says to keep it nowhere."""
+    if args.no_history or environ.get(NO_HISTORY_ENV, "0") not in ("", "0"):
+        return None
+    return Path(args.history_file or DEFAULT_HISTORY).expanduser()
+
+
+def setup_readline(path: Path | None) -> Callable[[], None]:
+    """Up-arrow history (kept in `path` between chats; with None, only during this one), Tab
+    completes slash commands; returns the function that saves the history."""
     try:
         import readline
     except ImportError:                    # Windows without pyreadline: plain input
         return lambda: None
     readline.set_history_length(HISTORY_LENGTH)
-    try:
-        readline.read_history_file(path)
-    except OSError:                        # no history yet, or unreadable: start empty
-        pass
+    if path is not None:
+        try:
+            readline.read_history_file(path)
+        except OSError:                    # no history yet, or unreadable: start empty
+            pass
 
     def complete(text: str, state: int):
         matches = [f"/{name}" for name in COMMANDS if f"/{name}".startswith(text)] if text.startswith("/") else []
@@ -435,6 +475,8 @@ def setup_readline(path: Path) -> Callable[[], None]:
     readline.parse_and_bind("bind ^I rl_complete" if "libedit" in (readline.__doc__ or "") else "tab: complete")
 
     def save() -> None:
+        if path is None:
+            return
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             readline.write_history_file(path)
@@ -459,9 +501,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--load", metavar="SESSION", help="continue a conversation saved with /save")
     parser.add_argument("--graphics", choices=("auto",) + MODES, default="auto",
                         help="how pictures are shown (auto: detect the terminal)")
-    parser.add_argument("--picture", choices=PICTURE_MODES, default="auto",
-                        help="whether replies draw: auto (the model decides), always, never")
-    parser.add_argument("--history-file", metavar="PATH", help=f"input history (default {DEFAULT_HISTORY})")
+    parser.add_argument("--picture", choices=PICTURE_MODES,
+                        help=setting_help("picture", "whether replies draw: auto (the model decides), always, never"))
+    parser.add_argument("--history-file", metavar="PATH",
+                        help=f"where what you type is kept for the up-arrow, between chats (default {DEFAULT_HISTORY})")
+    parser.add_argument("--no-history", action="store_true",
+                        help=f"keep what you type nowhere (so does {NO_HISTORY_ENV}=1)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -482,12 +527,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"mmgen chat: {e}", file=sys.stderr)
         return 2
     mode = args.graphics if args.graphics != "auto" else detect(os.environ, sys.stdout.isatty())
-    term = Terminal(model, chat, out_dir=Path(args.out).expanduser(), mode=mode, picture=args.picture)
+    interactive = sys.stdin.isatty()
+    history = history_file(args) if interactive else None
+    term = Terminal(model, chat, out_dir=Path(args.out).expanduser(), mode=mode, history=history)
     term.banner()
     if args.load:
         term.say(f"continuing {args.load}: {len(chat.conversation.turns)} messages")
-    interactive = sys.stdin.isatty()
-    save_history = setup_readline(Path(args.history_file or DEFAULT_HISTORY).expanduser()) if interactive else None
+    # bytes that are not UTF-8 (a paste in another encoding) are read as lone surrogates, which the
+    # session refuses by name (inputs.check_text), where strict decoding would raise inside input()
+    sys.stdin.reconfigure(errors="surrogateescape")
+    save_history = setup_readline(history) if interactive else None
     try:
         term.loop(input if interactive else read_piped, interactive)
     finally:

@@ -89,11 +89,10 @@ def test_speculative_greedy_is_plain_greedy_with_packed_weights(tiny_lm, tiny_st
     conv = Conversation((Turn("user", "draw a red circle"),))
     cond = tiny_stream.encode(conv, generation_prompt=True).ids
     uncond = tiny_stream.encode(conv, generation_prompt=True, drop_last_user_text=True).ids
-    config = SamplingConfig(max_text_tokens=0, temperature=0.0)
+    config = SamplingConfig(max_words=0, temperature=0.0, picture="always", draft_k=6)
 
     def draw(drafter=None):
-        steps = generate_ids(model, tiny_stream, cond, uncond, config=config, seed=0, require_image=True,
-                             drafter=drafter, draft_k=6)
+        steps = generate_ids(model, tiny_stream, cond, uncond, config=config, seed=0, drafter=drafter)
         return [s.tokens[0] for s in steps]
 
     plain = draw()

@@ -15,18 +15,17 @@ def prompts(stream, text="draw a red circle"):
             stream.encode(conv, generation_prompt=True, drop_last_user_text=True).ids)
 
 
-def run(model, stream, *, seed, n=1, backend="engine", require_image=True, **config):
+def run(model, stream, *, seed, n=1, backend="engine", picture="always", **config):
     cond, uncond = prompts(stream)
-    cfg = SamplingConfig(temperature=1.0, text_temperature=1.0, max_text_tokens=6, **config)
-    steps = list(generate_ids(model, stream, cond, uncond, config=cfg, n=n, seed=seed,
-                              require_image=require_image, backend=backend))
+    cfg = SamplingConfig(temperature=1.0, word_temperature=1.0, max_words=6, picture=picture, **config)
+    steps = list(generate_ids(model, stream, cond, uncond, config=cfg, n=n, seed=seed, backend=backend))
     rows = [[s.tokens[r] for s in steps] for r in range(n)]
     return [row[:row.index(stream.eot) + 1] for row in rows]     # a finished row idles on <eot>
 
 
 @pytest.mark.parametrize("seed", range(6))
 def test_grammar_is_never_violated(tiny_lm, tiny_stream, seed):
-    for row in run(tiny_lm, tiny_stream, seed=seed, n=2, require_image=seed % 2 == 0):
+    for row in run(tiny_lm, tiny_stream, seed=seed, n=2, picture="always" if seed % 2 == 0 else "auto"):
         s = tiny_stream
         assert row[-1] == s.eot
         cond, _ = prompts(s)
@@ -44,8 +43,8 @@ def test_grammar_is_never_violated(tiny_lm, tiny_stream, seed):
 
 def test_forbidding_pictures_gives_words_only(tiny_lm, tiny_stream):
     cond, uncond = prompts(tiny_stream, "what colour is it?")
-    steps = list(generate_ids(tiny_lm, tiny_stream, cond, uncond, config=SamplingConfig(text_temperature=1.0),
-                              seed=3, allow_image=False))
+    steps = list(generate_ids(tiny_lm, tiny_stream, cond, uncond,
+                              config=SamplingConfig(word_temperature=1.0, picture="never"), seed=3))
     assert not any(tiny_stream.is_image_id(s.tokens[0]) or s.tokens[0] == tiny_stream.image_start for s in steps)
 
 
@@ -63,9 +62,9 @@ def test_kv_cache_gives_the_same_tokens_as_no_cache(tiny_lm, tiny_stream):
 
 def test_cfg_scale_one_equals_conditional_sampling(tiny_lm, tiny_stream):
     cond, uncond = prompts(tiny_stream)
-    cfg = SamplingConfig(temperature=1.0, text_temperature=1.0, max_text_tokens=6, cfg=1.0)
-    with_uncond = [s.tokens[0] for s in generate_ids(tiny_lm, tiny_stream, cond, uncond, config=cfg, seed=9, require_image=True)]
-    alone = [s.tokens[0] for s in generate_ids(tiny_lm, tiny_stream, cond, None, config=cfg, seed=9, require_image=True)]
+    cfg = SamplingConfig(temperature=1.0, word_temperature=1.0, max_words=6, cfg=1.0, picture="always")
+    with_uncond = [s.tokens[0] for s in generate_ids(tiny_lm, tiny_stream, cond, uncond, config=cfg, seed=9)]
+    alone = [s.tokens[0] for s in generate_ids(tiny_lm, tiny_stream, cond, None, config=cfg, seed=9)]
     assert with_uncond == alone
 
 
@@ -83,8 +82,8 @@ def test_top_k_and_top_p_limit_the_support():
 
 def test_grammar_states(tiny_stream):
     s = tiny_stream
-    g = Grammar(s, require_image=True)
-    allowed = g.allowed(max_text_tokens=4)
+    g = Grammar(s, picture="always")
+    allowed = g.allowed(max_words=4)
     assert not allowed[s.eot] and allowed[s.image_start] and not allowed[s.image_offset]
     g.advance(s.image_start)
     for _ in range(IMAGE_TOKENS):
@@ -99,22 +98,22 @@ def test_grammar_states(tiny_stream):
 def test_with_pictures_off_the_chance_of_one_ends_the_reply(tiny_stream):
     s = tiny_stream
     assert Grammar(s).folded_picture() is None                      # pictures allowed: nothing moves
-    g = Grammar(s, allow_image=False)
+    g = Grammar(s, picture="never")
     assert g.folded_picture() is None                               # no empty replies
     g.advance(5)                                                    # one word written
     assert g.folded_picture() == (s.image_start, s.eot)
     logits = torch.zeros(1, s.vocab_size)
     logits[0, s.image_start], logits[0, s.eot], logits[0, 7] = 6.0, 1.0, 5.0
-    allowed = g.allowed(max_text_tokens=96)
+    allowed = g.allowed(max_words=96)
     assert not allowed[s.image_start]
-    plain = next_token_probs(logits, None, allowed, SamplingConfig(text_temperature=1.0), in_image=False)
-    folded = next_token_probs(logits, None, allowed, SamplingConfig(text_temperature=1.0), in_image=False,
+    plain = next_token_probs(logits, None, allowed, SamplingConfig(word_temperature=1.0), in_image=False)
+    folded = next_token_probs(logits, None, allowed, SamplingConfig(word_temperature=1.0), in_image=False,
                               fold=g.folded_picture())
     # masking alone renormalises <image>'s mass over every word; folding gives it to <eot>
     full = torch.softmax(logits, -1)[0]
     assert plain[0, s.image_start] == 0 and folded[0, s.image_start] == 0
     assert torch.isclose(folded[0, s.eot] / folded[0, 7], (full[s.eot] + full[s.image_start]) / full[7])
-    greedy = SamplingConfig(text_temperature=0.0)
+    greedy = SamplingConfig(word_temperature=0.0)
     assert next_token_probs(logits, None, allowed, greedy, in_image=False).argmax() == 7
     assert next_token_probs(logits, None, allowed, greedy, in_image=False, fold=g.folded_picture()).argmax() == s.eot
 
@@ -133,8 +132,8 @@ def test_the_unconditional_twin_reads_the_reply_only_when_asked(tiny_lm, tiny_st
     monkeypatch.setattr(G.Decoder, "start", spy)
     s = tiny_stream
     cond, uncond = prompts(s)
-    cfg = SamplingConfig(temperature=1.0, text_temperature=1.0, max_text_tokens=6, guide_reply=guide_reply)
-    steps = list(generate_ids(tiny_lm, s, cond, uncond, config=cfg, n=2, seed=1, require_image=True))
+    cfg = SamplingConfig(temperature=1.0, word_temperature=1.0, max_words=6, guide_reply=guide_reply, picture="always")
+    steps = list(generate_ids(tiny_lm, s, cond, uncond, config=cfg, n=2, seed=1))
     words = [t[0] for t in (st.tokens for st in steps)]
     words = words[:words.index(s.image_start) + 1]
     assert started[0] == [cond]

@@ -35,6 +35,12 @@ def test_generate(tiny_checkpoints, tmp_path, capsys):
     # n > 1: -1, -2, … before the extension, or the {i} pattern; folders are made as needed
     assert mmgen("generate", "a star", "-n", 3, "-o", tmp_path / "many.png", *ck) == 0
     assert [p.name for p in sorted(tmp_path.glob("many-*.png"))] == ["many-1.png", "many-2.png", "many-3.png"]
+    metas = []
+    for i in (1, 2, 3):                      # one batch, and each picture its own provenance id
+        with Image.open(tmp_path / f"many-{i}.png") as im:
+            metas.append(im.info)
+    assert len({m["mmgen:id"] for m in metas}) == 3
+    assert [m["mmgen:batch"] for m in metas] == ["1/3", "2/3", "3/3"] and len({m["mmgen:seed"] for m in metas}) == 1
     assert mmgen("generate", "a star", "-n", 2, "-o", tmp_path / "sub" / "star-{i}.webp", "--background",
                  "transparent", "--no-provenance", *ck) == 0
     for i in (1, 2):
@@ -71,6 +77,7 @@ BAD = [   # (arguments, what the one line says)
     (["generate", "   ", "-o", "{d}/x.png"], "the prompt is empty"),
     (["generate", "x" * 100_000, "-o", "{d}/x.png"], "100,000 characters"),
     (["generate", "bin\x01ary\x7f", "-o", "{d}/x.png"], "control characters"),
+    (["generate", "a red circle \udcff", "-o", "{d}/x.png"], "the prompt is not UTF-8 text"),   # argv's byte 0xff
     (["generate", "a star", "-o", "{d}/x.gif"], "must end in"),
     (["generate", "a star", "-o", "{d}/adir"], "must end in"),
     (["generate", "a star", "-o", "{d}/afile/x.png"], "is not a folder"),
@@ -95,6 +102,30 @@ def test_bad_input_in_process(files, capsys, args, message):
     assert captured.out == "" and message in captured.err
     assert captured.err.count("\n") == 1 and captured.err.startswith(f"mmgen {args[0]}: ")
     assert not (files / "x.png").exists()
+
+
+@pytest.mark.parametrize("args, message", [(["bogus"], "unknown command 'bogus'"),
+                                           (["train", "bogus"], "unknown command 'train bogus'"),
+                                           (["train"], "name one of its commands"),
+                                           (["--bogus"], "'--bogus' is not a command")])
+def test_an_unknown_command_is_named(capsys, args, message):
+    assert mmgen(*args) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.startswith(f"mmgen{' train' if args == ['train'] else ''}: {message}")
+    assert "commands:" in captured.err                                     # then what the commands are
+
+
+@pytest.mark.parametrize("command", ["generate", "edit", "ask", "chat"])
+def test_help_shows_the_settings_defaults(capsys, command):
+    from mmgen.settings import Settings
+    with pytest.raises(SystemExit) as e:
+        mmgen(command, "--help")
+    assert e.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())               # argparse wraps lines
+    assert f"0-20 (default {Settings.cfg})" in text and f"0-5 (default {Settings.temperature})" in text
+    assert f"(default {Settings.background})" in text
+    if command == "chat":
+        assert f"(default {Settings.picture})" in text
 
 
 def run(*args: str | bytes) -> subprocess.CompletedProcess:

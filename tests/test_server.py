@@ -5,6 +5,7 @@ limits, errors, the one-worker queue, timeouts and shutdown. The last few run on
 checkpoints, and the judge reads the pictures the client gets back against their prompts."""
 from __future__ import annotations
 
+import argparse
 import asyncio
 import base64
 import contextlib
@@ -20,6 +21,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -33,8 +35,10 @@ pytest.importorskip("multipart")
 
 from mmgen.eval.judge import judge  # noqa: E402
 from mmgen.imageutil import TRAINED_ALGORITHMIC_MEDIA  # noqa: E402
-from mmgen.server import ServerConfig, create_app  # noqa: E402
-from mmgen.server_api import APIError, ImageOptions, Usage, image_call_item, images_response  # noqa: E402
+from mmgen.server import ServerConfig, add_arguments, create_app  # noqa: E402
+from mmgen.server import run as run_server  # noqa: E402
+from mmgen.server_api import (APIError, ImageOptions, ResponseEvents, Usage, fit_picture, image_call_item,  # noqa: E402
+                              images_response)
 from mmgen.server_worker import Entry, SessionStore, Worker  # noqa: E402
 from mmgen.stream import Conversation, Turn  # noqa: E402
 from mmgen.world.render import render  # noqa: E402
@@ -113,6 +117,13 @@ def noise(seed=0, size=128) -> Image.Image:
 
 def raw(url, method, path, body: bytes = b"", headers=None):
     """One plain HTTP request: (status, parsed JSON or text)."""
+    status, _, data = raw_with_headers(url, method, path, body, headers)
+    return status, data
+
+
+def raw_with_headers(url, method, path, body: bytes = b"", headers=None):
+    """One plain HTTP request: (status, response headers, parsed JSON or text). A Host in `headers`
+    replaces the one http.client would send."""
     host, port = url.removeprefix("http://").split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=60)
     conn.request(method, path, body=body, headers={"Authorization": f"Bearer {KEY}", **(headers or {})})
@@ -120,9 +131,13 @@ def raw(url, method, path, body: bytes = b"", headers=None):
     data = response.read()
     conn.close()
     try:
-        return response.status, json.loads(data)
+        return response.status, response.headers, json.loads(data)
     except ValueError:
-        return response.status, data.decode(errors="replace")
+        return response.status, response.headers, data.decode(errors="replace")
+
+
+def sse_events(text: str) -> list[dict]:
+    return [json.loads(line[5:]) for line in text.split("\n") if line.startswith("data:")]
 
 
 def assert_error(status, body, expected, param=None):
@@ -147,6 +162,10 @@ def test_generate_two_pictures_with_usage_and_provenance(client, tiny_model):
     assert all(im.size == (128, 128) and im.format == "PNG" for im in images)
     assert TRAINED_ALGORITHMIC_MEDIA in images[0].info["XML:com.adobe.xmp"]
     assert images[0].info["mmgen:prompt"] == "draw a red circle at the top left"
+    # each picture of the batch has its own provenance id, and its place in the batch drawn with the seed
+    assert images[0].info["mmgen:id"] != images[1].info["mmgen:id"]
+    assert [im.info["mmgen:batch"] for im in images] == ["1/2", "2/2"]
+    assert {im.info["mmgen:seed"] for im in images} == {"3"}
     # usage counts the stream's ids: the prompt as generation reads it, 256 codes per picture
     ids = prompt_ids(tiny_model, "draw a red circle at the top left")
     assert r.usage.input_tokens == len(ids) and r.usage.input_tokens_details.image_tokens == 0
@@ -321,16 +340,37 @@ def test_page_chat_streams_every_row_and_restores(server):
     (json.dumps({"prompt": "x", "n": 9}).encode(), "n"),
     (json.dumps({"prompt": "x", "n": "2"}).encode(), "n"),
     (json.dumps({"prompt": "x", "n": True}).encode(), "n"),
-    (json.dumps({"prompt": "x", "size": "1024x1024"}).encode(), "size"),
+    (json.dumps({"prompt": "x", "size": "1792x1024"}).encode(), "size"),
     (json.dumps({"prompt": "x", "response_format": "url"}).encode(), "response_format"),
     (json.dumps({"prompt": "x", "partial_images": 5, "stream": True}).encode(), "partial_images"),
     (json.dumps({"prompt": "x", "stream": "yes"}).encode(), "stream"),
     (json.dumps({"prompt": "x", "seed": -1}).encode(), "seed"),
-    (json.dumps({"prompt": "x", "cfg": 99}).encode(), None),
+    (json.dumps({"prompt": "x", "cfg": 99}).encode(), "cfg"),
+    (json.dumps({"prompt": "x", "temperature": 9}).encode(), "temperature"),
+    (json.dumps({"prompt": "x", "top_p": 0}).encode(), "top_p"),
+    (json.dumps({"prompt": "x", "top_k": 0}).encode(), "top_k"),
+    (b'{"prompt": "x", "cfg": NaN}', None),
+    (b'{"prompt": "x", "seed": ' + b"9" * 5000 + b"}", None),
+    (b"[" * 100_000 + b"]" * 100_000, None),
 ])
 def test_malformed_generation_requests_get_400(server, body, param):
     status, error = raw(server[0], "POST", "/v1/images/generations", body, JSON)
     assert_error(status, error, 400, param)
+
+
+def test_text_that_is_not_utf8_gets_the_sessions_sentence(server):
+    """A lone surrogate (JSON's "\\udcff", bytes that were not UTF-8) is a 400 with the sentence
+    the Python API, the terminal and the command line give, on every route that takes text."""
+    from mmgen.inputs import SessionError, check_text
+    with pytest.raises(SessionError) as e:
+        check_text("\udcff", "x")
+    sentence = str(e.value)[len("x"):]
+    for path, field in [("/v1/images/generations", "prompt"), ("/v1/responses", "input"), ("/api/chat", "message")]:
+        body = json.dumps({field: "draw a red circle \udcff"}).encode()
+        assert b"\\udcff" in body
+        status, error = raw(server[0], "POST", path, body, JSON)
+        assert_error(status, error, 400, field)
+        assert error["error"]["message"].endswith(sentence), error
 
 
 def test_other_bad_requests(server, client):
@@ -379,6 +419,249 @@ def test_other_bad_requests(server, client):
         assert_error(*raw(url, "POST", "/v1/responses", json.dumps(body).encode(), JSON), 400)
     status, health = raw(url, "GET", "/health")
     assert status == 200 and health["status"] == "ok"
+
+
+# --- parse bombs, parameter errors, streams that fail ------------------------------------------------------
+@pytest.mark.parametrize("path", ["/v1/images/generations", "/v1/responses", "/api/chat", "/v1/images/edits"])
+def test_parse_bombs_are_400_on_every_json_route(server, path):
+    bombs = [b"[" * 100_000 + b"]" * 100_000,                              # past the parser's recursion limit
+             b'{"prompt": "x", "input": "x", "message": "x", "tools": ' + b"[" * 500 + b"]" * 500 + b"}",
+             b'{"prompt": "x", "n": ' + b"1" * 5000 + b"}",                  # int() refuses 4300+ digits
+             b'{"prompt": "x", "cfg": Infinity}']
+    for body in bombs:
+        status, error = raw(server[0], "POST", path, body, JSON)
+        assert_error(status, error, 400)
+        assert error["error"]["code"] == "invalid_json", error
+    status, error = raw(server[0], "POST", path, bombs[0], JSON)
+    assert "nests too deeply" in error["error"]["message"]
+
+
+def test_an_all_opaque_mask_is_refused_naming_the_mask(client):
+    opaque = Image.new("RGBA", (128, 128), (0, 0, 0, 255))
+    with pytest.raises(openai.BadRequestError) as e:
+        client.images.edit(image=("in.png", png(noise(1)), "image/png"), mask=("m.png", png(opaque), "image/png"),
+                           prompt="change it")
+    assert e.value.param == "mask" and "nothing to change" in e.value.message
+
+
+TOO_LONG_FOR_THE_CONTEXT = "draw " + " ".join(f"q{i}" for i in range(700))   # 3394 characters, 2278 ids > 1024
+
+
+def test_a_stream_that_fails_before_its_first_event_gets_its_status(client, server):
+    assert len(TOO_LONG_FOR_THE_CONTEXT) < 4000                     # under the character limit: only the model refuses
+    with pytest.raises(openai.BadRequestError) as e:
+        client.images.generate(prompt=TOO_LONG_FOR_THE_CONTEXT, stream=True, partial_images=1)
+    assert e.value.status_code == 400 and e.value.code == "context_length_exceeded" and e.value.param == "prompt"
+    with pytest.raises(openai.BadRequestError) as e:
+        client.responses.create(input=TOO_LONG_FOR_THE_CONTEXT, tools=TOOLS, stream=True)
+    assert e.value.param == "input" and "context" in e.value.message
+    body = json.dumps({"message": TOO_LONG_FOR_THE_CONTEXT}).encode()
+    status, error = raw(server[0], "POST", "/api/chat", body, JSON)
+    assert_error(status, error, 400, "message")
+    with pytest.raises(openai.BadRequestError) as e:                    # and without streaming, the same
+        client.images.generate(prompt=TOO_LONG_FOR_THE_CONTEXT)
+    assert e.value.param == "prompt"
+
+
+class FailsAfterItsFirstWord:
+    """A stand-in model whose reply fails after its first word: the stream has begun (200 sent)."""
+    name = "fails-midway"
+
+    def chat(self, **_):
+        def stream(*_, **__):
+            yield SimpleNamespace(kind="text", text="Sure")
+            raise RuntimeError("the model broke")
+        return SimpleNamespace(stream=stream)
+
+
+def test_failures_after_a_stream_began_are_error_events():
+    with serve(FailsAfterItsFirstWord(), ServerConfig()) as (url, _):
+        client = openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0, timeout=60)
+        with pytest.raises(openai.APIError) as e:                       # the official client raises from the event
+            list(client.images.generate(prompt="a star", stream=True))
+        assert e.value.code == "internal_error" and "model failed" in e.value.message
+        for path, body, before in (("/v1/images/generations", {"prompt": "a star", "stream": True}, 0),
+                                   ("/api/chat", {"message": "a star"}, 1),           # the word, then the error
+                                   ("/v1/responses", {"input": "a star", "stream": True}, None)):
+            status, text = raw(url, "POST", path, json.dumps(body).encode(), JSON)
+            assert status == 200, text
+            events = sse_events(text)
+            error = events[-1]
+            assert error["type"] == "error" and set(error["error"]) == {"message", "type", "code", "param"}
+            assert error["error"]["type"] == "server_error" and error["message"] == error["error"]["message"]
+            assert error["sequence_number"] == (len(events) - 1 if before is None else before), events
+        # the Responses stream numbers its error with the rest, and the client's event type reads it
+        assert [e["sequence_number"] for e in events] == list(range(len(events)))
+        assert openai.types.responses.ResponseErrorEvent.model_validate(events[-1]).code == "internal_error"
+
+
+def test_stream_error_event_shape():
+    error = APIError(504, "too slow", code="timeout")
+    streamer = ResponseEvents({}, "msg", "ig", ImageOptions(), "generate")
+    events = streamer.start() + streamer.error(error)
+    assert events[-1] == {"type": "error", "sequence_number": 2, "code": "timeout", "message": "too slow",
+                          "param": None, "error": {"message": "too slow", "type": "timeout_error", "code": "timeout",
+                                                   "param": None}}
+
+
+# --- browsers and keys ---------------------------------------------------------------------------------------
+EVIL = "http://evil.example"
+
+
+def test_cross_origin_pages_and_foreign_hosts_are_refused(server):
+    url, app = server
+    port = url.rsplit(":", 1)[1]
+    served = app.state.worker.served
+    # a "simple" cross-origin POST (no preflight): what any web page can send to a local server
+    for path, body in (("/v1/images/generations", {"prompt": "a star"}), ("/api/chat", {"message": "a star"}),
+                       ("/v1/responses", {"input": "a star"})):
+        status, error = raw(url, "POST", path, json.dumps(body).encode(),
+                            {"Content-Type": "text/plain", "Origin": EVIL})
+        assert_error(status, error, 403)
+        assert error["error"]["code"] == "origin_not_allowed" and "--allow-origin" in error["error"]["message"]
+    for origin in ("null", f"http://localhost:{int(port) + 1}", f"https://127.0.0.1:{port}"):
+        assert raw(url, "GET", "/v1/models", headers={"Origin": origin})[0] == 403, origin
+    # DNS rebinding: the page's own name in Host, its own origin too
+    for host in (f"evil.example:{port}", "evil.example", f"127.0.0.1.evil.example:{port}"):
+        for path in ("/health", "/api/session/resp_x", "/"):
+            status, error = raw(url, "GET", path, headers={"Host": host, "Origin": f"http://{host}"})
+            assert_error(status, error, 403)
+            assert error["error"]["code"] == "host_not_allowed" and "--allow-host" in error["error"]["message"]
+    assert app.state.worker.served == served                             # nothing was drawn
+    # the server's own page, under any loopback name, and clients without an Origin, are served
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}"):
+        for origin in (f"http://{host}", f"http://127.0.0.1:{port}", f"http://localhost:{port}", None):
+            headers = {"Host": host, **({"Origin": origin} if origin else {})}
+            assert raw(url, "GET", "/v1/models", headers=headers)[0] == 200, headers
+    assert raw(url, "GET", "/", headers={"Host": f"localhost:{port}"})[0] == 200
+
+
+def test_allow_origin_and_allow_host(drawing_model):
+    config = ServerConfig(session_defaults=DEFAULTS, allowed_origins=("http://app.example:3000",),
+                          allowed_hosts=("mybox.local",))
+    with serve(drawing_model, config) as (url, _):
+        page = {"Origin": "http://app.example:3000"}
+        status, headers, r = raw_with_headers(url, "POST", "/v1/images/generations",
+                                              json.dumps({"prompt": "a star"}).encode(),
+                                              {**page, "Content-Type": "text/plain"})
+        assert status == 200 and picture(r["data"][0]["b64_json"]).size == (128, 128)
+        assert headers["access-control-allow-origin"] == "http://app.example:3000"     # the page may read it
+        status, headers, _ = raw_with_headers(url, "OPTIONS", "/v1/responses", headers={
+            **page, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization"})
+        assert status == 200 and headers["access-control-allow-origin"] == "http://app.example:3000"
+        assert raw(url, "GET", "/v1/models", headers={"Origin": "http://app.example:3001"})[0] == 403
+        assert raw(url, "GET", "/v1/models", headers={"Origin": EVIL})[0] == 403
+        port = url.rsplit(":", 1)[1]
+        assert raw(url, "GET", "/v1/models", headers={"Host": f"mybox.local:{port}",
+                                                      "Origin": f"http://mybox.local:{port}"})[0] == 200
+        assert raw(url, "GET", "/v1/models", headers={"Host": f"MyBox.Local:{port}"})[0] == 200
+        assert raw(url, "GET", "/v1/models", headers={"Host": f"other.local:{port}"})[0] == 403
+
+
+@pytest.mark.parametrize("argv, word", [(["--allow-origin", "app.example"], "--allow-origin"),
+                                        (["--allow-origin", "http://app.example/page"], "--allow-origin"),
+                                        (["--allow-host", "http://mybox.local"], "--allow-host")])
+def test_cli_refuses_malformed_allow_flags(argv, word, capsys):
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert run_server(parser.parse_args(argv)) == 2
+    assert word in capsys.readouterr().err
+
+
+def test_cli_allow_flags_reach_the_config():
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--allow-origin", "http://a.example", "--allow-origin", "https://b.example:8443",
+                              "--allow-host", "mybox.local"])
+    assert args.allow_origin == ["http://a.example", "https://b.example:8443"] and args.allow_host == ["mybox.local"]
+
+
+API_ROUTES = [("GET", "/v1/models"), ("GET", "/v1/models/mmgen"), ("POST", "/v1/images/generations"),
+              ("POST", "/v1/images/edits"), ("POST", "/v1/responses"), ("GET", "/v1/responses/resp_x"),
+              ("DELETE", "/v1/responses/resp_x"), ("POST", "/api/chat"), ("GET", "/api/session/resp_x")]
+
+
+def test_api_key_on_every_api_route_and_not_on_the_page(server, client, tiny_model):
+    url, _ = server
+    body = json.dumps({"prompt": "a star", "input": "a star", "message": "a star"}).encode()
+    for method, path in API_ROUTES:
+        for auth, code in (("", "missing_api_key"), ("Bearer wrong", "invalid_api_key"),
+                           ("Basic x", "missing_api_key")):
+            status, error = raw(url, method, path, body if method == "POST" else b"", {**JSON, "Authorization": auth})
+            assert_error(status, error, 401)
+            assert error["error"]["code"] == code, (method, path, auth)
+    # the page loads without the key, and learns that it must ask for one
+    for path in ("/", "/static/app.js", "/static/style.css", "/health"):
+        assert raw(url, "GET", path, headers={"Authorization": ""})[0] == 200, path
+    status, config = raw(url, "GET", "/api/config", headers={"Authorization": ""})
+    assert status == 200 and config["auth"] is True
+    # the official client with api_key= works (every test here uses it); the page's route with the key too
+    assert [m.id for m in client.models.list()] == [tiny_model.name]
+    status, text = raw(url, "POST", "/api/chat", json.dumps({"message": "hello", "picture": "never"}).encode(), JSON)
+    assert status == 200 and sse_events(text)[-1]["type"] == "done"
+
+
+# --- sizes -------------------------------------------------------------------------------------------------
+def test_size_1024_is_the_picture_upscaled_crisply(client):
+    small = client.images.generate(prompt="a red circle", size="128x128", extra_body={"seed": 11})
+    big = client.images.generate(prompt="a red circle", size="1024x1024", extra_body={"seed": 11})
+    assert big.size == "1024x1024" and small.size == "128x128"
+    image = picture(big.data[0].b64_json)
+    assert image.format == "PNG" and image.size == (1024, 1024)
+    assert image.info["mmgen:prompt"] == "a red circle"                    # provenance survives the upscale
+    pixels = np.asarray(image.convert("RGB"), np.float64)
+    boxed = pixels.reshape(128, 8, 128, 8, 3).mean(axis=(1, 3))            # downsampled by 8, box filter
+    original = np.asarray(picture(small.data[0].b64_json).convert("RGB"), np.float64)
+    assert original.std() > 5 and np.abs(boxed - original).max() <= 2
+    assert pixels.reshape(128, 8, 128, 8, 3).std(axis=(1, 3)).max() == 0   # crisp: each pixel an 8 × 8 block
+
+
+def border_median(image: np.ndarray) -> np.ndarray:
+    border = np.concatenate([image[0], image[-1], image[1:-1, 0], image[1:-1, -1]])
+    return np.round(np.median(border, axis=0))
+
+
+@pytest.mark.parametrize("size", ["1536x1024", "1024x1536"])
+def test_non_square_sizes_are_letterboxed_on_the_pictures_background(client, size):
+    width, height = map(int, size.split("x"))
+    r = client.images.generate(prompt="a blue star", size=size, extra_body={"seed": 12})
+    square = client.images.generate(prompt="a blue star", size="1024x1024", extra_body={"seed": 12})
+    small = client.images.generate(prompt="a blue star", extra_body={"seed": 12})
+    assert r.size == size
+    image = np.asarray(picture(r.data[0].b64_json).convert("RGB"))
+    assert image.shape == (height, width, 3)
+    left, top = (width - 1024) // 2, (height - 1024) // 2
+    inner = image[top:top + 1024, left:left + 1024]
+    assert np.array_equal(inner, np.asarray(picture(square.data[0].b64_json).convert("RGB")))
+    bars = np.concatenate([image[:, :left].reshape(-1, 3), image[:, left + 1024:].reshape(-1, 3),
+                           image[:top].reshape(-1, 3), image[top + 1024:].reshape(-1, 3)])
+    colour = border_median(np.asarray(picture(small.data[0].b64_json).convert("RGB"), np.float64))
+    assert len(bars) == width * height - 1024 * 1024 and (bars == colour).all()
+
+
+def test_sizes_for_edits_streams_and_the_image_tool(client):
+    r = client.images.edit(image=("in.png", png(noise(8)), "image/png"), prompt="make it blue", size="512x512")
+    assert r.size == "512x512" and picture(r.data[0].b64_json).size == (512, 512)
+    events = list(client.images.generate(prompt="a star", size="256x256", stream=True, partial_images=1))
+    assert [picture(e.b64_json).size for e in events] == [(256, 256)] * 2 and events[0].size == "256x256"
+    response = client.responses.create(input="draw a star", tool_choice=DRAW,
+                                       tools=[{"type": "image_generation", "size": "1024x1536"}])
+    call = image_call(response)
+    assert call.size == "1024x1536" and picture(call.result).size == (1024, 1536)
+    with pytest.raises(openai.BadRequestError) as e:
+        client.images.generate(prompt="a star", size="1792x1024")
+    assert e.value.param == "size" and "1024x1024" in e.value.message and "1536x1024" in e.value.message
+
+
+def test_fit_picture_letterboxes_transparent_pictures_transparent():
+    image = Image.new("RGBA", (128, 128), (0, 0, 0, 0))
+    image.paste((200, 30, 30, 255), (40, 40, 88, 88))
+    out = fit_picture(image, (1536, 1024))
+    assert out.mode == "RGBA" and out.size == (1536, 1024)
+    a = np.asarray(out)
+    assert (a[:, :256] == 0).all() and (a[:, -256:] == 0).all()
+    assert (a[40 * 8:88 * 8, 256 + 40 * 8:256 + 88 * 8] == (200, 30, 30, 255)).all()
+    assert fit_picture(image, (128, 128)) is image
 
 
 # --- the one worker: concurrency, queue, timeouts, shutdown ---------------------------------------------------

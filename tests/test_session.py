@@ -9,7 +9,9 @@ import torch
 from PIL import Image
 
 from mmgen.imageutil import TRAINED_ALGORITHMIC_MEDIA
-from mmgen.session import PREVIEW_MARGIN, ChatSession, SessionError, preview_image
+from mmgen.inputs import check_text
+from mmgen.session import PREVIEW_MARGIN, ChatSession, SessionError, Settings, preview_image
+from mmgen.settings import SamplingConfig
 from mmgen.stream import IMAGE_TOKENS
 
 
@@ -116,6 +118,20 @@ def test_saved_pictures_carry_provenance(tiny_model, tmp_path):
         assert "mmgen:prompt" not in im.info and "XML:com.adobe.xmp" not in im.info
 
 
+def test_batch_pictures_each_have_their_own_provenance_id(tiny_model, tmp_path):
+    reply = draw(tiny_model.chat(seed=4), n=3)
+    assert len(reply.ids) == 3 == len(set(reply.ids)) and reply.id == reply.ids[0]
+    metas = []
+    for i in range(3):
+        with Image.open(reply.save(tmp_path / f"{i}.png", index=i)) as im:
+            metas.append(im.info)
+    assert [m["mmgen:id"] for m in metas] == reply.ids
+    assert [m["mmgen:batch"] for m in metas] == ["1/3", "2/3", "3/3"]     # seed 4, n 3, this place draws it again
+    assert {m["mmgen:seed"] for m in metas} == {"4"}
+    with Image.open(draw(tiny_model.chat(seed=4)).save(tmp_path / "one.png")) as im:
+        assert "mmgen:batch" not in im.info                                  # a single picture is no batch
+
+
 def test_transparent_background(tiny_model):
     img = draw(tiny_model.chat(seed=4, background="transparent")).image
     assert img.mode == "RGBA"
@@ -129,7 +145,7 @@ def test_moderation_refuses_with_an_ordinary_reply(tiny_model):
     assert not draw(chat).refused
 
 
-@pytest.mark.parametrize("bad", ["", "   ", "x" * 100_000, "bin\x00ary", 42, None])
+@pytest.mark.parametrize("bad", ["", "   ", "x" * 100_000, "bin\x00ary", 42, None, "draw a red circle \udcff"])
 def test_bad_messages_are_refused_clearly_and_the_session_survives(tiny_model, bad):
     chat = tiny_model.chat(seed=0)
     with pytest.raises(SessionError):
@@ -153,11 +169,35 @@ def test_bad_pictures_and_settings(tiny_model, tmp_path):
         tiny_model.chat(temperature="hot")
     with pytest.raises(SessionError, match="word_temperature"):
         chat.send("draw", word_temperature=-0.5)
-    assert tiny_model.chat(word_temperature=0.8).settings.sampling().text_temperature == 0.8
+    assert tiny_model.chat(word_temperature=0.8).settings.sampling().word_temperature == 0.8
     assert chat.conversation.turns == ()
     # a greyscale picture of another size is converted and accepted
     reply = chat.send("what is this?", image=Image.new("L", (50, 70), 128), picture="never")
     assert chat.conversation.turns[0].codes is not None and reply.image is None
+
+
+def test_one_settings_object_from_the_session_to_the_sampler(tiny_model):
+    # one name and one default per knob: the sampler's view is the session's settings
+    assert tiny_model.chat().settings.sampling() == SamplingConfig() == Settings().sampling()
+    chat = tiny_model.chat(seed=0, picture="always", word_temperature=0.5, max_words=4)
+    assert chat.settings.sampling() == SamplingConfig(picture="always", word_temperature=0.5, max_words=4)
+    assert chat.send("draw a star").image is not None                                    # the session's picture
+    assert chat.send("what is it?", picture="never").image is None                       # one call's
+    chat.set(picture="never")
+    assert chat.send("draw a star").image is None
+    with pytest.raises(SessionError, match="picture must be one of"):
+        chat.send("draw", picture="sometimes")
+
+
+def test_text_that_is_not_utf8_is_refused_with_one_clear_sentence(tiny_model):
+    chat = tiny_model.chat(seed=0)
+    with pytest.raises(ValueError, match="not UTF-8") as e:          # SessionError is a ValueError
+        chat.send("draw a red circle \udcff")
+    assert isinstance(e.value, SessionError) and "TextInputSequence" not in str(e.value)
+    with pytest.raises(SessionError) as same:
+        check_text("\udcff", "the message")
+    assert str(same.value) == str(e.value)                           # the sentence every way in gives
+    assert chat.conversation.turns == ()
 
 
 def test_one_shot_helpers(tiny_model):

@@ -21,9 +21,9 @@ def prompts(stream):
 
 def codes(model, stream, *, seed, drafter=None, n=1, k=4, stats=None, max_steps=None, **config):
     cond, uncond = prompts(stream)
-    cfg = SamplingConfig(max_text_tokens=0, **config)
-    steps = list(generate_ids(model, stream, cond, uncond, config=cfg, n=n, seed=seed, require_image=True,
-                              drafter=drafter, draft_k=k, stats=stats, max_steps=max_steps))
+    cfg = SamplingConfig(max_words=0, picture="always", draft_k=k, **config)
+    steps = list(generate_ids(model, stream, cond, uncond, config=cfg, n=n, seed=seed, drafter=drafter, stats=stats,
+                              max_steps=max_steps))
     return [[s.tokens[r] for s in steps] for r in range(n)]
 
 
@@ -138,8 +138,8 @@ def test_region_edits_never_change_a_code_outside_the_mask(tiny_lm, tiny_stream,
             "neighbours": lambda: NeighbourDrafter(tiny_table, original)}[drafter]
     cond, uncond = prompts(tiny_stream)
     for seed in range(3):
-        steps = list(generate_ids(tiny_lm, tiny_stream, cond, uncond, config=SamplingConfig(max_text_tokens=0),
-                                  seed=seed, require_image=True, drafter=make(), fixed=fixed))
+        steps = list(generate_ids(tiny_lm, tiny_stream, cond, uncond, seed=seed, drafter=make(), fixed=fixed,
+                                  config=SamplingConfig(max_words=0, picture="always")))
         out = [s.tokens[0] - tiny_stream.image_offset for s in steps[1:1 + IMAGE_TOKENS]]
         assert all(o == c for o, c, m in zip(out, original, mask) if not m)
         assert any(o != c for o, c, m in zip(out, original, mask) if m)     # the inside is sampled anew
@@ -150,10 +150,10 @@ def test_drafted_words_leave_the_reply_unchanged(tiny_lm, tiny_stream, tiny_tabl
     """Words drafted from a table that knows the greedy reply are kept, several per pass; drafts
     from one that knows only wrong words are all refused. The reply and picture are the same."""
     cond, uncond = prompts(tiny_stream)
-    config = SamplingConfig(max_text_tokens=12, temperature=0.0)
+    config = SamplingConfig(max_words=12, temperature=0.0, picture="always", draft_k=4)
     def run(drafter=None, stats=None):
         return [s.tokens[0] for s in generate_ids(tiny_lm, tiny_stream, cond, uncond, config=config, seed=0,
-                                                  require_image=True, drafter=drafter, draft_k=4, stats=stats)]
+                                                  drafter=drafter, stats=stats)]
     plain = run()
     reply = plain[:plain.index(tiny_stream.image_start) + 1]
     assert len(reply) > 4

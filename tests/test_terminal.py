@@ -3,6 +3,7 @@ terminal detection, in-place redraw, slash-command and /set parsing, and the Ter
 a tiny random model (commands, bad input, Ctrl-C, piped output without escape codes)."""
 from __future__ import annotations
 
+import argparse
 import base64
 import io
 import json
@@ -17,11 +18,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from mmgen.inputs import SessionError, check_text
 from mmgen.session import Settings
 from mmgen.termimage import (KITTY_CHUNK, RESET, UPPER_HALF, Canvas, _sixel_runs, detect, halfblocks, iterm, kitty,
                              kitty_delete, sixel)
-from mmgen.terminal import (CommandError, Terminal, WordWrap, parse_command, parse_path, parse_settings, parse_value,
-                            picture_name)
+from mmgen.terminal import (CommandError, Terminal, WordWrap, add_arguments, history_file, parse_command, parse_path,
+                            parse_settings, parse_value, picture_name)
 
 REPO = Path(__file__).resolve().parent.parent
 RED, GREEN, BLUE, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)
@@ -32,6 +34,13 @@ def one_thread():
     # like conftest's tiny models: two threads fighting over two busy cores are many times slower
     import torch
     torch.set_num_threads(1)
+
+
+def check_text_error(text: str) -> SessionError:
+    """The sentence the session refuses `text` with."""
+    with pytest.raises(SessionError) as e:
+        check_text(text, "the message")
+    return e.value
 
 
 def image_of(rows: list[list[tuple]]) -> Image.Image:
@@ -210,8 +219,9 @@ class Screen:
 
     def __init__(self, model, tmp_path, mode="none", stdout=None, **settings):
         self.out, self.err = stdout or io.StringIO(), io.StringIO()
+        settings = {"picture": "always", **settings}
         self.term = Terminal(model, model.chat(seed=0, max_words=4, **settings), out_dir=tmp_path / "pics",
-                             mode=mode, picture="always", lines=8, stdout=self.out, stderr=self.err)
+                             mode=mode, lines=8, stdout=self.out, stderr=self.err)
 
     def type(self, line: str) -> tuple[str, str]:
         """Handle one line; what it printed on stdout and stderr."""
@@ -242,7 +252,7 @@ def test_a_streamed_reply_on_screen_breaks_only_between_words(tmp_path):
     from types import SimpleNamespace
     text = "Here you go: " + ", ".join(["a small red circle in the top left"] * 6) + " on a white background."
     events = [SimpleNamespace(kind="text", text=text[:n]) for n in range(1, len(text) + 1, 4)]
-    events.append(SimpleNamespace(kind="done", reply=SimpleNamespace(text=text, images=[])))
+    events.append(SimpleNamespace(kind="done", reply=SimpleNamespace(text=text, images=[], ids=[])))
     stdout = io.StringIO()
     term = Terminal(None, SimpleNamespace(conversation=()), out_dir=tmp_path, mode="none", stdout=stdout)
     term.play(iter(events))
@@ -261,7 +271,7 @@ def test_messages_and_commands(tiny_model, tmp_path):
     first_id = im.info["mmgen:id"]
     out, _ = s.type("/set cfg=2 picture=never seed=11")
     assert out == "set cfg=2.0 picture=never seed=11\n"
-    assert s.term.chat.settings.cfg == 2.0 and s.term.picture == "never" and s.term.chat.seed == 11
+    assert s.term.chat.settings.cfg == 2.0 and s.term.chat.settings.picture == "never" and s.term.chat.seed == 11
     out, _ = s.type("what is it?")
     assert "saved" not in out and len(s.term.chat.conversation.turns) == 4
     out, _ = s.type("/history")
@@ -300,11 +310,13 @@ def test_every_mistake_is_one_line(tiny_model, tmp_path):
     (tmp_path / "folder").mkdir()
     cases = ["/bogus", "/set colour=red", "/set cfg=99", "/set cfg=abc", "/load", f"/load {tmp_path / 'missing.json'}",
              f"/load {damaged}", f"/load {junk}", f"/attach {tmp_path / 'missing.png'}", f"/attach {junk}",
-             f"/save {tmp_path / 'folder'}", "/undo now", "x" * 100_000, "bin\x00ary"]
+             f"/save {tmp_path / 'folder'}", "/undo now", "x" * 100_000, "bin\x00ary", "draw a red circle \udcff"]
     for line in cases:
         out, err = s.type(line)
         assert err.count("\n") == 1 and "Traceback" not in err, (line, err)
     assert s.term.chat.conversation.turns == () and s.term.chat.settings.cfg == Settings().cfg
+    out, err = s.type("draw a red circle \udcff")                # a paste that was not UTF-8
+    assert err.startswith("the message is not UTF-8 text") and "TextInputSequence" not in err
     out, err = s.type("/undo")
     assert out == "nothing to undo\n" and not err
     out, err = s.type("/retry")
@@ -335,23 +347,73 @@ def test_ctrl_c_stops_the_picture_not_the_program(tiny_model, tmp_path):
     out, _ = s.type("draw a red circle")                       # the next message works as usual
     assert "saved" in out and len(s.term.chat.conversation.turns) == 2
     assert out.count("\x1b[8A") == 17                          # 16 previews + the picture, all in place
-    # Ctrl-C or Ctrl-D at the prompt leaves quietly
-    for key in (KeyboardInterrupt, EOFError):
-        def read(prompt, key=key):
-            raise key
-        s.term.loop(read)
+    # Ctrl-D at the prompt leaves quietly
+    def read(prompt):
+        raise EOFError
+    s.term.loop(read)
+
+
+def keys(*typed):
+    """A read function for Terminal.loop: each item is a line, or KeyboardInterrupt for Ctrl-C;
+    past the end, Ctrl-D."""
+    pending = list(typed)
+
+    def read(prompt):
+        if not pending:
+            raise EOFError
+        item = pending.pop(0)
+        if item is KeyboardInterrupt:
+            raise KeyboardInterrupt
+        return item
+    return read
+
+
+def test_ctrl_c_at_the_prompt_says_how_to_leave_and_twice_leaves(tiny_model, tmp_path):
+    s = Screen(tiny_model, tmp_path)
+    s.term.banner()
+    assert "Ctrl-C twice leaves" in s.out.getvalue()
+    s.term.loop(keys(KeyboardInterrupt, "/history", KeyboardInterrupt, KeyboardInterrupt, "never read"))
+    out = s.out.getvalue()
+    assert out.count("Ctrl-C again, Ctrl-D or /quit leaves") == 2      # a line between: the first warns again
+    assert "not saved" not in out                                        # nothing to lose yet
+    s.type("draw a red circle")
+    before = len(s.out.getvalue())
+    s.term.loop(keys(KeyboardInterrupt, KeyboardInterrupt))
+    assert "this conversation is not saved (/save keeps it)" in s.out.getvalue()[before:]
+    s.type(f"/save {tmp_path / 'chat.json'}")
+    before = len(s.out.getvalue())
+    s.term.loop(keys(KeyboardInterrupt, KeyboardInterrupt))
+    assert "not saved" not in s.out.getvalue()[before:]
+
+
+def test_input_history_is_told_and_can_be_turned_off(tiny_model, tmp_path):
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert "--no-history" in parser.format_help() and "MMGEN_NO_HISTORY=1" in parser.format_help()
+    assert history_file(parser.parse_args([]), {}) == Path("~/.mmgen_history").expanduser()
+    assert history_file(parser.parse_args(["--history-file", str(tmp_path / "h")]), {}) == tmp_path / "h"
+    assert history_file(parser.parse_args(["--no-history"]), {}) is None
+    assert history_file(parser.parse_args([]), {"MMGEN_NO_HISTORY": "1"}) is None
+    assert history_file(parser.parse_args([]), {"MMGEN_NO_HISTORY": "0"}) is not None
+    out = io.StringIO()
+    Terminal(tiny_model, tiny_model.chat(), out_dir=tmp_path, mode="none", history=tmp_path / "h", stdout=out).banner()
+    assert f"kept in {tmp_path / 'h'}" in out.getvalue() and "--no-history" in out.getvalue()
+    out = io.StringIO()
+    Terminal(tiny_model, tiny_model.chat(), out_dir=tmp_path, mode="none", stdout=out).banner()
+    assert "kept in" not in out.getvalue()
 
 
 def test_piped_chat_has_no_escape_codes(tiny_checkpoints, tmp_path):
     """`python chat.py` with stdin and stdout piped: words and saved paths, no picture, no escapes."""
-    script = "/set max_words=4\ndraw a red circle\n/history\n/bogus\n"
+    script = "/set max_words=4\ndraw a red circle\n/history\n/bogus\ndraw a \udcff circle\n"   # \udcff: the byte 0xff
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, str(REPO / "chat.py"), "--checkpoints", str(tiny_checkpoints), "--out",
-                           str(tmp_path / "pics"), "--picture", "always", "--seed", "3"],
-                          input=script, capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
+                           str(tmp_path / "pics"), "--picture", "always", "--seed", "3"], input=script,
+                          capture_output=True, text=True, errors="surrogateescape", env=env, timeout=300, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "\x1b" not in done.stdout and UPPER_HALF not in done.stdout
-    assert done.stderr == "unknown command /bogus; /help lists the commands\n"
+    assert done.stderr.splitlines() == ["unknown command /bogus; /help lists the commands",
+                                        str(check_text_error("\udcff"))]
     saved = re.search(r"saved (\S+\.png)", done.stdout).group(1)
     assert Path(saved).is_file() and "  2 mmgen:" in done.stdout and done.stdout.endswith("bye\n")
     bad = subprocess.run([sys.executable, str(REPO / "chat.py"), "--checkpoints", str(tmp_path / "nowhere")],

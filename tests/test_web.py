@@ -161,3 +161,94 @@ def test_chat_page_on_the_shipped_model_draws_what_was_asked(shipped_model, tmp_
                 shutil.copy(shot, "/tmp/mmgen-web-shipped.png")
         finally:
             browser.close()
+
+
+def visible_in_log(page, selector: str) -> bool:
+    """Whether the element is wholly inside the conversation's visible area (not under the footer)."""
+    return page.evaluate("""(sel) => {
+        const el = document.querySelectorAll(sel); const last = el[el.length - 1];
+        const box = last.getBoundingClientRect(), log = document.getElementById('log').getBoundingClientRect();
+        const footer = document.querySelector('footer').getBoundingClientRect();
+        return box.top >= log.top && box.bottom <= log.bottom && box.bottom <= footer.top;
+    }""", selector)
+
+
+def test_chat_page_long_paste_box_height_and_error_bubbles(drawing_model):
+    """A paste over the limit is kept whole and the page says so (no silent cut, nothing sent); the box
+    shrinks back after sending; an error bubble is scrolled into view, not left under the footer."""
+    with serve(drawing_model, ServerConfig(session_defaults={"max_words": 3})) as (url, _app), \
+            sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 820, "height": 600})
+            page.goto(url)
+            page.wait_for_selector("body[data-ready=true]")
+            page.select_option("#picture", "never")                  # words only: quick turns
+            one_row = page.evaluate("document.getElementById('prompt').offsetHeight")
+
+            page.focus("#prompt")
+            page.keyboard.insert_text("x" * 4500)                       # as a paste arrives
+            assert len(page.input_value("#prompt")) == 4500              # not cut at 4,000
+            status = page.inner_text("#status")
+            assert "4,500 characters" in status and "4,000" in status, status
+            assert page.evaluate("document.getElementById('status').classList.contains('error')")
+            page.press("#prompt", "Enter")
+            assert page.locator(".msg").count() == 0 and len(page.input_value("#prompt")) == 4500
+            page.fill("#prompt", "x" * 4000)                             # at the limit: fine again
+            assert page.inner_text("#status") == ""
+
+            # the box grows with its lines and shrinks back once the message is sent
+            page.fill("#prompt", "")
+            for i in range(12):
+                page.keyboard.type(f"line {i}")
+                page.keyboard.press("Shift+Enter")
+            grown = page.evaluate("document.getElementById('prompt').offsetHeight")
+            assert grown > 2 * one_row
+            page.press("#prompt", "Enter")
+            page.wait_for_selector("#send:not([hidden])")
+            page.wait_for_function("document.querySelectorAll('.msg.assistant:not(.error)').length === 1")
+            assert page.evaluate("document.getElementById('prompt').offsetHeight") == one_row
+            page.fill("#prompt", "\n".join(f"more {i}" for i in range(12)))
+            page.press("#prompt", "Enter")
+            page.wait_for_function("document.querySelectorAll('.msg.assistant:not(.error)').length === 2")
+            page.wait_for_selector("#send:not([hidden])")
+            assert page.evaluate("(log => log.scrollHeight > log.clientHeight)(document.getElementById('log'))")
+
+            # a request the server refuses: the error bubble is in view, whole
+            page.fill("#seed", "99999999999")
+            page.fill("#prompt", "draw a star")
+            page.press("#prompt", "Enter")
+            page.wait_for_selector(".msg.assistant.error")
+            page.wait_for_selector("#send:not([hidden])")
+            assert "seed" in page.inner_text(".msg.assistant.error")
+            assert visible_in_log(page, ".msg.assistant.error")
+        finally:
+            browser.close()
+
+
+def test_chat_page_asks_for_the_api_key(drawing_model):
+    """With --api-key the page still loads, says it needs the key when a turn is refused, and works once
+    the key is entered."""
+    with serve(drawing_model, ServerConfig(api_key="page-key", session_defaults={"max_words": 3})) as (url, _app), \
+            sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 820, "height": 700})
+            page.goto(url)
+            page.wait_for_selector("body[data-ready=true]")
+            assert page.is_visible("#keybar")
+            page.select_option("#picture", "never")
+            page.fill("#prompt", "hello")
+            page.press("#prompt", "Enter")
+            page.wait_for_selector(".msg.assistant.error")
+            assert "API key" in page.inner_text(".msg.assistant.error")
+            page.fill("#key", "page-key")
+            page.dispatch_event("#key", "change")
+            page.wait_for_selector("#send:not([hidden])")
+            page.fill("#prompt", "hello again")
+            page.press("#prompt", "Enter")
+            page.wait_for_function("document.querySelectorAll('.msg.assistant:not(.error)').length === 1",
+                                   timeout=60_000)
+            assert page.locator(".msg.assistant.error").count() == 1      # only the first, refused, turn
+        finally:
+            browser.close()

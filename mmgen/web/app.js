@@ -10,6 +10,8 @@ const state = {
   exchanges: [],            // [{id, previous, nodes: [user bubble, reply bubble]}]
   attachment: null,         // data URL of a picture to send with the next message
   controller: null,         // AbortController of the turn in flight
+  maxChars: 4000,           // the server's limit on a message (from /api/config)
+  tooLong: false,           // the message in the box is over it
 };
 
 function headers(extra = {}) {
@@ -29,12 +31,17 @@ function remember(id) {
 }
 
 async function errorText(response) {
+  let message = `${response.status} ${response.statusText}`;
   try {
     const body = await response.json();
-    return body.error?.message || `${response.status} ${response.statusText}`;
-  } catch {
-    return `${response.status} ${response.statusText}`;
+    message = body.error?.message || message;
+  } catch { /* not JSON: the status line says it */ }
+  if (response.status === 401) {          // the server was started with --api-key: ask for it
+    $("keybar").hidden = false;
+    $("key").focus();
+    message = `This server needs its API key: enter it above, then send again. (${message})`;
   }
+  return message;
 }
 
 // --- bubbles ------------------------------------------------------------------------------------
@@ -82,6 +89,38 @@ function caption(fig, b64, imageId, seed) {
 
 function scrollDown() { $("log").scrollTop = $("log").scrollHeight; }
 
+function atBottom() {
+  const log = $("log");
+  return log.scrollHeight - log.scrollTop - log.clientHeight < 4;
+}
+
+// --- the message box: grows with its text (and shrinks back), says when the text is over the limit -------
+// The box has no maxlength: the browser would cut a longer paste silently. The text stays as pasted,
+// the status line says how much is over, and send() refuses it until it fits.
+function fitPrompt() {
+  const box = $("prompt");
+  const pinned = atBottom();             // a taller footer must not hide the end of the conversation
+  box.style.height = "auto";
+  if (box.value) box.style.height = `${box.scrollHeight}px`;
+  else box.style.height = "";             // empty: back to its one row
+  if (pinned) scrollDown();
+}
+
+function checkLength() {
+  const n = [...$("prompt").value.trim()].length;    // characters as the server counts them (code points)
+  const over = n > state.maxChars;
+  $("prompt").classList.toggle("over", over);
+  $("prompt").setAttribute("aria-invalid", String(over));
+  if (over) {
+    setStatus(`The message is ${n.toLocaleString("en")} characters; the limit is ` +
+              `${state.maxChars.toLocaleString("en")}. Shorten it by ${(n - state.maxChars).toLocaleString("en")} to send it.`, true);
+  } else if (state.tooLong) {
+    setStatus("");
+  }
+  state.tooLong = over;
+  return !over;
+}
+
 // --- server-sent events over fetch (EventSource cannot POST) ---------------------------------------
 async function* readEvents(response) {
   const reader = response.body.getReader();
@@ -105,6 +144,7 @@ async function* readEvents(response) {
 async function send() {
   const message = $("prompt").value.trim();
   if ((!message && !state.attachment) || state.controller) return;
+  if (!checkLength()) { $("prompt").focus(); return; }
   const body = {
     message,
     image: state.attachment,
@@ -123,6 +163,7 @@ async function send() {
   const progress = document.createElement("progress");
   progress.max = 16; progress.value = 0;
   $("prompt").value = "";
+  fitPrompt();
   clearAttachment();
   scrollDown();
 
@@ -173,6 +214,7 @@ async function send() {
       progress.remove();
       reply.querySelector("figure")?.remove();
       setStatus(err.message, true);
+      scrollDown();                            // the message made the bubble taller: keep it in view
     }
   } finally {
     state.controller = null;
@@ -225,6 +267,7 @@ function clearAttachment() {
 async function restore() {
   if (!state.current) return;
   const response = await fetch(`/api/session/${encodeURIComponent(state.current)}`, { headers: headers() });
+  if (response.status === 401) { setStatus(await errorText(response), true); return; }   // kept for when the key comes
   if (!response.ok) { remember(null); return; }
   const session = await response.json();
   const chain = session.chain;                 // [{id, previous}], oldest stored … current
@@ -254,10 +297,7 @@ async function init() {
   $("prompt").addEventListener("keydown", (e) => {
     if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); send(); }
   });
-  $("prompt").addEventListener("input", () => {
-    $("prompt").style.height = "auto";
-    $("prompt").style.height = `${$("prompt").scrollHeight}px`;
-  });
+  $("prompt").addEventListener("input", () => { fitPrompt(); checkLength(); });
   $("prompt").addEventListener("paste", (e) => {
     const file = [...e.clipboardData.files].find((f) => f.type.startsWith("image/"));
     if (file) { e.preventDefault(); attach(file); }
@@ -268,12 +308,16 @@ async function init() {
   $("undo").addEventListener("click", undo);
   $("new").addEventListener("click", newChat);
   $("key").value = localStorage.getItem("mmgen.key") || "";
-  $("key").addEventListener("change", () => { localStorage.setItem("mmgen.key", $("key").value.trim()); restore(); });
+  $("key").addEventListener("change", () => {
+    localStorage.setItem("mmgen.key", $("key").value.trim());
+    setStatus("");
+    if (!$("log").querySelector(".msg")) restore();       // the conversation a missing key kept from showing
+  });
   try {
     const config = await (await fetch("/api/config")).json();
     $("model").textContent = config.model;
     $("keybar").hidden = !config.auth;
-    $("prompt").maxLength = config.max_prompt_chars;
+    state.maxChars = config.max_prompt_chars;
     await restore();
   } catch (err) {
     setStatus(`cannot reach the server: ${err.message}`, true);

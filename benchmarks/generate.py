@@ -5,8 +5,12 @@ cache vs no cache, speculative vs plain, acceptance, memory. Batch 1 and 4; CPU 
     python benchmarks/generate.py --checkpoints PATH --repeats 5 --skip-nocache
     python benchmarks/generate.py --draft-k 4 8 12      # speculative variants at several draft lengths
     python benchmarks/generate.py --weights native int8 # also plain and speculative on int8 engine weights
+    python benchmarks/generate.py --previews-only --repeats 5   # streamed vs unstreamed only
 
 Pictures are sampled with a session's default settings (temperature, guidance), as a user gets them.
+Streamed vs unstreamed: the same picture (same seed, plain engine) drawn with no previews, with a
+preview per row as a chat streams them (session.PreviewCanvas: the tokenizer's preview table when
+it has one), and with today's decoder previews for comparison; each against unstreamed.
 Ratios are measured side by side in one run, alternating the variants each repeat, because
 this machine is noisy. Prints figures; asserts nothing about time.
 """
@@ -22,7 +26,7 @@ import torch
 import mmgen
 from mmgen.engine import WEIGHTS
 from mmgen.generate import engine_weights, generate_ids
-from mmgen.session import Settings, preview_image
+from mmgen.session import PreviewCanvas, Settings, preview_image
 from mmgen.neighbours import NeighbourTable
 from mmgen.speculative import CopyDrafter, ModelDrafter, NeighbourDrafter, SpeculationStats
 from mmgen.stream import IMAGE_SIDE, IMAGE_TOKENS, Conversation, Turn
@@ -36,13 +40,32 @@ def prompts(model, text=PROMPT):
             model.stream.encode(conv, generation_prompt=True, drop_last_user_text=True).ids)
 
 
-def one_picture(model, *, n=1, backend="engine", drafter=None, seed=0, draft_k=4) -> dict:
-    """Draw one turn; time prefill, first preview (row 1 decoded) and the whole picture."""
+PREVIEW_MODES = ("first", "none", "all", "decoder")
+
+
+def preview_canvas(model, previews: str) -> PreviewCanvas | None:
+    """What draws the previews: "all" as a chat streams them, "decoder" the same without the preview
+    table (the decoder previews a tokenizer without one gets), else none (the first preview is
+    timed on its own with preview_image)."""
+    if previews not in ("all", "decoder"):
+        return None
+    canvas = PreviewCanvas(model.vq)
+    if previews == "decoder":
+        canvas.table = None
+    return canvas
+
+
+def one_picture(model, *, n=1, backend="engine", drafter=None, seed=0, draft_k=4, previews="first") -> dict:
+    """Draw one turn; time prefill, first preview and the whole picture. previews (PREVIEW_MODES):
+    "first" only the first row's preview, "none" no previews (a picture sent, not streamed), "all"
+    a preview per row as a chat streams them, "decoder" the same with decoder previews."""
     cond, uncond = prompts(model)
     stats = SpeculationStats()
     t0 = time.perf_counter()
     first_step = first_preview = None
     codes, steps = [], 0
+    canvas = preview_canvas(model, previews)
+    shown = 0.0                                            # seconds spent on pixels: previews and the final decode
     config = Settings(picture="always", draft_k=draft_k).sampling()
     for step in generate_ids(model.lm, model.stream, cond, uncond, config=config, n=n, seed=seed,
                              backend=backend, drafter=drafter, stats=stats):
@@ -52,17 +75,49 @@ def one_picture(model, *, n=1, backend="engine", drafter=None, seed=0, draft_k=4
         t = step.tokens[0]
         if model.stream.is_image_id(t):
             codes.append(t - model.stream.image_offset)
+            if canvas is not None and len(codes) % IMAGE_SIDE == 0:
+                t1 = time.perf_counter()
+                canvas.image(codes)                        # what a chat streams: session.PreviewCanvas
+                shown += time.perf_counter() - t1
+            elif previews == "first" and len(codes) == IMAGE_SIDE:
+                preview_image(model.vq, codes)             # what a chat shows first: session.preview_image
             if len(codes) == IMAGE_SIDE and first_preview is None:
-                preview_image(model.vq, codes)             # what a chat shows: session.preview_image
                 first_preview = time.perf_counter() - t0
-    model.vq.decode(torch.tensor(codes).view(1, IMAGE_SIDE, IMAGE_SIDE))
+    # the final picture; a streamed one was decoded by its last preview (as ChatSession._decode reuses it)
+    t1 = time.perf_counter()
+    if canvas is None or canvas.decoded(codes) is None:
+        model.vq.decode(torch.tensor(codes).view(1, IMAGE_SIDE, IMAGE_SIDE))
+    shown += time.perf_counter() - t1
     total = time.perf_counter() - t0
-    return {"total": total, "prefill": first_step, "first_preview": first_preview, "steps": steps,
+    return {"total": total, "pixels": shown, "prefill": first_step, "first_preview": first_preview, "steps": steps,
             "per_step": (total - first_step) / max(1, steps - 1), "stats": stats, "codes": len(codes)}
 
 
 def median(rows, key):
     return statistics.median(r[key] for r in rows)
+
+
+def streamed_vs_unstreamed(model, repeats: int) -> None:
+    """Per picture: unstreamed, streamed (a preview per row) and streamed with decoder previews,
+    alternating every repeat on the same seed; ratios are medians of each repeat's own ratio."""
+    modes = {"unstreamed (no previews)": "none", "streamed (preview per row)": "all",
+             "streamed, decoder previews": "decoder"}
+    rows = {name: [] for name in modes}
+    for rep in range(repeats):
+        for name, mode in modes.items():
+            rows[name].append(one_picture(model, seed=rep, previews=mode))
+    table = "table" if model.vq.preview_patches is not None else "none: decoder previews"
+    print(f"\nstreamed vs unstreamed (plain engine, batch 1, preview table: {table}), median of {repeats}")
+    print("pixels s: the previews and the final decode (a streamed picture reuses its last preview's decode); "
+          "by pixels: the unstreamed picture plus this variant's extra pixel time, less noisy than the whole")
+    print(f"{'variant':<30} {'picture s':>9} {'pixels s':>9} {'vs unstreamed':>14} {'by pixels':>10}")
+    base = rows["unstreamed (no previews)"]
+    for name, runs in rows.items():
+        ratio = statistics.median(r["total"] / b["total"] for r, b in zip(runs, base))
+        extra = statistics.median(r["pixels"] - b["pixels"] for r, b in zip(runs, base))
+        by_pixels = 1 + extra / median(base, "total")
+        print(f"{name:<30} {median(runs, 'total'):9.3f} {median(runs, 'pixels'):9.3f} {ratio:13.3f}x "
+              f"{by_pixels:9.3f}x")
 
 
 def main() -> int:
@@ -77,6 +132,7 @@ def main() -> int:
                     help="how the engine holds the projections (default: what mmgen.load picks); a second "
                          "value adds its plain and speculative variants, on a second copy of the model")
     ap.add_argument("--skip-nocache", action="store_true", help="the uncached variant is slow; skip it")
+    ap.add_argument("--previews-only", action="store_true", help="only streamed vs unstreamed")
     ap.add_argument("--draft-k", type=int, nargs="+", default=[Settings.draft_k],
                     help="codes drafted per verify pass; several values give a variant each")
     args = ap.parse_args()
@@ -108,6 +164,9 @@ def main() -> int:
     if not args.skip_nocache:
         variants["no cache (engine recomputes all)"] = dict(backend="recompute")
     one_picture(model)                                   # warm-up: engine built, caches allocated
+    if args.previews_only:
+        streamed_vs_unstreamed(model, args.repeats)
+        return 0
     for n in (1, 4):
         results = {name: [] for name in variants}
         for rep in range(args.repeats):
@@ -135,6 +194,7 @@ def main() -> int:
                   f"{1e3 * median(rows, 'per_step'):8.2f} {n * IMAGE_TOKENS / total:8.0f} {accept:7.2f} {mean_len:8.2f} "
                   f"{words:10.2f}"
                   f"   ({base / total:.2f}x plain)")
+    streamed_vs_unstreamed(model, args.repeats)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"\npeak resident memory: {peak:.0f} MB")
     if torch.cuda.is_available():

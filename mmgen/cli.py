@@ -25,6 +25,7 @@ COMMANDS: list[tuple[tuple[str, ...], str, str]] = [
     (("data", "encode"), "mmgen.shards", "VQ-encode conversations once into a shard that training reads"),
     (("train", "vq"), "mmgen.train.vq", "train the image tokenizer"),
     (("train", "glyphs"), "mmgen.train.glyph_codes", "give the world's lettering exact tokenizer codes"),
+    (("train", "previews"), "mmgen.train.preview_table", "the per-code patch table that cheap previews paste"),
     (("train", "refiner"), "mmgen.train.refiner", "train the diffusion refiner that cleans decoded pictures"),
     (("train", "lm"), "mmgen.train.lm", "train the transformer on conversations"),
     (("train", "draft"), "mmgen.train.draft", "distil the draft model for speculative decoding"),

@@ -268,6 +268,7 @@ _EMULATION_LOCK = threading.Lock()
 
 
 GLYPH_FILE = "glyphs.safetensors"
+PREVIEW_FILE = "preview.safetensors"     # per-code preview patches (mmgen.train.preview_table)
 # A patch is a glyph's when its mean squared difference from the glyph's pixels is below this (in
 # [0, 1]² units; 0.004 ≈ an RMS of 16 grey levels): the world's pictures match exactly and a saved
 # JPEG of one still matches. A shape's square corner can match a letter's stem (1 patch in 38 400
@@ -350,6 +351,9 @@ class VQTokenizer(nn.Module):
         self.config = config or VQConfig()
         self.glyphs: GlyphCodes | None = None        # set by `set_glyphs` / `from_pretrained`
         self._glyph_row: torch.Tensor | None = None
+        # uint8 [codebook_size, 8, 8, 3]: what each code usually decodes to, for cheap previews
+        # while a picture is drawn (session.PreviewCanvas); set by `set_preview_patches` / `from_pretrained`
+        self.preview_patches: torch.Tensor | None = None
         cfg = self.config
         # FSQ works on len(levels) bounded channels; VQ on the full latent (it projects inside)
         qdim = len(cfg.fsq_levels) if cfg.quantizer == "fsq" else cfg.latent_channels
@@ -393,6 +397,15 @@ class VQTokenizer(nn.Module):
         """Give the lettering's patches their exact codes (see `GlyphCodes`); None removes them."""
         self.glyphs = glyphs
         self._glyph_row = None if glyphs is None else glyphs.lookup(self.codebook_size)
+
+    def set_preview_patches(self, patches: torch.Tensor | None) -> None:
+        """The per-code preview table, uint8 [codebook_size, 8, 8, 3]; None removes it."""
+        if patches is not None:
+            expected = (self.codebook_size, DOWNSAMPLE, DOWNSAMPLE, 3)
+            if tuple(patches.shape) != expected or patches.dtype != torch.uint8:
+                raise ValueError(f"a preview table is uint8 {list(expected)}; got {patches.dtype} {list(patches.shape)}")
+            patches = patches.cpu().contiguous()
+        self.preview_patches = patches
 
     # --- tensor paths (training and batched use) ---------------------------------------------
     def quantize(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -528,6 +541,9 @@ class VQTokenizer(nn.Module):
         if self.glyphs is not None:
             glyphs = self.glyphs.state()
             _atomic_write(path / GLYPH_FILE, lambda f: save_file(glyphs, f, metadata={"format": "pt"}))
+        if self.preview_patches is not None:
+            previews = {"patches": self.preview_patches}
+            _atomic_write(path / PREVIEW_FILE, lambda f: save_file(previews, f, metadata={"format": "pt"}))
         _atomic_write(path / "config.json",
                       lambda f: Path(f).write_text(json.dumps(self.config.to_dict(), indent=2) + "\n"))
 
@@ -545,6 +561,8 @@ class VQTokenizer(nn.Module):
         if (path / GLYPH_FILE).is_file():
             g = load_file(str(path / GLYPH_FILE))
             model.set_glyphs(GlyphCodes(g["ids"], g["base"], g["patches"], g.get("reserved")))
+        if (path / PREVIEW_FILE).is_file():
+            model.set_preview_patches(load_file(str(path / PREVIEW_FILE))["patches"])
         return model.to(device).eval()
 
 

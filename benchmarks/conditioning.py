@@ -33,6 +33,7 @@ from mmgen.train.common import autocast_dtype
 from mmgen.train.loss import StreamLoss, _positions, _slice_logits
 from mmgen.vq import VQTokenizer
 from mmgen.world.conversation import sample_conversation
+from mmgen.world import lettering
 from mmgen.world.render import text_box
 
 
@@ -110,6 +111,9 @@ def sign_part(args, vq, stream, loss_model) -> None:
     print(f"  under the letters, word ROT13    {wrong[under].mean():.4f}")
     print(f"  elsewhere, own word / ROT13      {own[~under].mean():.4f} / {wrong[~under].mean():.4f}")
     print(f"  gap under the letters            {(wrong[under] - own[under]).mean():.4f} nats per glyph code")
+    index = torch.cat([letter_index(c.turns[1].image.sign) for c in signed])
+    gaps = [f"{(wrong[index == i] - own[index == i]).mean():+.3f}" for i in range(int(index.max()) + 1)]
+    print(f"  gap by letter (1st, 2nd, …)      {' '.join(gaps)}")
 
 
 def edit_part(args, vq, stream, loss_model, image_loss, rotate) -> None:
@@ -135,6 +139,14 @@ def letter_cells(sign) -> torch.Tensor:
     cells = torch.zeros(16, 16, dtype=torch.bool)
     cells[int(y0 // 8):math.ceil(y1 / 8), int(x0 // 8):math.ceil(x1 / 8)] = True
     return cells.flatten()
+
+
+def letter_index(sign) -> torch.Tensor:
+    """[256] long, row-major: which letter of the word each code draws (−1 outside the letters)."""
+    index = torch.full((16, 16), -1, dtype=torch.long)
+    for i, (_, x, y) in enumerate(lettering.letter_cells(sign.word, sign.band)):
+        index[y // 8:(y + lettering.CELL_H) // 8, x // 8] = i
+    return index.flatten()
 
 
 def swap_word(text: str, word: str) -> str:

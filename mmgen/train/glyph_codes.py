@@ -117,9 +117,9 @@ def run(args) -> int:
     if args.lm and not args.lm_out:
         print("--lm needs --lm-out", file=sys.stderr)
         return 2
-    torch.set_grad_enabled(False)
-    vq = VQTokenizer.from_pretrained(args.vq)
-    glyphs, info = build(vq, args.usage_scenes)
+    with torch.no_grad():      # a context, not a global switch: `mmgen` commands also run in-process
+        vq = VQTokenizer.from_pretrained(args.vq)
+        glyphs, info = build(vq, args.usage_scenes)
     # only the table is written: the weights and config stay byte for byte as they were
     atomic_save_safetensors(glyphs.state(), Path(args.vq) / GLYPH_FILE,
                             metadata={"format": "pt", "info": json.dumps(info)})
@@ -127,7 +127,6 @@ def run(args) -> int:
           f"{info['codes_in_use']} codes in use on {info['usage_scenes']} scenes; "
           f"{info['distinct_base_codes']} distinct base codes")
     if args.lm:
-        torch.set_grad_enabled(True)
         copy_rows(args.lm, args.lm_out, glyphs)
         print(f"transformer with glyph rows → {args.lm_out}")
     return 0

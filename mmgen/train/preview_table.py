@@ -104,7 +104,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    torch.set_grad_enabled(False)
+    with torch.no_grad():      # a context, not a global switch: `mmgen` commands also run in-process
+        return _run(args)
+
+
+def _run(args) -> int:
     vq = VQTokenizer.from_pretrained(args.vq)
     table, info = build(vq, args.scenes)
     if args.check:

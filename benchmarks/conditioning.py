@@ -20,7 +20,6 @@ code, nats).
 from __future__ import annotations
 
 import argparse
-import math
 import re
 
 import torch
@@ -34,7 +33,6 @@ from mmgen.train.loss import StreamLoss, _positions, _slice_logits
 from mmgen.vq import VQTokenizer
 from mmgen.world.conversation import sample_conversation
 from mmgen.world import lettering
-from mmgen.world.render import text_box
 
 
 def held_out(n: int, keep) -> list:
@@ -102,7 +100,8 @@ def sign_part(args, vq, stream, loss_model) -> None:
     signed = held_out(args.n, lambda c: c.turns[0].task == "create" and c.turns[0].image is None
                       and c.turns[1].image is not None and c.turns[1].image.sign is not None)
     signs = [Conversation(c.turns[:2]) for c in world_to_stream(signed, CodeCache(vq.encode))]
-    under = torch.cat([letter_cells(c.turns[1].image.sign) for c in signed])
+    index = torch.cat([letter_index(c.turns[1].image.sign) for c in signed])
+    under = index >= 0
     rot13 = [Conversation(tuple(Turn(t.role, swap_word(t.text, w.turns[1].image.sign.word), codes=t.codes)
                                 for t in c.turns)) for c, w in zip(signs, signed)]
     own, wrong = per_code_loss(loss_model.lm, stream, signs), per_code_loss(loss_model.lm, stream, rot13)
@@ -111,7 +110,6 @@ def sign_part(args, vq, stream, loss_model) -> None:
     print(f"  under the letters, word ROT13    {wrong[under].mean():.4f}")
     print(f"  elsewhere, own word / ROT13      {own[~under].mean():.4f} / {wrong[~under].mean():.4f}")
     print(f"  gap under the letters            {(wrong[under] - own[under]).mean():.4f} nats per glyph code")
-    index = torch.cat([letter_index(c.turns[1].image.sign) for c in signed])
     gaps = [f"{(wrong[index == i] - own[index == i]).mean():+.3f}" for i in range(int(index.max()) + 1)]
     print(f"  gap by letter (1st, 2nd, …)      {' '.join(gaps)}")
 
@@ -131,14 +129,6 @@ def edit_part(args, vq, stream, loss_model, image_loss, rotate) -> None:
     print(f"  codes left as in the source      {kept.mean():.4f}  ({len(kept)} codes, "
           f"{len(kept) / (len(kept) + len(changed)):.0%}; mean p(copy) {p_copy.mean():.3f})")
     print(f"  codes the edit changes           {changed.mean():.4f}  ({len(changed)} codes)")
-
-
-def letter_cells(sign) -> torch.Tensor:
-    """[256] bool, row-major: the 8 × 8 cells the sign's letters touch."""
-    x0, y0, x1, y1 = text_box(sign)
-    cells = torch.zeros(16, 16, dtype=torch.bool)
-    cells[int(y0 // 8):math.ceil(y1 / 8), int(x0 // 8):math.ceil(x1 / 8)] = True
-    return cells.flatten()
 
 
 def letter_index(sign) -> torch.Tensor:

@@ -351,6 +351,7 @@ class VQTokenizer(nn.Module):
         self.config = config or VQConfig()
         self.glyphs: GlyphCodes | None = None        # set by `set_glyphs` / `from_pretrained`
         self._glyph_row: torch.Tensor | None = None
+        self._glyph_flags: torch.Tensor | None = None
         # uint8 [codebook_size, 8, 8, 3]: what each code usually decodes to, for cheap previews
         # while a picture is drawn (session.PreviewCanvas); set by `set_preview_patches` / `from_pretrained`
         self.preview_patches: torch.Tensor | None = None
@@ -389,14 +390,16 @@ class VQTokenizer(nn.Module):
         """Bool, shaped like `ids`: which ids are the lettering's own glyph codes."""
         if self.glyphs is None:
             return torch.zeros_like(ids, dtype=torch.bool)
-        flags = torch.zeros(self.codebook_size, dtype=torch.bool)
-        flags[self.glyphs.glyph_ids] = True
-        return flags.to(ids.device)[ids]
+        return self._glyph_flags.to(ids.device)[ids]
 
     def set_glyphs(self, glyphs: GlyphCodes | None) -> None:
         """Give the lettering's patches their exact codes (see `GlyphCodes`); None removes them."""
         self.glyphs = glyphs
         self._glyph_row = None if glyphs is None else glyphs.lookup(self.codebook_size)
+        self._glyph_flags = None
+        if glyphs is not None:                  # [codebook_size] bool: the reserved glyph ids
+            self._glyph_flags = torch.zeros(self.codebook_size, dtype=torch.bool)
+            self._glyph_flags[glyphs.glyph_ids] = True
 
     def set_preview_patches(self, patches: torch.Tensor | None) -> None:
         """The per-code preview table, uint8 [codebook_size, 8, 8, 3]; None removes it."""

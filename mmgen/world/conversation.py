@@ -109,13 +109,13 @@ def _create(current, rng, split):
     return "create", p.text, {"spec": p.spec}, p.reply, p.scene
 
 
-def _edit(current, rng, split):
-    e = sample_edit(current, rng, split)
+def _edit(current, rng, split, kind=None):
+    e = sample_edit(current, rng, split, kind=kind)
     return None if e is None else ("edit", e.text, {"edit": e.record}, e.reply, e.scene)
 
 
-def _ask(current, rng, split):
-    q = sample_question(current, rng, split)
+def _ask(current, rng, split, kind=None):
+    q = sample_question(current, rng, split, kind=kind)
     return None if q is None else ("ask", q.text, {"question": q.kind, "about": q.about, "answer": q.answer},
                                    q.answer, None)
 
@@ -148,13 +148,8 @@ def _sign_exchange(task, current, rng, split):
     if current is None and task == "create":
         return _sign_create(current, rng, split)
     if current is not None and current.sign is not None and rng.random() < SIGN_TASK_RATE:
-        if task == "edit":
-            e = sample_edit(current, rng, split, kind="word")
-            return None if e is None else ("edit", e.text, {"edit": e.record}, e.reply, e.scene)
-        if task == "ask":
-            q = sample_question(current, rng, split, kind="word")
-            return None if q is None else ("ask", q.text, {"question": q.kind, "about": q.about, "answer": q.answer},
-                                           q.answer, None)
+        if task in ("edit", "ask"):
+            return EXCHANGES[task](current, rng, split, kind="word")
     return EXCHANGES[task](current, rng, split)
 
 

@@ -91,20 +91,8 @@ def build_stream(args):
     return Stream(text, codebook), text
 
 
-def run(args, teacher_path: str | None = None) -> int:
-    """Train; with `teacher_path`, distil that transformer into this one (the draft model)."""
-    import torch
-    from accelerate import Accelerator
-    from tqdm import tqdm
-
-    from ..data import (CodeCache, batches, jsonl_conversations, prefetched, validation_conversations,
-                        world_conversations, world_conversations_parallel)
-    from ..model import add_image_positions, attention_implementation, build_model, count_parameters, load_model
-    from ..shards import ShardError, is_shard, read_shard, vq_fingerprint
-    from ..vq import VQTokenizer
-    from .common import autocast_dtype, save_lm_checkpoint, validation_loss
-    from .loss import StreamLoss
-
+def check_arguments(args) -> None:
+    """Refuse flag values that cannot train, with a message (before anything is loaded)."""
     if args.text_weight <= 0:
         raise SystemExit(f"mmgen train: --text-weight must be positive, not {args.text_weight}")
     if args.minutes is not None and args.minutes <= 0:
@@ -113,14 +101,11 @@ def run(args, teacher_path: str | None = None) -> int:
         raise SystemExit(f"mmgen train: --sign-rate must lie in [0, 1], not {args.sign_rate}")
     if args.workers < 0:
         raise SystemExit(f"mmgen train: --workers must be 0 or more, not {args.workers}")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    accelerator = Accelerator(mixed_precision=autocast_dtype())
-    device = accelerator.device
-    stream, text = build_stream(args)
-    vq = VQTokenizer.from_pretrained(args.vq).to(device).eval()
-    encode_images = lambda images: vq.encode(images)   # noqa: E731
 
+
+def load_or_build_model(args, stream, device):
+    """The transformer to train (resumed, from a pretrained LM, or new) and its progress record."""
+    from ..model import add_image_positions, attention_implementation, build_model, load_model
     progress = {"steps": 0, "tokens": 0, "wall_seconds": 0.0}
     if args.resume:
         model = load_model(args.out, device=device)
@@ -138,77 +123,153 @@ def run(args, teacher_path: str | None = None) -> int:
     model.config.mmgen_stream = {"text_vocab": stream.text_vocab, "codebook_size": stream.codebook_size,
                                  "special_tokens": list(stream.special), "image_offset": stream.image_offset}
     model.config.mmgen_preset = args.preset
+    return model, progress
+
+
+def training_source(args, stream, vq, cache, device, progress: dict, rank: int, world: int):
+    """Conversations to train on: a shard, a JSONL file, or the world (rendered here or in workers)."""
+    from ..data import jsonl_conversations, world_conversations, world_conversations_parallel
+    from ..shards import ShardError, is_shard, read_shard, vq_fingerprint
+    if args.data and is_shard(args.data):      # pictures already encoded: `mmgen data encode`
+        try:
+            return read_shard(args.data, codebook_size=stream.codebook_size, vq_fingerprint=vq_fingerprint(args.vq))
+        except ShardError as e:
+            raise SystemExit(f"mmgen train lm: {e}") from None
+    if args.data:
+        return jsonl_conversations(args.data, vq.encode)
+    # seeds continue where the last run stopped, so a resumed run sees new conversations
+    start = progress["steps"] * 997 + rank
+    if args.workers:
+        encode_pixels = lambda x: vq.encode_tensor(x.to(device).float() / 255)   # noqa: E731
+        return world_conversations_parallel(encode_pixels, workers=args.workers, split="train", start=start,
+                                            step=world, sign_rate=args.sign_rate)
+    return world_conversations(cache, split="train", start=start, step=world, sign_rate=args.sign_rate)
+
+
+def step_lr(args, step: int, start_step: int, elapsed: float | None) -> float:
+    """The learning rate of `step`: the cosine over --steps, or over this run's --minutes when
+    `elapsed` (the fraction of them gone) is given; a resumed run warms up again."""
+    if elapsed is None:
+        lr = lr_at(step, peak=args.lr, warmup=args.warmup, total=args.steps, min_ratio=args.min_lr_ratio)
+    else:             # the schedule runs over this run's minutes, warmup in steps as ever
+        lr = cosine(elapsed, peak=args.lr, min_ratio=args.min_lr_ratio)
+        if not args.resume:
+            lr *= min(1.0, (step - start_step + 1) / args.warmup)
+    if args.resume:   # Adam's moments start afresh (they are not shipped): warm up again
+        lr *= min(1.0, (step - start_step + 1) / RESUME_WARMUP)
+    return lr
+
+
+def record_validation(progress: dict, step: int, val: dict) -> None:
+    """The latest validation loss, and its point on the learning curve, which travels with the
+    checkpoint across resumed runs and sessions."""
+    progress["val"] = val
+    progress.setdefault("curve", []).append({"step": step, "tokens": progress["tokens"],
+                                             **{k: round(v, 4) for k, v in val.items()}})
+
+
+def make_optimizer(model, args):
+    """AdamW, with weight decay on matrices only (not on norms' gains)."""
+    import torch
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}],
+                             lr=args.lr, betas=(0.9, 0.95), fused=False)
+
+
+def load_teacher(path: str, stream, device):
+    """The frozen transformer a draft model is distilled from; its ids must be the stream's."""
+    from ..model import load_model
+    teacher = load_model(path, device=device)
+    if teacher.config.vocab_size != stream.vocab_size:
+        raise SystemExit(f"the teacher at {path} has {teacher.config.vocab_size} ids, the stream {stream.vocab_size}")
+    return teacher.requires_grad_(False)
+
+
+def out_of_time(accelerator, mine: bool) -> bool:
+    """Whether this run's minutes are spent; with several processes, every rank stops at the same step."""
+    import torch
+    if accelerator.num_processes == 1:
+        return mine
+    return bool(accelerator.reduce(torch.tensor(float(mine), device=accelerator.device), "max"))
+
+
+def record_run(progress: dict, args, processes: int) -> None:
+    """Each run's data mix and schedule travel with the checkpoint beside its learning curve."""
+    from .common import autocast_dtype
+    progress.setdefault("runs", []).append({
+        "from_step": progress["steps"], "sign_rate": args.sign_rate, "lr": args.lr, "batch_tokens": args.batch_tokens,
+        "minutes": args.minutes, "autocast": autocast_dtype(), "processes": processes})
+    # the pipeline keeps conversations inside the longest length the model has seen
+    progress["max_len"] = max(args.max_len, progress.get("max_len", 0)) if args.resume else args.max_len
+
+
+def run_bounds(args, start_step: int) -> tuple[float | None, int]:
+    """(seconds this run may take or None, the step after its last): --minutes lets time decide."""
+    if args.minutes is None:
+        return None, min(args.steps, start_step + (args.stop_after or args.steps))
+    return args.minutes * 60, start_step + (args.stop_after or 10 ** 9)
+
+
+def start_process(args):
+    """CPU threads, and the Accelerator (one process, or DDP under `accelerate launch`)."""
+    import torch
+    from accelerate import Accelerator
+
+    from .common import autocast_dtype
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return Accelerator(mixed_precision=autocast_dtype())
+
+
+def run(args, teacher_path: str | None = None) -> int:
+    """Train; with `teacher_path`, distil that transformer into this one (the draft model)."""
+    from tqdm import tqdm
+
+    from ..data import CodeCache, batches, prefetched, validation_conversations
+    from ..model import count_parameters
+    from ..vq import VQTokenizer
+    from .common import autocast_dtype, save_lm_checkpoint, validation_loss
+    from .loss import StreamLoss
+
+    check_arguments(args)
+    accelerator = start_process(args)
+    device = accelerator.device
+    stream, text = build_stream(args)
+    vq = VQTokenizer.from_pretrained(args.vq).to(device).eval()
+
+    model, progress = load_or_build_model(args, stream, device)
     model.to(device)
     accelerator.print(f"model: {count_parameters(model) / 1e6:.1f} M parameters, vocab {stream.vocab_size}, "
                       f"autocast {autocast_dtype()}, device {device}")
 
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}],
-                                  lr=args.lr, betas=(0.9, 0.95), fused=False)
-    teacher = None
-    if teacher_path:
-        teacher = load_model(teacher_path, device=device)
-        if teacher.config.vocab_size != stream.vocab_size:
-            raise SystemExit(f"the teacher at {teacher_path} has {teacher.config.vocab_size} ids, the stream {stream.vocab_size}")
-        teacher.requires_grad_(False)
+    optimizer = make_optimizer(model, args)
+    teacher = load_teacher(teacher_path, stream, device) if teacher_path else None
     lm = model
     loss_model = StreamLoss(lm, stream.image_offset, teacher, text_weight=args.text_weight)
     model, optimizer = accelerator.prepare(loss_model, optimizer)
 
     rank, world = accelerator.process_index, accelerator.num_processes
-    cache = CodeCache(encode_images)
-    if args.data and is_shard(args.data):      # pictures already encoded: `mmgen data encode`
-        try:
-            source = read_shard(args.data, codebook_size=stream.codebook_size, vq_fingerprint=vq_fingerprint(args.vq))
-        except ShardError as e:
-            raise SystemExit(f"mmgen train lm: {e}") from None
-    elif args.data:
-        source = jsonl_conversations(args.data, encode_images)
-    elif args.workers:
-        encode_pixels = lambda x: vq.encode_tensor(x.to(device).float() / 255)   # noqa: E731
-        source = world_conversations_parallel(encode_pixels, workers=args.workers, split="train",
-                                              start=progress["steps"] * 997 + rank, step=world,
-                                              sign_rate=args.sign_rate)
-    else:
-        # seeds continue where the last run stopped, so a resumed run sees new conversations
-        source = world_conversations(cache, split="train", start=progress["steps"] * 997 + rank, step=world,
-                                     sign_rate=args.sign_rate)
+    cache = CodeCache(vq.encode)
+    source = training_source(args, stream, vq, cache, device, progress, rank, world)
     # a pool of conversations is sorted by length and cut into batches: several batches a pool
     pool = max(64, 4 * args.batch_tokens // 512)
     train_batches = prefetched(batches(stream, source, batch_tokens=args.batch_tokens, max_len=args.max_len,
                                        seed=args.seed + progress["steps"] + rank, pool=pool,
                                        cfg_dropout=args.cfg_dropout))
-    val_convs = validation_conversations(encode_images)
+    val_convs = validation_conversations(vq.encode)
 
     start_step = progress["steps"]
-    # each run's data mix and schedule travel with the checkpoint beside its learning curve
-    progress.setdefault("runs", []).append({
-        "from_step": start_step, "sign_rate": args.sign_rate, "lr": args.lr, "batch_tokens": args.batch_tokens,
-        "minutes": args.minutes, "autocast": autocast_dtype(), "processes": world})
-    # the pipeline keeps conversations inside the longest length the model has seen
-    progress["max_len"] = max(args.max_len, progress.get("max_len", 0)) if args.resume else args.max_len
-    budget = None if args.minutes is None else args.minutes * 60
-    if budget is None:
-        last = min(args.steps, start_step + (args.stop_after or args.steps))
-    else:                 # time decides, or --stop-after
-        last = start_step + (args.stop_after or 10 ** 9)
+    record_run(progress, args, world)
+    budget, last = run_bounds(args, start_step)
     bar = tqdm(range(start_step, last), initial=0, total=None if budget else last - start_step,
-               disable=not accelerator.is_main_process,
-               dynamic_ncols=True)
+               disable=not accelerator.is_main_process, dynamic_ncols=True)
     t0, tokens_window, t_window = time.time(), 0, time.time()
     wall_before = progress["wall_seconds"]
     try:
         for step in bar:
-            if budget is None:
-                lr = lr_at(step, peak=args.lr, warmup=args.warmup, total=args.steps, min_ratio=args.min_lr_ratio)
-            else:             # the schedule runs over this run's minutes, warmup in steps as ever
-                lr = cosine((time.time() - t0) / budget, peak=args.lr, min_ratio=args.min_lr_ratio)
-                if not args.resume:
-                    lr *= min(1.0, (step - start_step + 1) / args.warmup)
-            if args.resume:   # Adam's moments start afresh (they are not shipped): warm up again
-                lr *= min(1.0, (step - start_step + 1) / RESUME_WARMUP)
+            lr = step_lr(args, step, start_step, None if budget is None else (time.time() - t0) / budget)
             for g in optimizer.param_groups:
                 g["lr"] = lr
             batch = next(train_batches).to(device)
@@ -221,24 +282,16 @@ def run(args, teacher_path: str | None = None) -> int:
             progress["steps"] = step + 1
             progress["tokens"] += batch.n_tokens * world
             tokens_window += batch.n_tokens * world
-            if step % 10 == 0:
-                rate = tokens_window / max(1e-6, time.time() - t_window)
-                bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}", tok_s=f"{rate:.0f}")
+            if step % 10 == 0:   # tokens a second over the last ten steps
+                bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}",
+                                tok_s=f"{tokens_window / max(1e-6, time.time() - t_window):.0f}")
                 tokens_window, t_window = 0, time.time()
-            done = step + 1 == last
-            if budget is not None:
-                out_of_time = time.time() - t0 >= budget
-                if world > 1:     # every rank stops at the same step
-                    out_of_time = bool(accelerator.reduce(torch.tensor(float(out_of_time), device=device), "max"))
-                done = done or out_of_time
+            done = step + 1 == last or (budget is not None and out_of_time(accelerator, time.time() - t0 >= budget))
             if (step + 1) % args.eval_every == 0 or done:
                 val = validation_loss(accelerator.unwrap_model(model), stream, val_convs, device)
                 accelerator.print(f"\nstep {step + 1}: val loss text {val['text']:.4f} image {val['image']:.4f} "
                                   f"| tokens seen {progress['tokens'] / 1e6:.1f} M")
-                progress["val"] = val
-                # the learning curve travels with the checkpoint, across resumed runs and sessions
-                progress.setdefault("curve", []).append({"step": step + 1, "tokens": progress["tokens"],
-                                                         **{k: round(v, 4) for k, v in val.items()}})
+                record_validation(progress, step + 1, val)
             if accelerator.is_main_process and ((step + 1) % args.save_every == 0 or done):
                 progress["wall_seconds"] = round(wall_before + time.time() - t0, 1)
                 save_lm_checkpoint(lm, text, args.out, progress)

@@ -73,20 +73,21 @@ def with_codes(conversations: list, codes: Iterable[tuple[int, ...]]) -> list[Co
 
 
 def world_conversations(cache: CodeCache, *, split: str = "train", start: int = 0, step: int = 1,
-                        chunk: int = 32, sign_rate: float = 0.0) -> Iterator[Conversation]:
+                        chunk: int = 32, mix: dict | None = None) -> Iterator[Conversation]:
     """An endless stream of world conversations with seeds start, start+step, … (one slice per rank);
-    `sign_rate` of them about a sign (world.conversation.sample_conversation)."""
+    `mix`: the shares of sign conversations and edit chains, {"sign_rate": …, "chain_rate": …}
+    (world.conversation.sample_conversation)."""
     from .world.conversation import sample_conversation
     seed = start
     while True:
         batch = []
         for _ in range(chunk):
-            batch.append(sample_conversation(seed, split=split, sign_rate=sign_rate))
+            batch.append(sample_conversation(seed, split=split, **(mix or {})))
             seed += step
         yield from world_to_stream(batch, cache)
 
 
-def render_world_chunk(seeds: list[int], split: str, sign_rate: float = 0.0) -> tuple[list, torch.Tensor, list[int]]:
+def render_world_chunk(seeds: list[int], split: str, mix: dict | None = None) -> tuple[list, torch.Tensor, list[int]]:
     """The CPU half of `world_conversations`, for worker processes: sample the conversations of
     `seeds` and render each distinct picture once → (world conversations, uint8 [P, 3, 128, 128],
     the row of each picture turn in reading order). Every conversation starts with a picture."""
@@ -94,7 +95,7 @@ def render_world_chunk(seeds: list[int], split: str, sign_rate: float = 0.0) -> 
 
     from .world import render
     from .world.conversation import sample_conversation
-    conversations = [sample_conversation(s, split=split, sign_rate=sign_rate) for s in seeds]
+    conversations = [sample_conversation(s, split=split, **(mix or {})) for s in seeds]
     rows: dict[str, int] = {}
     pictures, order = [], []
     for c in conversations:
@@ -114,8 +115,8 @@ class _WorldChunks(torch.utils.data.IterableDataset):
     """Chunk c holds seeds start + (c·chunk + j)·step; worker w of W renders chunks w, w+W, … so the
     DataLoader, which takes one item from each worker in turn, yields them in seed order."""
 
-    def __init__(self, split: str, start: int, step: int, chunk: int, sign_rate: float = 0.0):
-        self.split, self.start, self.step, self.chunk, self.sign_rate = split, start, step, chunk, sign_rate
+    def __init__(self, split: str, start: int, step: int, chunk: int, mix: dict | None = None):
+        self.split, self.start, self.step, self.chunk, self.mix = split, start, step, chunk, mix
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
@@ -123,17 +124,17 @@ class _WorldChunks(torch.utils.data.IterableDataset):
         c = w
         while True:
             seeds = [self.start + (c * self.chunk + j) * self.step for j in range(self.chunk)]
-            yield render_world_chunk(seeds, self.split, self.sign_rate)
+            yield render_world_chunk(seeds, self.split, self.mix)
             c += n
 
 
 def world_conversations_parallel(encode_pixels: Callable, *, workers: int, split: str = "train",
                                  start: int = 0, step: int = 1, chunk: int = 64,
-                                 sign_rate: float = 0.0) -> Iterator[Conversation]:
+                                 mix: dict | None = None) -> Iterator[Conversation]:
     """`world_conversations` with the rendering spread over `workers` processes: the same
     conversations in the same order. `encode_pixels` takes uint8 [P, 3, 128, 128] → codes [P, 16, 16]
     (on a GPU the tokenizer keeps up with many renderers; one process rendering does not feed it)."""
-    loader = torch.utils.data.DataLoader(_WorldChunks(split, start, step, chunk, sign_rate), batch_size=None,
+    loader = torch.utils.data.DataLoader(_WorldChunks(split, start, step, chunk, mix), batch_size=None,
                                          num_workers=workers, prefetch_factor=4)
     # the workers fork here, in the caller's thread (not later, from a prefetching thread)
     return _assemble(iter(loader), encode_pixels)

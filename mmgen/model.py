@@ -4,8 +4,8 @@ We build it from a small config with named presets instead of writing our own at
 `LlamaForCausalLM` gives RoPE, GQA, SDPA/flash-attention, KV caches and safetensors
 save/load, all well tested. What is ours is the preset table, the stream-aware metadata
 stored next to the weights (vocabulary layout, training progress) and one addition to the
-input: row and column embeddings on image codes (`StreamEmbedding`, saved as
-`MMGenForCausalLM`; checkpoints without them load as they were).
+input: row and column embeddings on image codes, and letter places on a sign's letters in words and
+in pictures (`StreamEmbedding`, saved as `MMGenForCausalLM`; checkpoints without them load as they were).
 
     from mmgen.model import build_model, load_model
     model = build_model("small", vocab_size=stream.vocab_size)
@@ -23,6 +23,8 @@ from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from .stream import IMAGE_SIDE, IMAGE_TOKENS
+
+LETTER_PLACES = 8        # the longest sign word (mmgen.world.lettering)
 
 
 @dataclass(frozen=True)
@@ -86,11 +88,28 @@ def reference_ids(ids: torch.Tensor, image_start: int, image_offset: int,
     return torch.where(valid, ref, torch.full_like(ref, -1))
 
 
+def letter_places(ids: torch.Tensor, is_letter: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """For every position of ids [B, T]: the place 0..LETTER_PLACES-1 of a letter in its run of
+    letters, or -1 (not a letter, or too far into a run).
+
+    `is_letter` [B, T] marks letters: capital-letter text tokens (a word spelled S A L E) and the
+    image codes of lettering (the glyph halves of a sign). `index` is image_code_index(ids): a run
+    of letter codes never continues from one row of the picture into the next. Each place depends
+    only on the ids up to it, so a decoding step computes it like a whole sequence.
+    """
+    t = torch.arange(ids.shape[-1], device=ids.device).expand_as(ids)
+    last_break = torch.where(is_letter, torch.full_like(t, -1), t).cummax(dim=-1).values
+    row_start = torch.where(index >= 0, t - index % IMAGE_SIDE - 1, torch.full_like(t, -1))
+    place = t - torch.maximum(last_break, row_start) - 1
+    return torch.where(is_letter & (place < LETTER_PLACES), place, torch.full_like(place, -1))
+
+
 @dataclass
 class LookupTables:
     """StreamEmbedding.lookup_tables: the additions as tables, for decoding."""
     positions: torch.Tensor              # [IMAGE_TOKENS + 1, dim]
     reference: torch.Tensor | None       # [vocab, dim]
+    places: torch.Tensor | None = None   # [LETTER_PLACES + 1, dim]
 
 
 class StreamEmbedding(nn.Embedding):
@@ -109,25 +128,55 @@ class StreamEmbedding(nn.Embedding):
     256+ tokens back by content, and at 3000 steps it had not learned to (an edit's picture
     was nearly as likely given another picture as given its source: benchmarks/conditioning.py).
 
+    Letter places (optional): a learned vector per place 0..7 on each letter of a run — the
+    capitals of a word in the words (S A L E) and the lettering codes of a picture, counted from
+    the first letter of their row. Drawing the k-th letter then means finding the word's letter
+    with the matching place, and reading one the matching code: a lookup by embedding instead
+    of arithmetic on RoPE distances (column − first column, with the first column depending on
+    the word's length). A 311-step sign fine-tune without them drew letters no better for the
+    right word than for a scrambled one (benchmarks/conditioning.py --parts sign).
+
     Every addition starts at zero, so adding them to a trained model changes nothing until
     trained. Subclasses nn.Embedding so `.weight` is still the token table (tied to the output).
     """
 
     def __init__(self, num_embeddings: int, embedding_dim: int, *, image_start: int, image_offset: int,
-                 reference: bool = False, padding_idx: int | None = None):
+                 reference: bool = False, letters: list[int] | None = None, padding_idx: int | None = None):
         super().__init__(num_embeddings, embedding_dim, padding_idx=padding_idx)
         self.image_start, self.image_offset = int(image_start), int(image_offset)
         self.image_rows = nn.Parameter(torch.zeros(IMAGE_SIDE, embedding_dim))
         self.image_cols = nn.Parameter(torch.zeros(IMAGE_SIDE, embedding_dim))
         self.reference = None
+        self.letter_places = None
+        self.letters: list[int] = []
         if reference:
             self.add_reference()
+        if letters:
+            self.add_letter_places(letters)
 
     def add_reference(self) -> None:
         if self.reference is None:
             self.reference = nn.Linear(self.embedding_dim, self.embedding_dim, bias=False,
                                        device=self.weight.device, dtype=self.weight.dtype)
             nn.init.zeros_(self.reference.weight)
+
+    def add_letter_places(self, letters: list[int]) -> None:
+        """Mark these ids as letters (capital text tokens, lettering codes) and give them places."""
+        self.letters = sorted(set(int(i) for i in letters))
+        self._letter_flags: torch.Tensor | None = None
+        if self.letter_places is None:
+            self.letter_places = nn.Parameter(torch.zeros(LETTER_PLACES, self.embedding_dim,
+                                                          device=self.weight.device, dtype=self.weight.dtype))
+
+    def is_letter(self, ids: torch.Tensor) -> torch.Tensor:
+        """Which of ids are letters. The flag table is made on first use, on the ids' device: a
+        buffer made in __init__ would be left uninitialised by from_pretrained's empty-weight load."""
+        flags = self._letter_flags
+        if flags is None or flags.device != ids.device:
+            flags = torch.zeros(self.num_embeddings, dtype=torch.bool, device=ids.device)
+            flags[torch.tensor(self.letters, dtype=torch.long, device=ids.device)] = True
+            self._letter_flags = flags
+        return flags[ids]
 
     def positions(self, index: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
         """Row + column vectors for code indices [...] (-1: not a code → zeros) → [..., dim]."""
@@ -155,6 +204,12 @@ class StreamEmbedding(nn.Embedding):
                 source = F.embedding(ref.clamp(min=0), self.weight).to(dtype)
                 added = F.linear(source, self.reference.weight.to(dtype))
             out = out + added * (ref >= 0).unsqueeze(-1).to(dtype)
+        if self.letter_places is not None:
+            place = letter_places(ids, self.is_letter(ids), whole)
+            place = place[:, -last:] if last else place
+            table = tables.places if tables is not None else torch.cat(
+                [torch.zeros_like(self.letter_places[:1]), self.letter_places]).to(dtype)
+            out = out + F.embedding(place + 1, table)
         return out
 
     @torch.no_grad()
@@ -167,7 +222,9 @@ class StreamEmbedding(nn.Embedding):
         a verify pass from ~0.94-1.06 to ~0.63-0.74 ms (two runs)."""
         index = torch.arange(-1, IMAGE_TOKENS, device=self.weight.device)
         reference = None if self.reference is None else F.linear(self.weight.to(dtype), self.reference.weight.to(dtype))
-        return LookupTables(positions=self.positions(index, dtype), reference=reference)
+        places = None if self.letter_places is None else torch.cat(
+            [torch.zeros_like(self.letter_places[:1]), self.letter_places]).to(dtype)
+        return LookupTables(positions=self.positions(index, dtype), reference=reference, places=places)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         # whole sequences only: a lone new token cannot know its place (engine.py tracks it)
@@ -176,9 +233,10 @@ class StreamEmbedding(nn.Embedding):
 
 
 def add_image_positions(model: LlamaForCausalLM, image_start: int, image_offset: int, *,
-                        reference: bool = False) -> LlamaForCausalLM:
-    """Give a Llama model row/column embeddings on image codes, and with `reference` the code at
-    the same place in the previous picture; each starts at zero, so the function is unchanged."""
+                        reference: bool = False, letters: list[int] | None = None) -> LlamaForCausalLM:
+    """Give a Llama model row/column embeddings on image codes, with `reference` the code at the
+    same place in the previous picture, with `letters` (stream ids) letter places; each starts at
+    zero, so the function is unchanged."""
     emb = model.get_input_embeddings()
     if not isinstance(emb, StreamEmbedding):
         new = StreamEmbedding(emb.num_embeddings, emb.embedding_dim, image_start=image_start,
@@ -189,8 +247,10 @@ def add_image_positions(model: LlamaForCausalLM, image_start: int, image_offset:
         emb = new
     if reference:
         emb.add_reference()
+    if letters:
+        emb.add_letter_places(letters)
     model.config.mmgen_image_positions = {"image_start": emb.image_start, "image_offset": emb.image_offset,
-                                          "reference": emb.reference is not None}
+                                          "reference": emb.reference is not None, "letters": emb.letters}
     return model
 
 
@@ -202,7 +262,7 @@ class MMGenForCausalLM(LlamaForCausalLM):
         spec = getattr(config, "mmgen_image_positions", None)
         if spec:
             add_image_positions(self, spec["image_start"], spec["image_offset"],
-                                reference=bool(spec.get("reference", False)))
+                                reference=bool(spec.get("reference", False)), letters=spec.get("letters"))
 
 
 def flash_attention_available() -> bool:
@@ -242,16 +302,16 @@ def llama_config(preset: str | Preset, vocab_size: int, **extra) -> LlamaConfig:
 
 def build_model(preset: str | Preset, vocab_size: int, *, device=None, seed: int | None = None,
                 image_positions: tuple[int, int] | None = None, reference: bool = False,
-                **extra) -> LlamaForCausalLM:
+                letters: list[int] | None = None, **extra) -> LlamaForCausalLM:
     """A fresh model; `image_positions=(id of <image>, id of code 0)` adds StreamEmbedding
-    (with `reference`, the previous picture's code at the same place too)."""
+    (with `reference`, the previous picture's code at the same place too; with `letters`, letter places)."""
     if seed is not None:
         torch.manual_seed(seed)
     config = llama_config(preset, vocab_size, **extra)
     config._attn_implementation = attention_implementation(device)
     model = MMGenForCausalLM(config)
     if image_positions is not None:
-        add_image_positions(model, *image_positions, reference=reference)
+        add_image_positions(model, *image_positions, reference=reference, letters=letters)
     if device is not None:
         model.to(device)
     return model

@@ -109,6 +109,13 @@ class Stream:
     def is_text_id(self, i: int) -> bool:
         return 0 <= i < self.text_vocab
 
+    def letter_ids(self, glyph_codes: Sequence[int] = ()) -> list[int]:
+        """Stream ids that are letters of a sign: the capital letters A-Z of the text tokenizer
+        (each its own token) and the given lettering codes (vq.GlyphCodes.glyph_ids)."""
+        capitals = [self.text.encode(chr(c)) for c in range(ord("A"), ord("Z") + 1)]
+        assert all(len(t) == 1 for t in capitals), "the text tokenizer must spell capitals one token each"
+        return sorted(t[0] for t in capitals) + self.code_ids([int(c) for c in glyph_codes])
+
     def code_ids(self, codes: Sequence[int]) -> list[int]:
         bad = [c for c in codes if not 0 <= c < self.codebook_size]
         if bad:

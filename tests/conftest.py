@@ -24,7 +24,8 @@ def tiny_transformer(stream: Stream, seed: int = 0, image_positions: bool = True
     """A tiny random transformer; with image positions (and reference codes), those random too (a
     trained model's are not zero, and zeros would hide any mistake in where a code is placed)."""
     from mmgen.model import build_model
-    lm = build_model("tiny", stream.vocab_size, seed=seed, reference=image_positions,
+    letters = stream.letter_ids(range(0, TINY_CODEBOOK, 3)) if image_positions else None
+    lm = build_model("tiny", stream.vocab_size, seed=seed, reference=image_positions, letters=letters,
                      image_positions=(stream.image_start, stream.image_offset) if image_positions else None)
     if image_positions:
         emb = lm.get_input_embeddings()
@@ -32,6 +33,7 @@ def tiny_transformer(stream: Stream, seed: int = 0, image_positions: bool = True
             emb.image_rows.normal_(0, 0.05)
             emb.image_cols.normal_(0, 0.05)
             emb.reference.weight.normal_(0, 0.3)
+            emb.letter_places.normal_(0, 0.3)
     return lm
 
 

@@ -205,3 +205,50 @@ def test_sign_edits_change_one_attribute_and_stay_legible():
                 # one that reads the picture unchanged grades it not changed
                 assert not grade_edit(e.record, scene.to_dict(), e.scene.to_dict(), scene.to_dict())["changed"]
     assert seen == {"plaque", "move_sign", "recolor", "background"}
+
+
+def test_chain_rate_makes_that_share_of_conversations_edit_chains():
+    n = 400
+    convs = [sample_conversation(s, chain_rate=0.3) for s in range(n)]
+    chains = [c for c in convs if "-chain-" in c.id]
+    assert 0.22 < len(chains) / n < 0.38
+    plain = [sample_conversation(s) for s in range(n)]
+    assert all(a.turns == b.turns for a, b in zip(convs, plain) if "-chain-" not in a.id)
+
+
+def test_chain_questions_are_true_of_the_latest_picture():
+    """Every question in a chain is answered from the picture it follows (recomputed by the
+    question's own grader), and the last question asks about what the last edit changed."""
+    from mmgen.world.conversation import sample_chain
+    from mmgen.world.questions import question_after_edit
+    kinds = set()
+    for seed in range(150):
+        c = sample_chain(seed)
+        edits = [t for t in c.turns if t.role == "user" and t.task == "edit"]
+        assert 2 <= len(edits) <= 6
+        assert c.turns[-1].task == "ask"
+        current = None
+        for user, reply in zip(c.turns[::2], c.turns[1::2]):
+            current = user.image or current
+            if reply.image is not None:
+                current = reply.image
+            elif user.task == "ask":
+                assert reply.text == user.meta["answer"]
+                kinds.add(user.meta["question"])
+                assert_answer_holds(current, user.meta)
+    assert {"count", "color", "position"} <= kinds
+
+
+def assert_answer_holds(scene, meta):
+    from mmgen.world.questions import count_answer
+    about, answer = meta["about"], meta["answer"]
+    if meta["question"] == "count":
+        n = sum((about["shape"] in (None, o.shape)) and (about["color"] in (None, o.color)) for o in scene.objects)
+        assert answer == count_answer(n)
+    elif meta["question"] in ("color", "position") and isinstance(about.get("target"), int):
+        o = scene.objects[about["target"]]
+        assert answer == (o.color if meta["question"] == "color" else o.cell)
+    elif meta["question"] == "background":
+        assert answer == scene.background
+    elif meta["question"] == "word":
+        assert answer == scene.sign.word

@@ -19,7 +19,8 @@ def test_eval_writes_every_part_and_its_split(tmp_path, tiny_checkpoints, capsys
     code, got = _eval(tmp_path, tiny_checkpoints, "--split", "train")
     assert code == 0
     assert got["split"] == "train" and got["n"] == 1
-    assert set(got["summary"]) == {"generation", "editing", "questions", "variations", "words"}
+    assert set(got["summary"]) == {"generation", "editing", "plural_edits", "questions", "after_edits", "variations",
+                                   "words"}
     words = got["results"]["words"]
     assert len(words["drawn"]) == len(words["read"]) == got["n"]
     for case in words["read"]:      # graded against the word the judge reads in the picture asked about
@@ -31,7 +32,8 @@ def test_eval_writes_every_part_and_its_split(tmp_path, tiny_checkpoints, capsys
             if name.endswith("cases"):
                 assert 0 <= value <= len(GEN_CATEGORIES) * got["n"]
             else:
-                assert (value is None and name.endswith("words")) or 0.0 <= value <= 1.0, (name, value)
+                breakdown = name.endswith("words") or name.startswith(("changed_", "exact_")) or name == "user_picture"
+                assert (value is None and breakdown) or 0.0 <= value <= 1.0, (name, value)
         cases = metrics.get("cases", len(GEN_CATEGORIES) * got["n"])
         assert metrics["known_words_cases"] + metrics["new_words_cases"] == cases
     assert {"plan_matches_prompt", "picture_matches_plan"} <= set(got["summary"]["generation"])
@@ -87,3 +89,35 @@ def test_plan_figures_count_plans_and_only_pictures_with_a_plan():
     got = summarise({"gen": gen})["generation"]
     assert got["plan_matches_prompt"] == 0.5                 # 2 of 4 replies planned what was asked
     assert got["picture_matches_plan"] == 2 / 3              # the reply without a plan is left out
+
+
+@pytest.mark.parametrize("kind", ["add_many", "recolor_group", "remove_group", "remove_one"])
+def test_group_edits_are_graded_on_every_object_they_name(kind):
+    """A reading that is the edited scene passes; one that is the scene before fails, and one that
+    also changes an object outside the group is not preserved."""
+    import random
+
+    from mmgen.eval.benchmark import grade_edit
+    from mmgen.world.edits import sample_edit
+    from mmgen.world.scene import sample_scene
+    tried = 0
+    for seed in range(200):
+        scene = sample_scene(seed)
+        e = sample_edit(scene, random.Random(seed), kind=kind)
+        if e is None:
+            continue
+        before, after = scene.to_dict(), e.scene.to_dict()
+        assert grade_edit(e.record, before, after, after) == {"changed": True, "preserved": True}
+        assert not grade_edit(e.record, before, after, before)["changed"]
+        touched = set(e.record["target"] if isinstance(e.record["target"], list) else [e.record["target"]])
+        if kind == "remove_one":
+            touched = set(e.record["asked"]["members"])
+        outside = [i for i, o in enumerate(after["objects"]) if o["cell"] not in
+                   {before["objects"][j]["cell"] for j in touched if j < len(before["objects"])}
+                   and o in before["objects"]]
+        if outside:
+            spoilt = {**after, "objects": [dict(o, color="black" if o["color"] != "black" else "white")
+                                           if k == outside[0] else o for k, o in enumerate(after["objects"])]}
+            assert not grade_edit(e.record, before, after, spoilt)["preserved"]
+        tried += 1
+    assert tried >= 20

@@ -159,8 +159,18 @@ def apply_record(d: dict, r: dict) -> dict:
     elif kind == "add":
         assert t == len(d["objects"])
         d["objects"].append(r["after"])
-    elif kind == "remove":
+    elif kind in ("remove", "remove_one"):
         assert d["objects"].pop(t) == r["before"]
+    elif kind == "add_many":
+        assert t == list(range(len(d["objects"]), len(d["objects"]) + len(r["after"])))
+        d["objects"] += r["after"]
+    elif kind == "recolor_group":
+        assert [d["objects"][i]["color"] for i in t] == r["before"]
+        for i in t:
+            d["objects"][i]["color"] = r["after"]
+    elif kind == "remove_group":
+        assert [d["objects"][i] for i in t] == r["before"]
+        d["objects"] = [o for i, o in enumerate(d["objects"]) if i not in t]
     elif kind == "background":
         assert d["background"] == r["before"]
         d["background"] = r["after"]
@@ -183,14 +193,18 @@ def check_edit(old: Scene, e) -> None:
     assert apply_record(old.to_dict(), r) == e.scene.to_dict(), (e.text, r)
     # every object the edit did not touch keeps its exact geometry (offset and side too)
     kind, t = r["kind"], r["target"]
-    if kind == "add":
-        assert e.scene.objects[:-1] == old.objects
-    elif kind == "remove":
+    if kind in ("add", "add_many"):
+        assert e.scene.objects[:len(old.objects)] == old.objects
+    elif kind in ("remove", "remove_one"):
         assert e.scene.objects == old.objects[:t] + old.objects[t + 1:]
+    elif kind == "remove_group":
+        assert e.scene.objects == tuple(o for i, o in enumerate(old.objects) if i not in t)
     else:
         assert len(e.scene.objects) == len(old.objects)
         for j, (a, b) in enumerate(zip(old.objects, e.scene.objects)):
-            if j != t:
+            if kind == "recolor_group":
+                assert b == (replace(a, color=r["after"]) if j in t else a)
+            elif j != t:
                 assert a == b                     # Obj equality includes offset and side
             elif kind == "recolor":
                 assert replace(a, color=b.color) == b
@@ -215,6 +229,48 @@ def test_edits_change_exactly_what_the_record_says(seed, split):
         if e is not None:
             assert e.record["kind"] == kind
             check_edit(scene, e)
+
+
+def check_group_edit(old: Scene, e) -> None:
+    """A group edit touches every object its words name and nothing else (recomputed from the words'
+    attributes, not from the record's indices)."""
+    r = e.record
+    attrs = {k: v for k, v in (r["asked"] or {}).items() if k != "members"}
+    named = [i for i, o in enumerate(old.objects) if all(getattr(o, k) == v for k, v in attrs.items())]
+    if r["kind"] == "recolor_group":
+        assert len(named) >= 2 and r["target"] == named
+        assert all(o.color == r["after"] for i, o in enumerate(e.scene.objects) if i in named)
+        assert sum(o.color == r["after"] for o in e.scene.objects) >= len(named)
+    elif r["kind"] == "remove_group":
+        assert r["target"] == named and len(e.scene.objects) == len(old.objects) - len(named)
+        assert not [o for o in e.scene.objects if all(getattr(o, k) == v for k, v in attrs.items())] or not attrs
+    elif r["kind"] == "remove_one":
+        assert r["asked"]["members"] == named and r["target"] in named
+        assert len(e.scene.objects) == len(old.objects) - 1
+    elif r["kind"] == "add_many":
+        new = e.scene.objects[len(old.objects):]
+        assert len(new) == r["asked"]["count"] in (2, 3)
+        assert all(getattr(o, k) == v for o in new for k, v in r["asked"].items() if k in ("shape", "color", "size")
+                   and v is not None)
+
+
+@settings(max_examples=150, deadline=None)
+@given(seed=st.integers(0, 10**8), split=st.sampled_from(SPLITS))
+def test_group_edits_change_every_named_object_and_nothing_else(seed, split):
+    scene, rng = sample_scene(seed), random.Random(seed)
+    for kind in ("add_many", "recolor_group", "remove_group", "remove_one"):
+        e = sample_edit(scene, rng, split, kind=kind)
+        if e is not None:
+            check_edit(scene, e)
+            check_group_edit(scene, e)
+
+
+def test_group_words_read_as_english():
+    from mmgen.world.edits import sample_edit as edit
+    for seed in range(300):
+        e = edit(sample_scene(seed), random.Random(seed), kind="remove_one")
+        if e is not None:
+            assert not re.search(r"one of (every|each|all|both)\b", e.text, re.I), e.text
 
 
 def test_every_edit_kind_happens():

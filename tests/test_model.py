@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from mmgen.model import (MMGenForCausalLM, StreamEmbedding, add_image_positions, build_model, image_code_index,
-                         load_model, reference_ids)
+from mmgen.model import (LETTER_PLACES, MMGenForCausalLM, StreamEmbedding, add_image_positions, build_model,
+                         image_code_index, letter_places, load_model, reference_ids)
 from mmgen.stream import IMAGE_TOKENS, Conversation, Turn
 
 
@@ -93,3 +93,52 @@ def test_a_checkpoint_without_positions_loads_as_it_was(tiny_stream, tmp_path):
     plain.save_pretrained(tmp_path)
     again = load_model(tmp_path)
     assert type(again.get_input_embeddings()) is torch.nn.Embedding
+
+
+def test_letter_places_count_each_run_of_letters_from_its_first(tiny_stream):
+    s = tiny_stream
+    glyph = [2, 5]                                             # two lettering codes
+    letters = s.letter_ids(glyph)
+    codes = [0] * IMAGE_TOKENS
+    codes[2 * 16 + 4: 2 * 16 + 8] = [2, 5, 5, 2]               # a four-letter word in row 2, columns 4-7
+    codes[3 * 16 + 14: 3 * 16 + 16] = [5, 5]                   # a run at the end of row 3 ...
+    codes[4 * 16: 4 * 16 + 2] = [2, 2]                         # ... does not go on into row 4
+    conv = Conversation((Turn("user", 'a sign that says "SALE" and a LONGWORDS sign'),
+                         Turn("assistant", "ok", codes=tuple(codes))))
+    ids = torch.tensor(s.encode(conv).ids)[None]
+    is_letter = torch.isin(ids, torch.tensor(letters))
+    index = image_code_index(ids, s.image_start, s.image_offset)
+    place = letter_places(ids, is_letter, index)[0]
+    text = [(s.text.decode([int(i)]), int(p)) for i, p in zip(ids[0], place) if 0 <= i < s.text_vocab]
+    capitals = [(c, p) for c, p in text if len(c) == 1 and c.isupper()]
+    assert capitals == list(zip("SALELONGWORDS", [0, 1, 2, 3, 0, 1, 2, 3, 4, 5, 6, 7, -1]))
+    assert all(p == -1 for c, p in text if not (len(c) == 1 and c.isupper()))
+    at = int((ids[0] == s.image_start).nonzero()) + 1
+    in_picture = place[at:at + IMAGE_TOKENS]
+    assert in_picture[2 * 16 + 4: 2 * 16 + 8].tolist() == [0, 1, 2, 3]
+    assert in_picture[3 * 16 + 14: 3 * 16 + 16].tolist() == [0, 1]
+    assert in_picture[4 * 16: 4 * 16 + 2].tolist() == [0, 1]
+    assert (in_picture[codes_not_letters(codes, glyph)] == -1).all()
+    assert LETTER_PLACES == 8
+
+
+def codes_not_letters(codes, glyph):
+    return torch.tensor([c not in glyph for c in codes])
+
+
+def test_letter_places_start_at_zero_and_survive_save_and_load(tiny_stream, tmp_path):
+    s = tiny_stream
+    model = build_model("tiny", s.vocab_size, seed=5, image_positions=(s.image_start, s.image_offset)).eval()
+    ids = torch.tensor([s.encode(Conversation((Turn("user", 'a sign saying "OPEN"'),))).ids])
+    with torch.no_grad():
+        before = model(input_ids=ids).logits
+        add_image_positions(model, s.image_start, s.image_offset, letters=s.letter_ids([1, 2]))
+        assert torch.equal(model(input_ids=ids).logits, before)             # zero until trained
+        model.get_input_embeddings().letter_places.normal_()
+        changed = model(input_ids=ids).logits
+    assert not torch.allclose(changed, before)
+    model.save_pretrained(tmp_path)
+    again = load_model(tmp_path)
+    assert again.config.mmgen_image_positions["letters"] == s.letter_ids([1, 2])
+    with torch.no_grad():
+        torch.testing.assert_close(again(input_ids=ids).logits, changed)

@@ -11,7 +11,15 @@ Held-out scenes and held-out phrasings only (the evaluation split of the world).
   reads exactly the planned scene, over the cases with a plan and a picture).
 - editing: a picture already in the conversation (its exact codes), then an edit instruction;
   "changed" = the asked change is in the new picture, "preserved" = everything else is as it was.
-- questions: a picture (given by the user, or drawn earlier) and a question; exact answers.
+- plural edits: the editing part's grading on edits of several shapes at once and of size, in
+  turn — "add two red circles", "make the squares blue", "remove all the stars", "remove one of
+  them", "make it bigger".
+- questions: a picture (given by the user, or drawn earlier) and a question; exact answers, also
+  over the user's pictures alone.
+- questions after edits: a conversation of 2-5 edits (each picture its exact codes, as if drawn
+  perfectly), then a question about what the last edit changed — the colour after a recolour, the
+  count after an add or a removal, the place after a move; the answer is only in the latest
+  picture, and is graded against what the judge reads there.
 - variations: a picture, then "another one like this": same shapes, colours, sizes, background
   and sign, in a new layout.
 - words: signs drawn (a sign prompt; "exact" = the judge reads the word as asked, every letter)
@@ -40,9 +48,11 @@ from pathlib import Path
 from .vocabulary import unseen_words
 
 GEN_CATEGORIES = ("single_object", "two_objects", "counting", "colors", "position", "color_attribution", "sign")
-PARTS = ("gen", "edit", "ask", "var", "words")
+PARTS = ("gen", "edit", "plural", "ask", "chain", "var", "words")
 SPLITS = ("eval", "paraphrase", "train")
-SEED_SALT = {"gen": 0, "edit": 1, "ask": 2, "var": 3, "words": 4}   # each part samples from its own seeds
+SEED_SALT = {"gen": 0, "edit": 1, "ask": 2, "var": 3, "words": 4, "plural": 5, "chain": 6}
+# the edits of several shapes at once and of size, which the plural part asks for in turn
+PLURAL_KINDS = ("add_many", "recolor_group", "remove_group", "remove_one", "resize")   # each part samples from its own seeds
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -113,6 +123,27 @@ def grade_edit(record: dict, before: dict, expected: dict, found: dict) -> dict:
         gone = before["objects"][target]["cell"]
         touched_cells.add(gone)
         changed = gone not in found_by_cell
+    elif kind == "add_many":
+        asked = record.get("asked") or {}
+        new_cells = [c for c in found_by_cell if c not in {o["cell"] for o in before["objects"]}]
+        touched_cells |= set(new_cells) | {o["cell"] for o in record["after"]}
+        changed = len(new_cells) == asked["count"] and all(
+            all(asked.get(a) in (None, found_by_cell[c][a]) for a in ("shape", "color", "size")) for c in new_cells)
+    elif kind in ("recolor_group", "remove_group"):
+        cells = [before["objects"][i]["cell"] for i in target]
+        touched_cells |= set(cells)
+        if kind == "remove_group":
+            changed = not any(c in found_by_cell for c in cells)
+        else:
+            changed = all(c in found_by_cell and _object_key(found_by_cell[c]) ==
+                          _object_key({**before["objects"][i], "color": record["after"]}) for i, c in zip(target, cells))
+    elif kind == "remove_one":
+        # any one of the group may go; the others stay as they were
+        cells = [before["objects"][i]["cell"] for i in record["asked"]["members"]]
+        touched_cells |= set(cells)
+        kept = [c for c in cells if c in found_by_cell]
+        changed = len(kept) == len(cells) - 1 and all(
+            _object_key(found_by_cell[c]) == _object_key(o) for o in before["objects"] for c in kept if o["cell"] == c)
     elif kind == "background":
         changed = found["background"] == expected["background"]
     elif kind == "word":
@@ -149,7 +180,7 @@ def grade_variation(source: dict, found: dict) -> bool:
                 and source["sign"] == found["sign"])
 
 
-# --- the four parts ---------------------------------------------------------------------------
+# --- the parts ---------------------------------------------------------------------------
 def _session_with_picture(model, seed: int, user_text: str, reply: str, scene, settings: dict):
     """A chat whose last assistant turn shows `scene` (its exact VQ codes)."""
     from ..stream import Conversation, Turn
@@ -209,6 +240,82 @@ def run_editing(model, n: int, seed: int, settings: dict, save=None, split: str 
     return cases
 
 
+def run_plural(model, n: int, seed: int, settings: dict, save=None, split: str = "eval") -> list[dict]:
+    """The editing part's grading on PLURAL_KINDS in turn (a case that fits no such edit is skipped)."""
+    from ..world.edits import sample_edit
+    from ..world.language import stream
+    from ..world.prompts import prompt_for
+    from .judge import judge
+    cases = []
+    for i in range(n):
+        p = prompt_for(i + 10_000 * SEED_SALT["plural"], "mixed", split)
+        kind = PLURAL_KINDS[i % len(PLURAL_KINDS)]
+        edit = sample_edit(p.scene, stream(split, i, "benchmark-plural"), split=split, kind=kind)
+        if edit is None:
+            continue
+        reply = _session_with_picture(model, seed + i, p.text, p.reply, p.scene, settings).send(edit.text)
+        found = judge(reply.image) if reply.image is not None else None
+        grade = grade_edit(edit.record, p.scene.to_dict(), edit.scene.to_dict(), found) if found else \
+            {"changed": False, "preserved": False}
+        cases.append({"instruction": edit.text, "unseen_words": unseen_words(edit.text), "kind": kind,
+                      "reply": reply.text, **grade})
+        if save and reply.image is not None:
+            reply.image.save(Path(save) / f"plural-{i:03d}.png")
+    return cases
+
+
+def answer_from_reading(meta: dict, scene, found: dict) -> str:
+    """The answer to a question (its `meta`: kind, about, answer) as the judge's reading `found` of
+    the picture gives it; the object a question names is the one in its cell of `scene`."""
+    from ..world.language import canonical_object
+    from ..world.questions import EMPTY_CELL_ANSWER, NO, YES, count_answer
+    kind, about = meta["question"], meta["about"]
+    by_cell = {o["cell"]: o for o in found["objects"]}
+    if kind == "count":
+        return count_answer(sum(about["shape"] in (None, o["shape"]) and about["color"] in (None, o["color"])
+                                for o in found["objects"]))
+    if kind in ("color", "position") and isinstance(about.get("target"), int):
+        o = by_cell.get(scene.objects[about["target"]].cell)
+        return "" if o is None else (o["color"] if kind == "color" else o["cell"])
+    if kind == "what_at":
+        o = by_cell.get(about["cell"])
+        return EMPTY_CELL_ANSWER if o is None else canonical_object(o)
+    if kind == "background":
+        return found["background"]
+    if kind == "word":
+        return (found["sign"] or {}).get("word") or ""
+    if kind == "exists" and about.get("sign"):
+        return YES if found["sign"] is not None else NO
+    return meta["answer"]
+
+
+def run_chains(model, n: int, seed: int, settings: dict, split: str = "eval") -> list[dict]:
+    """Questions after edits: an edit chain's turns as given (exact pictures), then its last question."""
+    from ..stream import Conversation, Turn
+    from ..world import render
+    from ..world.conversation import sample_chain
+    from .judge import judge
+    cases = []
+    for i in range(n):
+        c = sample_chain(i + 10_000 * SEED_SALT["chain"], split)
+        *before, question, _ = c.turns
+        chat = model.chat(seed=seed + i, **settings)
+        turns = []
+        for t in before:
+            codes = None if t.image is None else tuple(model.vq.encode(render(t.image))[0].reshape(-1).tolist())
+            turns.append(Turn(t.role, t.text, codes))
+        chat.conversation = Conversation(tuple(turns))
+        latest = [t.image for t in before if t.image is not None][-1]
+        truth = answer_from_reading(question.meta, latest, judge(render(latest)))
+        reply = chat.send(question.text, picture="never")
+        edits = [t.meta["edit"]["kind"] for t in before if t.role == "user" and "edit" in t.meta]
+        cases.append({"question": question.text, "unseen_words": unseen_words(question.text),
+                      "kind": question.meta["question"], "after": edits[-1] if edits else None, "edits": len(edits),
+                      "expected": truth, "answer": reply.text,
+                      "passed": normalise_answer(reply.text) == normalise_answer(truth)})
+    return cases
+
+
 def run_questions(model, n: int, seed: int, settings: dict, split: str = "eval") -> list[dict]:
     from ..world import render
     from ..world.language import stream
@@ -227,7 +334,7 @@ def run_questions(model, n: int, seed: int, settings: dict, split: str = "eval")
                 q.text, picture="never")
         ok = normalise_answer(reply.text) == normalise_answer(q.answer)
         cases.append({"question": q.text, "unseen_words": unseen_words(q.text), "kind": q.kind,
-                      "expected": q.answer, "answer": reply.text, "passed": ok})
+                      "expected": q.answer, "answer": reply.text, "passed": ok, "user_picture": i % 2 == 0})
     return cases
 
 
@@ -290,6 +397,11 @@ def by_words(cases: list[dict], passed) -> dict:
     return out
 
 
+def _share(passed) -> float | None:
+    passed = [bool(p) for p in passed]
+    return sum(passed) / len(passed) if passed else None
+
+
 def summarise(results: dict) -> dict:
     s = {}
     if "gen" in results:
@@ -307,10 +419,22 @@ def summarise(results: dict) -> dict:
         s["editing"] = {"changed": sum(c["changed"] for c in cases) / max(1, len(cases)),
                         "preserved": sum(c["preserved"] for c in cases) / max(1, len(cases)), "cases": len(cases),
                         **by_words(cases, lambda c: c["changed"])}
+    if "plural" in results:
+        cases = results["plural"]
+        s["plural_edits"] = {"changed": sum(c["changed"] for c in cases) / max(1, len(cases)),
+                             "preserved": sum(c["preserved"] for c in cases) / max(1, len(cases)), "cases": len(cases),
+                             **{f"changed_{k}": _share(c["changed"] for c in cases if c["kind"] == k)
+                                for k in PLURAL_KINDS}, **by_words(cases, lambda c: c["changed"])}
     if "ask" in results:
         cases = results["ask"]
         s["questions"] = {"exact": sum(c["passed"] for c in cases) / max(1, len(cases)), "cases": len(cases),
+                          "user_picture": _share(c["passed"] for c in cases if c.get("user_picture")),
                           **by_words(cases, lambda c: c["passed"])}
+    if "chain" in results:
+        cases = results["chain"]
+        s["after_edits"] = {"exact": _share(c["passed"] for c in cases), "cases": len(cases),
+                            **{f"exact_{k}": _share(c["passed"] for c in cases if c["kind"] == k)
+                               for k in ("count", "color", "position")}, **by_words(cases, lambda c: c["passed"])}
     if "words" in results:
         drawn, read = results["words"]["drawn"], results["words"]["read"]
         s["words"] = {"drawn_exact": sum(c["passed"] for c in drawn) / max(1, len(drawn)),
@@ -361,8 +485,12 @@ def run(args) -> int:
         results["gen"] = run_generation(model, args.n, args.seed, settings, args.save_images, args.split)
     if "edit" in parts:
         results["edit"] = run_editing(model, args.n, args.seed, settings, args.save_images, args.split)
+    if "plural" in parts:
+        results["plural"] = run_plural(model, args.n, args.seed, settings, args.save_images, args.split)
     if "ask" in parts:
         results["ask"] = run_questions(model, args.n, args.seed, settings, args.split)
+    if "chain" in parts:
+        results["chain"] = run_chains(model, args.n, args.seed, settings, args.split)
     if "var" in parts:
         results["var"] = run_variations(model, args.n, args.seed, settings, args.split)
     if "words" in parts:

@@ -47,6 +47,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sign-rate", type=float, default=0.0,
                    help="share of world conversations about a sign (a word drawn, changed or read); "
                         "0 keeps the world's own mix, where a third of pictures carry a sign")
+    p.add_argument("--chain-rate", type=float, default=0.0,
+                   help="share of world conversations that are edit chains (2-5 edits, then questions about "
+                        "what changed: world.conversation.sample_chain)")
     p.add_argument("--batch-tokens", type=int, default=8192, help="padded tokens per batch")
     p.add_argument("--max-len", type=int, default=1536, help="longest conversation, in tokens")
     p.add_argument("--lr", type=float, default=1e-3)
@@ -62,6 +65,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reference-codes", action=argparse.BooleanOptionalAction, default=True,
                    help="with --image-positions: also feed the code at the same place in the previous "
                         "picture (model.StreamEmbedding), added at zero the same way")
+    p.add_argument("--letter-places", action=argparse.BooleanOptionalAction, default=True,
+                   help="a learned place vector on each letter of a word and of a picture's lettering "
+                        "(added at zero to a checkpoint without them)")
     p.add_argument("--eval-every", type=int, default=500)
     p.add_argument("--save-every", type=int, default=500)
     p.add_argument("--seed", type=int, default=0)
@@ -97,13 +103,14 @@ def check_arguments(args) -> None:
         raise SystemExit(f"mmgen train: --text-weight must be positive, not {args.text_weight}")
     if args.minutes is not None and args.minutes <= 0:
         raise SystemExit(f"mmgen train: --minutes must be positive, not {args.minutes}")
-    if not 0 <= args.sign_rate <= 1:
-        raise SystemExit(f"mmgen train: --sign-rate must lie in [0, 1], not {args.sign_rate}")
+    for flag, rate in (("--sign-rate", args.sign_rate), ("--chain-rate", args.chain_rate)):
+        if not 0 <= rate <= 1:
+            raise SystemExit(f"mmgen train: {flag} must lie in [0, 1], not {rate}")
     if args.workers < 0:
         raise SystemExit(f"mmgen train: --workers must be 0 or more, not {args.workers}")
 
 
-def load_or_build_model(args, stream, device):
+def load_or_build_model(args, stream, device, glyph_codes=()):
     """The transformer to train (resumed, from a pretrained LM, or new) and its progress record."""
     from ..model import add_image_positions, attention_implementation, build_model, load_model
     progress = {"steps": 0, "tokens": 0, "wall_seconds": 0.0}
@@ -119,11 +126,18 @@ def load_or_build_model(args, stream, device):
     else:
         model = build_model(args.preset, stream.vocab_size, seed=args.seed)
     if args.image_positions:
-        add_image_positions(model, stream.image_start, stream.image_offset, reference=args.reference_codes)
+        letters = stream.letter_ids(glyph_codes) if args.letter_places else None
+        add_image_positions(model, stream.image_start, stream.image_offset, reference=args.reference_codes,
+                            letters=letters)
     model.config.mmgen_stream = {"text_vocab": stream.text_vocab, "codebook_size": stream.codebook_size,
                                  "special_tokens": list(stream.special), "image_offset": stream.image_offset}
     model.config.mmgen_preset = args.preset
     return model, progress
+
+
+def data_mix(args) -> dict:
+    """The shares of world conversations that are about a sign and that are edit chains."""
+    return {"sign_rate": args.sign_rate, "chain_rate": args.chain_rate}
 
 
 def training_source(args, stream, vq, cache, device, progress: dict, rank: int, world: int):
@@ -142,8 +156,8 @@ def training_source(args, stream, vq, cache, device, progress: dict, rank: int, 
     if args.workers:
         encode_pixels = lambda x: vq.encode_tensor(x.to(device).float() / 255)   # noqa: E731
         return world_conversations_parallel(encode_pixels, workers=args.workers, split="train", start=start,
-                                            step=world, sign_rate=args.sign_rate)
-    return world_conversations(cache, split="train", start=start, step=world, sign_rate=args.sign_rate)
+                                            step=world, mix=data_mix(args))
+    return world_conversations(cache, split="train", start=start, step=world, mix=data_mix(args))
 
 
 def step_lr(args, step: int, start_step: int, elapsed: float | None) -> float:
@@ -199,7 +213,7 @@ def record_run(progress: dict, args, processes: int) -> None:
     """Each run's data mix and schedule travel with the checkpoint beside its learning curve."""
     from .common import autocast_dtype
     progress.setdefault("runs", []).append({
-        "from_step": progress["steps"], "sign_rate": args.sign_rate, "lr": args.lr, "batch_tokens": args.batch_tokens,
+        "from_step": progress["steps"], **data_mix(args), "lr": args.lr, "batch_tokens": args.batch_tokens,
         "minutes": args.minutes, "autocast": autocast_dtype(), "processes": processes})
     # the pipeline keeps conversations inside the longest length the model has seen
     progress["max_len"] = max(args.max_len, progress.get("max_len", 0)) if args.resume else args.max_len
@@ -239,7 +253,8 @@ def run(args, teacher_path: str | None = None) -> int:
     stream, text = build_stream(args)
     vq = VQTokenizer.from_pretrained(args.vq).to(device).eval()
 
-    model, progress = load_or_build_model(args, stream, device)
+    glyph_codes = vq.glyphs.glyph_ids.tolist() if vq.glyphs is not None else ()
+    model, progress = load_or_build_model(args, stream, device, glyph_codes)
     model.to(device)
     accelerator.print(f"model: {count_parameters(model) / 1e6:.1f} M parameters, vocab {stream.vocab_size}, "
                       f"autocast {autocast_dtype()}, device {device}")

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from .edits import sample_edit
 from .language import as_typed, describe, family, stream, with_chatter
 from .prompts import CREATE_REPLIES, make_spec, sample_prompt
-from .questions import sample_question
+from .questions import question_after_edit, sample_question
 from .scene import Scene, place, sample_scene
 
 MIN_EXCHANGES, MAX_EXCHANGES = 1, 6
@@ -42,14 +42,21 @@ VARIATION_TRIES = 20
 # opens on a picture with a sign, and its later turns change or read the word this often each
 SIGN_TASK_RATE = 0.5
 TASKS = ("create", "edit", "ask", "variation")
+# An edit chain (`sample_conversation(chain_rate=…)`, the data mix for following the picture): a
+# picture, 2-5 edits, each followed this often by a question about what it changed, then a final
+# question about the last change — the answer is only in the latest picture, not in the words
+CHAIN_EDITS = (2, 5)
+CHAIN_ASK_RATE = 0.3
 
-INTRO = family("user_image", (
+INTRO = family("user_image", ("have a peek at this.", "I'm sharing my picture.",
+    
     "here's a picture I made.", "look at this image.", "this is my picture.", "I drew this.",
     "check this one out.", "here's an image.",
     "here is my image.", "I made this picture.", "this is a picture I drew.", "here's something I made.",
     "have a look at this.", "look at my picture."), (
     "take a peek at my drawing.", "sharing a picture with you."))
-VARIATION = family("variation", (
+VARIATION = family("variation", ("mix it up", "a fresh layout please",
+    
     "another one like this", "give me a variation", "make another version", "same shapes, different layout",
     "can you do a variation?", "another one", "rearrange it", "shuffle the layout",
     "a different layout please", "do it again with a new layout", "same things, new positions",
@@ -153,9 +160,58 @@ def _sign_exchange(task, current, rng, split):
     return EXCHANGES[task](current, rng, split)
 
 
-def sample_conversation(seed: int, split: str = "train", sign_rate: float = 0.0) -> Conversation:
-    """The conversation of `seed`; with `sign_rate`, that share of conversations are about a sign
-    (the same seed gives the same conversation whenever it is not one)."""
+def _ask_after(current, record, rng, split):
+    q = question_after_edit(current, record, rng, split)
+    return None if q is None else ("ask", q.text, {"question": q.kind, "about": q.about, "answer": q.answer},
+                                   q.answer, None)
+
+
+def _chain_tasks(rng) -> list[str]:
+    """The exchanges of an edit chain after its first picture."""
+    tasks = []
+    for _ in range(rng.randint(*CHAIN_EDITS)):
+        tasks.append("edit")
+        if rng.random() < CHAIN_ASK_RATE:
+            tasks.append("ask_after")
+    return tasks + ["ask_after"] * (tasks[-1] != "ask_after")
+
+
+def _user_turn_text(text, user_image, rng, split):
+    if user_image is not None and rng.random() < INTRO_RATE:
+        text = f"{as_typed(INTRO.pick(rng, split), rng)} {text}"
+    return with_chatter(text, rng) if split == "train" else text
+
+
+def sample_chain(seed: int, split: str = "train") -> Conversation:
+    """An edit chain: a picture (drawn, or the user's), 2-5 edits, questions about what changed."""
+    rng = stream(split, seed, "chain")
+    user_image = sample_scene(rng) if rng.random() < FIRST_WEIGHTS["user_image"] else None
+    turns: list[Turn] = []
+    current, record = user_image, None
+    first = _edit(current, rng, split) if user_image is not None else _create(None, rng, split)
+    for task in [None] + _chain_tasks(rng):
+        if task == "edit":
+            got = _edit(current, rng, split)
+        elif task == "ask_after":
+            got = (record and _ask_after(current, record, rng, split)) or _ask(current, rng, split)
+        else:
+            got = first
+        kind, text, meta, reply, image = got
+        shown = user_image if task is None else None
+        turns.append(Turn("user", _user_turn_text(text, shown, rng, split), shown, kind, meta))
+        turns.append(Turn("assistant", reply, image, kind))
+        record = meta.get("edit", record)
+        current = image if image is not None else current
+    return Conversation(id=f"{split}-chain-{seed}", split=split, seed=seed, turns=turns)
+
+
+def sample_conversation(seed: int, split: str = "train", sign_rate: float = 0.0,
+                        chain_rate: float = 0.0) -> Conversation:
+    """The conversation of `seed`; with `sign_rate`, that share of conversations are about a sign,
+    with `chain_rate` that share are edit chains (`sample_chain`); the same seed gives the same
+    conversation whenever it is neither."""
+    if chain_rate > 0 and stream(split, seed, "chain_mix").random() < chain_rate:
+        return sample_chain(seed, split)
     rng = stream(split, seed, "conversation")
     signs = sign_rate > 0 and stream(split, seed, "sign_mix").random() < sign_rate
     turns: list[Turn] = []
@@ -171,10 +227,7 @@ def sample_conversation(seed: int, split: str = "train", sign_rate: float = 0.0)
         exchange = _sign_exchange if signs else (lambda t, c, r, s: EXCHANGES[t](c, r, s))
         got = exchange(task, current, rng, split) or _ask(current, rng, split)
         task, text, meta, reply, image = got
-        if user_image is not None and rng.random() < INTRO_RATE:
-            text = f"{as_typed(INTRO.pick(rng, split), rng)} {text}"
-        if split == "train":
-            text = with_chatter(text, rng)
+        text = _user_turn_text(text, user_image, rng, split)
         turns.append(Turn("user", text, user_image, task, meta))
         turns.append(Turn("assistant", reply, image, task))
         current = image if image is not None else current

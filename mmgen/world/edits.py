@@ -8,11 +8,17 @@
     e.reply     # 'Done — the circle is blue now.'
 
 Kinds (`EDIT_KINDS`): recolor (an object, or the sign's letters), move, add, remove, resize,
-background, word, add_sign, remove_sign. In a record, `target` is an object's index in the scene
-before the edit (for add: its index after), "sign" or "background"; `before`/`after` are the
-attribute's values — for add/remove/add_sign/remove_sign the whole object or sign as `to_dict()`,
-or None. `ref` is the referring expression used; `asked` is what the words of an add or add_sign
-named (a prompt spec group or sign spec; the rest was chosen at random).
+background, word, add_sign, remove_sign, plaque, move_sign, and edits of several shapes at once
+(groups.py): add_many ("add two red circles"), recolor_group ("make the squares red", "make them
+all yellow"), remove_group ("remove all the circles") and remove_one ("remove one of them").
+In a record, `target` is an object's index in the scene before the edit (for add: its index
+after), a list of them for the group kinds, "sign" or "background"; `before`/`after` are the
+attribute's values — for add/remove/add_sign/remove_sign the whole object or sign as `to_dict()`
+(lists of them for the group kinds), or None. `ref` is the referring expression used; `asked` is
+what the words of an add, add_many or add_sign named (a prompt spec group or sign spec; the rest
+was chosen at random), or the attributes a group reference named ({} = every shape).
+remove_one's `target` is the one it took away (the group's last in reading order, a convention
+the data keeps so the model can learn it) and `asked["members"]` every one it could have taken.
 """
 from __future__ import annotations
 
@@ -20,23 +26,28 @@ import random
 from dataclasses import dataclass, replace
 
 from .language import (ATTRS, as_typed, band_phrase, canonical_band, canonical_location, canonical_object,
-                       canonical_sign, color_word, family, group_phrase, location, move_target, refer, refer_sign,
-                       sign_phrase, size_word, weighted_order)
+                       canonical_sign, color_word, family, group_phrase, join_list, location, move_target, refer,
+                       refer_sign, sign_phrase, size_word, weighted_order)
+from .groups import canonical_group_name, last_in_reading_order, refer_group
 from .prompts import said_sign
-from .scene import (BACKGROUND_COLORS, BANDS, DEFAULT_SIZE, MAX_OBJECTS, OBJECT_COLORS, SHAPES, SIZES, Obj,
+from .scene import (BACKGROUND_COLORS, BANDS, CELLS, DEFAULT_SIZE, MAX_OBJECTS, OBJECT_COLORS, SHAPES, SIZES, Obj,
                     Scene, band_rows, cell_row_col, is_legible, is_valid, place, random_sign, random_word)
 
 EDIT_WEIGHTS = {"recolor": 3.0, "move": 2.0, "add": 2.0, "remove": 1.5, "resize": 1.5, "background": 1.5,
-                "word": 1.5, "add_sign": 0.7, "remove_sign": 0.5, "plaque": 0.5, "move_sign": 0.5}
+                "word": 1.5, "add_sign": 0.7, "remove_sign": 0.5, "plaque": 0.5, "move_sign": 0.5,
+                "add_many": 1.2, "recolor_group": 1.2, "remove_group": 0.7, "remove_one": 0.7}
 EDIT_KINDS = tuple(EDIT_WEIGHTS)
 SIZE_ORDER = tuple(sorted(SIZES, key=SIZES.get))      # small, medium, large
 SIGN_RECOLOR_RATE = 0.25         # with a sign and shapes, a recolour is of the letters this often
 RELATIVE_RESIZE_RATE = 0.6       # "make it bigger" rather than "make it small"
 ADD_SAY_RATES = {"shape": 0.9, "color": 0.8, "size": 0.25, "cell": 0.5}
+ADD_MANY_SAY_RATES = {"shape": 0.9, "color": 0.7, "size": 0.2}
+ADD_MANY_COUNTS = (2, 3)
 ADD_SIGN_SAY_RATES = {"color": 0.4, "plaque": 0.3, "band": 0.5}
 NEW_WORD_TRIES = 10
 
-RECOLOR = family("edit_recolor", (
+RECOLOR = family("edit_recolor", ("switch {ref} to {color}", "paint {ref} over in {color}", "I'd rather you made {ref} {color}",
+    
     "make {ref} {color}", "change {ref} to {color}", "turn {ref} {color}", "color {ref} {color}",
     "colour {ref} {color}", "can you make {ref} {color}?", "{ref} should be {color}", "paint {ref} {color}",
     "recolor {ref} to {color}", "now make {ref} {color}",
@@ -45,46 +56,52 @@ RECOLOR = family("edit_recolor", (
     "make {ref} {color} instead", "recolour {ref} {color}", "set {ref} to {color}", "turn {ref} to {color}",
     "please make {ref} {color}"), (
     "I'd rather have {ref} in {color}", "switch {ref} over to {color}"))
-MOVE = family("edit_move", (
+MOVE = family("edit_move", ("slide {ref} to the {to}", "relocate {ref} {loc}", "move {ref} over to the {to}",
+    
     "move {ref} to the {to}", "put {ref} {loc}", "shift {ref} to the {to}", "can you move {ref} to the {to}?",
     "place {ref} {loc}", "{ref} should go to the {to}", "now move {ref} to the {to}",
     "move {ref} {loc}", "could you move {ref} to the {to}?", "take {ref} to the {to}", "drag {ref} to the {to}",
     "{ref} goes {loc}", "I want {ref} {loc}", "let's put {ref} {loc}", "bring {ref} to the {to}",
     "send {ref} to the {to}", "position {ref} {loc}", "please move {ref} to the {to}"), (
     "slide {ref} over to the {to}", "relocate {ref} to the {to}"))
-ADD = family("edit_add", (
+ADD = family("edit_add", ("throw {obj} in there", "squeeze {obj} in too",
+    
     "add {obj}", "now add {obj}", "also draw {obj}", "include {obj}", "can you add {obj}?", "add {obj} as well",
     "draw {obj} too", "put {obj} in there",
     "add {obj} too", "could you add {obj}?", "please add {obj}", "give it {obj}", "I'd like {obj} as well",
     "put in {obj}", "insert {obj}", "draw {obj} as well", "also add {obj}", "and add {obj}",
     "place {obj} in it", "let's add {obj}"), (
     "throw in {obj}", "squeeze in {obj} as well"))
-REMOVE = family("edit_remove", (
+REMOVE = family("edit_remove", ("I don't want {ref}", "{ref} isn't needed anymore", "we can lose {ref}",
+    
     "remove {ref}", "delete {ref}", "get rid of {ref}", "take out {ref}", "erase {ref}", "take away {ref}",
     "can you remove {ref}?",
     "please remove {ref}", "could you remove {ref}?", "clear {ref}", "drop {ref}", "remove {ref} please",
     "can you delete {ref}?", "get {ref} out", "wipe out {ref}", "take {ref} out", "I'd like {ref} gone",
     "{ref} has to go", "no {ref} please"), (
-    "lose {ref}", "I don't want {ref} anymore"))
+    "lose {ref} now", "I don't want {ref} anymore"))
 RESIZE_TO = family("edit_resize", (
     "make {ref} {size}", "resize {ref} to {size}", "change {ref} to {size}", "{ref} should be {size}",
     "set {ref} to {size}", "can you make {ref} {size}?", "{ref} {size} please", "turn {ref} {size}",
     "I want {ref} {size}", "make {ref} {size} instead", "let {ref} be {size}"), (
     "I'd like {ref} to be {size}", "go with {size} for {ref}"))
-GROW = family("edit_grow", (
+GROW = family("edit_grow", ("scale up {ref}", "blow up {ref} a little",
+    
     "make {ref} bigger", "make {ref} larger", "enlarge {ref}", "increase the size of {ref}",
     "{ref} should be bigger",
     "make {ref} a bit bigger", "can you make {ref} bigger?", "grow {ref}", "{ref} is too small",
     "bigger {ref} please", "expand {ref}", "make {ref} larger please", "I want {ref} bigger",
     "enlarge {ref} a little"), (
     "scale {ref} up", "blow {ref} up a bit"))
-SHRINK = family("edit_shrink", (
+SHRINK = family("edit_shrink", ("scale down {ref}", "tone down the size of {ref}",
+    
     "make {ref} smaller", "shrink {ref}", "reduce the size of {ref}", "{ref} should be smaller",
     "make {ref} a bit smaller",
     "{ref} is too big", "can you make {ref} smaller?", "make {ref} a little smaller", "smaller {ref} please",
     "reduce {ref}", "I want {ref} smaller", "decrease the size of {ref}", "make {ref} tinier"), (
     "scale {ref} down", "tone {ref} down in size"))
-BACKGROUND = family("edit_background", (
+BACKGROUND = family("edit_background", ("swap the background to {bg}", "make the backdrop {bg}",
+    
     "change the background to {bg}", "make the background {bg}", "use a {bg} background",
     "put it on a {bg} background", "set the background to {bg}", "{bg} background please",
     "can you make the background {bg}?",
@@ -92,7 +109,8 @@ BACKGROUND = family("edit_background", (
     "the background should be {bg}", "paint the background {bg}", "give it a {bg} background",
     "I'd like a {bg} background", "let's have a {bg} background", "try a {bg} background"), (
     "swap the background for {bg}", "I want a {bg} backdrop"))
-WORD = family("edit_word", (
+WORD = family("edit_word", ('swap the word for "{word}"',
+    
     'change the word to "{word}"', 'make the sign say "{word}"', 'replace "{old}" with "{word}"',
     "change the text to {word}", 'the sign should say "{word}"', 'write "{word}" instead', "make it say {word}",
     'change "{old}" to "{word}"', 'write "{word}" on the sign', 'can you make the sign say "{word}"?',
@@ -100,20 +118,44 @@ WORD = family("edit_word", (
     'make the word "{word}"', 'let the sign say "{word}"', 'rewrite the sign as "{word}"',
     '"{word}" instead of "{old}"'), (
     'have the sign read "{word}"', 'swap "{old}" for "{word}"'))
-PLAQUE = family("edit_plaque", (
+PLAQUE = family("edit_plaque", ("swap the plaque to {color}",
+    
     "make {ref} {color}", "change the plaque to {color}", "make the plaque {color}", "use {color} for the plaque",
     "set the plaque to {color}", "change the sign's background to {color}", "paint {ref} {color}",
     "turn the plaque {color}", "can you make the plaque {color}?", "{color} plaque instead"), (
     "swap the plaque colour to {color}", "I'd like the board behind the word in {color}"))
-MOVE_SIGN = family("edit_move_sign", (
+MOVE_SIGN = family("edit_move_sign", ("relocate the text {band}",
+    
     "move {ref} {band}", "put {ref} {band}", "move the word {band}", "put the text {band}",
     "can you move {ref} {band}?", "shift {ref} {band}", "place the sign {band}", "{ref} should go {band}"), (
-    "relocate {ref} {band}", "I want the word {band} instead"))
-ADD_SIGN = family("edit_add_sign", ("add {sign}", "now add {sign}", "put {sign} on it", "include {sign}",
+    "relocate the sign {band}", "I want the word {band} instead"))
+ADD_SIGN = family("edit_add_sign", ("stick {sign} on it", "slap {sign} onto it",
+    "add {sign}", "now add {sign}", "put {sign} on it", "include {sign}",
                                     "also add {sign}",
     "can you add {sign}?", "please add {sign}", "add {sign} too", "draw {sign} as well", "put in {sign}",
     "give it {sign}", "insert {sign}"), (
     "stick {sign} in there", "slap {sign} on it"))
+ADD_MANY = family("edit_add_many", (
+    "add {objs}", "now add {objs}", "also draw {objs}", "include {objs}", "can you add {objs}?", "draw {objs} too",
+    "put {objs} in there", "please add {objs}", "add {objs} as well", "insert {objs}", "give it {objs}",
+    "I'd like {objs} as well", "put in {objs}", "and add {objs}", "let's add {objs}"), (
+    "could you also put in {objs}?", "I want {objs} in it too"))
+RECOLOR_GROUP = family("edit_recolor_group", (
+    "make {group} {color}", "turn {group} {color}", "change {group} to {color}", "colour {group} {color}",
+    "color {group} {color}", "paint {group} {color}", "can you make {group} {color}?", "recolor {group} to {color}",
+    "set {group} to {color}", "please make {group} {color}", "I want {group} {color}", "{group} should be {color}",
+    "make {group} {color} instead", "could you make {group} {color}?", "now make {group} {color}"), (
+    "could you turn {group} {color} for me?", "could {group} all be {color}?"))
+REMOVE_GROUP = family("edit_remove_group", (
+    "remove {group}", "delete {group}", "get rid of {group}", "take out {group}", "erase {group}",
+    "take away {group}", "can you remove {group}?", "please remove {group}", "clear {group}", "drop {group}",
+    "I'd like {group} gone", "could you remove {group}?", "wipe out {group}"), (
+    "could you clear away {group}?", "{group} can go"))
+REMOVE_ONE = family("edit_remove_one", (
+    "remove one of {group}", "delete one of {group}", "take away one of {group}", "get rid of one of {group}",
+    "take out one of {group}", "erase one of {group}", "drop one of {group}", "can you remove one of {group}?",
+    "please remove one of {group}", "I'd like one of {group} gone", "could you delete one of {group}?"), (
+    "one of {group} has to go", "could you take one of {group} out?"))
 
 # Replies name things canonically ("the red circle"); they are the model's words, not the user's,
 # so they have no held-out split.
@@ -132,6 +174,10 @@ REPLIES = {
     "plaque": ("Done — the plaque is {after} now.", "Sure, the plaque behind the word is {after} now."),
     "move_sign": ("Done — the sign is {after} now.", "Moved the sign; it's {after} now."),
     "remove_sign": ("Removed the sign.", "Done — the sign is gone.", "Okay, no more sign."),
+    "add_many": ("Added {after}.", "Done — I added {after}."),
+    "recolor_group": ("Done — {name} are {after} now.", "Sure, I made {name} {after}.", "Okay, {name} are {after} now."),
+    "remove_group": ("Removed {name}.", "Done — {name} are gone.", "Okay, I took out {name}."),
+    "remove_one": ("Removed {name}.", "Done — I took away {name}.", "Okay, {name} is gone."),
 }
 assert set(REPLIES) == set(EDIT_KINDS)
 
@@ -344,9 +390,79 @@ def _remove_sign(scene, rng, split):
                    _record("remove_sign", "sign", None, scene.sign.to_dict(), None, ref.text), rng)
 
 
+# --- several shapes at once (groups.py) -------------------------------------------------------------
+def _placed_phrase(objs) -> str:
+    """'a red circle in the top left and a red circle in the bottom right', in reading order."""
+    return join_list([f"{canonical_object(o)} {canonical_location(o.cell)}"
+                      for o in sorted(objs, key=lambda o: CELLS.index(o.cell))])
+
+
+def _add_many(scene, rng, split):
+    free = scene.free_cells()
+    count = rng.choice([c for c in ADD_MANY_COUNTS if len(scene.objects) + c <= MAX_OBJECTS and c <= len(free)]
+                       or [0])
+    if count == 0:
+        return None
+    said = {k for k, p in ADD_MANY_SAY_RATES.items() if rng.random() < p} or {"shape"}
+    shape, color = rng.choice(SHAPES), rng.choice([c for c in OBJECT_COLORS if c != scene.background])
+    size = rng.choice(SIZE_ORDER) if "size" in said else DEFAULT_SIZE
+    new = tuple(Obj(shape=shape, color=color, size=size, cell=c) for c in rng.sample(free, count))
+    asked = {**{k: {"shape": shape, "color": color, "size": size}[k] if k in said else None
+                for k in ("shape", "color", "size")}, "cell": None, "count": count}
+    n = len(scene.objects)
+    added = place(scene.with_objects(scene.objects + new), rng, keep=tuple(range(n)))
+    if added is None:
+        return None
+    text = ADD_MANY.pick(rng, split).format(objs=group_phrase(asked, rng))
+    return _finish("add_many", text, added,
+                   _record("add_many", list(range(n, n + count)), None, None, [o.to_dict() for o in added.objects[n:]],
+                           None, asked), rng, after=_placed_phrase(added.objects[n:]))
+
+
+def _recolor_group(scene, rng, split):
+    g = refer_group(scene, rng)
+    if g is None:
+        return None
+    used = {scene.objects[i].color for i in g.members}
+    options = [c for c in OBJECT_COLORS if c != scene.background and (len(used) > 1 or c not in used)
+               and not (scene.sign and c in (scene.sign.color, scene.sign.plaque))]
+    if not options:
+        return None
+    new = rng.choice(options)
+    objects = tuple(replace(o, color=new) if i in g.members else o for i, o in enumerate(scene.objects))
+    text = RECOLOR_GROUP.pick(rng, split).format(group=g.text, color=color_word(new, rng))
+    return _finish("recolor_group", text, scene.with_objects(objects),
+                   _record("recolor_group", list(g.members), "color", [scene.objects[i].color for i in g.members],
+                           new, g.text, g.attrs), rng, name=canonical_group_name(scene, g.members), after=new)
+
+
+def _remove_group(scene, rng, split):
+    g = refer_group(scene, rng)
+    if g is None or (len(g.members) == len(scene.objects) and scene.sign is None):
+        return None                               # never leave an empty canvas
+    kept = tuple(o for i, o in enumerate(scene.objects) if i not in g.members)
+    text = REMOVE_GROUP.pick(rng, split).format(group=g.text)
+    return _finish("remove_group", text, scene.with_objects(kept),
+                   _record("remove_group", list(g.members), None, [scene.objects[i].to_dict() for i in g.members],
+                           None, g.text, g.attrs), rng, name=canonical_group_name(scene, g.members))
+
+
+def _remove_one(scene, rng, split):
+    g = refer_group(scene, rng, partitive=True)
+    if g is None:
+        return None
+    i = last_in_reading_order(scene, g.members)
+    o = scene.objects[i]
+    text = REMOVE_ONE.pick(rng, split).format(group=g.text)
+    return _finish("remove_one", text, scene.with_objects(scene.objects[:i] + scene.objects[i + 1:]),
+                   _record("remove_one", i, None, o.to_dict(), None, g.text, {**g.attrs, "members": list(g.members)}),
+                   rng, name=f"the {o.color} {o.shape} {canonical_location(o.cell)}")
+
+
 BUILDERS = {"recolor": _recolor, "move": _move, "add": _add, "remove": _remove, "resize": _resize,
             "background": _background, "word": _word, "add_sign": _add_sign, "remove_sign": _remove_sign,
-            "plaque": _plaque, "move_sign": _move_sign}
+            "plaque": _plaque, "move_sign": _move_sign, "add_many": _add_many, "recolor_group": _recolor_group,
+            "remove_group": _remove_group, "remove_one": _remove_one}
 assert tuple(BUILDERS) == EDIT_KINDS
 
 

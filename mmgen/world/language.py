@@ -323,29 +323,36 @@ SIGN_FAMILIES = {
         'a label reading {word}', 'a notice that says {word}', 'the word {word} written out',
         'a board that reads "{word}"', 'the letters {word}'), (
         'a sign with "{word}" on it', 'a label that reads "{word}"')),
-    (True, False): family("sign_color", (
+    (True, False): family("sign_color", ('"{word}" spelled in {color} letters', 'the word "{word}" in {color} lettering',
+    
         "the word {word} in {color}", '"{word}" in {color} letters', 'a sign that says "{word}" in {color}',
         'a poster reading {word} in {color}', '{word} written in {color}', 'the word {word} in {color} letters',
         '{color} text saying "{word}"', 'the word "{word}" written in {color}'), (
         '"{word}" spelled out in {color}', '{color} lettering reading "{word}"')),
-    (False, True): family("sign_plaque", (
+    (False, True): family("sign_plaque", ('a {plaque} panel that says "{word}"', 'the word "{word}" printed on a {plaque} sign',
+    
         'a {plaque} sign that says "{word}"', "a {plaque} plaque with the word {word}",
         'the word "{word}" on a {plaque} plaque', 'a {plaque} sign saying "{word}"'), (
         'a {plaque} board with "{word}" on it', '"{word}" printed on a {plaque} panel')),
-    (True, True): family("sign_both", (
+    (True, True): family("sign_both", ('a {plaque} panel with {color} letters that says "{word}"', 'the word "{word}" printed in {color} on a {plaque} sign',
+    
         "a {plaque} plaque with the word {word} in {color}", '{color} letters saying "{word}" on a {plaque} plaque',
         'a {plaque} sign with {color} letters that says "{word}"', 'the word "{word}" in {color} on a {plaque} sign'), (
         '{color} lettering reading "{word}" on a {plaque} board', 'a {plaque} panel with "{word}" printed in {color}')),
 }
 TERSE_SIGN_FAMILIES = {
-    (False, False): family("terse_sign", ('sign "{word}"', '"{word}" sign', "word {word}", 'text "{word}"'), (
+    (False, False): family("terse_sign", ("caption: {word}",
+    'sign "{word}"', '"{word}" sign', "word {word}", 'text "{word}"'), (
         'label "{word}"', 'caption "{word}"')),
-    (True, False): family("terse_sign_color", ('"{word}" in {color}', '{color} "{word}"', '{color} text "{word}"'), (
+    (True, False): family("terse_sign_color", ('{color} lettering, "{word}"',
+    '"{word}" in {color}', '{color} "{word}"', '{color} text "{word}"'), (
         '"{word}" colored {color}', '{color} lettering "{word}"')),
-    (False, True): family("terse_sign_plaque", (
+    (False, True): family("terse_sign_plaque", ('{plaque} panel with "{word}"',
+    
         '{plaque} sign "{word}"', '"{word}" on {plaque}', '{plaque} plaque "{word}"'), (
         '"{word}" on a {plaque} board', '{plaque} panel "{word}"')),
-    (True, True): family("terse_sign_both", ('{color} "{word}" on {plaque}', '{plaque} sign, {color} "{word}"',
+    (True, True): family("terse_sign_both", ('{color} lettering on {plaque}: "{word}"',
+    '{color} "{word}" on {plaque}', '{plaque} sign, {color} "{word}"',
                                              '"{word}" {color} on {plaque} plaque'), (
         '{color} lettering "{word}" on {plaque} board', '{plaque} panel, {color} "{word}"')),
 }

@@ -1,7 +1,7 @@
 """The "paraphrase" split: held-out phrasings made only of words that training messages use.
 
 The held-out phrasings of split="eval" (language.family) almost all carry a word no training
-message has — "which hue does {ref} have?", "whereabouts is {ref}?", "lose {ref}". A model that
+message has — "which hue does {ref} have?", "whereabouts is {ref}?", "just lose {ref}". A model that
 learns language only from this world cannot know such a word, so that split measures two things at
 once: whether the model understands a request worded in a new way, and whether it knows words it
 never saw. These phrasings separate the first: each is new (no training phrasing, filled in, reads
@@ -38,6 +38,10 @@ PARAPHRASES: dict[str, tuple[str, ...]] = {
     "edit_add_sign": ("can you put {sign} on it?", "please put {sign} in there"),
     "edit_plaque": ("I want the plaque to be {color}", "can you change the plaque to {color}?"),
     "edit_move_sign": ("can you put {ref} {band}?", "please take the sign {band}"),
+    "edit_add_many": ("please put {objs} in it", "can you also draw {objs}?"),
+    "edit_recolor_group": ("please change {group} to {color}", "I want {group} to be {color}"),
+    "edit_remove_group": ("please get rid of {group}", "can you take out {group}?"),
+    "edit_remove_one": ("please take out one of {group}", "can you get rid of one of {group}?"),
     "ask_color": ("which colour does {ref} have?", "can you tell me what colour {ref} is?"),
     "ask_shape": ("what kind of shape does {ref} have?", "can you tell me the shape of {ref}?"),
     "ask_count": ("can you tell me how many {things} there are?", "how many {things} did you draw?"),

@@ -58,7 +58,8 @@ MIXED_RELATION_RATE = 0.25
 RELATION_ALIGNED_RATE = 0.75
 BUILD_TRIES = 50
 
-FRAMES = family("create", (
+FRAMES = family("create", ("sketch {desc}", "I'd love {desc}", "a picture showing {desc}", "put together {desc}",
+    
     "draw {desc}", "make {desc}", "create {desc}", "show me {desc}", "can you draw {desc}?",
     "please draw {desc}", "I'd like {desc}", "generate an image of {desc}", "a picture of {desc}",
     "paint {desc}", "give me {desc}", "draw me {desc}", "make a picture with {desc}", "I want {desc}",
@@ -77,16 +78,20 @@ FRAMES = family("create", (
     "compose a picture of {desc}", "what about {desc}?", "an illustration of {desc}",
     "make an image with {desc}", "I'd like an image of {desc}", "new image with {desc}"), (
     "could you sketch {desc}?", "I'd love to see {desc}", "put together an image showing {desc}"))
-TERSE_FRAMES = family("create_terse", (
+TERSE_FRAMES = family("create_terse", ("quick: {desc}", "{desc}, asap", "sketch: {desc}",
+    
     "{desc}", "draw {desc}", "{desc} pls", "pic: {desc}", "img of {desc}", "{desc}!", "image: {desc}",
     "drawing: {desc}", "{desc} plz", "make {desc}", "render {desc}", "{desc} thx", "new pic: {desc}"), (
     "quick sketch: {desc}", "need {desc} asap"))
-BACKGROUND_SUFFIX = family("background", (
+BACKGROUND_SUFFIX = family("background", ("with a {bg} backdrop",
+    
     "on a {bg} background", "with a {bg} background", "against a {bg} background", "on {bg}"), (
-    "on a {bg} backdrop", "and make the background {bg}"))
-TERSE_BACKGROUND = family("terse_background", ("{bg} background", "on {bg}", "{bg} bg"), (
-    "{bg} backdrop", "backdrop {bg}"))
-BACKGROUND_WITH_SIGN = family("background_sign", (   # a picture of only a sign
+    "set on a {bg} backdrop", "and make the background {bg}"))
+TERSE_BACKGROUND = family("terse_background", ("backdrop: {bg}",
+    "{bg} background", "on {bg}", "{bg} bg"), (
+    "{bg} backdrop pls", "backdrop in {bg}"))
+BACKGROUND_WITH_SIGN = family("background_sign", ("{rest} against a {bg} backdrop", "a {bg} background carrying {rest}",
+       # a picture of only a sign
     "a {bg} background with {rest}", "{rest} on a {bg} background"), (
     "{rest} set against a {bg} backdrop", "a {bg} backdrop carrying {rest}"))
 # The reply says what the picture will hold, object by object in reading order (top row first) with

@@ -34,33 +34,38 @@ EXISTS_SIGN_RATE = 0.15          # "is there a sign?"
 COUNT_ALL_RATE = 0.25            # "how many shapes are there?"
 TRUE_CHECK_RATE = 0.5            # "is the circle red?" names its true colour this often
 
-COLOR = family("ask_color", (
+COLOR = family("ask_color", ("which shade is {ref}?", "what hue is {ref}?",
+    
     "what colour is {ref}?", "what color is {ref}?", "which color is {ref}?", "tell me the colour of {ref}",
     "what's the color of {ref}?",
     "what colour does {ref} have?", "what color's {ref}?", "colour of {ref}?", "color of {ref}?",
     "can you tell me the color of {ref}?", "what is the colour of {ref}?", "which colour is {ref}?",
     "tell me what color {ref} is"), (
     "what shade is {ref}?", "which hue does {ref} have?"))
-SHAPE = family("ask_shape", (
+SHAPE = family("ask_shape", ("which form does {ref} have?", "can you name what shape {ref} is?",
+    
     "what shape is {ref}?", "which shape is {ref}?", "what kind of shape is {ref}?", "what is {ref}?",
     "what shape does {ref} have?", "tell me the shape of {ref}", "what's the shape of {ref}?",
     "which shape does {ref} have?", "what sort of shape is {ref}?", "shape of {ref}?",
     "can you tell me what shape {ref} is?"), (
     "what form does {ref} take?", "name the shape of {ref}"))
-COUNT = family("ask_count", (
+COUNT = family("ask_count", ("can you spot how many {things} there are?", "how many {things} appear?",
+    
     "how many {things} are there?", "how many {things}?", "count the {things}", "how many {things} do you see?",
     "what's the number of {things}?",
     "how many {things} are in the picture?", "how many {things} can you count?",
     "tell me how many {things} there are", "number of {things}?", "how many {things} does it have?",
     "can you count the {things}?", "how many {things} do I have?"), (
     "how many {things} can you spot?", "tell me how many {things} appear"))
-POSITION = family("ask_position", (
+POSITION = family("ask_position", ("whereabouts would I find {ref}?", "which spot is {ref} in?",
+    
     "where is {ref}?", "where's {ref}?", "where is {ref} located?", "which part of the picture is {ref} in?",
     "where did you put {ref}?", "in which part is {ref}?", "where can I find {ref}?", "tell me where {ref} is",
     "what's the position of {ref}?", "where is {ref} placed?", "which cell is {ref} in?",
     "where is {ref} in the picture?"), (
     "whereabouts is {ref}?", "in which spot is {ref}?"))
-WORD = family("ask_word", (
+WORD = family("ask_word", ("what word appears on the sign?",
+    
     "what does the sign say?", "what does it say?", "what word is written?", "what's the word?", "read the sign",
     "what is written on the sign?", "what does the text say?",
     "what word is on the sign?", "tell me the word", "what is the word on the sign?", "which word is written?",
@@ -68,35 +73,40 @@ WORD = family("ask_word", (
     "what word is written here?", "spell it", "spell the word", "spell the word on the sign", "what's written here?",
     "what does the poster say?", "read it to me", "what does the word say?", "what letters are on the sign?"), (
     "can you read the word out for me?", "which word appears in the picture?"))
-EXISTS = family("ask_exists", (
+EXISTS = family("ask_exists", ("is there {a_thing} anywhere?", "does it contain {a_thing}?",
+    
     "is there {a_thing}?", "do you see {a_thing}?", "are there any {things}?", "does it have {a_thing}?",
     "is there {a_thing} in the picture?",
     "is there {a_thing} in it?", "any {things}?", "are there {things}?", "does the image have {a_thing}?",
     "have you drawn {a_thing}?", "is {a_thing} in the picture?", "do you have {a_thing} there?"), (
     "can you find {a_thing} anywhere?", "does the picture contain {a_thing}?"))
-CHECK_COLOR = family("ask_check_color", (
+CHECK_COLOR = family("ask_check_color", ("do you call {ref} {color}?", "I am guessing {ref} is {color}, right?",
+    
     "is {ref} {color}?", "is {ref} colored {color}?", "is {ref} {color} or not?",
     "{ref} is {color}, right?", "is {ref} really {color}?", "is it true that {ref} is {color}?",
     "did you make {ref} {color}?", "{ref} is {color}, isn't it?", "check: is {ref} {color}?"), (
     "would you call {ref} {color}?", "am I right that {ref} is {color}?"))
-BACKGROUND = family("ask_background", (
+BACKGROUND = family("ask_background", ("what colour is the backdrop?", "which colour sits behind the shapes?",
+    
     "what colour is the background?", "what color is the background?", "what's the background color?",
     "which background is it?", "what is the background colour?",
     "background colour?", "what colour is behind the shapes?", "which colour is the background?",
     "tell me the background colour", "what color's the background?", "what colour is the picture's background?"), (
     "what colour sits behind everything?", "tell me the backdrop colour"))
-DESCRIBE = family("ask_describe", (
+DESCRIBE = family("ask_describe", ("a quick rundown please", "summarize the picture", "what's shown here?",
+    
     "describe the picture", "what's in the picture?", "describe this image", "what do you see?",
     "what is in this image?", "describe it", "what does the picture show?",
     "tell me what's in the picture", "what does it show?", "describe what you drew",
     "list what's in the picture", "what did you draw?", "explain the picture", "what's in it?",
     "tell me about the picture"), (
     "give me a rundown of the picture", "summarize what's shown"))
-WHAT_AT = family("ask_what_at", (
+WHAT_AT = family("ask_what_at", ("is there anything {loc}?", "what sits {loc}?",
+    
     "what is {loc}?", "what's {loc}?", "what is there {loc}?", "what do you see {loc}?", "what's there {loc}?",
     "tell me what is {loc}", "what did you draw {loc}?", "which shape is {loc}?",
     "what can you see {loc}?", "what do we have {loc}?", "what's drawn {loc}?"), (
-    "anything {loc}?", "tell me what sits {loc}"))
+    "anything there {loc}?", "tell me what sits {loc}"))
 
 
 @dataclass(frozen=True)
@@ -230,6 +240,57 @@ BUILDERS = {"color": _color, "shape": _shape, "count": _count, "position": _posi
             "exists": _exists, "check_color": _check_color, "background": _background, "describe": _describe,
             "what_at": _what_at}
 assert tuple(BUILDERS) == QUESTION_KINDS
+
+
+# --- a question about what an edit changed ---------------------------------------------------------
+def _about_object(scene, i, kind, rng, split):
+    """A `kind` question ("color" | "position" | "what_at") about object i of `scene`."""
+    if kind == "what_at":
+        cell = scene.objects[i].cell
+        return (WHAT_AT.pick(rng, split).format(loc=location(cell, rng)), canonical_object(scene.objects[i]),
+                {"cell": cell})
+    avoid = {"color": {"color"}, "position": {"cell"}}[kind]
+    ref = refer(scene, i, rng, avoid=avoid)
+    if ref is None:
+        return None
+    family, answer = {"color": (COLOR, scene.objects[i].color), "position": (POSITION, scene.objects[i].cell)}[kind]
+    return family.pick(rng, split).format(ref=ref.text), answer, {"target": i, "ref": ref.text}
+
+
+def _count_about(scene, shape, color, rng, split):
+    text = COUNT.pick(rng, split).format(things=_things(shape, color, rng, 2))
+    return text, count_answer(_count_of(scene, shape, color)), {"shape": shape, "color": color}
+
+
+def _after_edit(scene: Scene, record: dict, rng, split):
+    """(kind, built question) asking what `record` changed, answered from `scene` (the picture after it)."""
+    kind, t = record["kind"], record["target"]
+    if kind in ("recolor", "move", "resize") and t != "sign":
+        q = {"recolor": "color", "move": "position", "resize": "what_at"}[kind]
+        return q, _about_object(scene, t, q, rng, split)
+    if kind in ("add", "add_many", "remove", "remove_group", "remove_one"):
+        thing = record["after"] if kind in ("add", "add_many") else record["before"]
+        thing = thing[0] if isinstance(thing, list) else thing
+        color = thing["color"] if rng.random() < 0.4 else None
+        return "count", _count_about(scene, thing["shape"], color, rng, split)
+    if kind == "recolor_group":
+        return "count", _count_about(scene, None, record["after"], rng, split)
+    if kind in ("word", "background"):
+        return kind, BUILDERS[kind](scene, rng, split)
+    if kind in ("add_sign", "remove_sign"):
+        text = EXISTS.pick(rng, split).format(a_thing="a sign", things="signs")
+        return "exists", (text, YES if scene.sign is not None else NO, {"sign": True})
+    return None, None       # the sign's colours and place: asked as any other question
+
+
+def question_after_edit(scene: Scene, record: dict, rng: random.Random, split: str = "train") -> Question | None:
+    """A question whose answer the edit `record` changed (the colour after a recolour, the count
+    after an add or a removal, the place after a move…), about `scene`, the picture after it."""
+    kind, got = _after_edit(scene, record, rng, split)
+    if got is None:
+        return None
+    text, answer, about = got
+    return Question(text=as_typed(text, rng), answer=answer, kind=kind, about=about)
 
 
 def sample_question(scene: Scene, rng: random.Random, split: str = "train", kind: str | None = None) -> Question | None:

@@ -1,0 +1,109 @@
+"""Words for several shapes at once: "the circles", "both squares", "all the red ones", "them".
+
+    g = refer_group(scene, rng)            # None if the scene has no group of two or more
+    g.text        # 'all the circles'
+    g.members     # (0, 2): indices of every object the words name
+    g.attrs       # {"shape": "circle"}; {} for every shape in the picture
+    canonical_group_name(scene, g.members)     # 'the two circles': what a reply calls them
+
+A group is every object sharing a shape or a colour, or every object in the picture; it has two
+or more members, so "the circles" is never a lone circle. Words that stand for every shape in
+the picture with nothing said about them ("them", "both", "all of them") are used only when the
+picture has no sign, so that they cannot be read as taking the word in.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from .language import NUMBER_WORDS, color_word, objects_matching, plural, shape_word
+from .scene import CELLS, Scene
+
+
+@dataclass(frozen=True)
+class GroupRef:
+    text: str
+    members: tuple[int, ...]
+    attrs: dict
+
+
+def _shape_group_words(shape: str, n: int, rng: random.Random) -> list[str]:
+    nouns = shape_word(shape, rng, n)
+    words = [f"the {nouns}", f"all the {nouns}", f"all {NUMBER_WORDS[n]} {nouns}", f"all of the {nouns}",
+             f"every {shape_word(shape, rng)}", f"each {shape_word(shape, rng)}"]
+    if n == 2:
+        words += [f"both {nouns}", f"the two {nouns}"]
+    return words
+
+
+def _color_group_words(color: str, n: int, rng: random.Random) -> list[str]:
+    c = color_word(color, rng)
+    words = [f"the {c} ones", f"the {c} shapes", f"all the {c} shapes", f"all the {c} ones",
+             f"every {c} shape", f"the {c} things"]
+    if n == 2:
+        words += [f"both {c} shapes", f"both {c} ones"]
+    return words
+
+
+def _all_words(scene: Scene, n: int) -> list[str]:
+    words = ["all the shapes", f"all {NUMBER_WORDS[n]} shapes", "every shape", "all the objects"]
+    if scene.sign is None:
+        words += ["them", "all of them", "them all", "everything"] + (["both", "both of them"] if n == 2 else [])
+    return words
+
+
+def groups(scene: Scene) -> list[dict]:
+    """Every nameable group of 2+ objects, as attribute sets ({} = every object)."""
+    out = []
+    for key in ("shape", "color"):
+        for value in sorted({getattr(o, key) for o in scene.objects}):
+            if len(objects_matching(scene, {key: value})) >= 2:
+                out.append({key: value})
+    if len(scene.objects) >= 2 and {} not in out:
+        out.append({})
+    return out
+
+
+def _partitive(words: list[str]) -> list[str]:
+    """The words that read after "one of": "the circles", "them" — not "every circle", "both"."""
+    return [w for w in words if w.startswith("the ") or w == "them"]
+
+
+def words_for(scene: Scene, attrs: dict, rng: random.Random, partitive: bool = False) -> str:
+    members = objects_matching(scene, attrs)
+    n = len(members)
+    if "shape" in attrs:
+        words = _shape_group_words(attrs["shape"], n, rng)
+    elif "color" in attrs:
+        words = _color_group_words(attrs["color"], n, rng)
+    else:
+        words = _all_words(scene, n) + [f"the {NUMBER_WORDS[n]} shapes", "the shapes"]
+    return rng.choice(_partitive(words) if partitive else words)
+
+
+def refer_group(scene: Scene, rng: random.Random, attrs: dict | None = None,
+                partitive: bool = False) -> GroupRef | None:
+    """Words for a group of the scene (`attrs`, or one picked at random); None if there is none.
+    `partitive`: words that follow "one of" ("the circles", "them")."""
+    options = groups(scene)
+    if attrs is None:
+        if not options:
+            return None
+        attrs = rng.choice(options)
+    elif attrs not in options:
+        return None
+    return GroupRef(words_for(scene, attrs, rng, partitive), tuple(objects_matching(scene, attrs)), dict(attrs))
+
+
+def canonical_group_name(scene: Scene, members: tuple[int, ...]) -> str:
+    """'the two circles', 'the three red shapes', 'the four shapes': a reply's name for a group."""
+    objs = [scene.objects[i] for i in members]
+    shapes, colors = {o.shape for o in objs}, {o.color for o in objs}
+    noun = plural(objs[0].shape) if len(shapes) == 1 else "shapes"
+    color = f"{objs[0].color} " if len(colors) == 1 and len(shapes) > 1 else ""
+    return f"the {NUMBER_WORDS[len(objs)]} {color}{noun}"
+
+
+def last_in_reading_order(scene: Scene, members: tuple[int, ...]) -> int:
+    """The member furthest along in reading order: the one "remove one of them" takes away."""
+    return max(members, key=lambda i: CELLS.index(scene.objects[i].cell))

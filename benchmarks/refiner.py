@@ -26,7 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from vq import held_out_scenes, load_judge, psnr, ssim  # noqa: E402  (benchmarks/vq.py, beside this file)
 
 from mmgen.refiner import Refiner, corrupt_codes  # noqa: E402
-from mmgen.vq import VQTokenizer, bf16_fast_on_cpu  # noqa: E402
+from mmgen.hardware import bf16_fast_on_cpu  # noqa: E402
+from mmgen.vq import VQTokenizer  # noqa: E402
 from mmgen.world import render  # noqa: E402
 
 TARGET_GAIN_DB = 2.0          # PSNR gain wanted at 5 % corrupted codes

@@ -25,7 +25,8 @@ import numpy as np
 import torch
 from scipy.ndimage import gaussian_filter
 
-from mmgen.vq import VQTokenizer, bf16_fast_on_cpu
+from mmgen.hardware import bf16_fast_on_cpu
+from mmgen.vq import VQTokenizer
 from mmgen.world import render, sample_scene
 from mmgen.world.scene import eval_seed
 

@@ -1,9 +1,9 @@
-"""Files that matter, written atomically: safetensors + JSON only, nothing is ever unpickled.
+"""Files that matter, written atomically: weights as safetensors, settings as JSON; nothing is ever unpickled.
 
 Every write goes to a temporary file in the same folder and is moved over the target with
 `os.replace`, so a crash mid-write leaves the previous file intact; a folder of files is filled
-in a temporary folder beside it and renamed into place (`atomic_folder`). Optimizer state (for
-resuming training) is flattened into safetensors tensors plus JSON for the rest.
+in a temporary folder beside it and renamed into place (`atomic_folder`). `atomic_write` takes
+any writer that fills a path (a PNG, a tokenizer, safetensors); the others are its common cases.
 """
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 
 def _umask() -> int:
@@ -25,21 +25,34 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+def atomic_write(path: str | Path, write: Callable[[str], object]) -> None:
+    """Call `write(tmp)` to fill a temporary file beside `path` (it gets the temporary file's
+    path, a str), then move that file over `path` in one rename. If `write` raises, the temporary
+    file is removed and `path` is left as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        write(tmp)
         os.chmod(tmp, 0o666 & ~_umask())        # mkstemp makes 0600; give the usual permissions
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _write_synced(tmp: str, data: bytes) -> None:
+    """`data` into `tmp`, flushed to the disk before the rename makes it visible."""
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    atomic_write(path, lambda tmp: _write_synced(tmp, data))
 
 
 def atomic_write_json(path: str | Path, obj) -> None:
@@ -48,18 +61,8 @@ def atomic_write_json(path: str | Path, obj) -> None:
 
 def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: str | Path,
                             metadata: dict[str, str] | None = None) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
-        os.chmod(tmp, 0o666 & ~_umask())        # mkstemp makes 0600; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
 @contextmanager
@@ -95,35 +98,3 @@ def read_json(path: str | Path) -> dict:
         raise
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{path} is not valid JSON: {e}") from None
-
-
-def save_optimizer(optimizer: torch.optim.Optimizer, path: str | Path, extra: dict | None = None) -> None:
-    """Optimizer state as safetensors (tensors) with param groups and `extra` in its metadata."""
-    state = optimizer.state_dict()
-    tensors, scalars = {}, {}
-    for idx, s in state["state"].items():
-        for key, value in s.items():
-            if torch.is_tensor(value):
-                tensors[f"{idx}.{key}"] = value
-            else:
-                scalars[f"{idx}.{key}"] = value
-    meta = {"param_groups": json.dumps(state["param_groups"]), "scalars": json.dumps(scalars),
-            "extra": json.dumps(extra or {})}
-    atomic_save_safetensors(tensors, path, metadata=meta)
-
-
-def load_optimizer(optimizer: torch.optim.Optimizer, path: str | Path) -> dict:
-    """Restore what `save_optimizer` wrote; returns its `extra` dict."""
-    from safetensors import safe_open
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata()
-    tensors = load_file(str(path))
-    state: dict[int, dict] = {}
-    for name, value in tensors.items():
-        idx, key = name.split(".", 1)
-        state.setdefault(int(idx), {})[key] = value
-    for name, value in json.loads(meta["scalars"]).items():
-        idx, key = name.split(".", 1)
-        state.setdefault(int(idx), {})[key] = value
-    optimizer.load_state_dict({"state": state, "param_groups": json.loads(meta["param_groups"])})
-    return json.loads(meta.get("extra", "{}"))

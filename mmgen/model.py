@@ -14,7 +14,7 @@ in pictures (`StreamEmbedding`, saved as `MMGenForCausalLM`; checkpoints without
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -328,10 +328,6 @@ def load_model(path: str | Path, *, device=None, dtype: torch.dtype | None = Non
     if device is not None:
         model.to(device)
     return model.eval()
-
-
-def preset_dict(name: str) -> dict:
-    return asdict(PRESETS[name])
 
 
 def count_parameters(model: torch.nn.Module) -> int:

@@ -4,7 +4,7 @@ Why not a small transformer? On 2 CPU cores a step of the shipped transformer ta
 step of a 2-layer, 2.4 M-parameter draft transformer ~1.2 ms (both bound by per-op overhead, not
 by arithmetic), plus the sampling of each draft; k drafts cost k such steps in sequence. A
 picture's codes are very predictable (the guided distribution puts 0.96 of its mass on one code
-on average, `runs/accsim.py`), so a drafter only has to name the likeliest code, and most of what
+on average, docs/RESULTS.md), so a drafter only has to name the likeliest code, and most of what
 decides it lies next to it: the codes above, to the left and above-right. A lookup table over
 those three neighbours drafts in microseconds, so drafting 8 codes costs no more than drafting 1.
 

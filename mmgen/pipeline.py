@@ -15,9 +15,9 @@ from PIL import Image
 
 from .engine import WEIGHTS, fp16_available, int8_available
 from .generate import set_engine_weights
+from .hardware import bf16_native
 from .model import load_model
 from .neighbours import NeighbourTable, is_neighbour_table
-from .settings import SamplingConfig, Settings
 from .stream import Stream
 from .text import TextTokenizer
 from .vq import VQTokenizer
@@ -39,10 +39,9 @@ def pick_dtype(device: torch.device, dtype: torch.dtype | None) -> torch.dtype:
     """
     if dtype is not None:
         return dtype
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    from .vq import bf16_fast_on_cpu
-    return torch.bfloat16 if bf16_fast_on_cpu() else torch.float32
+    if bf16_native(device):
+        return torch.bfloat16
+    return torch.float16 if device.type == "cuda" else torch.float32
 
 
 def pick_weights(device: torch.device, dtype: torch.dtype, weights: str | None) -> str:
@@ -128,10 +127,6 @@ class MMGen:
 
     def ask(self, image, question: str, seed: int | None = None, **settings) -> str:
         return self.chat(seed=seed, **settings).send(question, image=image, picture="never").text
-
-    def sampling_config(self, **overrides) -> SamplingConfig:
-        """What decoding reads of a chat's settings with these overrides (checked: a bad one is SessionError)."""
-        return Settings(**overrides).sampling()
 
 
 def load(path: str | Path | None = None, *, device=None, dtype: torch.dtype | None = None,

@@ -39,8 +39,9 @@ import torch.nn as nn
 from PIL import Image
 from safetensors.torch import load_file
 
+from .hardware import bf16_native
 from .io import atomic_save_safetensors, atomic_write_json, read_json
-from .vq import GRID, IMAGE_SIZE, bf16_fast_on_cpu, images_to_tensor
+from .vq import GRID, IMAGE_SIZE, images_to_tensor
 
 FORMAT = "mmgen-refiner-1"
 MAX_STEPS = 16                     # refine() refuses more steps than this (the design target is ≤ 4)
@@ -173,10 +174,9 @@ class Refiner(nn.Module):
         return (x0 + 1) / 2
 
     def _autocast(self, bf16: bool | None):
-        dev = self.device.type
-        if bf16 is None:   # bf16 where it is native: CUDA with bf16, or a CPU with AVX512-BF16/AMX
-            bf16 = torch.cuda.is_bf16_supported() if dev == "cuda" else (dev == "cpu" and bf16_fast_on_cpu())
-        return torch.autocast(device_type=dev, dtype=torch.bfloat16, enabled=bool(bf16))
+        if bf16 is None:   # bf16 where it is native
+            bf16 = bf16_native(self.device)
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=bool(bf16))
 
     def refine(self, images: Any, steps: int | None = None, seed: int | None = None,
                *, bf16: bool | None = None) -> Any:
@@ -213,7 +213,7 @@ class Refiner(nn.Module):
     # --- save / load ---------------------------------------------------------------------------
     def save_pretrained(self, path: str | os.PathLike, *, dtype: torch.dtype = torch.bfloat16,
                         training: dict | None = None) -> None:
-        """Write model.safetensors + config.json into `path`, each atomically (temp file + os.replace);
+        """Write model.safetensors + config.json into `path`, each atomically (`io.atomic_write`);
         weights in `dtype` (bf16 halves the file)."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)

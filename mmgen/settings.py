@@ -27,14 +27,12 @@ RANGES = {"cfg": (float, 0, 20), "temperature": (float, 0, 5), "word_temperature
 @dataclass
 class Settings:
     """Per-session defaults; every one can be overridden per call (`send(..., cfg=5)`)."""
-    # picture codes are sampled cooler and guided harder than the model's raw distribution. Generation
-    # benchmark, 20 cases per category, no refiner, temperature 0.6 (8200-step transformer: 1.0 / cfg 3
-    # 0.08, 0.7 / 3 0.24, 0.6 / 4 0.28). 13100 steps, plans right half the time: cfg 2 0.343 with a twin
-    # that reads the plan, 0.229 with one that skips it too (guide_reply). 14900 steps, plans right 0.76
-    # of the time: guide_reply cfg 2 0.579, cfg 3 0.543; twin reads the plan cfg 2 0.393; cfg 1 0.450.
-    # A twin that reads the plan pushes the picture towards the request's words beyond the plan, and
-    # "a circle and a star" then draws the circle first wherever the plan put it; once plans are mostly
-    # right, guiding towards the plan itself is what pays. Word temperature 0.7 cost 0.04 at 13100.
+    # picture codes are sampled cooler than the model's raw distribution (temperature < 1) and guided
+    # (cfg > 1): these two scored best of the temperatures and guidance strengths tried on the
+    # generation benchmark. The reply's words are greedy: the likeliest plan. Guidance's unconditional
+    # twin skips the reply as well as the request (guide_reply; docs/RESULTS.md), so guidance pushes
+    # the picture towards the plan; a twin that reads the plan pushes it towards the request's words
+    # beyond the plan, and "a circle and a star" then draws the circle first wherever the plan put it.
     cfg: float = 2.0                 # classifier-free guidance on picture codes; 1 = no guidance
     temperature: float = 0.6         # picture codes; 0: greedy
     word_temperature: float = 0.0    # the reply's words; 0: greedy, the likeliest plan, exact answers
@@ -45,10 +43,9 @@ class Settings:
     picture: str = "auto"            # auto: the model decides whether to draw; always; never (words only)
     speculative: str = "auto"        # auto: the draft model if shipped, else copy drafting; or off
     # the most codes (and words) drafted per verify pass; a neighbour table with confidences stops
-    # sooner where a draft is unlikely to be kept (speculative.CopyDrafter). Shipped table, 16500-step
-    # transformer, fp16 engine, 2 cores, median of 5, alternating in one process (a one-off script):
-    # the table without confidences at k=8 1.078 s a picture; with them, k=8 1.013 s, k=12 1.001 s,
-    # k=15 0.931 s. `benchmarks/generate.py --draft-k 8 12 15` compares the k values
+    # sooner where a draft is unlikely to be kept (speculative.CopyDrafter), so a high cap costs little
+    # where drafts fail and saves passes over flat background: 15 was the fastest of 8, 12 and 15
+    # (docs/RESULTS.md; `benchmarks/generate.py --draft-k 8 12 15` compares them)
     draft_k: int = 15
     background: str = "opaque"       # "transparent": RGBA with the flat background cut out
     provenance: bool = True          # PNG metadata + IPTC trainedAlgorithmicMedia marker on save

@@ -14,6 +14,8 @@ from typing import Iterable
 
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
+from .io import atomic_write
+
 TOKENIZER_DIR = Path(__file__).resolve().parent.parent / "tokenizer"
 DEFAULT_VOCAB_SIZE = 4096
 CAPITAL_LETTER = Regex("[A-Z]")
@@ -55,9 +57,7 @@ class TextTokenizer:
     def save_pretrained(self, path: str | Path) -> None:
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        tmp = path / "tokenizer.json.tmp"
-        self._tok.save(str(tmp))
-        tmp.replace(path / "tokenizer.json")
+        atomic_write(path / "tokenizer.json", self._tok.save)
 
     def encode(self, text: str) -> list[int]:
         if not isinstance(text, str):
@@ -69,6 +69,3 @@ class TextTokenizer:
 
     def decode(self, ids: list[int]) -> str:
         return self._tok.decode(list(ids), skip_special_tokens=False)
-
-    def token_strings(self, ids: list[int]) -> list[str]:
-        return [self._tok.id_to_token(i) for i in ids]

@@ -7,10 +7,11 @@
 
 Network (VQGAN-style, Esser et al. 2021, scaled down for 2 CPU cores):
     encoder  conv3×3 → [GN, ReLU, conv4×4/2] × 3 (128 → 64 → 32 → 16 px) → res blocks → GN, ReLU, conv1×1
+             ("conv"; or "local", `LocalEncoder`, where each code sees only its 8 × 8 patch: the shipped one)
     quantizer one id per 16 × 16 position
     decoder  conv3×3 → res blocks → [GN, ReLU, convT4×4/2, res blocks] × 3 (16 → 128 px) → GN, ReLU, conv3×3
-GroupNorm everywhere: without it the ReLU net cannot take a large learning rate and, with FSQ,
-the latent drifts into the tanh bound's saturation within a few steps (measured; see the report).
+GroupNorm in the conv encoder and the decoder: without it the ReLU net cannot take a large learning
+rate and, with FSQ, the latent drifts into the tanh bound's saturation within a few steps.
 
 Quantizers from `vector-quantize-pytorch`, chosen by `VQConfig.quantizer`:
 - "vq" (shipped): VectorQuantize (van den Oord et al. 2017) with k-means init, EMA codebook updates,
@@ -35,7 +36,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import threading
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -46,9 +46,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
-IMAGE_SIZE = 128                 # the canvas (shared/WORLD.md)
+from .hardware import bf16_native
+from .io import atomic_save_safetensors, atomic_write_json
+
+IMAGE_SIZE = 128                 # the canvas (docs/WORLD.md)
 DOWNSAMPLE = 8                   # one id per 8 × 8 patch
 GRID = IMAGE_SIZE // DOWNSAMPLE  # 16 × 16 ids per image
 NORM_GROUPS = 8                  # GroupNorm groups before the quantizer
@@ -143,8 +146,8 @@ class LocalEncoder(nn.Module):
     """Each code is a function of its own 8 × 8 patch and nothing else.
 
     The VQGAN-style encoder sees ~56 px around a patch and GroupNorm makes every feature depend on
-    the statistics of the whole picture. On the shipped checkpoint that made codes a function of
-    context: a plain white 8 × 8 patch was encoded as any of 1 213 codes (5.4 nats of entropy),
+    the statistics of the whole picture. In a tokenizer trained with it, this made codes a function
+    of context: a plain white 8 × 8 patch was encoded as any of 1 213 codes (5.4 nats of entropy),
     and 4+ cells away from anything an edit changed only 67 % of codes stayed the same. The
     transformer then has to predict that arbitrariness (most of its loss) and cannot edit a picture
     by copying it. Here the receptive field is the patch: 2 × 2 stride-2 convs three times
@@ -220,14 +223,6 @@ def _make_quantizer(cfg: VQConfig) -> nn.Module:
 def _fp32_only(device_type: str):
     """Quantize outside autocast: rounding/nearest-code search in bf16 collapses codebook usage."""
     return torch.autocast(device_type=device_type, enabled=False)
-
-
-def bf16_fast_on_cpu() -> bool:
-    """True when the CPU runs bf16 convs natively (AVX512-BF16 / AMX); else bf16 is emulated and slow."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except Exception:
-        return False
 
 
 def round_to_bf16(t: torch.Tensor) -> torch.Tensor:
@@ -453,7 +448,7 @@ class VQTokenizer(nn.Module):
         emulated with fp32 kernels elsewhere — so a picture gets the codes the transformer was
         trained on wherever it is encoded. True: autocast even where it is slow. False: plain fp32."""
         x = (x.to(self.device).float() * 2 - 1).contiguous(memory_format=torch.channels_last)
-        if bf16 is None and not self._bf16_native():
+        if bf16 is None and not bf16_native(self.device):
             z = emulated_bf16(self.encoder, x)
         else:
             with self._autocast(True if bf16 is None else bf16):
@@ -504,14 +499,9 @@ class VQTokenizer(nn.Module):
         pixels = ((y.float() + 1) / 2).clamp_(0, 1)
         return pixels if rows is None else self.glyphs.paste(pixels, rows)
 
-    def _bf16_native(self) -> bool:
-        """bf16 is fast here: CUDA with bf16, or a CPU with AVX512-BF16/AMX."""
-        dev = self.device.type
-        return torch.cuda.is_bf16_supported() if dev == "cuda" else (dev == "cpu" and bf16_fast_on_cpu())
-
     def _autocast(self, bf16: bool | None):
         """Decoding: bf16 autocast where it is native (None) or when asked (True); else fp32."""
-        enabled = self._bf16_native() if bf16 is None else bf16
+        enabled = bf16_native(self.device) if bf16 is None else bf16
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=enabled)
 
     # --- user-facing paths ---------------------------------------------------------------------
@@ -527,7 +517,8 @@ class VQTokenizer(nn.Module):
     # --- save / load ---------------------------------------------------------------------------
     def save_pretrained(self, path: str | os.PathLike, *, dtype: torch.dtype = torch.bfloat16,
                         training: dict | None = None) -> None:
-        """Write config.json + model.safetensors into `path`, each atomically (temp file + os.replace).
+        """Write config.json + model.safetensors (+ the glyph table and preview patches when set) into
+        `path`, each atomically (`io.atomic_write`).
 
         Weights are stored in `dtype` (bf16 halves the file; the quantizer's buffers stay fp32)."""
         path = Path(path)
@@ -540,15 +531,13 @@ class VQTokenizer(nn.Module):
             if v.is_floating_point() and not k.startswith("quantizer."):
                 v = v.to(dtype)
             tensors[k] = v.contiguous()
-        _atomic_write(path / "model.safetensors", lambda f: save_file(tensors, f, metadata={"format": "pt"}))
+        pt = {"format": "pt"}
+        atomic_save_safetensors(tensors, path / "model.safetensors", metadata=pt)
         if self.glyphs is not None:
-            glyphs = self.glyphs.state()
-            _atomic_write(path / GLYPH_FILE, lambda f: save_file(glyphs, f, metadata={"format": "pt"}))
+            atomic_save_safetensors(self.glyphs.state(), path / GLYPH_FILE, metadata=pt)
         if self.preview_patches is not None:
-            previews = {"patches": self.preview_patches}
-            _atomic_write(path / PREVIEW_FILE, lambda f: save_file(previews, f, metadata={"format": "pt"}))
-        _atomic_write(path / "config.json",
-                      lambda f: Path(f).write_text(json.dumps(self.config.to_dict(), indent=2) + "\n"))
+            atomic_save_safetensors({"patches": self.preview_patches}, path / PREVIEW_FILE, metadata=pt)
+        atomic_write_json(path / "config.json", self.config.to_dict())
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, *, device: str | torch.device = "cpu") -> "VQTokenizer":
@@ -567,19 +556,6 @@ class VQTokenizer(nn.Module):
         if (path / PREVIEW_FILE).is_file():
             model.set_preview_patches(load_file(str(path / PREVIEW_FILE))["patches"])
         return model.to(device).eval()
-
-
-def _atomic_write(final: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)        # mkstemp makes 0600 files
-        os.replace(tmp, final)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 # --- input checking ------------------------------------------------------------------------------

@@ -6,18 +6,17 @@ from pathlib import Path
 import torch
 
 from ..data import collate
+from ..hardware import bf16_native
 from ..io import atomic_folder
 from ..stream import Stream
 
 
 def autocast_dtype() -> str:
     """accelerate's mixed_precision: bf16 on CUDA that supports it and on CPUs with AMX/AVX512-BF16."""
-    if torch.cuda.is_available():
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    try:
-        return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "no"
-    except Exception:
-        return "no"
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if bf16_native(device):
+        return "bf16"
+    return "fp16" if device == "cuda" else "no"
 
 
 @torch.no_grad()

@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
-from mmgen.vq import _atomic_write, bf16_fast_on_cpu
+from mmgen.hardware import bf16_native
+from mmgen.io import atomic_save_safetensors, atomic_write_json
 
 
 # --- checkpoint state -------------------------------------------------------------------------
@@ -48,14 +49,12 @@ def optimizer_from_safetensors(opt: torch.optim.Optimizer, tensors: dict, meta: 
 def save_trainer(folder: Path, model, ema, opt, info: dict) -> None:
     """fp32 weights, EMA and optimizer state: everything `--resume` needs, each file atomic."""
     folder.mkdir(parents=True, exist_ok=True)
-    weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    _atomic_write(folder / "model.safetensors", lambda f: save_file(weights, f))
+    atomic_save_safetensors(model.state_dict(), folder / "model.safetensors")
     if ema is not None:
-        e = {k: v.detach().cpu().contiguous() for k, v in ema.state_dict().items()}
-        _atomic_write(folder / "ema.safetensors", lambda f: save_file(e, f))
+        atomic_save_safetensors(ema.state_dict(), folder / "ema.safetensors")
     t, meta = optimizer_to_safetensors(opt)
-    _atomic_write(folder / "optimizer.safetensors", lambda f: save_file(t, f))
-    _atomic_write(folder / "state.json", lambda f: Path(f).write_text(json.dumps({**info, **meta}, indent=1)))
+    atomic_save_safetensors(t, folder / "optimizer.safetensors")
+    atomic_write_json(folder / "state.json", {**info, **meta})
 
 
 # --- starting a run ---------------------------------------------------------------------------
@@ -90,7 +89,7 @@ def start(args, out: Path, info: dict, *, config_from_dict: Callable, build_conf
     if args.threads:
         torch.set_num_threads(args.threads)
     cuda = torch.cuda.is_available()
-    bf16 = not args.no_bf16 and (torch.cuda.is_bf16_supported() if cuda else bf16_fast_on_cpu())
+    bf16 = not args.no_bf16 and bf16_native("cuda" if cuda else "cpu")
     acc = Accelerator(mixed_precision="bf16" if bf16 else "no", cpu=not cuda)
     trainer_dir = out / "trainer"
     init = Path(args.init_from) if getattr(args, "init_from", None) else None

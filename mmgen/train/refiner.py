@@ -179,14 +179,17 @@ def build_config(args) -> RefinerConfig:
     return cfg
 
 
-def run(args) -> int:
-    from tqdm import tqdm
-
+def check_arguments(args) -> list[float]:
+    """The corruption rates; a bad --rates or --crop exits with the reason."""
     rates = parse_rates(args.rates)
     if args.crop and (args.crop % 8 or not 0 < args.crop <= 128):
         raise SystemExit(f"--crop must be a multiple of 8 in 8..128 (or 0); got {args.crop}")
-    out = Path(args.out)
-    info = {"step": 0, "images_seen": 0, "wall_seconds": 0.0, "best_val": -1.0}
+    return rates
+
+
+def prepare_model(args, out: Path, info: dict):
+    """(`start`'s model, EMA and optimizer, the frozen tokenizer on the training device), or None,
+    after saying why, when --resume finds nothing to resume."""
     frozen = {}
 
     def load_vq(device):
@@ -194,17 +197,94 @@ def run(args) -> int:
 
     setup = start(args, out, info, config_from_dict=RefinerConfig.from_dict, build_config=build_config,
                   make_model=Refiner, before_model=load_vq)
-    if setup is None:
-        return 2
-    acc, bf16, cfg, device, vq = setup.acc, setup.bf16, setup.cfg, setup.device, frozen["vq"]
-    model, raw, opt = setup.model, setup.raw, setup.opt
+    return None if setup is None else (setup, frozen["vq"])
 
-    val = build_validation(vq, args.val_scenes)
+
+def describe_run(setup, args) -> None:
+    acc = setup.acc
     if acc.is_main_process:
-        print(f"refiner: {sum(p.numel() for p in setup.raw_params) / 1e6:.2f}M params, {cfg.steps} sampling steps "
-              f"{raw.timesteps()}, vq {args.vq}, device {device}, bf16 {bf16}, processes {acc.num_processes}, "
-              f"threads {torch.get_num_threads()}", flush=True)
+        print(f"refiner: {sum(p.numel() for p in setup.raw_params) / 1e6:.2f}M params, {setup.cfg.steps} sampling "
+              f"steps {setup.raw.timesteps()}, vq {args.vq}, device {setup.device}, bf16 {setup.bf16}, "
+              f"processes {acc.num_processes}, threads {torch.get_num_threads()}", flush=True)
 
+
+def training_batch(args, seen: int, setup, vq: VQTokenizer, rates: list[float]):
+    """This process's slice of the global batch after `seen` images (every process renders its
+    own; data continues across resumes): clean renders x, sign masks m, corrupted decodes cond,
+    timesteps t and the noised renders x_t, cropped with --crop."""
+    base = seen + setup.acc.process_index * args.batch_size
+    rng = random.Random(base * 7 + args.seed)
+    scenes = [training_scene(base + i, args.seed, args.sign_fraction) for i in range(args.batch_size)]
+    x, m, cond = training_pairs(vq, scenes, rates, rng, base * 31 + args.seed, args.clean_input_fraction)
+    if args.crop and args.crop < x.shape[-1]:
+        both, m = content_crops(torch.cat([x, cond], 1), m, scenes, args.crop, rng, args.sign_crop)
+        x, cond = both[:, :3], both[:, 3:]
+    gen = torch.Generator().manual_seed(base * 13 + args.seed)
+    t = sample_timesteps(len(x), setup.raw, args.start_t_fraction, gen, setup.device)
+    noise = torch.randn(x.shape, generator=gen).to(setup.device)
+    x_t = setup.raw.add_noise(x * 2 - 1, noise, t)
+    return x, m, cond, t, x_t
+
+
+def train_step(setup, args, batch, lr: float):
+    """One optimizer step at learning rate `lr` on `training_batch`'s output; returns (loss, the
+    predicted clean pictures in [0, 1])."""
+    acc, opt = setup.acc, setup.opt
+    x, m, cond, t, x_t = batch
+    for g in opt.param_groups:
+        g["lr"] = lr
+    with acc.autocast():
+        pred = setup.model(x_t, t, cond * 2 - 1)
+    y = (pred.float() + 1) / 2
+    extra, weighting = loss_weights(x, cond, m, args)
+    loss = reconstruction_loss(y, x, extra, weighting)
+    opt.zero_grad(set_to_none=True)
+    acc.backward(loss)
+    acc.clip_grad_norm_(setup.model.parameters(), 1.0)
+    opt.step()
+    return loss, y
+
+
+def show_progress(bar, setup, batch, loss, y, lr: float) -> None:
+    """PSNR gain of the predictions from pure noise (the first sampling step) over their inputs,
+    clean-render inputs left out (their PSNR before is infinite)."""
+    x, _, cond, t, _ = batch
+    before = psnr(cond, x)
+    keep = (t == setup.raw.timesteps(1)[0]) & (before < 90)
+    gain = (psnr(y.detach()[keep], x[keep]) - before[keep]).mean().item()
+    bar.set_postfix(loss=f"{loss.item():.4f}", psnr_in=f"{before[before < 90].mean().item():.2f}",
+                    gain_t0=f"{gain:+.2f}", lr=f"{lr:.1e}", refresh=False)
+
+
+def save_and_report(setup, args, out: Path, info: dict, val: dict, vq: VQTokenizer, rates: list[float],
+                    elapsed: float) -> None:
+    """Score the shipped weights (mean PSNR after refining at VAL_RATES), write the checkpoint (the
+    model only when it beats the best so far) and print the figures. `info` already holds step and
+    images seen."""
+    from tqdm import tqdm
+
+    shipped = shipped_model(setup)
+    res = evaluate(shipped, val, setup.bf16)
+    setup.raw.train()
+    score = sum(res[r][1] for r in VAL_RATES) / len(VAL_RATES)
+    info.update(wall_seconds=round(elapsed, 1))
+    record = training_record(
+        setup, args, info, command_line(), rates=rates, vq=str(args.vq), vq_step=vq.config.training.get("step"),
+        **{f"val_psnr_{'clean_input' if r == CLEAN else f'{round(r * 100)}pct'}":
+           {"before": round(b, 3), "after": round(a, 3)} for r, (b, a) in res.items()})
+    better = checkpoint(setup, out, shipped, record, info, score, "best_val")
+    tqdm.write(f"step {info['step']} images {info['images_seen']} wall {elapsed / 60:.1f} min: val PSNR "
+               + ", ".join(f"{describe(r)} {b:.2f} → {a:.2f}" for r, (b, a) in res.items())
+               + (" (saved)" if better else ""), file=sys.stderr)
+    sys.stderr.flush()
+
+
+def train_loop(setup, args, out: Path, info: dict, vq: VQTokenizer, rates: list[float], val: dict) -> None:
+    """Steps until `should_stop`, from where `info` says; a checkpoint every --save-every minutes
+    and at the end."""
+    from tqdm import tqdm
+
+    acc = setup.acc
     step, seen = int(info["step"]), int(info["images_seen"])
     wall0, t0 = float(info["wall_seconds"]), time.time()
     last_save = time.time()
@@ -212,63 +292,37 @@ def run(args) -> int:
                mininterval=1.0 if sys.stderr.isatty() else 15.0, dynamic_ncols=True)
     stop = step >= args.steps
     while not stop:
-        # every process renders its own slice of the global batch; data continues across resumes
-        base = seen + acc.process_index * args.batch_size
-        rng = random.Random(base * 7 + args.seed)
-        scenes = [training_scene(base + i, args.seed, args.sign_fraction) for i in range(args.batch_size)]
-        x, m, cond = training_pairs(vq, scenes, rates, rng, base * 31 + args.seed, args.clean_input_fraction)
-        if args.crop and args.crop < x.shape[-1]:
-            both, m = content_crops(torch.cat([x, cond], 1), m, scenes, args.crop, rng, args.sign_crop)
-            x, cond = both[:, :3], both[:, 3:]
-        gen = torch.Generator().manual_seed(base * 13 + args.seed)
-        t = sample_timesteps(len(x), raw, args.start_t_fraction, gen, device)
-        noise = torch.randn(x.shape, generator=gen).to(device)
-        x_t = raw.add_noise(x * 2 - 1, noise, t)
+        batch = training_batch(args, seen, setup, vq, rates)
         lr = lr_at(step, args, wall0 + time.time() - t0)
-        for g in opt.param_groups:
-            g["lr"] = lr
-        with acc.autocast():
-            pred = model(x_t, t, cond * 2 - 1)
-        y = (pred.float() + 1) / 2
-        extra, weighting = loss_weights(x, cond, m, args)
-        loss = reconstruction_loss(y, x, extra, weighting)
-        opt.zero_grad(set_to_none=True)
-        acc.backward(loss)
-        acc.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        loss, y = train_step(setup, args, batch, lr)
         ema_update(setup, step, args.ema)
         step += 1
         seen += args.batch_size * acc.num_processes
         if step % 5 == 0 or step == 1:
-            # PSNR gain of the predictions from pure noise (the first sampling step) over their
-            # inputs, clean-render inputs left out (their PSNR before is infinite)
-            before = psnr(cond, x)
-            keep = (t == raw.timesteps(1)[0]) & (before < 90)
-            gain = (psnr(y.detach()[keep], x[keep]) - before[keep]).mean().item()
-            bar.set_postfix(loss=f"{loss.item():.4f}", psnr_in=f"{before[before < 90].mean().item():.2f}",
-                            gain_t0=f"{gain:+.2f}", lr=f"{lr:.1e}", refresh=False)
+            show_progress(bar, setup, batch, loss, y, lr)
         bar.update(1)
 
         elapsed = wall0 + time.time() - t0
         stop = should_stop(args, step, t0, elapsed)
         if acc.is_main_process and (stop or time.time() - last_save >= args.save_every * 60):
             last_save = time.time()
-            shipped = shipped_model(setup)
-            res = evaluate(shipped, val, bf16)
-            raw.train()
-            score = sum(res[r][1] for r in VAL_RATES) / len(VAL_RATES)
-            info.update(step=step, images_seen=seen, wall_seconds=round(elapsed, 1))
-            record = training_record(
-                setup, args, info, command_line(), rates=rates, vq=str(args.vq), vq_step=vq.config.training.get("step"),
-                **{f"val_psnr_{'clean_input' if r == CLEAN else f'{round(r * 100)}pct'}":
-                   {"before": round(b, 3), "after": round(a, 3)} for r, (b, a) in res.items()})
-            better = checkpoint(setup, out, shipped, record, info, score, "best_val")
-            tqdm.write(f"step {step} images {seen} wall {elapsed / 60:.1f} min: val PSNR "
-                       + ", ".join(f"{describe(r)} {b:.2f} → {a:.2f}" for r, (b, a) in res.items())
-                       + (" (saved)" if better else ""), file=sys.stderr)
-            sys.stderr.flush()
+            info.update(step=step, images_seen=seen)
+            save_and_report(setup, args, out, info, val, vq, rates, elapsed)
     bar.close()
-    acc.wait_for_everyone()
+
+
+def run(args) -> int:
+    rates = check_arguments(args)
+    out = Path(args.out)
+    info = {"step": 0, "images_seen": 0, "wall_seconds": 0.0, "best_val": -1.0}
+    prepared = prepare_model(args, out, info)
+    if prepared is None:
+        return 2
+    setup, vq = prepared
+    val = build_validation(vq, args.val_scenes)
+    describe_run(setup, args)
+    train_loop(setup, args, out, info, vq, rates, val)
+    setup.acc.wait_for_everyone()
     return 0
 
 

@@ -250,45 +250,97 @@ def freeze_encoder(setup) -> None:
         freeze_codes(model)
 
 
-def run(args) -> int:
-    from tqdm import tqdm
-
-    out = Path(args.out)
+def check_arguments(args) -> str | None:
+    """Why these flags cannot go together (or cannot start), or None when they can."""
     if args.freeze_decoder and not args.decoder_from:
-        print("--freeze-decoder needs --decoder-from", file=sys.stderr)
-        return 2
+        return "--freeze-decoder needs --decoder-from"
     if args.freeze_encoder and not args.init_from:
-        print("--freeze-encoder needs --init-from (the tokenizer whose codes to keep)", file=sys.stderr)
-        return 2
+        return "--freeze-encoder needs --init-from (the tokenizer whose codes to keep)"
     if args.init_from and args.decoder_from:
-        print("--init-from and --decoder-from: choose one", file=sys.stderr)
-        return 2
+        return "--init-from and --decoder-from: choose one"
     if args.decoder_from and not (Path(args.decoder_from) / "config.json").is_file():
-        print(f"--decoder-from {args.decoder_from}: no tokenizer there (config.json missing)", file=sys.stderr)
-        return 2
-    info = {"step": 0, "images_seen": 0, "wall_seconds": 0.0, "best_val_psnr": -1.0}
+        return f"--decoder-from {args.decoder_from}: no tokenizer there (config.json missing)"
+    return None
+
+
+def prepare_model(args, out: Path, info: dict):
+    """`start`'s model, EMA and optimizer, with --decoder-from's decoder and --freeze-encoder
+    applied; None, after saying why, when the run cannot start."""
     setup = start(args, out, info, config_from_dict=VQConfig.from_dict, build_config=build_config,
                   make_model=VQTokenizer)
     if setup is None:
-        return 2
-    acc, bf16, cfg, device = setup.acc, setup.bf16, setup.cfg, setup.device
-    model, raw, opt = setup.model, setup.raw, setup.opt
+        return None
     if args.decoder_from:
         try:
             take_decoder(setup, Path(args.decoder_from), resume=args.resume, freeze=args.freeze_decoder)
         except (OSError, ValueError, RuntimeError) as e:
             print(f"--decoder-from {args.decoder_from}: {e}", file=sys.stderr)
-            return 2
-
+            return None
     if args.freeze_encoder:
         freeze_encoder(setup)
+    return setup
 
-    xv, mv = val_batch()
+
+def describe_run(setup) -> None:
+    cfg, acc = setup.cfg, setup.acc
     n_params = sum(p.numel() for p in setup.raw_params if p.requires_grad)
     if acc.is_main_process:
-        print(f"vq: {n_params / 1e6:.2f}M trained params, {cfg.quantizer} codebook {cfg.codebook_size}, device {device}, "
-              f"bf16 {bf16}, processes {acc.num_processes}, threads {torch.get_num_threads()}", flush=True)
+        print(f"vq: {n_params / 1e6:.2f}M trained params, {cfg.quantizer} codebook {cfg.codebook_size}, "
+              f"device {setup.device}, bf16 {setup.bf16}, processes {acc.num_processes}, "
+              f"threads {torch.get_num_threads()}", flush=True)
 
+
+def training_batch(args, seen: int, setup) -> tuple[torch.Tensor, torch.Tensor]:
+    """This process's slice of the global batch after `seen` images (every process renders its
+    own): pixels and sign masks, cropped with --crop, on the training device."""
+    base = seen + setup.acc.process_index * args.batch_size
+    scenes = [training_scene(base + i, args.seed, args.sign_fraction) for i in range(args.batch_size)]
+    x, m = to_batch(scenes)
+    if args.crop:
+        x, m = content_crops(x, m, scenes, args.crop, random.Random(base * 7 + args.seed), args.sign_crop)
+    return x.to(setup.device), m.to(setup.device)
+
+
+def train_step(setup, args, x: torch.Tensor, m: torch.Tensor, lr: float):
+    """One optimizer step at learning rate `lr`; returns (loss, reconstruction, ids)."""
+    acc, opt = setup.acc, setup.opt
+    for g in opt.param_groups:
+        g["lr"] = lr
+    with acc.autocast():
+        y, ids, aux = setup.model(x)
+    loss = reconstruction_loss(y.float(), x, m, args) + aux
+    opt.zero_grad(set_to_none=True)
+    acc.backward(loss)
+    acc.clip_grad_norm_(setup.model.parameters(), 1.0)
+    opt.step()
+    return loss, y, ids
+
+
+def save_and_report(setup, args, out: Path, info: dict, val_data, elapsed: float) -> None:
+    """Score the shipped weights on the held-out batch, write the checkpoint (the model only when
+    it beats the best so far) and print the figures. `info` already holds step and images seen."""
+    from tqdm import tqdm
+
+    shipped = shipped_model(setup)
+    val = evaluate(shipped, *val_data, setup.bf16, setup.device)
+    setup.raw.train()
+    info.update(wall_seconds=round(elapsed, 1))
+    record = training_record(setup, args, info, " ".join(["python -m mmgen.train.vq"] + sys.argv[1:]),
+                             val_psnr=round(val["psnr"], 3), val_sign_psnr=round(val["sign_psnr"], 3),
+                             val_codes_used=val["codes"])
+    better = checkpoint(setup, out, shipped, record, info, val["psnr"], "best_val_psnr")
+    tqdm.write(f"step {info['step']} images {info['images_seen']} wall {elapsed / 60:.1f} min: "
+               f"val psnr {val['psnr']:.2f} sign psnr {val['sign_psnr']:.2f} codes {val['codes']}"
+               f"{' (saved)' if better else ''}", file=sys.stderr)
+    sys.stderr.flush()
+
+
+def train_loop(setup, args, out: Path, info: dict, val_data) -> None:
+    """Steps until `should_stop`, from where `info` says; a checkpoint every --save-every minutes
+    and at the end. The bar shows the share of the codebook used over the last USAGE_WINDOW steps."""
+    from tqdm import tqdm
+
+    acc = setup.acc
     step, seen = int(info["step"]), int(info["images_seen"])
     wall0, t0 = float(info["wall_seconds"]), time.time()
     last_save = time.time()
@@ -297,33 +349,15 @@ def run(args) -> int:
                mininterval=1.0 if sys.stderr.isatty() else 15.0, dynamic_ncols=True)
     stop = False
     while not stop:
-        # every process renders its own slice of the global batch
-        base = seen + acc.process_index * args.batch_size
-        scenes = [training_scene(base + i, args.seed, args.sign_fraction) for i in range(args.batch_size)]
-        x, m = to_batch(scenes)
-        if args.crop:
-            x, m = content_crops(x, m, scenes, args.crop, random.Random(base * 7 + args.seed), args.sign_crop)
-        x, m = x.to(device), m.to(device)
+        x, m = training_batch(args, seen, setup)
         lr = lr_at(step, args, wall0 + time.time() - t0)
-        for g in opt.param_groups:
-            g["lr"] = lr
-        with acc.autocast():
-            y, ids, aux = model(x)
-        loss = reconstruction_loss(y.float(), x, m, args) + aux
-        opt.zero_grad(set_to_none=True)
-        acc.backward(loss)
-        acc.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        loss, y, ids = train_step(setup, args, x, m, lr)
         ema_update(setup, step, args.ema)
         step += 1
         seen += args.batch_size * acc.num_processes
-
-        # codebook usage over the last USAGE_WINDOW steps
-        recent.append(ids.detach().flatten().cpu())
-        if len(recent) > USAGE_WINDOW:
-            recent.pop(0)
+        recent = (recent + [ids.detach().flatten().cpu()])[-USAGE_WINDOW:]
         if step % 10 == 0:
-            used = torch.cat(recent).unique().numel() / cfg.codebook_size
+            used = torch.cat(recent).unique().numel() / setup.cfg.codebook_size
             bar.set_postfix(loss=f"{loss.item():.4f}", psnr=f"{psnr(y.detach().float(), x).mean().item():.2f}",
                             use=f"{used:.2f}", lr=f"{lr:.1e}", refresh=False)
         bar.update(1)
@@ -332,20 +366,25 @@ def run(args) -> int:
         stop = should_stop(args, step, t0, elapsed)
         if acc.is_main_process and (stop or time.time() - last_save >= args.save_every * 60):
             last_save = time.time()
-            shipped = shipped_model(setup)
-            val = evaluate(shipped, xv, mv, bf16, device)
-            raw.train()
-            info.update(step=step, images_seen=seen, wall_seconds=round(elapsed, 1))
-            record = training_record(setup, args, info, " ".join(["python -m mmgen.train.vq"] + sys.argv[1:]),
-                                     val_psnr=round(val["psnr"], 3), val_sign_psnr=round(val["sign_psnr"], 3),
-                                     val_codes_used=val["codes"])
-            better = checkpoint(setup, out, shipped, record, info, val["psnr"], "best_val_psnr")
-            tqdm.write(f"step {step} images {seen} wall {elapsed / 60:.1f} min: val psnr {val['psnr']:.2f} "
-                       f"sign psnr {val['sign_psnr']:.2f} codes {val['codes']}"
-                       f"{' (saved)' if better else ''}", file=sys.stderr)
-            sys.stderr.flush()
+            info.update(step=step, images_seen=seen)
+            save_and_report(setup, args, out, info, val_data, elapsed)
     bar.close()
-    acc.wait_for_everyone()
+
+
+def run(args) -> int:
+    problem = check_arguments(args)
+    if problem:
+        print(problem, file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    info = {"step": 0, "images_seen": 0, "wall_seconds": 0.0, "best_val_psnr": -1.0}
+    setup = prepare_model(args, out, info)
+    if setup is None:
+        return 2
+    val_data = val_batch()
+    describe_run(setup)
+    train_loop(setup, args, out, info, val_data)
+    setup.acc.wait_for_everyone()
     return 0
 
 

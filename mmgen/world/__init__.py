@@ -1,4 +1,4 @@
-"""The procedural world the shipped model knows (see ../shared/WORLD.md)."""
+"""The procedural world the shipped model knows (see docs/WORLD.md)."""
 from .conversation import Conversation, Turn, sample_conversation
 from .edits import EDIT_KINDS, Edit, sample_edit
 from .export import read_jsonl

@@ -21,15 +21,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
 
+from ..io import atomic_write, atomic_write_bytes
 from .conversation import Conversation, sample_conversation
 from .render import render
 from .scene import InvalidScene, Scene, validate
@@ -60,18 +59,6 @@ class Example:
 
 
 # --- writing -------------------------------------------------------------------------------------
-def _atomic_write(path: Path, write) -> None:
-    """Write through a temporary file in the same folder, then rename: readers never see half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def conversation_record(conv: Conversation, out: Path) -> dict:
     """The JSON object of one conversation; renders and writes its pictures under `out/images/`."""
     messages = []
@@ -80,7 +67,7 @@ def conversation_record(conv: Conversation, out: Path) -> dict:
         if turn.image is not None:
             image = f"{IMAGE_DIR}/{conv.id}-{k}.png"
             picture = render(turn.image)
-            _atomic_write(out / image, lambda f: picture.save(f, format="PNG"))
+            atomic_write(out / image, lambda tmp: picture.save(tmp, format="PNG"))
         messages.append({"role": turn.role, "text": turn.text, "image": image,
                          "scene": None if turn.image is None else turn.image.to_json_dict(),
                          "task": turn.task, "meta": turn.meta or None})
@@ -98,7 +85,7 @@ def export(out: str | Path, n: int, split: str = "train", seed: int = 0) -> tupl
     records = [conversation_record(sample_conversation(seed + i, split), out) for i in range(n)]
     path = out / JSONL_NAME
     text = "".join(json.dumps(r) + "\n" for r in records)
-    _atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+    atomic_write_bytes(path, text.encode("utf-8"))
     return path, sum(m["image"] is not None for r in records for m in r["messages"])
 
 

@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from .lettering import draw_word, letters_box, plaque_box
-from .scene import ALL_COLORS, BACKGROUND_COLORS, CANVAS, OBJECT_COLORS, Obj, Scene, Sign
+from .scene import ALL_COLORS, BACKGROUND_COLORS, CANVAS, OBJECT_COLORS, Scene, Sign
 
 SUPERSAMPLE = 4
 STAR_INNER_RATIO = 0.382         # inner/outer radius of a regular five-pointed star
@@ -83,8 +83,3 @@ def render(scene: Scene) -> Image.Image:
         draw_word(pixels, s.word, s.band, OBJECT_COLORS[s.color], None if s.plaque is None else OBJECT_COLORS[s.plaque])
         img = Image.fromarray(pixels)
     return img
-
-
-def render_object_mask(obj: Obj) -> tuple[Image.Image, tuple[int, int]]:
-    """The alpha mask of one object where `render` would draw it (used by the judge)."""
-    return shape_mask(obj.shape, obj.box)

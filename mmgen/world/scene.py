@@ -1,4 +1,4 @@
-"""The scene model of the procedural world (../shared/WORLD.md): every constant named once.
+"""The scene model of the procedural world (docs/WORLD.md): every constant named once.
 
 A `Scene` is a background, up to four flat shapes placed in the cells of a 3 × 3 grid, and at
 most one sign (a word centred in a horizontal band). It holds the exact pixel geometry too

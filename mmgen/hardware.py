@@ -1,0 +1,24 @@
+"""Whether bf16 is native on a device: the one check every part that picks a precision asks.
+
+Where bf16 is native (CUDA with bf16; a CPU with AVX512-BF16 or AMX) its matmuls and convs are
+fast and its weights half of fp32's bytes; elsewhere torch emulates it and it is slower than fp32.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def bf16_fast_on_cpu() -> bool:
+    """True when the CPU runs bf16 convs and matmuls natively (AVX512-BF16 / AMX); else bf16 is emulated and slow."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except Exception:
+        return False
+
+
+def bf16_native(device: str | torch.device) -> bool:
+    """True on CUDA with bf16 and on a CPU with native bf16; False on any other device."""
+    kind = torch.device(device).type
+    if kind == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return kind == "cpu" and bf16_fast_on_cpu()

@@ -453,6 +453,16 @@ def test_paraphrase_conversations_use_only_paraphrases_and_known_words():
                 assert unseen_words(turn.text) == [], turn.text
 
 
+def test_every_word_of_a_held_out_phrasing_is_trained():
+    """Frames are held out, words are not: a model cannot learn a word it never saw."""
+    from mmgen.eval.vocabulary import training_vocabulary, words_of
+    from mmgen.world.language import _SLOT
+    known = training_vocabulary()
+    for f in _import_all_families().values():
+        for t in f.held_out:
+            assert not words_of(_SLOT.sub(" ", t)) - known, (f.name, t, words_of(_SLOT.sub(" ", t)) - known)
+
+
 def test_chatter_wraps_the_request_without_changing_it():
     from mmgen.world.language import CLOSERS, OPENERS, QUESTION_CLOSERS, with_chatter
     rng, wrapped = random.Random(0), 0

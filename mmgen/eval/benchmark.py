@@ -52,7 +52,8 @@ PARTS = ("gen", "edit", "plural", "ask", "chain", "var", "words")
 SPLITS = ("eval", "paraphrase", "train")
 SEED_SALT = {"gen": 0, "edit": 1, "ask": 2, "var": 3, "words": 4, "plural": 5, "chain": 6}
 # the edits of several shapes at once and of size, which the plural part asks for in turn
-PLURAL_KINDS = ("add_many", "recolor_group", "remove_group", "remove_one", "resize")   # each part samples from its own seeds
+PLURAL_KINDS = ("add_many", "recolor_group", "remove_group", "remove_one", "resize")
+PLURAL_TRIES = 20   # each part samples from its own seeds
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -248,9 +249,14 @@ def run_plural(model, n: int, seed: int, settings: dict, save=None, split: str =
     from .judge import judge
     cases = []
     for i in range(n):
-        p = prompt_for(i + 10_000 * SEED_SALT["plural"], "mixed", split)
         kind = PLURAL_KINDS[i % len(PLURAL_KINDS)]
-        edit = sample_edit(p.scene, stream(split, i, "benchmark-plural"), split=split, kind=kind)
+        # the first of the case's prompts whose scene the edit fits (a group needs two shapes alike)
+        for j in range(PLURAL_TRIES):
+            p = prompt_for(i + 10_000 * SEED_SALT["plural"] + 1_000 * j, "mixed", split)
+            tag = "benchmark-plural" + (f"-{j}" if j else "")
+            edit = sample_edit(p.scene, stream(split, i, tag), split=split, kind=kind)
+            if edit is not None:
+                break
         if edit is None:
             continue
         reply = _session_with_picture(model, seed + i, p.text, p.reply, p.scene, settings).send(edit.text)

@@ -1,12 +1,13 @@
 """Which words of a message no training message ever uses.
 
-The benchmark asks only in held-out phrasings, and most of them carry a word that no training
-phrasing has — "which hue does the plus have?", "whereabouts is it?", "give me a rundown of the
-picture". A model trained from scratch on the world cannot learn what such a word means (nothing
-in its data says a hue is a colour); a pretrained language model would bring that. So `mmgen eval`
-tags every case with its message's unseen words and reports each part over two subsets as well:
-new phrasings of known words (does the model understand requests rather than templates?) and
-phrasings with a word it never saw.
+The benchmark asks only in held-out phrasings — sentence frames no training message uses — but
+in words that training messages do use: a model trained from scratch on the world cannot learn a
+word it never saw (nothing in its data would say a hue is a colour), and users are not tested on
+vocabulary, so every word of a held-out frame also appears in some training frame ("what hue is
+{ref}?" trains the word, "which hue does {ref} have?" is held out). `mmgen eval` still tags every
+case with its message's unseen words (a synonym or slot filler that training happens to lack) and
+reports each part over two subsets: new phrasings of known words, the headline, and phrasings
+with a word never seen, a diagnostic.
 
     unseen_words("which hue does the plus have?")     # ['hue']
 

@@ -127,6 +127,42 @@ class Decoder:
         return self.model(input_ids=self.ids, attention_mask=self.mask, position_ids=self.positions,
                           use_cache=False).logits[:, -1]
 
+    def step(self, new: torch.Tensor, vocab: tuple[int, int] | None = None) -> torch.Tensor:
+        """Append new [B, T] to every row; the logits of each new position [B, T, V] (engine only)."""
+        return self.engine.step(new, vocab)
+
+    def rollback(self, k: int) -> None:
+        """Forget the last k positions of every row (rejected drafts; engine only)."""
+        self.engine.length -= k
+
+    def close(self) -> None:
+        """Nothing to give back: the engine stays with the model (engine_for)."""
+
+
+class _Decoders:
+    """The decoder a generation draws with now, made by `make` (Decoder, or a shared batch's lanes:
+    batching.Lanes). Opening the next one closes the last — a batch's rows go back as soon as the
+    words are done — and so does leaving the `with`, however it is left."""
+
+    def __init__(self, make):
+        self.make, self.current = make, None
+
+    def open(self, model, backend: str, batch: int):
+        self.close()
+        self.current = self.make(model, backend, batch)
+        return self.current
+
+    def close(self) -> None:
+        if self.current is not None:
+            self.current.close()
+            self.current = None
+
+    def __enter__(self) -> "_Decoders":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
 
 def _next_ids(grammars: list[Grammar]) -> tuple[int, int] | None:
     """The range of ids every row may take next (Grammar.next_ids), or None when rows differ."""
@@ -164,7 +200,8 @@ def _word_probs(logits: torch.Tensor, drafts: list[int], grammar: Grammar, confi
 def generate_ids(model, stream: Stream, cond_ids: Sequence[int], uncond_ids: Sequence[int] | None = None, *,
                  config: SamplingConfig | None = None, n: int = 1, seed: int | None = None,
                  backend: str = "engine", max_steps: int | None = None, drafter=None,
-                 stats: SpeculationStats | None = None, fixed: Sequence[int | None] | None = None) -> Iterator[Step]:
+                 stats: SpeculationStats | None = None, fixed: Sequence[int | None] | None = None,
+                 decoders=None) -> Iterator[Step]:
     """Yield one `Step` per generated position until every row's assistant turn ends (<eot>).
 
     `config`: the knobs, a chat's defaults when None. With a `drafter` (speculative.py), picture
@@ -172,6 +209,9 @@ def generate_ids(model, stream: Stream, cond_ids: Sequence[int], uncond_ids: Seq
     without one.
     `fixed`: 256 entries, a code or None — a region edit. Positions with a code keep it; only
     the None positions are sampled (conditioned, as always, on everything before them).
+    `decoders`: makes the engine backend's decoders, `decoders(model, backend, rows)` (default
+    Decoder, a private engine); a shared batch's lanes (batching.Lanes) draw this generation in
+    passes shared with others, with the same ids up to rounding.
     """
     if fixed is not None:
         fixed = list(fixed)
@@ -194,10 +234,11 @@ def generate_ids(model, stream: Stream, cond_ids: Sequence[int], uncond_ids: Seq
                 codes[r].append(t - stream.image_offset)
         return Step(tokens=tokens, in_image=in_image, finished=[g.finished for g in grammars])
 
-    with torch.inference_mode():
+    with torch.inference_mode(), _Decoders(decoders if decoders is not None and backend == "engine"
+                                           else Decoder) as slot:
         # phase 1, the words: one row, every grammar advanced alike. A drafter that drafts words
         # (speculative.NeighbourDrafter) has up to draft_k of them checked in the pass that feeds t.
-        decoder = Decoder(model, backend, 1)
+        decoder = slot.open(model, backend, 1)
         words_only = (0, stream.image_offset)      # text ids and specials: no code comes in this phase
         logits = decoder.start(*left_pad([list(cond_ids)], stream.pad)[:2], vocab=words_only)
         draft_words = getattr(drafter, "draft_words", None) if backend == "engine" else None
@@ -232,11 +273,11 @@ def generate_ids(model, stream: Stream, cond_ids: Sequence[int], uncond_ids: Seq
                 continue
             # (after a drafted <image> its last row is for a code; that bonus is never used: the
             # words end at <image>, and the picture is drawn from a fresh prefill below)
-            out = decoder.engine.step(torch.tensor([[t] + drafts]), words_only)[0]  # [k + 1, V]
+            out = decoder.step(torch.tensor([[t] + drafts]), words_only)[0]         # [k + 1, V]
             p = _word_probs(out, drafts, grammars[0], config)
             accepted, nxt = verify(p[None], torch.tensor([drafts]), None, generator)
             a = accepted[0]
-            decoder.engine.length -= len(drafts) - a                                # the rejected drafts
+            decoder.rollback(len(drafts) - a)                                       # the rejected drafts
             chosen = drafts[:a] + [int(nxt[0])]     # the kept drafts are fed; the correction is not yet
             if stats is not None:
                 stats.word_rounds += 1
@@ -246,7 +287,7 @@ def generate_ids(model, stream: Stream, cond_ids: Sequence[int], uncond_ids: Seq
         rows = [list(cond_ids) + words] * n
         if guided:
             rows += [list(uncond_ids) + ([stream.image_start] if config.guide_reply else words)] * n
-        decoder = Decoder(model, backend, len(rows))
+        decoder = slot.open(model, backend, len(rows))
         codes_only = (stream.image_offset, stream.vocab_size)
         logits = decoder.start(*left_pad(rows, stream.pad)[:2], vocab=codes_only)   # None while `pending` is unfed
         pending: torch.Tensor | None = None
@@ -264,10 +305,10 @@ def generate_ids(model, stream: Stream, cond_ids: Sequence[int], uncond_ids: Seq
                 new = torch.stack([dup(fed[j]) for j in range(k)], 1)           # [R, k]
                 if pending is not None:
                     # every position verified here is a code's: k < the codes left
-                    out = decoder.engine.step(torch.cat([pending, new], 1), codes_only)   # [R, P + k, V]
+                    out = decoder.step(torch.cat([pending, new], 1), codes_only)          # [R, P + k, V]
                     out = out[:, pending.shape[1] - 1:]
                 else:
-                    out = torch.cat([logits[:, None], decoder.engine.step(new, codes_only)], 1)
+                    out = torch.cat([logits[:, None], decoder.step(new, codes_only)], 1)
                 here = len(codes[0])
                 p = image_probs(stream, out, n, guided, config,                  # [n, k + 1, V]
                                 fixed=fixed[here:here + k + 1] if fixed is not None else None)
@@ -275,7 +316,7 @@ def generate_ids(model, stream: Stream, cond_ids: Sequence[int], uncond_ids: Seq
                 m = min(accepted) + 1
                 last = torch.where(torch.tensor(accepted) > m - 1, drafts[:, min(m - 1, k - 1)], nxt) \
                     if m <= k else nxt
-                decoder.engine.length -= k - (m - 1)
+                decoder.rollback(k - (m - 1))
                 pending, logits = dup(last)[:, None], None
                 drafter.commit(drafts, m, last, guided)
                 if stats is not None:
@@ -292,7 +333,7 @@ def generate_ids(model, stream: Stream, cond_ids: Sequence[int], uncond_ids: Seq
                     yield emit(tokens, [True] * n)
                 continue
             if logits is None:
-                logits = decoder.engine.step(pending, _next_ids(grammars))[:, -1]
+                logits = decoder.step(pending, _next_ids(grammars))[:, -1]
                 pending = None
             tokens, in_image = [], []
             for r, g in enumerate(grammars):

@@ -29,12 +29,15 @@ unless allowed with --allow-origin / --allow-host (BrowserGuard). Clients outsid
 Origin and are not affected. With --api-key every API route needs the key; the page asks for it.
 
 The model is not thread-safe, so all model work (generation, encoding an upload, decoding a history)
-runs on one worker thread, fed by a bounded queue (server_worker.py): a full queue answers 429, a
-request past its timeout is stopped between tokens and answered 504, and shutdown answers what is
-still queued with 503. Conversations live in memory, keyed by response id, least recently used
-dropped first; a stored conversation is never changed — a new turn forks it — so any earlier
-response can be continued (branching), and undo is going back to the previous id. The OpenAI
-shapes (options, uploads, masks, responses, events) are in server_api.py.
+runs in turns under one worker, fed by a bounded queue (server_worker.py): up to --batch requests
+draw at once, their transformer passes shared (continuous batching, batching.py: a request that
+arrives while others draw joins at the next pass, each with its own seed and settings), the rest
+wait in order; a full queue answers 429, a request past its timeout is stopped between tokens and
+answered 504, and shutdown answers what is still queued with 503. Conversations live in memory,
+keyed by response id, least recently used dropped first; a stored conversation is never changed —
+a new turn forks it — so any earlier response can be continued (branching), and undo is going back
+to the previous id. The OpenAI shapes (options, uploads, masks, responses, events) are in
+server_api.py.
 """
 from __future__ import annotations
 
@@ -67,6 +70,7 @@ from .server_api import (SIZES, APIError, ImageOptions, ResponseEvents, Response
                          get_choice, get_str, image_call_item, images_response, message_item, new_id,
                          parse_image_options, parse_json_object, parse_responses_request, partial_image_event,
                          read_mask, read_picture, response_object, sse)
+from .batching import Batch, BatchStats
 from .server_worker import ClientGone, Entry, Job, SessionStore, Worker
 from .inputs import MAX_MESSAGE_CHARS
 from .session import REPLY_RESERVE, ChatSession, SessionError
@@ -85,7 +89,8 @@ class ServerConfig:
     max_body_bytes: int = 32 * 2**20
     max_prompt_chars: int = MAX_MESSAGE_CHARS
     timeout: float = 300.0               # seconds from a request's arrival to its last byte
-    max_queue: int = 64                  # requests waiting for the model (the running one not counted)
+    max_queue: int = 64                  # requests waiting for the model (those drawing not counted)
+    max_batch: int = 16                  # requests drawing at once, their passes shared (batching.py)
     max_sessions: int = 256              # conversations kept for previous_response_id
     session_defaults: dict = field(default_factory=dict)     # Settings for new conversations, e.g. max_words
     allowed_origins: tuple[str, ...] = ()    # web pages (scheme://host[:port], or "*") that may use the API
@@ -117,9 +122,9 @@ class TurnResult:
     image_id: str | None
 
 
-def run_turn(model, turn: TurnRequest) -> Iterator[tuple]:
+def run_turn(model, turn: TurnRequest, decoders=None) -> Iterator[tuple]:
     """Runs on the worker: yields ("text", words so far), ("preview", words, rows, index, b64),
-    then ("done", TurnResult)."""
+    then ("done", TurnResult). `decoders`: the job's lanes into the shared batch (batching.Lanes)."""
     opts = turn.options
     session = turn.base.fork() if turn.base is not None else model.chat(seed=opts.seed, **turn.defaults)
     words, word_ids, reply = "", 0, None
@@ -134,7 +139,8 @@ def run_turn(model, turn: TurnRequest) -> Iterator[tuple]:
 
     try:
         for event in session.stream(turn.text, turn.image, n=opts.n, seed=opts.seed, picture=turn.picture,
-                                    mask=region, previews=bool(turn.previews), **opts.settings):
+                                    mask=region, previews=bool(turn.previews), decoders=decoders,
+                                    **opts.settings):
             if event.kind == "text":
                 words, word_ids = event.text, word_ids + 1       # one event per word id of the first reply
                 yield ("text", words)
@@ -179,6 +185,12 @@ def count_usage(model, session: ChatSession, word_ids: int, n: int, pictures: in
     image_in = sum(1 for i in ids if stream.is_image_id(i))
     return Usage(input_text=len(ids) - image_in, input_image=image_in,
                  output_text=n * (word_ids + 1) + 2 * pictures, output_image=IMAGE_TOKENS * pictures)
+
+
+def batch_figures(stats: BatchStats) -> dict:
+    """What /health says of the shared passes: how many, and how many requests they held."""
+    return {"passes": stats.passes, "largest": stats.largest,
+            "mean": round(stats.lanes_fed / stats.passes, 2) if stats.passes else 0.0}
 
 
 def history_of(model, entry: Entry) -> list[dict]:
@@ -369,7 +381,11 @@ class BrowserGuard:
 def create_app(model, config: ServerConfig | None = None):
     """The FastAPI app serving `model` (an mmgen.MMGen). Its worker starts and stops with the app."""
     config = config or ServerConfig()
-    worker = Worker(config.max_queue)
+    # the transformer's shared passes: two rows a request (its guidance twin); one of n pictures takes
+    # 2n and waits for them. A stand-in model without a transformer (tests) has nothing to share.
+    lm = getattr(model, "lm", None)
+    batch = Batch(lm, rows=max(2 * config.max_batch, 8), filler=model.stream.pad) if lm is not None else None
+    worker = Worker(config.max_queue, batch=batch, max_active=config.max_batch)
     store = SessionStore(config.max_sessions)
     started = int(time.time())
     names = {model.name, "mmgen"}
@@ -459,7 +475,7 @@ def create_app(model, config: ServerConfig | None = None):
         return asyncio.get_running_loop().time() + config.timeout
 
     def submit(turn: TurnRequest) -> Job:
-        return worker.submit(lambda: run_turn(model, turn))
+        return worker.submit(lambda lanes: run_turn(model, turn, lanes), batched=True)
 
     async def started(job: Job, until: float, request: Request) -> AsyncIterator:
         """The job's items, once its first has come. A stream's headers say 200, so whatever fails before
@@ -493,7 +509,8 @@ def create_app(model, config: ServerConfig | None = None):
     async def health():
         return {"status": "ok" if not worker.closed and worker.thread.is_alive() else "stopping",
                 "model": model.name, "waiting": worker.waiting, "max_queue": config.max_queue,
-                "busy": worker.current is not None, "served": worker.served, "sessions": len(store)}
+                "busy": worker.busy, "drawing": len(worker.active), "served": worker.served,
+                "sessions": len(store), "batch": batch_figures(batch.stats) if batch is not None else None}
 
     @app.get("/api/config")
     async def page_config():
@@ -756,6 +773,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"longest message (default {MAX_MESSAGE_CHARS})")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per request, queueing included")
     parser.add_argument("--queue", type=int, default=64, help="requests that may wait for the model")
+    parser.add_argument("--batch", type=int, default=16,
+                        help="requests drawn at once, sharing the transformer's passes (default 16; 1: one at a time)")
     parser.add_argument("--max-sessions", type=int, default=256, help="conversations kept in memory")
     parser.add_argument("--max-words", type=int, default=None,
                         help=setting_help("max_words", "longest reply in text tokens before its picture"))
@@ -792,7 +811,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"--port must be in 1..65535, got {args.port}", file=sys.stderr)
         return 2
     limits = {"--max-body-mb": args.max_body_mb, "--timeout": args.timeout, "--queue": args.queue,
-              "--max-sessions": args.max_sessions, "--max-prompt-chars": args.max_prompt_chars}
+              "--max-sessions": args.max_sessions, "--max-prompt-chars": args.max_prompt_chars, "--batch": args.batch}
     for flag, value in limits.items():
         if value <= 0:
             print(f"{flag} must be positive, got {value}", file=sys.stderr)
@@ -822,6 +841,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     config = ServerConfig(api_key=args.api_key or None, max_body_bytes=int(args.max_body_mb * 2**20),
                           max_prompt_chars=args.max_prompt_chars, timeout=args.timeout, max_queue=args.queue,
+                          max_batch=args.batch,
                           max_sessions=args.max_sessions, session_defaults=defaults,
                           allowed_origins=tuple(args.allow_origin),
                           allowed_hosts=tuple(args.allow_host) + ((args.host,) if not is_address(args.host) else ()))

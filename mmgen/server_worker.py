@@ -1,12 +1,19 @@
-"""The one thread that runs the model for `mmgen serve`, its bounded queue, and the conversations kept
+"""The worker that runs the model for `mmgen serve`, its bounded queue, and the conversations kept
 between requests.
 
-The model is not thread-safe, so every piece of model work (a generation, encoding an upload,
-decoding a history) is a `Job` run by the single `Worker` thread, in order. A job is a generator
-run on that thread; what it yields is handed to the event loop that waits for it. A full queue
-answers 429; a job whose client gave up (timed out, hung up) is stopped between two of its items
-(a stopped session stream leaves its session as it was) and gives its place in the queue back;
-`close()` answers what is still queued with 503.
+Every piece of model work (a generation, encoding an upload, decoding a history) is a `Job`: a
+generator whose items are handed to the event loop that waits for them. Up to `max_active` jobs run
+at once, each on a thread of its own, but one at a time — the model is not thread-safe — taking
+turns: a job runs until it waits for a pass of the transformer (batching.Lane) or ends, then the
+next one runs; once every running job waits, the worker draws all their passes together
+(batching.Batch.run: new prompts prefilled, every other request's next tokens in one shared pass)
+and the next round of turns begins. A job that ends frees its place and its cache rows, and the
+first waiting job takes them at once: continuous batching. Jobs start in the order they came.
+
+A full queue answers 429; a job whose client gave up (timed out, hung up) is stopped at its next
+turn — between two of its items, or where it waits for the model (`Stopped`) — and leaves its
+session as it was (session.py); a queued one gives its place back. `close()` answers what is still
+queued with 503 and stops the running ones.
 
 `SessionStore` keeps finished conversations by response id (least recently used dropped first).
 A stored conversation is never changed — a new turn forks it — so any earlier response can be
@@ -21,6 +28,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
+from .batching import Batch, Lanes
 from .server_api import APIError, bad_request
 from .session import ChatSession, SessionError
 
@@ -28,7 +36,7 @@ log = logging.getLogger("mmgen.server")
 POLL_S = 1.0                    # how often a waiting non-streaming request checks that its client is still there
 
 
-# --- the one model worker ----------------------------------------------------------------------------
+# --- the model worker ----------------------------------------------------------------------------------
 class Done:
     """The end of a job's events."""
 
@@ -36,15 +44,25 @@ class Done:
 DONE = Done()
 
 
-class Job:
-    """One request's model work: a generator run on the worker thread, its items handed to the event loop."""
+class Stopped(Exception):
+    """Raised in a job's thread where it waits for the model, once the job is cancelled."""
 
-    def __init__(self, work: Callable[[], Iterator], loop: asyncio.AbstractEventLoop):
-        self.work, self.loop = work, loop
+
+class Job:
+    """One request's model work: a generator run on a thread of its own, in turns (Worker), its items
+    handed to the event loop. `batched` work is called with its lanes into the shared batch."""
+
+    def __init__(self, work: Callable[..., Iterator], loop: asyncio.AbstractEventLoop, *, handback: threading.Semaphore,
+                 batched: bool = False):
+        self.work, self.loop, self.batched = work, loop, batched
         self.cancelled = threading.Event()
         self.items: asyncio.Queue = asyncio.Queue()
+        self.lanes: Lanes | None = None
+        self.ended = False
+        self._turn = threading.Semaphore(0)       # released by the worker: this job may run
+        self._handback = handback                 # released by the job: its turn is over
 
-    def emit(self, item) -> None:          # worker thread
+    def emit(self, item) -> None:          # the job's thread
         try:
             self.loop.call_soon_threadsafe(self.items.put_nowait, item)
         except RuntimeError:               # the event loop is closed: nobody is waiting any more
@@ -53,9 +71,31 @@ class Job:
     def cancel(self) -> None:
         self.cancelled.set()
 
+    # --- turns: the worker and the job's thread hand the model to each other ---
+    def run_turn(self) -> None:
+        """The worker: let the job run until it waits for the model or ends."""
+        self._turn.release()
+        self._handback.acquire()
+
+    def wait(self) -> None:
+        """The job's thread: end this turn, and return at the next (after the batch's passes)."""
+        self._handback.release()
+        self._turn.acquire()
+        if self.cancelled.is_set():
+            raise Stopped()
+
+    def first_turn(self) -> None:
+        """The job's thread, before anything else: wait to be given the model."""
+        self._turn.acquire()
+
+    def end(self) -> None:
+        """The job's thread, last: the job is over, its turn too."""
+        self.ended = True
+        self._handback.release()
+
     async def events(self, deadline: float, timeout: float, still_wanted: Callable | None = None):
         """The job's items as they come; APIError if it failed, 504 past the deadline. Leaving early
-        (timeout, a client gone, an exception) cancels the job: the worker stops at its next token."""
+        (timeout, a client gone, an exception) cancels the job: it stops at its next turn."""
         try:
             while True:
                 remaining = deadline - self.loop.time()
@@ -96,16 +136,18 @@ class ClientGone(Exception):
 
 
 class Worker:
-    """The single thread that owns the model; jobs wait in a bounded queue. A job whose client has
-    given up (timed out, hung up) no longer holds a place in the queue."""
+    """Runs jobs in turns, up to `max_active` at once, with `batch`'s shared passes between rounds;
+    the others wait in a bounded queue. A job whose client has given up (timed out, hung up) no
+    longer holds a place in the queue."""
 
-    def __init__(self, max_queue: int):
-        self.max_queue = max_queue
+    def __init__(self, max_queue: int, *, batch: Batch | None = None, max_active: int = 16):
+        self.max_queue, self.batch, self.max_active = max_queue, batch, max_active
         self.closed = False
-        self.current: Job | None = None
+        self.active: list[Job] = []              # started, in the order they came
         self.served = 0
         self._waiting: deque[Job] = deque()
         self._cond = threading.Condition()
+        self._handback = threading.Semaphore(0)
         self.thread = threading.Thread(target=self._loop, name="mmgen-model", daemon=True)
 
     def start(self) -> None:
@@ -116,8 +158,9 @@ class Worker:
         if len(live) != len(self._waiting):
             self._waiting = deque(live)
 
-    def submit(self, work: Callable[[], Iterator]) -> Job:
-        job = Job(work, asyncio.get_running_loop())
+    def submit(self, work: Callable[..., Iterator], *, batched: bool = False) -> Job:
+        """Queue `work()` — or, `batched`, `work(lanes)`: its generations then draw in the shared batch."""
+        job = Job(work, asyncio.get_running_loop(), handback=self._handback, batched=batched)
         with self._cond:
             if self.closed:
                 raise APIError(503, "the server is shutting down", code="shutting_down")
@@ -135,39 +178,66 @@ class Worker:
             self._prune()
             return len(self._waiting)
 
-    def _next(self) -> Job | None:
+    @property
+    def busy(self) -> bool:
+        return bool(self.active)
+
+    def _admit(self) -> bool:
+        """Start waiting jobs while there is room; wait for one when none runs. False: closed and done."""
         with self._cond:
             while True:
                 self._prune()
-                if self._waiting:
-                    return self._waiting.popleft()
+                while self._waiting and len(self.active) < self.max_active:
+                    self._start(self._waiting.popleft())
+                if self.active:
+                    return True
                 if self.closed:
-                    return None
+                    return False
                 self._cond.wait()
 
+    def _start(self, job: Job) -> None:     # holding the lock
+        if job.batched and self.batch is not None:
+            job.lanes = self.batch.lanes(job.wait)
+        self.active.append(job)
+        threading.Thread(target=self._job_thread, args=(job,), name="mmgen-job", daemon=True).start()
+
     def _loop(self) -> None:
-        while (job := self._next()) is not None:
-            self.current = job
+        while self._admit():
             try:
-                self._run(job)
+                for job in list(self.active):
+                    job.run_turn()
+                    if job.ended:
+                        with self._cond:
+                            self.active.remove(job)
+                        self.served += 1
+                if self.batch is not None and self.batch.waiting:
+                    self.batch.run()
             except BaseException:     # noqa: BLE001 — nothing may end this thread but close()
                 log.exception("the model worker caught an error outside a job")
-            finally:
-                self.current = None
-                self.served += 1
+
+    def _job_thread(self, job: Job) -> None:
+        job.first_turn()
+        try:
+            self._run(job)
+        finally:
+            if job.lanes is not None:
+                job.lanes.close()       # rows a stopped generation still held go back to the batch
+            job.end()
 
     @staticmethod
     def _run(job: Job) -> None:
         items = None
         try:
-            items = job.work()
+            if job.cancelled.is_set():
+                raise Stopped()
+            items = job.work(job.lanes) if job.batched else job.work()
             for item in items:
                 if job.cancelled.is_set():
-                    # whoever still listens (not a client that timed out or left) learns why it ended
-                    job.emit(APIError(503, "the request was stopped (the server is shutting down)",
-                                      code="shutting_down"))
-                    break
+                    raise Stopped()
                 job.emit(item)
+        except Stopped:
+            # whoever still listens (not a client that timed out or left) learns why it ended
+            job.emit(APIError(503, "the request was stopped (the server is shutting down)", code="shutting_down"))
         except APIError as e:
             job.emit(e)
         except SessionError as e:
@@ -182,12 +252,12 @@ class Worker:
             job.emit(DONE)
 
     def close(self, timeout: float = 10.0) -> None:
-        """Stop taking jobs, answer the queued ones 503, stop the running one, end the thread."""
+        """Stop taking jobs, answer the queued ones 503, stop the running ones, end the thread."""
         with self._cond:
             self.closed = True
             queued, self._waiting = list(self._waiting), deque()
-            if self.current is not None:
-                self.current.cancel()
+            for job in self.active:
+                job.cancel()
             self._cond.notify_all()
         for job in queued:
             job.emit(APIError(503, "the server is shutting down", code="shutting_down"))

@@ -331,7 +331,7 @@ class ChatSession:
         return self._meta[i].get("id") if i < len(self._meta) else "user-upload"
 
     def _run(self, user: Turn, settings: Settings, seed: int, n: int, previews: bool,
-             region: list[bool] | None = None) -> Iterator[Event]:
+             region: list[bool] | None = None, decoders=None) -> Iterator[Event]:
         stream = self.model.stream
         conversation = self.conversation.append(user)
         try:
@@ -353,7 +353,8 @@ class ChatSession:
         codes: list[list[int]] = [[] for _ in range(n)]
         canvas = PreviewCanvas(self.model.vq) if previews else None     # the first picture's previews
         for step in generate_ids(self.model.lm, stream, cond, uncond, config=settings.sampling(), n=n, seed=seed,
-                                 drafter=self._drafter(settings, reference), stats=stats, fixed=fixed):
+                                 drafter=self._drafter(settings, reference), stats=stats, fixed=fixed,
+                                 decoders=decoders):
             for r, t in enumerate(step.tokens):
                 if stream.is_text_id(t):
                     text_ids[r].append(t)
@@ -382,7 +383,7 @@ class ChatSession:
         yield Event("done", reply=reply)
 
     def stream(self, text: str, image=None, *, n: int = 1, seed: int | None = None, mask=None,
-               previews: bool = True, **overrides) -> Iterator[Event]:
+               previews: bool = True, decoders=None, **overrides) -> Iterator[Event]:
         """Reply to `text` (and an optional picture), yielding events as they happen.
 
         overrides: settings for this reply only (settings.Settings), e.g. picture="always" (or
@@ -390,6 +391,8 @@ class ChatSession:
         mask: a region edit of the picture being edited (the one given, else the last one): a
         16 × 16 grid of booleans (True = redraw) or a mask picture whose alpha is 0 where the
         picture may change. Codes outside the region are kept exactly.
+        decoders: where the transformer's passes run (generate.generate_ids); the server's shared
+        batch (batching.Lanes) draws this reply together with other requests'.
         """
         text = check_text(text, "the message", allow_empty=True)    # empty is fine with a picture: below
         settings = self._settings(overrides)
@@ -409,7 +412,8 @@ class ChatSession:
             raise SessionError("the message is empty")
         codes = self._codes_of(given) if given is not None else None
         turn_seed = int(seed) if seed is not None else self.seed + 7919 * len(self.conversation.turns)
-        yield from self._run(Turn(role="user", text=text, codes=codes), settings, turn_seed, n, previews, region)
+        yield from self._run(Turn(role="user", text=text, codes=codes), settings, turn_seed, n, previews, region,
+                             decoders)
 
     def send(self, text: str, image=None, **kwargs) -> Reply:
         """Reply to `text` (and an optional picture: PIL image, path or bytes)."""

@@ -679,7 +679,8 @@ def test_eight_simultaneous_requests_all_answered(client, server):
 
 
 def test_full_queue_429_then_timeout_504_then_healthy(drawing_model):
-    config = ServerConfig(max_queue=1, timeout=120, session_defaults=DEFAULTS)
+    # one request drawing at a time (no batching), one waiting: the others are refused
+    config = ServerConfig(max_queue=1, max_batch=1, timeout=120, session_defaults=DEFAULTS)
     with serve(drawing_model, config) as (url, app):
         client = openai.OpenAI(base_url=url + "/v1", api_key="any", max_retries=0, timeout=120)
 

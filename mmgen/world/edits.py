@@ -27,10 +27,10 @@ from dataclasses import dataclass, replace
 
 from .language import (ATTRS, as_typed, band_phrase, canonical_band, canonical_location, canonical_object,
                        canonical_sign, color_word, family, group_phrase, join_list, location, move_target, refer,
-                       refer_sign, sign_phrase, size_word, weighted_order)
+                       placed_objects, refer_sign, sign_phrase, size_word, weighted_order)
 from .groups import canonical_group_name, last_in_reading_order, refer_group
 from .prompts import said_sign
-from .scene import (BACKGROUND_COLORS, BANDS, CELLS, DEFAULT_SIZE, MAX_OBJECTS, OBJECT_COLORS, SHAPES, SIZES, Obj,
+from .scene import (BACKGROUND_COLORS, BANDS, DEFAULT_SIZE, MAX_OBJECTS, OBJECT_COLORS, SHAPES, SIZES, Obj,
                     Scene, band_rows, cell_row_col, is_legible, is_valid, place, random_sign, random_word)
 
 EDIT_WEIGHTS = {"recolor": 3.0, "move": 2.0, "add": 2.0, "remove": 1.5, "resize": 1.5, "background": 1.5,
@@ -391,12 +391,6 @@ def _remove_sign(scene, rng, split):
 
 
 # --- several shapes at once (groups.py) -------------------------------------------------------------
-def _placed_phrase(objs) -> str:
-    """'a red circle in the top left and a red circle in the bottom right', in reading order."""
-    return join_list([f"{canonical_object(o)} {canonical_location(o.cell)}"
-                      for o in sorted(objs, key=lambda o: CELLS.index(o.cell))])
-
-
 def _add_many(scene, rng, split):
     free = scene.free_cells()
     count = rng.choice([c for c in ADD_MANY_COUNTS if len(scene.objects) + c <= MAX_OBJECTS and c <= len(free)]
@@ -416,7 +410,7 @@ def _add_many(scene, rng, split):
     text = ADD_MANY.pick(rng, split).format(objs=group_phrase(asked, rng))
     return _finish("add_many", text, added,
                    _record("add_many", list(range(n, n + count)), None, None, [o.to_dict() for o in added.objects[n:]],
-                           None, asked), rng, after=_placed_phrase(added.objects[n:]))
+                           None, asked), rng, after=join_list(placed_objects(added.objects[n:])))
 
 
 def _recolor_group(scene, rng, split):

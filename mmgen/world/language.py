@@ -377,11 +377,15 @@ def canonical_sign(s: dict) -> str:
     return text + (" " + canonical_band(s["band"]) if s.get("band") else "")
 
 
+def placed_objects(objects) -> list[str]:
+    """['a red circle in the top left', …]: each object with its cell, in reading order."""
+    return [f"{canonical_object(o)} {canonical_location(o.cell)}" for o in sorted(objects, key=lambda o: CELLS.index(o.cell))]
+
+
 def describe(scene: Scene) -> str:
     """'a red circle in the top left and the word "OPEN" in white on a blue plaque at the top on a
     black background': shapes in reading order (top row first), then the sign, then the background."""
-    parts = [f"{canonical_object(o)} {canonical_location(o.cell)}"
-             for o in sorted(scene.objects, key=lambda o: CELLS.index(o.cell))]
+    parts = placed_objects(scene.objects)
     if scene.sign is not None:
         parts.append(canonical_sign(scene.sign.to_dict()))
     bg = f"{article(scene.background)} {scene.background} background"

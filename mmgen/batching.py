@@ -13,6 +13,9 @@ waiting request takes them at the next pass: that is the "continuous" part.
     lanes = batch.lanes(wait)           # `wait()` returns once batch.run() has served the lane
     generate_ids(..., decoders=lanes)   # on the request's own thread; someone calls batch.run()
 
+A request's picture rows branch from its words' row (Lane.branch, as generate.EngineDecoder.branch):
+its conversation is prefilled once, and its twin only read past what it shares with it.
+
 Who runs what: server_worker.Worker gives each request a thread, lets them run one at a time, and
 calls `run()` when all of them are waiting (the `wait` it passes in); with `wait=batch.run`
 a lane runs its own passes at once (one request, the tests). The model is only touched by the
@@ -28,14 +31,15 @@ from typing import Callable
 
 import torch
 
-from .generate import engine_for
+from .generate import common_prefix, engine_for
 from .shared_cache import Feed, RowCache
 
 
 @dataclass
 class BatchStats:
     passes: int = 0                    # shared passes run
-    prefills: int = 0
+    prefills: int = 0                  # one per request: its conversation
+    branches: int = 0                  # picture rows laid out from a request's words (no prefill)
     largest: int = 0                   # the most lanes (requests' phases) one pass held
     lanes_fed: int = 0                 # lanes summed over passes (÷ passes: the mean batch)
     tokens: int = 0                    # tokens fed, over all rows and passes
@@ -44,13 +48,16 @@ class BatchStats:
 
 class Lane:
     """One request's rows in the shared batch, with the calls generate_ids makes of a decoder
-    (generate.Decoder): start, feed, step, rollback, close."""
+    (generate.EngineDecoder): start, feed, step, rollback, branch, close."""
 
-    def __init__(self, batch: "Batch", rows: int, wait: Callable[[], None]):
-        self.batch, self.size, self.wait = batch, rows, wait
+    def __init__(self, batch: "Batch", rows: int, wait: Callable[[], None], made: list):
+        self.batch, self.size, self.wait, self.made = batch, rows, wait, made
         self.rows: list[int] | None = None
-        self.ask: tuple | None = None      # what it waits for: ("prefill", ids, pad, vocab) or ("step", ids, vocab)
+        # what it waits for: ("prefill", ids, pad, vocab), ("step", ids, vocab) or
+        # ("branch", source lane, held, copies, twin)
+        self.ask: tuple | None = None
         self.answer: torch.Tensor | Exception | None = None
+        made.append(self)
 
     def _await(self, ask: tuple) -> torch.Tensor:
         self.ask, self.answer = ask, None
@@ -86,6 +93,13 @@ class Lane:
         if k:
             self.batch.cache.lengths[self.rows] -= k
 
+    def branch(self, held: list[int], copies: int, twin: list[int] | None, filler: int) -> "Lane":
+        """The picture rows, from this one-row lane holding `held` (as generate.EngineDecoder.branch):
+        copies of its row, then copies of `twin` read past the part it shares with `held`."""
+        lane = Lane(self.batch, copies * (2 if twin is not None else 1), self.wait, self.made)
+        lane._await(("branch", self, held, copies, twin))
+        return lane
+
     def close(self) -> None:
         """Give the rows back (the next request takes them)."""
         self.batch.free(self)
@@ -98,12 +112,10 @@ class Lanes:
         self.batch, self.wait = batch, wait
         self.made: list[Lane] = []
 
-    def __call__(self, model, backend: str, rows: int) -> Lane:
-        if model is not self.batch.model or backend != "engine":
-            raise ValueError("a batch draws with the engine backend of its own model")
-        lane = Lane(self.batch, rows, self.wait)
-        self.made.append(lane)
-        return lane
+    def __call__(self, model, rows: int) -> Lane:
+        if model is not self.batch.model:
+            raise ValueError("a batch draws with its own model")
+        return Lane(self.batch, rows, self.wait, self.made)
 
     def close(self) -> None:
         for lane in self.made:
@@ -162,7 +174,7 @@ class Batch:
                                              "ran past it")
             elif not queued:
                 try:
-                    self._prefill(lane)
+                    (self._prefill if lane.ask[0] == "prefill" else self._branch)(lane)
                 except Exception as e:     # noqa: BLE001 — the request that asked gets the error
                     lane.answer = e
                 queued = lane.answer is None
@@ -191,6 +203,30 @@ class Batch:
         self.cache.load(lane.rows, engine, ids, pad)
         lane.answer = logits
         self.stats.prefills += 1
+
+    def _branch(self, lane: Lane) -> None:
+        """Lay the lane's rows out from its source lane's row, if enough rows are free: no prefill."""
+        _, source, held, copies, twin = lane.ask
+        if lane.size > self.rows:
+            raise ValueError(f"a request needs {lane.size} rows; the batch has {self.rows}")
+        if len(self.free_rows) < lane.size:
+            return
+        (row,) = source.rows
+        cache = self.cache
+        if int(cache.lengths[row]) != len(held) or int(cache.pad[row]) != 0:
+            raise ValueError("branch needs a one-row lane holding exactly `held`")
+        lane.rows, self.free_rows = self.free_rows[:lane.size], self.free_rows[lane.size:]
+        cache.copy(row, lane.rows[:copies])
+        if twin is not None:
+            first = lane.rows[copies]
+            cache.copy(row, [first])
+            shared = common_prefix(held, twin)
+            cache.lengths[first] = shared
+            if shared < len(twin):
+                cache.step([Feed(rows=[first], ids=torch.tensor([twin[shared:]]))])
+            cache.copy(first, lane.rows[copies + 1:])
+        lane.answer = torch.empty(0)
+        self.stats.branches += 1
 
     def _count(self, feeds: list[Feed]) -> None:
         s = self.stats

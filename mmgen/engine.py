@@ -11,7 +11,10 @@ plain tensor, so rolling back rejected speculative tokens is just moving a lengt
     engine = Engine(model, batch=2, max_len=2048)
     logits = engine.prefill(ids, pad)        # ids [B, T] left-padded; pad[b] = pad slots of row b
     logits = engine.step(new_ids)            # [B, T_new, V]: appends T_new tokens to every row
-    engine.length -= 3                       # forget the last three positions (speculative rollback)
+    engine.rollback(3)                       # forget the last three positions (speculative rollback)
+
+    other.lay_out(pad, length, filler)       # rows laid out for prompts copied in, not prefilled:
+    other.copy_row(engine, 0, rows=range(2)) # rows 0-1 take engine's row 0 as it stands
 
 Equivalence with `LlamaForCausalLM` is tested (tests/test_engine.py).
 
@@ -211,6 +214,8 @@ class Engine:
         self.length = 0                                   # cache slots filled (same for every row)
         self.ids = torch.zeros(batch, self.max_len, dtype=torch.long, device=self.device)   # what fills them
         self.pad = torch.zeros(batch, dtype=torch.long, device=self.device)
+        self.prefills = 0                                 # prefills run, and the prompt tokens they read
+        self.prefilled_tokens = 0
 
     # --- the maths of one pass ------------------------------------------------------------------
     def _forward(self, ids: torch.Tensor, all_logits: bool, vocab: tuple[int, int] | None = None) -> torch.Tensor:
@@ -278,6 +283,8 @@ class Engine:
         self.length = 0
         self.pad = torch.zeros(B, dtype=torch.long, device=self.device) if pad is None else pad.to(self.device)
         logits = self._forward(ids.to(self.device), all_logits=all_logits, vocab=vocab).float()
+        self.prefills += 1
+        self.prefilled_tokens += int(ids.numel() - self.pad.sum())
         return logits if all_logits else logits[:, -1]
 
     @torch.inference_mode()
@@ -285,3 +292,43 @@ class Engine:
         """Append `ids` [B, T] to every row; logits of each new position [B, T, V] (of `vocab`'s
         ids only when given, as in prefill)."""
         return self._forward(ids.to(self.device), all_logits=True, vocab=vocab).float()
+
+    @torch.inference_mode()
+    def extend(self, ids: torch.Tensor, vocab: tuple[int, int] | None = None) -> torch.Tensor:
+        """Append `ids` [B, T] to every row as `step` does, but return only the last logits [B, V]:
+        a prompt's tail read on top of a cached head."""
+        return self._forward(ids.to(self.device), all_logits=False, vocab=vocab).float()[:, -1]
+
+    def rollback(self, k: int) -> None:
+        """Forget the last k positions of every row (rejected drafts; a prompt's tail to replace)."""
+        if not 0 <= k <= self.length:
+            raise ValueError(f"cannot roll back {k} of {self.length} positions")
+        self.length -= k
+
+    def real_length(self, row: int) -> int:
+        """The tokens row `row` holds, its left padding not counted."""
+        return self.length - int(self.pad[row])
+
+    @torch.inference_mode()
+    def lay_out(self, pad: torch.Tensor, length: int, filler: int) -> None:
+        """Start over with rows of `length` slots, row b left-padded by pad[b], to be filled by
+        copy_row rather than a prefill (the pad slots hold `filler`, the id a prefill pads with)."""
+        if len(pad) > self.batch or length > self.max_len:
+            raise ValueError(f"the engine holds {self.batch} rows of {self.max_len}; asked {len(pad)} of {length}")
+        self.pad = pad.to(self.device)
+        self.length = length
+        self.ids[:len(pad), :length] = filler
+
+    @torch.inference_mode()
+    def copy_row(self, source: "Engine", source_row: int, rows: range) -> None:
+        """Rows `rows` (laid out by lay_out to end where this row's tokens end) take the K/V of
+        `source`'s row `source_row`: the same tokens at the same positions, so nothing is recomputed."""
+        n = source.real_length(source_row)
+        lo, hi = self.length - n, self.length
+        if any(int(self.pad[r]) != lo for r in rows):
+            raise ValueError(f"rows {list(rows)} are not laid out for {n} tokens")
+        src = slice(int(source.pad[source_row]), source.length)
+        dst = slice(rows.start, rows.stop)
+        self.k_cache[:, dst, :, lo:hi] = source.k_cache[:, source_row, :, src][:, None]
+        self.v_cache[:, dst, :, lo:hi] = source.v_cache[:, source_row, :, src][:, None]
+        self.ids[dst, lo:hi] = source.ids[source_row, src]

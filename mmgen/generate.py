@@ -2,15 +2,22 @@
 
 A turn is decoded in two phases. First the reply's words, on one row: they are not guided, and
 the n pictures of a turn share them. Then, once the words open a picture, the rows are
-[cond × n, uncond × n], prefilled afresh: n pictures for one prompt, each with its
-unconditional twin — the same conversation with the last user message's words emptied. What
+[cond × n, uncond × n]: n pictures for one prompt, each with its unconditional twin — the same
+conversation with the last user message's words emptied. They branch from the words' row
+without a second prefill (EngineDecoder.branch): the cond rows copy its cache, and the twin
+reads only its tail past what it shares with the conversation, once, then is copied. What
 the twin reads of the reply is a choice (the setting guide_reply). The reply restates the
 request ("Here you go: a red circle at the top left."), so a twin that reads it is conditioned
 too, and guidance amplifies only what the user's words add beyond the reply
 (benchmarks/conditioning.py: ~0.005 nats per code on the 9400-step model, against ~0.03 for
 user and reply words together). With guide_reply the twin reads neither, so guidance amplifies
-both. Both halves then read the same sampled code, so one KV cache serves them all. Prompts of
+both. Both halves then read the same sampled code, so one KV cache serves them all. Rows of
 different lengths are left-padded; positions count only real tokens.
+
+The layers, top down: generate_ids → decode_words (word_round: one pass, drafted words checked
+in it) → open_pictures (the branch) → decode_pictures (sample_step: one id per row, or
+speculative_round: drafted codes checked in one pass) → a decoder (EngineDecoder over
+engine.Engine; batching.Lane in a shared batch).
 
     for step in generate_ids(model, stream, cond_ids, uncond_ids, config=SamplingConfig(), seed=0):
         step.tokens   # the n ids just chosen, one per picture
@@ -18,21 +25,17 @@ different lengths are left-padded; positions count only real tokens.
 `config` (settings.SamplingConfig) holds the knobs under the session's names: cfg, temperature,
 word_temperature, top_k, top_p, guide_reply, max_words, picture, draft_k.
 
-Backends: "engine" (default: our lean static-cache engine, engine.py), "hf" (transformers'
-forward with its DynamicCache), "nocache" (transformers' forward over the whole sequence every
-step; the reference in tests) and "recompute" (the engine, same weights and kernels, rerun over
-the whole sequence every step: the benchmark's like-for-like cache-vs-no-cache ratio). All
-give the same tokens.
+Backends: "engine" (the product: our lean static-cache engine, engine.py) and, for tests and
+benchmarks only, "hf", "nocache" and "recompute" (reference_decoding.py). All give the same
+tokens.
 """
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
 import torch
-from transformers import DynamicCache
-
 from .engine import Engine
 from .sampling import Grammar, next_token_probs, sample
 from .settings import SamplingConfig
@@ -87,81 +90,137 @@ def engine_for(model, batch: int) -> Engine:
     return engines[batch]
 
 
-class Decoder:
-    """The model behind one of the backends: `start(ids, mask)` then `feed(tokens)`, both → last logits."""
+class EngineDecoder:
+    """The decoder a generation draws with: rows of a private engine (engine_for), with the calls
+    the phases below make of any decoder — start, feed, step, rollback, branch, close. A shared
+    batch's lanes (batching.Lane) answer the same calls; so do the test backends
+    (reference_decoding.ReferenceDecoder)."""
 
-    def __init__(self, model, backend: str, batch: int):
-        if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
-        self.model, self.backend = model, backend
-        self.engine = engine_for(model, batch) if backend in ("engine", "recompute") else None
-        self.device = model_device(model)
+    def __init__(self, model, rows: int, engine: Engine | None = None):
+        self.model = model
+        self.engine = engine or engine_for(model, rows)
 
     def start(self, ids: torch.Tensor, mask: torch.Tensor, vocab: tuple[int, int] | None = None) -> torch.Tensor:
-        """`vocab` (lo, hi): every id that may come next lies there; the engine computes only
-        those logits (the others backends compute all; the legal ones are the same)."""
-        self.ids, self.mask = ids.to(self.device), mask.to(self.device)
-        self.positions = (self.mask.cumsum(-1) - 1).clamp(min=0)
-        if self.engine is not None:
-            return self.engine.prefill(self.ids, pad=(1 - self.mask).sum(-1), vocab=vocab)
-        self.cache = DynamicCache() if self.backend == "hf" else None
-        return self.model(input_ids=self.ids, attention_mask=self.mask, position_ids=self.positions,
-                          past_key_values=self.cache, use_cache=self.cache is not None).logits[:, -1]
+        """Prefill left-padded prompts ids [R, L] (mask: 1 on real tokens); the last logits [R, V].
+        `vocab` (lo, hi): every id that may come next lies there; only those logits are computed."""
+        return self.engine.prefill(ids, pad=(1 - mask).sum(-1), vocab=vocab)
 
     def feed(self, tokens: torch.Tensor, vocab: tuple[int, int] | None = None) -> torch.Tensor:
-        """Append one token per row [B] and return the next logits [B, V] (`vocab` as in start)."""
-        new = tokens.to(self.device)[:, None]
-        if self.backend == "engine":
-            return self.engine.step(new, vocab)[:, -1]
-        self.mask = torch.cat([self.mask, torch.ones_like(new)], dim=1)
-        self.positions = torch.cat([self.positions, self.positions[:, -1:] + 1], dim=1)
-        self.ids = torch.cat([self.ids, new], dim=1)
-        if self.backend == "recompute":               # no cache kept: every position again
-            return self.engine.prefill(self.ids, pad=(1 - self.mask).sum(-1), vocab=vocab)
-        if self.backend == "hf":
-            # embedded with the ids before it: an image code's embedding depends on its place
-            # in the picture (model.StreamEmbedding)
-            embeds = self.model.get_input_embeddings()(self.ids)[:, -1:]
-            return self.model(inputs_embeds=embeds, attention_mask=self.mask, position_ids=self.positions[:, -1:],
-                              past_key_values=self.cache, use_cache=True).logits[:, -1]
-        return self.model(input_ids=self.ids, attention_mask=self.mask, position_ids=self.positions,
-                          use_cache=False).logits[:, -1]
+        """Append one token per row [R]; the next logits [R, V]."""
+        return self.engine.step(tokens[:, None], vocab)[:, -1]
 
     def step(self, new: torch.Tensor, vocab: tuple[int, int] | None = None) -> torch.Tensor:
-        """Append new [B, T] to every row; the logits of each new position [B, T, V] (engine only)."""
+        """Append new [R, T] to every row; the logits of each new position [R, T, V]."""
         return self.engine.step(new, vocab)
 
     def rollback(self, k: int) -> None:
-        """Forget the last k positions of every row (rejected drafts; engine only)."""
-        self.engine.length -= k
+        """Forget the last k positions of every row (rejected drafts)."""
+        self.engine.rollback(k)
+
+    def branch(self, held: list[int], copies: int, twin: list[int] | None, filler: int) -> "EngineDecoder":
+        """The picture rows, from this one-row decoder holding `held`: `copies` rows holding it as
+        it is, then (with `twin`) `copies` rows holding the prompt `twin`. Nothing is prefilled
+        again: the held row's K/V are copied, and the twin is read as its tail past the part it
+        shares with `held` (the conversation before the last user message), once, then copied."""
+        rows = copies * (2 if twin is not None else 1)
+        if rows == 1:
+            return self
+        source, target = self.engine, engine_for(self.model, rows)
+        if source.batch != 1 or source.real_length(0) != len(held) or source.pad[0] != 0:
+            raise ValueError("branch needs a one-row decoder holding exactly `held`")
+        length = max(len(held), len(twin or []))
+        pad = [length - len(held)] * copies + ([length - len(twin)] * copies if twin is not None else [])
+        target.lay_out(torch.tensor(pad), length, filler)
+        target.copy_row(source, 0, range(copies))
+        if twin is not None:
+            shared = common_prefix(held, twin)
+            source.rollback(len(held) - shared)
+            if shared < len(twin):
+                source.extend(torch.tensor([twin[shared:]]))
+            target.copy_row(source, 0, range(copies, rows))
+        return EngineDecoder(self.model, rows, engine=target)
 
     def close(self) -> None:
         """Nothing to give back: the engine stays with the model (engine_for)."""
 
 
-class _Decoders:
-    """The decoder a generation draws with now, made by `make` (Decoder, or a shared batch's lanes:
-    batching.Lanes). Opening the next one closes the last — a batch's rows go back as soon as the
-    words are done — and so does leaving the `with`, however it is left."""
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading ids a and b share."""
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
 
-    def __init__(self, make):
-        self.make, self.current = make, None
 
-    def open(self, model, backend: str, batch: int):
-        self.close()
-        self.current = self.make(model, backend, batch)
-        return self.current
+class _Slot:
+    """The decoder a generation draws with now. Replacing it closes the last one — a batch's rows
+    go back as soon as the words are done — and so does leaving the `with`, however it is left."""
 
-    def close(self) -> None:
-        if self.current is not None:
+    def __init__(self):
+        self.current = None
+
+    def replace(self, decoder):
+        if self.current is not None and self.current is not decoder:
             self.current.close()
-            self.current = None
+        self.current = decoder
+        return decoder
 
-    def __enter__(self) -> "_Decoders":
+    def __enter__(self) -> "_Slot":
         return self
 
     def __exit__(self, *exc) -> None:
-        self.close()
+        self.replace(None)
+
+
+def decoder_maker(backend: str, decoders=None):
+    """`make(model, rows)` → a decoder: the engine's (or the given maker's, e.g. a shared batch's
+    lanes), or for the test backends a reference one."""
+    if backend == "engine":
+        return decoders if decoders is not None else EngineDecoder
+    from .reference_decoding import ReferenceDecoder
+    return lambda model, rows: ReferenceDecoder(model, backend, rows)
+
+
+@dataclass
+class _Turn:
+    """What the phases of one generate_ids call share."""
+    stream: Stream
+    config: SamplingConfig
+    n: int
+    guided: bool
+    grammars: list[Grammar]
+    generator: torch.Generator
+    limit: int
+    fixed: list[int | None] | None
+    drafter: object
+    stats: SpeculationStats | None
+    codes: list[list[int]] = field(default_factory=list)
+    words: list[int] = field(default_factory=list)     # the reply's words, <image> last when it opens one
+    emitted: int = 0
+    words_fed: int = 0                                 # words in the one-row decoder's cache
+    logits: torch.Tensor | None = None                 # the picture rows' next logits [R, V], None while unfed
+
+    def emit(self, tokens: list[int], in_image: list[bool]) -> Step:
+        self.emitted += 1
+        for r, t in enumerate(tokens):
+            if self.stream.is_image_id(t):
+                self.codes[r].append(t - self.stream.image_offset)
+        return Step(tokens=tokens, in_image=in_image, finished=[g.finished for g in self.grammars])
+
+    def dup(self, t: torch.Tensor) -> torch.Tensor:
+        """A picture row's tensor for both halves of a guided batch [cond, uncond]."""
+        return torch.cat([t, t]) if self.guided else t
+
+
+def check_fixed(fixed: Sequence[int | None] | None, stream: Stream) -> list[int | None] | None:
+    if fixed is None:
+        return None
+    fixed = list(fixed)
+    if len(fixed) != IMAGE_TOKENS or any(c is not None and not 0 <= c < stream.codebook_size for c in fixed):
+        raise ValueError(f"fixed must hold {IMAGE_TOKENS} codes in [0, {stream.codebook_size}) or None")
+    return fixed
 
 
 def _next_ids(grammars: list[Grammar]) -> tuple[int, int] | None:
@@ -209,156 +268,174 @@ def generate_ids(model, stream: Stream, cond_ids: Sequence[int], uncond_ids: Seq
     without one.
     `fixed`: 256 entries, a code or None — a region edit. Positions with a code keep it; only
     the None positions are sampled (conditioned, as always, on everything before them).
-    `decoders`: makes the engine backend's decoders, `decoders(model, backend, rows)` (default
-    Decoder, a private engine); a shared batch's lanes (batching.Lanes) draw this generation in
-    passes shared with others, with the same ids up to rounding.
+    `decoders`: makes the engine backend's decoders, `decoders(model, rows)` (default
+    EngineDecoder, a private engine); a shared batch's lanes (batching.Lanes) draw this generation
+    in passes shared with others, with the same ids up to rounding.
     """
-    if fixed is not None:
-        fixed = list(fixed)
-        if len(fixed) != IMAGE_TOKENS or any(c is not None and not 0 <= c < stream.codebook_size for c in fixed):
-            raise ValueError(f"fixed must hold {IMAGE_TOKENS} codes in [0, {stream.codebook_size}) or None")
-    config = config or SamplingConfig()
-    guided = uncond_ids is not None and config.cfg != 1.0
-    grammars = [Grammar(stream, picture=config.picture) for _ in range(n)]
-    generator = torch.Generator().manual_seed(seed if seed is not None else torch.seed() % 2**63)
-    limit = max_steps or (config.max_words + 256 + 3)
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
     if drafter is not None and backend != "engine":
         raise ValueError("speculative decoding needs the engine backend")
-    dup = (lambda t: torch.cat([t, t])) if guided else (lambda t: t)    # noqa: E731
-    codes: list[list[int]] = [[] for _ in range(n)]
-    emitted = 0
+    config = config or SamplingConfig()
+    turn = _Turn(stream=stream, config=config, n=n, guided=uncond_ids is not None and config.cfg != 1.0,
+                 grammars=[Grammar(stream, picture=config.picture) for _ in range(n)],
+                 generator=torch.Generator().manual_seed(seed if seed is not None else torch.seed() % 2**63),
+                 limit=max_steps or (config.max_words + IMAGE_TOKENS + 3), fixed=check_fixed(fixed, stream),
+                 drafter=drafter, stats=stats, codes=[[] for _ in range(n)])
+    make = decoder_maker(backend, decoders)
+    with torch.inference_mode(), _Slot() as slot:
+        words = slot.replace(make(model, 1))
+        opened = yield from decode_words(turn, words, list(cond_ids))
+        if opened:
+            pictures = slot.replace(open_pictures(turn, words, list(cond_ids), uncond_ids))
+            yield from decode_pictures(turn, pictures)
 
-    def emit(tokens: list[int], in_image: list[bool]) -> Step:
-        for r, t in enumerate(tokens):
-            if stream.is_image_id(t):
-                codes[r].append(t - stream.image_offset)
-        return Step(tokens=tokens, in_image=in_image, finished=[g.finished for g in grammars])
 
-    with torch.inference_mode(), _Decoders(decoders if decoders is not None and backend == "engine"
-                                           else Decoder) as slot:
-        # phase 1, the words: one row, every grammar advanced alike. A drafter that drafts words
-        # (speculative.NeighbourDrafter) has up to draft_k of them checked in the pass that feeds t.
-        decoder = slot.open(model, backend, 1)
-        words_only = (0, stream.image_offset)      # text ids and specials: no code comes in this phase
-        logits = decoder.start(*left_pad([list(cond_ids)], stream.pad)[:2], vocab=words_only)
-        draft_words = getattr(drafter, "draft_words", None) if backend == "engine" else None
-        words: list[int] = []
-        if emitted >= limit:
-            return
-        first = sample(_word_dist(logits, grammars[0], config).cpu(), generator)
-        chosen = [int(first[0])]                  # words chosen but not yet emitted; the last is unfed
-        while True:
-            opened = False
-            for t in chosen:
-                for g in grammars:
-                    g.advance(t)
-                words.append(t)
-                emitted += 1
-                yield emit([t] * n, [False] * n)
-                if grammars[0].finished:
-                    return
-                if t == stream.image_start:
-                    opened = True
-                    break
-                if emitted >= limit:
-                    return
-            if opened:
-                break
-            t = chosen[-1]
-            drafts = _legal(draft_words(list(cond_ids) + words, config.draft_k, (stream.image_start, stream.eot)),
-                            grammars[0], config) if draft_words is not None else []
-            if not drafts:
-                logits = decoder.feed(torch.tensor([t]), words_only)
-                chosen = [int(sample(_word_dist(logits, grammars[0], config).cpu(), generator)[0])]
-                continue
-            # (after a drafted <image> its last row is for a code; that bonus is never used: the
-            # words end at <image>, and the picture is drawn from a fresh prefill below)
-            out = decoder.step(torch.tensor([[t] + drafts]), words_only)[0]         # [k + 1, V]
-            p = _word_probs(out, drafts, grammars[0], config)
-            accepted, nxt = verify(p[None], torch.tensor([drafts]), None, generator)
-            a = accepted[0]
-            decoder.rollback(len(drafts) - a)                                       # the rejected drafts
-            chosen = drafts[:a] + [int(nxt[0])]     # the kept drafts are fed; the correction is not yet
-            if stats is not None:
-                stats.word_rounds += 1
-                stats.word_tokens += a + 1
-
-        # phase 2, the pictures: [cond + words] × n and their twins × n, prefilled afresh
-        rows = [list(cond_ids) + words] * n
-        if guided:
-            rows += [list(uncond_ids) + ([stream.image_start] if config.guide_reply else words)] * n
-        decoder = slot.open(model, backend, len(rows))
-        codes_only = (stream.image_offset, stream.vocab_size)
-        logits = decoder.start(*left_pad(rows, stream.pad)[:2], vocab=codes_only)   # None while `pending` is unfed
-        pending: torch.Tensor | None = None
-        if drafter is not None:
-            drafter.start(decoder.ids, (1 - decoder.mask).sum(-1))
-        while emitted < limit:
-            left = IMAGE_TOKENS - len(codes[0])
-            speculate = (drafter is not None and all(g.in_image for g in grammars)
-                         and all(len(c) == len(codes[0]) for c in codes) and left >= 2)
-            if speculate:
-                drafts, q = drafter.propose(min(config.draft_k, left - 1), stream=stream, n=n, guided=guided,
-                                            config=config, generator=generator, codes=codes)
-                k = drafts.shape[1]                     # a drafter may stop short (speculative.CopyDrafter)
-                fed = drafts.t().reshape(k, n)                                  # [k, n] -> rows below
-                new = torch.stack([dup(fed[j]) for j in range(k)], 1)           # [R, k]
-                if pending is not None:
-                    # every position verified here is a code's: k < the codes left
-                    out = decoder.step(torch.cat([pending, new], 1), codes_only)          # [R, P + k, V]
-                    out = out[:, pending.shape[1] - 1:]
-                else:
-                    out = torch.cat([logits[:, None], decoder.step(new, codes_only)], 1)
-                here = len(codes[0])
-                p = image_probs(stream, out, n, guided, config,                  # [n, k + 1, V]
-                                fixed=fixed[here:here + k + 1] if fixed is not None else None)
-                accepted, nxt = verify(p, drafts, q, generator)
-                m = min(accepted) + 1
-                last = torch.where(torch.tensor(accepted) > m - 1, drafts[:, min(m - 1, k - 1)], nxt) \
-                    if m <= k else nxt
-                decoder.rollback(k - (m - 1))
-                pending, logits = dup(last)[:, None], None
-                drafter.commit(drafts, m, last, guided)
-                if stats is not None:
-                    stats.rounds += 1
-                    stats.drafted += k * n
-                    stats.accepted += sum(accepted)
-                    stats.emitted += m
-                    stats.per_round.append(m)
-                for j in range(m):
-                    tokens = [int(drafts[r, j]) if j < m - 1 else int(last[r]) for r in range(n)]
-                    for g, t in zip(grammars, tokens):
-                        g.advance(t)
-                    emitted += 1
-                    yield emit(tokens, [True] * n)
-                continue
-            if logits is None:
-                logits = decoder.step(pending, _next_ids(grammars))[:, -1]
-                pending = None
-            tokens, in_image = [], []
-            for r, g in enumerate(grammars):
-                if g.finished:              # this row's turn is over; it idles on <eot> while others finish
-                    tokens.append(stream.eot)
-                    in_image.append(False)
-                    continue
-                inside = g.in_image
-                allowed = g.allowed(config.max_words)
-                if inside and fixed is not None and fixed[g.codes] is not None:
-                    allowed = torch.zeros_like(allowed)                 # region edit: this code stays
-                    allowed[stream.image_offset + fixed[g.codes]] = True
-                probs = next_token_probs(logits[r:r + 1], logits[n + r:n + r + 1] if guided else None,
-                                         allowed, config, in_image=inside)
-                t = int(sample(probs.cpu(), generator)[0])
+# --- phase 1: the words ---------------------------------------------------------------------------
+def decode_words(turn: _Turn, decoder, cond_ids: list[int]) -> Iterator[Step]:
+    """The reply's words, on one row, every grammar advanced alike; returns whether they opened a
+    picture (the words end at <image>, not yet fed). A drafter that drafts words
+    (speculative.NeighbourDrafter) has up to draft_k of them checked in the pass that feeds one."""
+    stream, g0 = turn.stream, turn.grammars[0]
+    words_only = (0, stream.image_offset)      # text ids and specials: no code comes in this phase
+    logits = decoder.start(*left_pad([cond_ids], stream.pad)[:2], vocab=words_only)
+    draft_words = getattr(turn.drafter, "draft_words", None)
+    chosen = [int(sample(_word_dist(logits, g0, turn.config).cpu(), turn.generator)[0])]
+    while True:                                # `chosen`: words chosen, not yet emitted; the last is unfed
+        for t in chosen:
+            for g in turn.grammars:
                 g.advance(t)
-                tokens.append(t)
-                in_image.append(inside)
-            emitted += 1
-            yield emit(tokens, in_image)
-            if all(g.finished for g in grammars):
-                return
-            fed = torch.tensor(tokens * (2 if guided else 1), dtype=torch.long)
-            if drafter is not None:
-                drafter.observe(fed[:, None])
-                pending, logits = fed[:, None], None      # fed with the next verify pass, or the next step
-            else:
-                logits = decoder.feed(fed, _next_ids(grammars))
+            turn.words.append(t)
+            yield turn.emit([t] * turn.n, [False] * turn.n)
+            if g0.finished or turn.emitted >= turn.limit and t != stream.image_start:
+                return False
+            if t == stream.image_start:
+                return True
+        drafts = _legal(draft_words(cond_ids + turn.words, turn.config.draft_k, (stream.image_start, stream.eot)),
+                        g0, turn.config) if draft_words is not None else []
+        chosen = word_round(turn, decoder, chosen[-1], drafts)
+
+
+def word_round(turn: _Turn, decoder, t: int, drafts: list[int]) -> list[int]:
+    """Feed word t (with any drafts after it, checked in the same pass); the words chosen next,
+    of which all but the last are fed."""
+    words_only = (0, turn.stream.image_offset)
+    if not drafts:
+        logits = decoder.feed(torch.tensor([t]), words_only)
+        turn.words_fed += 1
+        return [int(sample(_word_dist(logits, turn.grammars[0], turn.config).cpu(), turn.generator)[0])]
+    out = decoder.step(torch.tensor([[t] + drafts]), words_only)[0]          # [k + 1, V]
+    p = _word_probs(out, drafts, turn.grammars[0], turn.config)
+    accepted, nxt = verify(p[None], torch.tensor([drafts]), None, turn.generator)
+    a = accepted[0]
+    decoder.rollback(len(drafts) - a)                                         # the rejected drafts
+    turn.words_fed += 1 + a
+    if turn.stats is not None:
+        turn.stats.word_rounds += 1
+        turn.stats.word_tokens += a + 1
+    return drafts[:a] + [int(nxt[0])]
+
+
+# --- phase 2: the pictures ------------------------------------------------------------------------
+def open_pictures(turn: _Turn, words, cond_ids: list[int], uncond_ids: Sequence[int] | None):
+    """The picture rows — [cond + words] × n and, when guided, their twins × n — branched from the
+    words' decoder: the conversation is prefilled once per turn. What the twin reads of the reply
+    is the setting guide_reply (module docstring)."""
+    stream, n = turn.stream, turn.n
+    held = cond_ids + turn.words[:-1]                 # every word but <image>, fed last, to all rows at once
+    extra = turn.words_fed - (len(turn.words) - 1)
+    if extra:
+        words.rollback(extra)                          # a drafted <image> was fed
+    twin = None
+    if turn.guided:
+        twin = list(uncond_ids) + ([] if turn.config.guide_reply else turn.words[:-1])
+    pictures = words.branch(held, n, twin, stream.pad)
+    turn.logits = pictures.feed(torch.tensor([stream.image_start] * (2 * n if turn.guided else n)),
+                                (stream.image_offset, stream.vocab_size))
+    if turn.drafter is not None:
+        rows = [held + [stream.image_start]] * n + ([twin + [stream.image_start]] * n if twin is not None else [])
+        ids, mask, _ = left_pad(rows, stream.pad)
+        turn.drafter.start(ids, (1 - mask).sum(-1))
+    return pictures
+
+
+def decode_pictures(turn: _Turn, decoder) -> Iterator[Step]:
+    """The n pictures' codes (and what follows them) until every row's turn ends. `turn.logits`:
+    the next position's logits, or None while `pending` [R, P] tokens are unfed."""
+    pending: torch.Tensor | None = None
+    while turn.emitted < turn.limit:
+        left = IMAGE_TOKENS - len(turn.codes[0])
+        if (turn.drafter is not None and all(g.in_image for g in turn.grammars)
+                and all(len(c) == len(turn.codes[0]) for c in turn.codes) and left >= 2):
+            pending = yield from speculative_round(turn, decoder, pending, min(turn.config.draft_k, left - 1))
+            continue
+        if turn.logits is None:
+            turn.logits = decoder.step(pending, _next_ids(turn.grammars))[:, -1]
+            pending = None
+        tokens, in_image = sample_step(turn)
+        yield turn.emit(tokens, in_image)
+        if all(g.finished for g in turn.grammars):
+            return
+        fed = torch.tensor(tokens * (2 if turn.guided else 1), dtype=torch.long)
+        if turn.drafter is not None:
+            turn.drafter.observe(fed[:, None])
+            pending, turn.logits = fed[:, None], None     # fed with the next verify pass, or the next step
+        else:
+            turn.logits = decoder.feed(fed, _next_ids(turn.grammars))
+
+
+def sample_step(turn: _Turn) -> tuple[list[int], list[bool]]:
+    """One id per picture row from `turn.logits` (guided, under each row's grammar)."""
+    stream, n, config, fixed = turn.stream, turn.n, turn.config, turn.fixed
+    tokens, in_image = [], []
+    for r, g in enumerate(turn.grammars):
+        if g.finished:              # this row's turn is over; it idles on <eot> while others finish
+            tokens.append(stream.eot)
+            in_image.append(False)
+            continue
+        inside = g.in_image
+        allowed = g.allowed(config.max_words)
+        if inside and fixed is not None and fixed[g.codes] is not None:
+            allowed = torch.zeros_like(allowed)                 # region edit: this code stays
+            allowed[stream.image_offset + fixed[g.codes]] = True
+        logits = turn.logits
+        probs = next_token_probs(logits[r:r + 1], logits[n + r:n + r + 1] if turn.guided else None,
+                                 allowed, config, in_image=inside)
+        t = int(sample(probs.cpu(), turn.generator)[0])
+        g.advance(t)
+        tokens.append(t)
+        in_image.append(inside)
+    return tokens, in_image
+
+
+def speculative_round(turn: _Turn, decoder, pending: torch.Tensor | None, k: int) -> Iterator[Step]:
+    """Up to k drafted codes per picture checked in one pass (speculative.verify); yields the
+    codes it keeps and returns the tokens left unfed (the last one, fed with the next pass)."""
+    stream, n, codes_only = turn.stream, turn.n, (turn.stream.image_offset, turn.stream.vocab_size)
+    drafts, q = turn.drafter.propose(k, stream=stream, n=n, guided=turn.guided, config=turn.config,
+                                     generator=turn.generator, codes=turn.codes)
+    k = drafts.shape[1]                                 # a drafter may stop short (speculative.CopyDrafter)
+    fed = drafts.t().reshape(k, n)                                      # [k, n] -> rows below
+    new = torch.stack([turn.dup(fed[j]) for j in range(k)], 1)          # [R, k]
+    if pending is not None:
+        # every position verified here is a code's: k < the codes left
+        out = decoder.step(torch.cat([pending, new], 1), codes_only)[:, pending.shape[1] - 1:]   # [R, k + 1, V]
+    else:
+        out = torch.cat([turn.logits[:, None], decoder.step(new, codes_only)], 1)
+    here = len(turn.codes[0])
+    p = image_probs(stream, out, n, turn.guided, turn.config,           # [n, k + 1, V]
+                    fixed=turn.fixed[here:here + k + 1] if turn.fixed is not None else None)
+    accepted, nxt = verify(p, drafts, q, turn.generator)
+    m = min(accepted) + 1                       # codes every row keeps: the common accepted ones, then one more
+    last = torch.where(torch.tensor(accepted) > m - 1, drafts[:, min(m - 1, k - 1)], nxt) if m <= k else nxt
+    decoder.rollback(k - (m - 1))
+    turn.logits = None
+    turn.drafter.commit(drafts, m, last, turn.guided)
+    if turn.stats is not None:
+        turn.stats.record_round(k * n, sum(accepted), m)
+    for j in range(m):
+        tokens = [int(drafts[r, j]) if j < m - 1 else int(last[r]) for r in range(n)]
+        for g, t in zip(turn.grammars, tokens):
+            g.advance(t)
+        yield turn.emit(tokens, [True] * n)
+    return turn.dup(last)[:, None]

@@ -96,6 +96,19 @@ class RowCache:
         self.lengths[index] = L
         self.pad[index] = pad.to(self.pad.device)
 
+    @torch.inference_mode()
+    def copy(self, source: int, rows: list[int]) -> None:
+        """Rows `rows` take row `source` as it stands: its K/V, ids, length and padding."""
+        if not rows:
+            return
+        index = torch.tensor(rows, dtype=torch.long, device=self.engine.device)
+        n = int(self.lengths[source])
+        self.k[:, index, :, :n] = self.k[:, source, :, :n][:, None].clone()     # the same tensor on both sides
+        self.v[:, index, :, :n] = self.v[:, source, :, :n][:, None].clone()
+        self.ids[index, :n] = self.ids[source, :n].clone()
+        self.lengths[index] = n
+        self.pad[index] = int(self.pad[source])
+
     # --- one pass ---------------------------------------------------------------------------
     @torch.inference_mode()
     def step(self, feeds: list[Feed]) -> list[torch.Tensor]:

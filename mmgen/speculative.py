@@ -49,6 +49,14 @@ class SpeculationStats:
     word_rounds: int = 0                                  # passes that checked drafted words
     word_tokens: int = 0                                  # words those passes emitted
 
+    def record_round(self, drafted: int, accepted: int, emitted: int) -> None:
+        """One verify pass: codes drafted over all rows, of them accepted, and codes each row kept."""
+        self.rounds += 1
+        self.drafted += drafted
+        self.accepted += accepted
+        self.emitted += emitted
+        self.per_round.append(emitted)
+
     @property
     def acceptance_rate(self) -> float:
         return self.accepted / max(1, self.drafted)
@@ -120,7 +128,7 @@ class ModelDrafter:
         k = drafts.shape[1]
         dup = (lambda t: torch.cat([t, t])) if guided else (lambda t: t)   # noqa: E731
         if m - 1 <= self.fed:
-            self.engine.length -= self.fed - (m - 1)
+            self.engine.rollback(self.fed - (m - 1))
             self.unseen = dup(last)[:, None]
         else:                                     # all k accepted: x_k and the bonus are unseen
             self.unseen = torch.stack([dup(drafts[:, k - 1]), dup(last)], 1)

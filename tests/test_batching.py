@@ -85,7 +85,7 @@ def test_prompts_take_free_rows_first_come_first_served(tiny_lm, tiny_stream):
     batch = Batch(tiny_lm, rows=4, filler=s.pad)
 
     def asking(rows: int):           # a request's lane that has asked for its prefill
-        lane = batch.lanes(wait=lambda: None)(tiny_lm, "engine", rows)
+        lane = batch.lanes(wait=lambda: None)(tiny_lm, rows)
         ids, mask, _ = left_pad([prompt_rows(s, rows, 5)] * rows, s.pad)
         lane.ask = ("prefill", ids, (1 - mask).sum(-1), None)
         batch.waiting.append(lane)
@@ -149,7 +149,8 @@ def test_a_finished_request_frees_its_rows_for_a_waiting_one(drawing_model):
                 ("a green star", 13, 1, {})]
     alone, together, batch = drawn_alone_and_together(drawing_model, requests, max_active=2)
     assert together == alone
-    assert batch.stats.largest == 2 and batch.stats.prefills == 2 * len(requests)   # words, then picture
+    assert batch.stats.largest == 2 and batch.stats.prefills == len(requests)     # each conversation once
+    assert batch.stats.branches == len(requests)                                  # its pictures from its words
 
 
 def test_a_request_stopped_midway_frees_its_rows_and_leaves_the_others_unchanged(drawing_model):

@@ -118,24 +118,49 @@ def test_with_pictures_off_the_chance_of_one_ends_the_reply(tiny_stream):
     assert next_token_probs(logits, None, allowed, greedy, in_image=False, fold=g.folded_picture()).argmax() == s.eot
 
 
+def prefills(model) -> int:
+    return sum(e.prefills for e in model.__dict__.get("_mmgen_engines", {}).values())
+
+
 @pytest.mark.parametrize("guide_reply", [False, True])
 def test_the_unconditional_twin_reads_the_reply_only_when_asked(tiny_lm, tiny_stream, monkeypatch, guide_reply):
-    """Words come from one row; the picture rows are prefilled afresh: [cond + words] × n and twins
-    that read the same words (guide_reply False) or neither request nor reply (True)."""
+    """Words come from one row; the picture rows branch from it: [cond + words] × n and twins that
+    read the same words (guide_reply False) or neither request nor reply (True). The turn's
+    conversation is prefilled once."""
     import mmgen.generate as G
-    started = []
-    real_start = G.Decoder.start
+    branched = []
+    real_branch = G.EngineDecoder.branch
 
-    def spy(self, ids, mask, vocab=None):
-        started.append([[int(t) for t, m in zip(r, k) if m] for r, k in zip(ids, mask)])
-        return real_start(self, ids, mask, vocab)
-    monkeypatch.setattr(G.Decoder, "start", spy)
+    def spy(self, held, copies, twin, filler):
+        branched.append((held, copies, twin))
+        return real_branch(self, held, copies, twin, filler)
+    monkeypatch.setattr(G.EngineDecoder, "branch", spy)
     s = tiny_stream
     cond, uncond = prompts(s)
     cfg = SamplingConfig(temperature=1.0, word_temperature=1.0, max_words=6, guide_reply=guide_reply, picture="always")
+    before = prefills(tiny_lm)
     steps = list(generate_ids(tiny_lm, s, cond, uncond, config=cfg, n=2, seed=1))
+    assert prefills(tiny_lm) == before + 1
     words = [t[0] for t in (st.tokens for st in steps)]
     words = words[:words.index(s.image_start) + 1]
-    assert started[0] == [cond]
-    twin = uncond + ([s.image_start] if guide_reply else words)
-    assert started[1] == [cond + words] * 2 + [twin] * 2
+    twin = uncond + ([] if guide_reply else words[:-1])
+    assert branched == [(cond + words[:-1], 2, twin)]
+
+
+def test_a_branch_holds_what_a_fresh_prefill_would(tiny_lm, tiny_stream):
+    """The picture rows made by copying the words' row and reading the twin's tail give the logits
+    a prefill of the whole rows gives."""
+    from mmgen.generate import EngineDecoder, engine_for, left_pad
+    s = tiny_stream
+    cond, uncond = prompts(s)
+    held = cond + [10, 11]                     # two words of a reply
+    twin = list(uncond)
+    words = EngineDecoder(tiny_lm, 1)
+    words.start(*left_pad([held], s.pad)[:2])
+    pictures = words.branch(held, 2, twin, s.pad)
+    got = pictures.feed(torch.tensor([s.image_start] * 4))
+    rows = [held + [s.image_start]] * 2 + [twin + [s.image_start]] * 2
+    ids, mask, _ = left_pad(rows, s.pad)
+    want = engine_for(tiny_lm, 4).prefill(ids, pad=(1 - mask).sum(-1))
+    assert torch.allclose(got, want, atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(got[0], got[2], atol=1e-3)       # the twin is not a copy of the cond row

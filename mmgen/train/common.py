@@ -20,8 +20,9 @@ def autocast_dtype() -> str:
 
 
 @torch.no_grad()
-def validation_loss(loss_model, stream: Stream, conversations, device, batch_size: int = 8) -> dict:
-    """Mean next-token loss on the assistant's words and on its picture codes, separately.
+def validation_loss(loss_model, stream: Stream, conversations, device, *, bf16: bool, batch_size: int = 8) -> dict:
+    """Mean next-token loss on the assistant's words and on its picture codes, separately, under
+    bf16 autocast when `bf16` (as training runs).
 
     `loss_model` is a `train.loss.StreamLoss`, so this is the very quantity training lowers."""
     was_training = loss_model.training
@@ -32,7 +33,7 @@ def validation_loss(loss_model, stream: Stream, conversations, device, batch_siz
     for i in range(0, len(encoded), batch_size):
         batch = collate(encoded[i:i + batch_size], stream.pad).to(device)
         with torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16,
-                            enabled=autocast_dtype() == "bf16"):
+                            enabled=bf16):
             out = loss_model(batch.input_ids, batch.labels)
         for k in sums:
             sums[k] += float(out[k][0])

@@ -6,15 +6,21 @@
     mmgen train lm --data shards/world      # pre-encoded conversations (`mmgen data encode`)
     mmgen train lm --init-from PATH         # start from a pretrained Hugging Face causal LM
     mmgen train lm --resume --workers 12 --minutes 7.5 --batch-tokens 65536 --lr 2e-3   # a lent GPU
-    accelerate launch -m mmgen.train.lm …   # several GPUs (DDP), same flags
+    accelerate launch --multi_gpu --num_processes 8 -m mmgen.train.lm …   # several GPUs (DDP), same flags
 
 New models get row/column embeddings on image codes and the previous picture's code at the
 same place (model.StreamEmbedding); a checkpoint resumed without them gets them at zero.
 Loss falls on what the assistant says — words and picture codes alike. Each user message's
 words are emptied with probability 0.1 (CFG dropout). bf16 autocast on CPUs with AMX and on
-CUDA; cosine schedule with warmup; a progress bar with loss and tokens/s; a validation loss
-on held-out conversations every --eval-every steps; atomic checkpoints every --save-every
-steps that record steps, tokens seen and wall time in config.json.
+CUDA (--no-bf16: fp32); cosine schedule with warmup; a progress bar with loss and tokens/s; a
+validation loss on held-out conversations every --eval-every steps, recorded with the mean
+training loss since the last; atomic checkpoints every --save-every steps that record steps,
+tokens seen and wall time in config.json.
+
+With N processes (`accelerate launch`, DDP) a step trains on what one process would: every
+process builds the same global batch of --batch-tokens and keeps its share of the rows, and the
+loss is divided by the whole batch's weighted label count, so the averaged gradients and the
+reported loss are the global batch's (tests/test_accelerate.py checks this against one process).
 """
 from __future__ import annotations
 
@@ -55,7 +61,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--chain-rate", type=float, default=0.0,
                    help="share of world conversations that are edit chains (2-5 edits, then questions about "
                         "what changed: world.conversation.sample_chain)")
-    p.add_argument("--batch-tokens", type=int, default=8192, help="padded tokens per batch")
+    p.add_argument("--batch-tokens", type=int, default=8192,
+                   help="padded tokens per batch (the global batch: several processes split its rows)")
     p.add_argument("--max-len", type=int, default=1536, help="longest conversation, in tokens")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--min-lr-ratio", type=float, default=0.1)
@@ -77,6 +84,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--save-every", type=int, default=500)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    p.add_argument("--no-bf16", action="store_true", help="train in fp32 (no autocast) where bf16 would be used")
 
 
 def lr_at(step: int, *, peak: float, warmup: int, total: int, min_ratio: float) -> float:
@@ -145,8 +153,9 @@ def data_mix(args) -> dict:
     return {"sign_rate": args.sign_rate, "chain_rate": args.chain_rate}
 
 
-def training_source(args, stream, vq, cache, device, progress: dict, rank: int, world: int):
-    """Conversations to train on: a shard, a JSONL file, or the world (rendered here or in workers)."""
+def training_source(args, stream, vq, cache, device, progress: dict):
+    """Conversations to train on: a shard, a JSONL file, or the world (rendered here or in workers).
+    Every process reads the same conversations in the same order (`share_of` splits each batch)."""
     from ..data import jsonl_conversations, world_conversations, world_conversations_parallel
     from ..shards import ShardError, is_shard, read_shard, vq_fingerprint
     if args.data and is_shard(args.data):      # pictures already encoded: `mmgen data encode`
@@ -157,12 +166,12 @@ def training_source(args, stream, vq, cache, device, progress: dict, rank: int, 
     if args.data:
         return jsonl_conversations(args.data, vq.encode)
     # seeds continue where the last run stopped, so a resumed run sees new conversations
-    start = progress["steps"] * 997 + rank
+    start = progress["steps"] * 997
     if args.workers:
         encode_pixels = lambda x: vq.encode_tensor(x.to(device).float() / 255)   # noqa: E731
         return world_conversations_parallel(encode_pixels, workers=args.workers, split="train", start=start,
-                                            step=world, mix=data_mix(args))
-    return world_conversations(cache, split="train", start=start, step=world, mix=data_mix(args))
+                                            mix=data_mix(args))
+    return world_conversations(cache, split="train", start=start, mix=data_mix(args))
 
 
 def step_lr(args, step: int, start_step: int, elapsed: float | None) -> float:
@@ -179,12 +188,23 @@ def step_lr(args, step: int, start_step: int, elapsed: float | None) -> float:
     return lr
 
 
-def record_validation(progress: dict, step: int, val: dict) -> None:
-    """The latest validation loss, and its point on the learning curve, which travels with the
-    checkpoint across resumed runs and sessions."""
+def record_validation(progress: dict, step: int, val: dict, train: float) -> None:
+    """The latest validation loss, and its point on the learning curve (with `train`, the mean
+    training loss since the last point), which travels with the checkpoint across resumed runs
+    and sessions."""
     progress["val"] = val
-    progress.setdefault("curve", []).append({"step": step, "tokens": progress["tokens"],
+    progress.setdefault("curve", []).append({"step": step, "tokens": progress["tokens"], "train": round(train, 4),
                                              **{k: round(v, 4) for k, v in val.items()}})
+
+
+def evaluate(accelerator, model, stream, conversations, progress: dict, step: int, train: float) -> None:
+    """The validation loss after `step`, printed and recorded on the learning curve with `train`."""
+    from .common import validation_loss
+    val = validation_loss(accelerator.unwrap_model(model), stream, conversations, accelerator.device,
+                          bf16=accelerator.mixed_precision == "bf16")
+    accelerator.print(f"\nstep {step}: train loss {train:.4f} | val loss text {val['text']:.4f} "
+                      f"image {val['image']:.4f} | tokens seen {progress['tokens'] / 1e6:.1f} M")
+    record_validation(progress, step, val, train)
 
 
 def make_optimizer(model, args):
@@ -219,12 +239,11 @@ def out_of_time(accelerator, mine: bool) -> bool:
     return bool(accelerator.reduce(torch.tensor(float(mine), device=accelerator.device), "max"))
 
 
-def record_run(progress: dict, args, processes: int) -> None:
+def record_run(progress: dict, args, accelerator) -> None:
     """Each run's data mix and schedule travel with the checkpoint beside its learning curve."""
-    from .common import autocast_dtype
     progress.setdefault("runs", []).append({
         "from_step": progress["steps"], **data_mix(args), "lr": args.lr, "batch_tokens": args.batch_tokens,
-        "minutes": args.minutes, "autocast": autocast_dtype(), "processes": processes})
+        "minutes": args.minutes, "autocast": accelerator.mixed_precision, "processes": accelerator.num_processes})
     # the pipeline keeps conversations inside the longest length the model has seen
     progress["max_len"] = max(args.max_len, progress.get("max_len", 0)) if args.resume else args.max_len
 
@@ -244,17 +263,50 @@ def start_process(args):
     from .common import autocast_dtype
     if args.threads:
         torch.set_num_threads(args.threads)
-    return Accelerator(mixed_precision=autocast_dtype())
+    return Accelerator(mixed_precision="no" if args.no_bf16 else autocast_dtype())
+
+
+def share_of(batch, rank: int, world: int, pad_id: int):
+    """This process's rows of the global batch: rows rank, rank + world, …. A process left
+    without a row (a batch of fewer rows than processes) gets one row of padding: it has no
+    labels, so it adds nothing to the loss or the gradients, and DDP's collectives stay in step."""
+    import torch
+
+    from ..data import IGNORE_INDEX, Batch
+    if world == 1:
+        return batch
+    rows = slice(rank, None, world)
+    ids, labels, mask = batch.input_ids[rows], batch.labels[rows], batch.attention_mask[rows]
+    if len(ids) == 0:
+        ids = torch.full_like(batch.input_ids[:1], pad_id)
+        labels, mask = torch.full_like(ids, IGNORE_INDEX), torch.zeros_like(ids)
+    return Batch(ids, labels, mask, int(mask.sum()))
+
+
+def train_step(model, optimizer, accelerator, batch, norm: float):
+    """One optimizer step on this process's rows → the global batch's loss (a tensor, on every process).
+
+    `norm` is the global batch's weighted label count over the number of processes: each process's
+    loss is its rows' weighted sum over that, so the gradients DDP averages (and clips) are those of
+    the global batch's mean loss, and the mean of the processes' losses is that loss."""
+    with accelerator.autocast():
+        loss = model(batch.input_ids, batch.labels, norm)["loss"]   # right-padded: no mask needed
+    accelerator.backward(loss)
+    accelerator.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return accelerator.reduce(loss.detach(), "mean")
 
 
 def run(args, teacher_path: str | None = None) -> int:
     """Train; with `teacher_path`, distil that transformer into this one (the draft model)."""
+    import torch
     from tqdm import tqdm
 
     from ..data import CodeCache, batches, prefetched, validation_conversations
     from ..model import count_parameters
     from ..vq import VQTokenizer
-    from .common import autocast_dtype, save_lm_checkpoint, validation_loss
+    from .common import save_lm_checkpoint
     from .loss import StreamLoss
 
     check_arguments(args)
@@ -267,7 +319,7 @@ def run(args, teacher_path: str | None = None) -> int:
     model, progress = load_or_build_model(args, stream, device, glyph_codes)
     model.to(device)
     accelerator.print(f"model: {count_parameters(model) / 1e6:.1f} M parameters, vocab {stream.vocab_size}, "
-                      f"autocast {autocast_dtype()}, device {device}")
+                      f"autocast {accelerator.mixed_precision}, device {device}")
 
     optimizer = make_optimizer(model, args)
     teacher = load_teacher(teacher_path, stream, device) if teacher_path else None
@@ -277,46 +329,42 @@ def run(args, teacher_path: str | None = None) -> int:
 
     rank, world = accelerator.process_index, accelerator.num_processes
     cache = CodeCache(vq.encode)
-    source = training_source(args, stream, vq, cache, device, progress, rank, world)
-    # a pool of conversations is sorted by length and cut into batches: several batches a pool
+    source = training_source(args, stream, vq, cache, device, progress)
+    # a pool of conversations is sorted by length and cut into batches: several batches a pool;
+    # every process draws the same batches (same conversations, same seed) and trains on its share
     pool = max(64, 4 * args.batch_tokens // 512)
     train_batches = prefetched(batches(stream, source, batch_tokens=args.batch_tokens, max_len=args.max_len,
-                                       seed=args.seed + progress["steps"] + rank, pool=pool,
-                                       cfg_dropout=args.cfg_dropout))
+                                       seed=args.seed + progress["steps"], pool=pool, cfg_dropout=args.cfg_dropout))
     val_convs = validation_conversations(vq.encode)
 
     start_step = progress["steps"]
-    record_run(progress, args, world)
+    record_run(progress, args, accelerator)
     budget, last = run_bounds(args, start_step)
     bar = tqdm(range(start_step, last), initial=0, total=None if budget else last - start_step,
                disable=not accelerator.is_main_process, dynamic_ncols=True)
     t0, tokens_window, t_window = time.time(), 0, time.time()
     wall_before = progress["wall_seconds"]
+    train_sum, train_steps = torch.zeros((), device=device), 0     # training losses since the last evaluation
     try:
         for step in bar:
             lr = step_lr(args, step, start_step, None if budget is None else (time.time() - t0) / budget)
             for g in optimizer.param_groups:
                 g["lr"] = lr * g.get("lr_scale", 1.0)
-            batch = next(train_batches).to(device)
-            with accelerator.autocast():
-                loss = model(batch.input_ids, batch.labels)["loss"]   # right-padded: no mask needed
-            accelerator.backward(loss)
-            accelerator.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            batch = next(train_batches)
+            norm = max(1.0, loss_model.weight(batch.labels)) / world
+            loss = train_step(model, optimizer, accelerator, share_of(batch, rank, world, stream.pad).to(device), norm)
+            train_sum, train_steps = train_sum + loss, train_steps + 1
             progress["steps"] = step + 1
-            progress["tokens"] += batch.n_tokens * world
-            tokens_window += batch.n_tokens * world
+            progress["tokens"] += batch.n_tokens
+            tokens_window += batch.n_tokens
             if step % 10 == 0:   # tokens a second over the last ten steps
                 bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}",
                                 tok_s=f"{tokens_window / max(1e-6, time.time() - t_window):.0f}")
                 tokens_window, t_window = 0, time.time()
             done = step + 1 == last or (budget is not None and out_of_time(accelerator, time.time() - t0 >= budget))
             if (step + 1) % args.eval_every == 0 or done:
-                val = validation_loss(accelerator.unwrap_model(model), stream, val_convs, device)
-                accelerator.print(f"\nstep {step + 1}: val loss text {val['text']:.4f} image {val['image']:.4f} "
-                                  f"| tokens seen {progress['tokens'] / 1e6:.1f} M")
-                record_validation(progress, step + 1, val)
+                evaluate(accelerator, model, stream, val_convs, progress, step + 1, train_sum.item() / train_steps)
+                train_sum, train_steps = train_sum * 0, 0
             if accelerator.is_main_process and ((step + 1) % args.save_every == 0 or done):
                 progress["wall_seconds"] = round(wall_before + time.time() - t0, 1)
                 save_lm_checkpoint(lm, text, args.out, progress)

@@ -47,9 +47,19 @@ class StreamLoss(nn.Module):
         # the teacher is not a submodule: it is frozen and never saved with the student
         self.__dict__["teacher"] = teacher
 
-    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor) -> dict:
+    def weight(self, labels: torch.Tensor) -> float:
+        """The weighted count of `labels` (each code 1, each word text_weight): what `forward`
+        divides the weighted sum of the cross-entropies by."""
+        y = labels[:, 1:][labels[:, 1:] != IGNORE_INDEX]
+        images = int((y >= self.image_offset).sum())
+        return images + self.text_weight * (y.numel() - images)
+
+    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor, norm: float | None = None) -> dict:
         """→ {"loss": weighted mean over labelled positions, "image"/"text": (sum, count) of the CE}.
 
+        `norm` replaces the divisor of the weighted sum (by default this batch's own weighted
+        count): with several processes, each divides by the global batch's count over the number
+        of processes, so the gradients DDP averages are those of the global batch's mean.
         With a teacher, the loss is the cross-entropy against the teacher's distribution over the
         same slice (KL(teacher ‖ student) plus a constant), reported per modality the same way."""
         target = labels[:, 1:]
@@ -73,7 +83,7 @@ class StreamLoss(nn.Module):
             out[name] = (ce.detach(), int(sel.sum()))
             total = total + w * ce
             weights += w * int(sel.sum())
-        out["loss"] = total / max(1.0, weights)
+        out["loss"] = total / (max(1.0, weights) if norm is None else norm)
         return out
 
 

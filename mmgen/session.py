@@ -24,11 +24,11 @@ from typing import Callable, Iterator
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from .generate import generate_ids
 from .imageutil import make_transparent, save_image
-from .inputs import SessionError, check_text
+from .inputs import SessionError, check_count, check_text, mask_grid, read_image
 from .io import atomic_write_json
 from .neighbours import NeighbourTable
 from .settings import Settings
@@ -38,7 +38,6 @@ from .vq import IMAGE_SIZE, pixels_to_images
 
 SESSION_FORMAT = "mmgen-session-1"
 REPLY_RESERVE = IMAGE_TOKENS + 80        # ids kept free in the context for the reply
-MAX_IMAGE_BYTES = 20 * 2**20
 PREVIEW_GREY = (128, 128, 128)
 PREVIEW_MARGIN = 2     # rows of filler decoded under the drawn ones (decoder_preview, no preview table)
 PATCH_SIDE = IMAGE_SIZE // IMAGE_SIDE    # pixels per code, each way
@@ -189,53 +188,6 @@ class HistoryItem:
     image: Image.Image | None
     seed: int | None
     id: str | None
-
-
-def mask_grid(mask) -> list[bool]:
-    """A region to redraw as 256 booleans (True = redraw), from a 16 × 16 grid of booleans or a
-    mask picture in the OpenAI edits convention: where its alpha is 0 the picture may change.
-    An 8 × 8 patch is redrawn if any of its pixels is (mostly) transparent."""
-    if isinstance(mask, (Image.Image, str, Path, bytes, bytearray)):
-        im = read_image(mask)
-        if "A" not in im.getbands():
-            raise SessionError("a mask picture needs an alpha channel (alpha 0 = the region to change)")
-        alpha = im.getchannel("A").resize((IMAGE_SIDE * 8, IMAGE_SIDE * 8), Image.Resampling.NEAREST)
-        a = torch.from_numpy(np.asarray(alpha).copy()).view(IMAGE_SIDE, 8, IMAGE_SIDE, 8)
-        grid = (a < 128).any(dim=3).any(dim=1)
-    else:
-        try:
-            grid = torch.as_tensor(mask, dtype=torch.bool)
-        except (TypeError, ValueError, RuntimeError):
-            raise SessionError("a mask is a picture with alpha or a 16 × 16 grid of booleans") from None
-        if grid.shape != (IMAGE_SIDE, IMAGE_SIDE):
-            raise SessionError(f"a mask grid must be {IMAGE_SIDE} × {IMAGE_SIDE}, got {tuple(grid.shape)}")
-    cells = grid.reshape(-1).tolist()
-    if not any(cells):
-        raise SessionError("the mask marks nothing to change")
-    return cells
-
-
-def read_image(image) -> Image.Image:
-    """A PIL image from a PIL image, a path or bytes; a clear SessionError otherwise."""
-    if isinstance(image, Image.Image):
-        return image
-    if isinstance(image, (bytes, bytearray)):
-        import io
-        source, name = io.BytesIO(image), "the uploaded picture"
-    elif isinstance(image, (str, Path)):
-        source, name = Path(image), str(image)
-        if not source.is_file():
-            raise SessionError(f"no picture at {name}")
-        if source.stat().st_size > MAX_IMAGE_BYTES:
-            raise SessionError(f"{name} is larger than {MAX_IMAGE_BYTES // 2**20} MB")
-    else:
-        raise SessionError(f"a picture must be a PIL image, a path or bytes, not {type(image).__name__}")
-    try:
-        with Image.open(source) as im:
-            im.load()
-            return im.copy()
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
-        raise SessionError(f"cannot read {name} as a picture ({type(e).__name__})") from None
 
 
 class ChatSession:
@@ -396,8 +348,7 @@ class ChatSession:
         """
         text = check_text(text, "the message", allow_empty=True)    # empty is fine with a picture: below
         settings = self._settings(overrides)
-        if not isinstance(n, int) or not 1 <= n <= 4:
-            raise SessionError("n must be an integer from 1 to 4")
+        check_count(n)
         region = mask_grid(mask) if mask is not None else None
         given = read_image(image) if image is not None else None
         if self.moderation is not None:

@@ -52,10 +52,7 @@ Moderation = Callable[[str, "Image.Image | None"], "str | None"]
 class ChatSession:
     def __init__(self, model, seed: int | None = None, moderation: Moderation | None = None, **settings):
         self.model = model
-        try:
-            self.settings = Settings(**settings)
-        except TypeError as e:
-            raise SessionError(f"unknown setting: {e}; settings are {', '.join(Settings.names())}") from None
+        self.settings = Settings().with_overrides(settings)
         self.seed = int(seed) if seed is not None else int(torch.seed() % 2**31)
         self.moderation = moderation
         self.conversation = Conversation()
@@ -70,16 +67,9 @@ class ChatSession:
             raise SessionError(f"cannot use that picture: {e}") from None
         return tuple(ids[0].reshape(-1).tolist())
 
-    def _settings(self, overrides: dict) -> Settings:
-        """The session's settings with one call's overrides, checked (a bad one is SessionError)."""
-        unknown = set(overrides) - set(Settings.names())
-        if unknown:
-            raise SessionError(f"unknown setting(s) {', '.join(sorted(unknown))}; settings are {', '.join(Settings.names())}")
-        return replace(self.settings, **overrides)
-
     def set(self, **settings) -> Settings:
         """Change the session's defaults, e.g. chat.set(cfg=5, temperature=0.8)."""
-        self.settings = self._settings(settings)
+        self.settings = self.settings.with_overrides(settings)
         return self.settings
 
     # --- pictures ---------------------------------------------------------------------------
@@ -206,7 +196,7 @@ class ChatSession:
         batch (batching.Lanes) draws this reply together with other requests'.
         """
         text = check_text(text, "the message", allow_empty=True)    # empty is fine with a picture: below
-        settings = self._settings(overrides)
+        settings = self.settings.with_overrides(overrides)
         check_count(n)
         region = mask_grid(mask) if mask is not None else None
         given = read_image(image) if image is not None else None
@@ -252,7 +242,7 @@ class ChatSession:
         if len(turns) < 2 or turns[-2].role != "user":
             raise SessionError("there is no message to retry")
         user, old_seed = turns[-2], self._meta[-1].get("seed") or self.seed
-        settings = self._settings(overrides)
+        settings = self.settings.with_overrides(overrides)
         new_seed = int(seed) if seed is not None else old_seed + 1
         base = self.fork()
         base.undo()

@@ -9,7 +9,7 @@ cache vs no cache, speculative vs plain, acceptance, memory. Batch 1 and 4; CPU 
 
 Pictures are sampled with a session's default settings (temperature, guidance), as a user gets them.
 Streamed vs unstreamed: the same picture (same seed, plain engine) drawn with no previews, with a
-preview per row as a chat streams them (session.PreviewCanvas: the tokenizer's preview table when
+preview per row as a chat streams them (previews.PreviewCanvas: the tokenizer's preview table when
 it has one), and with today's decoder previews for comparison; each against unstreamed.
 Ratios are measured side by side in one run, alternating the variants each repeat, because
 this machine is noisy. Prints figures; asserts nothing about time.
@@ -26,7 +26,8 @@ import torch
 import mmgen
 from mmgen.engine import WEIGHTS
 from mmgen.generate import engine_weights, generate_ids
-from mmgen.session import PreviewCanvas, Settings, preview_image
+from mmgen.previews import PreviewCanvas, preview_image
+from mmgen.settings import Settings
 from mmgen.neighbours import NeighbourTable
 from mmgen.speculative import CopyDrafter, ModelDrafter, NeighbourDrafter, SpeculationStats
 from mmgen.stream import IMAGE_SIDE, IMAGE_TOKENS, Conversation, Turn
@@ -77,13 +78,13 @@ def one_picture(model, *, n=1, backend="engine", drafter=None, seed=0, draft_k=4
             codes.append(t - model.stream.image_offset)
             if canvas is not None and len(codes) % IMAGE_SIDE == 0:
                 t1 = time.perf_counter()
-                canvas.image(codes)                        # what a chat streams: session.PreviewCanvas
+                canvas.image(codes)                        # what a chat streams: previews.PreviewCanvas
                 shown += time.perf_counter() - t1
             elif previews == "first" and len(codes) == IMAGE_SIDE:
-                preview_image(model.vq, codes)             # what a chat shows first: session.preview_image
+                preview_image(model.vq, codes)             # what a chat shows first: previews.preview_image
             if len(codes) == IMAGE_SIDE and first_preview is None:
                 first_preview = time.perf_counter() - t0
-    # the final picture; a streamed one was decoded by its last preview (as ChatSession._decode reuses it)
+    # the final picture; a streamed one was decoded by its last preview (as Pipeline.decode reuses it)
     t1 = time.perf_counter()
     if canvas is None or canvas.decoded(codes) is None:
         model.vq.decode(torch.tensor(codes).view(1, IMAGE_SIDE, IMAGE_SIDE))

@@ -1,14 +1,26 @@
-"""What a person types, checked once for every way in: the Python API, the command line, the
-terminal chat and the server all call `check_text`, so the same mistake reads the same everywhere.
+"""What a person sends, checked once for every way in: the Python API, the command line, the
+terminal chat and the server all call these checks, so the same mistake reads the same everywhere.
 
-No torch here: the command line checks its arguments before loading anything heavy.
+- `check_text`: a message, a prompt, a question.
+- `check_count`: how many pictures one reply draws (MAX_PICTURES at most).
+- `read_image`: a picture given as a PIL image, a path or bytes.
+- `mask_grid` (and `redrawn_patches`, the rule it applies): the region of a picture an edit may change.
+
+No torch here, and PIL and numpy only once a picture comes: the command line checks its text and
+options before loading anything heavy.
 """
 from __future__ import annotations
 
+import io
 import unicodedata
+from pathlib import Path
 
 MAX_MESSAGE_CHARS = 4000                 # longer messages are refused with a message
 ALLOWED_CONTROLS = "\t\n\r"
+MAX_PICTURES = 4                         # the most pictures one reply draws (one batch)
+MAX_IMAGE_BYTES = 20 * 2**20             # the largest picture file read from a path
+GRID_SIDE = 16                           # a mask grid's side: one cell per code of the 16 × 16 picture grid
+PATCH_PIXELS = 8                         # a code's patch, in pixels each way (at 128 × 128)
 
 
 class SessionError(ValueError):
@@ -39,3 +51,71 @@ def check_text(text, what: str = "the message", *, limit: int = MAX_MESSAGE_CHAR
     if not allow_empty and not text.strip():
         raise SessionError(f"{what} is empty")
     return text
+
+
+def check_count(n) -> int:
+    """`n`, the number of pictures one reply draws, if it is an integer from 1 to MAX_PICTURES."""
+    if not isinstance(n, int) or not 1 <= n <= MAX_PICTURES:
+        raise SessionError(f"n must be an integer from 1 to {MAX_PICTURES}")
+    return n
+
+
+def read_image(image):
+    """A PIL image from a PIL image, a path or bytes; a clear SessionError otherwise."""
+    from PIL import Image, UnidentifiedImageError
+    if isinstance(image, Image.Image):
+        return image
+    if isinstance(image, (bytes, bytearray)):
+        source, name = io.BytesIO(image), "the uploaded picture"
+    elif isinstance(image, (str, Path)):
+        source, name = Path(image), str(image)
+        if not source.is_file():
+            raise SessionError(f"no picture at {name}")
+        if source.stat().st_size > MAX_IMAGE_BYTES:
+            raise SessionError(f"{name} is larger than {MAX_IMAGE_BYTES // 2**20} MB")
+    else:
+        raise SessionError(f"a picture must be a PIL image, a path or bytes, not {type(image).__name__}")
+    try:
+        with Image.open(source) as im:
+            im.load()
+            return im.copy()
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
+        raise SessionError(f"cannot read {name} as a picture ({type(e).__name__})") from None
+
+
+def redrawn_patches(alpha) -> list[bool]:
+    """The rule a mask picture follows (OpenAI's edits convention: where alpha is 0 the picture may
+    change), as 256 booleans in raster order: a code's 8 × 8 patch, with the mask at 128 × 128, is
+    redrawn if any of its pixels has alpha under half. `alpha`: the mask's alpha channel (mode L)."""
+    import numpy as np
+    from PIL import Image
+    side = GRID_SIDE * PATCH_PIXELS
+    a = np.asarray(alpha.resize((side, side), Image.Resampling.NEAREST))
+    patches = a.reshape(GRID_SIDE, PATCH_PIXELS, GRID_SIDE, PATCH_PIXELS)
+    return (patches < 128).any(axis=(1, 3)).reshape(-1).tolist()
+
+
+def mask_grid(mask) -> list[bool]:
+    """A region to redraw as 256 booleans (True = redraw), from a 16 × 16 grid of booleans or a
+    mask picture with alpha (redrawn_patches)."""
+    import numpy as np
+    from PIL import Image
+    if isinstance(mask, (Image.Image, str, Path, bytes, bytearray)):
+        im = read_image(mask)
+        if "A" not in im.getbands():
+            raise SessionError("a mask picture needs an alpha channel (alpha 0 = the region to change)")
+        cells = redrawn_patches(im.getchannel("A"))
+    else:
+        try:
+            grid = np.asarray(mask)
+        except (TypeError, ValueError, RuntimeError):
+            grid = None
+        if grid is None or grid.dtype.kind not in "biuf":      # booleans, or numbers read as booleans
+            raise SessionError("a mask is a picture with alpha or a 16 × 16 grid of booleans")
+        grid = grid.astype(bool)
+        if grid.shape != (GRID_SIDE, GRID_SIDE):
+            raise SessionError(f"a mask grid must be {GRID_SIDE} × {GRID_SIDE}, got {tuple(grid.shape)}")
+        cells = grid.reshape(-1).tolist()
+    if not any(cells):
+        raise SessionError("the mask marks nothing to change")
+    return cells

@@ -19,11 +19,11 @@ import os
 import sys
 from pathlib import Path
 
-from .inputs import SessionError, check_text
+from .inputs import MAX_PICTURES, SessionError, check_text, read_image
 from .settings import BACKGROUNDS, Settings, setting_help
 
 PICTURE_SUFFIXES = (".png", ".webp", ".jpg", ".jpeg")
-MAX_N = 4                                  # the session draws at most 4 pictures in one batch
+MAX_N = MAX_PICTURES                       # the most pictures one reply draws (one batch)
 
 
 class BadInput(Exception):
@@ -125,7 +125,6 @@ def check_picture(path: str) -> str:
 
 
 def read_picture(path: str):
-    from .session import read_image
     try:
         return read_image(path)
     except SessionError as e:

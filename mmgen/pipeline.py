@@ -1,28 +1,49 @@
-"""Load the shipped checkpoints and wire the parts: `mmgen.load()`.
+"""The model and what it does with a turn: `mmgen.load()` wires the shipped checkpoints (MMGen), and
+a `Pipeline` draws a reply on them: encode → generate → decode → refine, with previews on the way.
 
     import mmgen
     model = mmgen.load()                         # checkpoints/ next to the package, CPU by default
     chat = model.chat(seed=0)
     reply = chat.send("draw a red circle at the top left")    # reply.text, reply.image (PIL | None)
     model.generate("three blue squares", n=2)                  # [PIL.Image, PIL.Image]
+
+    from mmgen.stream import Conversation, Turn
+    pipe = Pipeline(model)                       # what a chat session draws with, diffusers-style:
+    drawn = pipe(Conversation((Turn("user", "a red star"),)), Settings(picture="always"), seed=0)
+    drawn.text, drawn.images, drawn.codes        # the reply's words, its pictures and their codes
+    for event in pipe.stream(conversation, settings, seed=0): ...   # 'text' and 'preview' events
+
+A conversation is the turns so far, ending with the user's; the session (session.py) keeps it and
+checks what users send (inputs.py) before the pipeline sees it.
 """
 from __future__ import annotations
 
+from collections import OrderedDict
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Generator
 
 import torch
 from PIL import Image
 
 from .engine import WEIGHTS, fp16_available, int8_available
-from .generate import set_engine_weights
+from .generate import generate_ids, set_engine_weights
 from .hardware import bf16_native
+from .imageutil import make_transparent
+from .inputs import SessionError
 from .model import load_model
 from .neighbours import NeighbourTable, is_neighbour_table
-from .stream import Stream
+from .previews import PreviewCanvas
+from .replies import Event
+from .settings import Settings
+from .speculative import CopyDrafter, ModelDrafter, NeighbourDrafter, SpeculationStats
+from .stream import IMAGE_SIDE, IMAGE_TOKENS, Conversation, Stream, StreamError
 from .text import TextTokenizer
 from .vq import VQTokenizer
 
 DEFAULT_CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
+REPLY_RESERVE = IMAGE_TOKENS + 80        # ids kept free in the context for the reply
+SHOWN_CACHE = 64                         # refined pictures a pipeline keeps, so history reads don't refine again
 
 
 def pick_device(device: str | torch.device | None) -> torch.device:
@@ -121,7 +142,6 @@ class MMGen:
         """The picture (PIL or path) changed as the instruction says; with a mask, only inside it."""
         reply = self.chat(seed=seed, **settings).send(instruction, image=image, picture="always", mask=mask)
         if reply.image is None:
-            from .session import SessionError
             raise SessionError(f"the model answered without a picture: {reply.text!r}")
         return reply.image
 
@@ -134,3 +154,154 @@ def load(path: str | Path | None = None, *, device=None, dtype: torch.dtype | No
     """The shipped model (or the checkpoints folder at `path`). `weights`: how the decoding engine
     holds the transformer's projections, "native", "int8" or "fp16" (default: pick_weights decides)."""
     return MMGen.load(path, device=device, dtype=dtype, weights=weights)
+
+
+# --- drawing a reply ---------------------------------------------------------------------------------
+@dataclass
+class Drawn:
+    """What one call of the pipeline made: the reply's words and its finished pictures."""
+    text: str                                 # the words of the reply (of the first, for a batch)
+    codes: list[tuple[int, ...]]              # each finished picture's 256 codes, in raster order
+    images: list[Image.Image]                 # the same pictures as shown: decoded, refined, background set
+    stats: SpeculationStats                   # how speculative decoding went
+
+
+class Pipeline:
+    """A chat's image work on a loaded model (MMGen): encode → generate → decode → refine.
+
+    `stream` draws the reply to a conversation's last turn, yielding its words as they come and a
+    preview per row of its first picture; calling the pipeline draws it without previews. Pictures
+    given by the user are encoded once (`encode`); pictures drawn are shown decoded and refined
+    (`pictures`). It keeps the refined pictures it showed (SHOWN_CACHE of them), so a chat's
+    history shows them again without refining again: a session keeps one pipeline for that."""
+
+    def __init__(self, model):
+        self.model = model
+        self._refined: OrderedDict = OrderedDict()      # (codes, seed) → refined picture, most recent last
+
+    def __call__(self, conversation: Conversation, settings: Settings | None = None, *, seed: int, n: int = 1,
+                 region: list[bool] | None = None, decoders=None) -> Drawn:
+        return run_to_end(self.stream(conversation, settings or Settings(), seed=seed, n=n, region=region,
+                                      previews=False, decoders=decoders))
+
+    # --- encode -------------------------------------------------------------------------------
+    def encode(self, image: Image.Image) -> tuple[int, ...]:
+        """The 256 codes of a picture the user gives (VQ-encoded once, on the way in)."""
+        try:
+            ids = self.model.vq.encode(image)
+        except (TypeError, ValueError) as e:
+            raise SessionError(f"cannot use that picture: {e}") from None
+        return tuple(ids[0].reshape(-1).tolist())
+
+    def _prompt(self, conversation: Conversation) -> tuple[list[int], list[int], tuple[int, ...] | None]:
+        """The conversation as the transformer reads it, fitted to its context: the prompt, its
+        unconditional twin for guidance (the last request's words dropped), and the codes of the
+        picture an edit starts from (None if there is none)."""
+        stream = self.model.stream
+        try:
+            fitted = stream.fit(conversation, self.model.context, reserve=REPLY_RESERVE)
+        except StreamError as e:
+            raise SessionError(f"that message does not fit in the model's context: {e}") from None
+        cond = stream.encode(fitted, generation_prompt=True).ids
+        uncond = stream.encode(fitted, generation_prompt=True, drop_last_user_text=True).ids
+        reference = fitted.last_image_index()
+        return cond, uncond, fitted.turns[reference].codes if reference is not None else None
+
+    # --- generate -----------------------------------------------------------------------------
+    def stream(self, conversation: Conversation, settings: Settings, *, seed: int, n: int = 1,
+               region: list[bool] | None = None, previews: bool = True,
+               decoders=None) -> Generator[Event, None, Drawn]:
+        """Draw the reply to the conversation's last turn: yields Event('text') with the words so
+        far and, with `previews`, Event('preview') per row of the first picture; returns Drawn.
+
+        n: a batch of replies drawn together from one seed. region: 256 booleans, True where the
+        picture being edited may change (inputs.mask_grid); codes outside it are kept exactly.
+        decoders: where the transformer's passes run (generate.generate_ids)."""
+        cond, uncond, reference = self._prompt(conversation)
+        fixed = None
+        if region is not None:
+            if reference is None:
+                raise SessionError("a mask needs a picture to edit: attach one or draw one first")
+            fixed = [None if redraw else code for redraw, code in zip(region, reference)]
+            settings = replace(settings, picture="always")
+        stream, stats = self.model.stream, SpeculationStats()
+        text_ids: list[list[int]] = [[] for _ in range(n)]
+        codes: list[list[int]] = [[] for _ in range(n)]
+        canvas = PreviewCanvas(self.model.vq) if previews else None     # the first picture's previews
+        for step in generate_ids(self.model.lm, stream, cond, uncond, config=settings.sampling(), n=n, seed=seed,
+                                 drafter=self.drafter(settings, reference), stats=stats, fixed=fixed,
+                                 decoders=decoders):
+            for r, t in enumerate(step.tokens):
+                if stream.is_text_id(t):
+                    text_ids[r].append(t)
+                elif stream.is_image_id(t):
+                    codes[r].append(t - stream.image_offset)
+            first = step.tokens[0]
+            if stream.is_text_id(first):
+                yield Event("text", text=stream.text.decode(text_ids[0]))
+            elif canvas is not None and stream.is_image_id(first) and len(codes[0]) % IMAGE_SIDE == 0:
+                yield Event("preview", image=canvas.image(codes[0]), rows=len(codes[0]) // IMAGE_SIDE)
+        finished = [tuple(c) for c in codes if len(c) == IMAGE_TOKENS]
+        shown = self.pictures(finished, [seed] * len(finished), settings, canvas)
+        return Drawn(text=stream.text.decode(text_ids[0]).strip(), codes=finished,
+                     images=[with_background(im, settings) for im in shown], stats=stats)
+
+    def drafter(self, settings: Settings, reference: tuple[int, ...] | None):
+        """What drafts codes (and words) for speculative decoding, as `settings.speculative` asks:
+        the shipped draft model (a neighbour table or a small transformer), else copies of the
+        picture being edited (CopyDrafter); None with speculation off."""
+        mode = settings.speculative
+        draft = getattr(self.model, "draft", None)
+        if mode == "off":
+            return None
+        if mode == "draft" or (mode == "auto" and draft is not None):
+            if draft is None:
+                raise SessionError("no draft model is loaded; use speculative='copy' or 'off'")
+            if isinstance(draft, NeighbourTable):
+                return NeighbourDrafter(draft, list(reference) if reference is not None else None)
+            return ModelDrafter(draft)
+        return CopyDrafter(list(reference) if reference is not None else None)
+
+    # --- decode and refine ---------------------------------------------------------------------
+    def decode(self, codes_list: list, canvas: PreviewCanvas | None = None) -> list[Image.Image]:
+        """The pictures of `codes_list`; one the canvas's last preview already decoded is reused."""
+        known = [canvas.decoded(c) if canvas is not None else None for c in codes_list]
+        todo = [c for c, im in zip(codes_list, known) if im is None]
+        fresh = iter(self.model.vq.decode(torch.tensor(todo).view(-1, IMAGE_SIDE, IMAGE_SIDE)) if todo else [])
+        return [im if im is not None else next(fresh) for im in known]
+
+    def pictures(self, codes_list: list, seeds: list[int | None], settings: Settings,
+                 canvas: PreviewCanvas | None = None) -> list[Image.Image]:
+        """Drawn pictures as shown: decoded, then refined when asked and a refiner is loaded.
+        Each is refined on its own with its reply's seed, so the history and a reloaded session
+        show exactly the picture the reply showed. Pictures a user gave (seed None) are not refined."""
+        images = self.decode(codes_list, canvas)
+        refiner = getattr(self.model, "refiner", None)
+        if not settings.refine or refiner is None:
+            return images
+        return [im if seed is None else self._refined_picture(im, tuple(codes), seed)
+                for im, codes, seed in zip(images, codes_list, seeds)]
+
+    def _refined_picture(self, image: Image.Image, codes: tuple[int, ...], seed: int) -> Image.Image:
+        """The refiner's output for these codes and seed; a picture shown before is not refined again."""
+        key = (codes, seed)
+        if key not in self._refined:
+            self._refined[key] = self.model.refiner.refine(image, seed=seed)
+            while len(self._refined) > SHOWN_CACHE:
+                self._refined.popitem(last=False)
+        self._refined.move_to_end(key)
+        return self._refined[key].copy()      # callers may draw on theirs; the cached one stays clean
+
+
+def with_background(image: Image.Image, settings: Settings) -> Image.Image:
+    """A reply's picture with the background the settings ask for."""
+    return make_transparent(image) if settings.background == "transparent" else image
+
+
+def run_to_end(events: Generator):
+    """Run a generator to its end, dropping what it yields; what it returns."""
+    while True:
+        try:
+            next(events)
+        except StopIteration as end:
+            return end.value

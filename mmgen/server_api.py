@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image
 
 from .imageutil import encode_image
-from .inputs import SessionError, TextTooLong, check_text
+from .inputs import MAX_PICTURES, SessionError, TextTooLong, check_text, redrawn_patches
 from .settings import Settings
 from .world.language import find_description
 
@@ -42,7 +42,7 @@ SIZES = (IMAGE_SIZE, "256x256", "512x512", "1024x1024", "1536x1024", "1024x1536"
 OUTPUT_FORMATS = ("png", "webp", "jpeg")
 BACKGROUNDS = ("transparent", "opaque", "auto")
 QUALITIES = ("low", "medium", "high", "xhigh", "max", "auto", "standard", "hd")
-MAX_N = 4
+MAX_N = MAX_PICTURES
 MAX_PARTIAL_IMAGES = 3
 UPLOAD_FORMATS = ("PNG", "JPEG", "WEBP")
 MAX_UPLOAD_PIXELS = 4096 * 4096          # refused before decoding: no decompression bombs
@@ -353,9 +353,9 @@ def read_mask(data: bytes, image: Image.Image, param: str = "mask") -> Image.Ima
         raise bad_request(f"'{param}' has no alpha channel: make it a PNG that is transparent (alpha 0) where the "
                           "picture should change and opaque where it should stay", param)
     alpha = mask.convert("RGBA").getchannel("A")
-    # the session redraws an 8 × 8 patch where the mask, at 128 × 128, has a pixel under half alpha
-    # (session.mask_grid); a mask without one would fail on the worker, after the queue
-    if alpha.resize((IMAGE_SIDE_PX, IMAGE_SIDE_PX), Image.Resampling.NEAREST).getextrema()[0] >= 128:
+    # the session redraws the patches inputs.redrawn_patches marks; a mask that marks none would
+    # fail on the worker, after the queue
+    if not any(redrawn_patches(alpha)):
         raise bad_request(f"'{param}' marks nothing to change: it is opaque everywhere; make it transparent "
                           "(alpha 0) where the picture should change", param)
     return alpha

@@ -1,4 +1,4 @@
-"""A chat session: turns of words and pictures, the public Python API.
+"""A chat session: the conversation, one record per turn, and the public Python API.
 
     chat = mmgen.load().chat(seed=0)
     reply = chat.send("draw a red circle at the top left")   # Reply: .text, .image, .id, .save(path)
@@ -11,377 +11,93 @@
 The conversation keeps the exact codes of every picture, so the next edit conditions on what
 was drawn, never on a re-encoding of the pixels; a reloaded session edits the very picture it
 showed. Pictures the user gives are VQ-encoded once, on the way in.
+
+What lives where: the session checks what users send (inputs.py, the same checks the command
+line and the server make), keeps the turns (TurnRecord), undo, retry, fork and the session file;
+its pipeline (pipeline.py) does the image work: encoding a given picture, drawing a reply with
+previews, decoding and refining pictures.
 """
 from __future__ import annotations
 
-import copy
 import json
 import uuid
-from collections import OrderedDict
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from .generate import generate_ids
-from .imageutil import make_transparent, save_image
-from .inputs import SessionError, check_text
+from .inputs import SessionError, check_count, check_text, mask_grid, read_image
 from .io import atomic_write_json
-from .neighbours import NeighbourTable
+from .pipeline import REPLY_RESERVE, Drawn, Pipeline
+from .previews import PREVIEW_GREY, PREVIEW_MARGIN, PreviewCanvas, preview_image
+from .replies import Event, HistoryItem, Reply
 from .settings import Settings
-from .speculative import CopyDrafter, ModelDrafter, NeighbourDrafter, SpeculationStats
-from .stream import IMAGE_SIDE, IMAGE_TOKENS, Conversation, StreamError, Turn
-from .vq import IMAGE_SIZE, pixels_to_images
+from .stream import Conversation, StreamError, Turn
+
+# Also the session's API, for the code that imports them from here: the server (REPLY_RESERVE,
+# SessionError), the terminal and the one-shot commands (read_image), tests and benchmarks.
+__all__ = ["ChatSession", "TurnRecord", "Reply", "Event", "HistoryItem", "SessionError", "Settings",
+           "read_image", "mask_grid", "REPLY_RESERVE", "PREVIEW_GREY", "PREVIEW_MARGIN", "PreviewCanvas",
+           "preview_image", "SESSION_FORMAT"]
 
 SESSION_FORMAT = "mmgen-session-1"
-REPLY_RESERVE = IMAGE_TOKENS + 80        # ids kept free in the context for the reply
-MAX_IMAGE_BYTES = 20 * 2**20
-PREVIEW_GREY = (128, 128, 128)
-PREVIEW_MARGIN = 2     # rows of filler decoded under the drawn ones (decoder_preview, no preview table)
-PATCH_SIDE = IMAGE_SIZE // IMAGE_SIDE    # pixels per code, each way
-SHOWN_CACHE = 64                         # refined pictures kept per session, so history reads don't refine again
 
 # A moderation hook looks at a message (and a picture the user gives) and returns a refusal
 # message, or None to let it through.
 Moderation = Callable[[str, "Image.Image | None"], "str | None"]
 
 
-def preview_image(vq, codes: list[int]) -> Image.Image:
-    """A picture in the making: the rows of codes drawn so far, the rest flat grey; all rows
-    drawn, the picture itself (decoded). One-off; a stream of previews uses PreviewCanvas, which
-    reuses the previous preview.
+@dataclass(frozen=True)
+class TurnRecord(Turn):
+    """A turn as the session keeps it: what the model reads (role, words, the picture's codes) and
+    what the session knows besides. A reply's turn has the seed it was drawn with and its id (its
+    first picture's, else a message id); a user's turn has neither."""
+    seed: int | None = None
+    id: str | None = None
 
-    With the tokenizer's preview table (`vq.preview_patches`, `mmgen train previews`) each drawn
-    code is shown as the mean patch it decodes to, so a preview is a gather of patches with no
-    decoder pass. A code's real pixels depend on its neighbours (the decoder smooths across
-    patches), so the table's rows differ from the final picture's: measured, mean absolute
-    difference in the drawn rows, 1.9 grey levels on the codes of 200 held-out scenes (10-90 % of
-    scenes: 0.4-3.6), and 1.0 over the 15 previews of 8 pictures the shipped transformer drew
-    (0.1-2.4 per picture), where the decoder previews below came to 0.28 (0.03-0.57). Glyph and
-    one-colour codes show their exact pixels.
-
-    Without a table only the drawn rows and PREVIEW_MARGIN rows below them (copies of the last
-    drawn row) are decoded, so the first preview costs a third of a whole decode (~11 against
-    ~34 ms measured on 2 AVX2 cores) and a picture's sixteen previews 10.5 decodes instead of 16.
-    The decoder's group norms see the whole grid, so an unfinished grid decodes a little
-    differently from the final picture: measured on a drawn picture, 1-2.6 grey levels on average
-    in the drawn rows with this margin; a whole grid padded with copies of the last row came
-    closer (0.1-0.6) at up to three times the cost."""
-    return PreviewCanvas(vq).image(codes)
+    @classmethod
+    def of(cls, turn: Turn) -> "TurnRecord":
+        """`turn` as a record (one from a bare stream.Turn knows no seed and no id)."""
+        return turn if isinstance(turn, TurnRecord) else cls(role=turn.role, text=turn.text, codes=turn.codes)
 
 
-def decoder_preview(vq, codes: list[int], rows: int) -> Image.Image:
-    """`rows` (< 16) drawn rows decoded with PREVIEW_MARGIN filler rows under them, the rest grey."""
-    img = Image.new("RGB", (IMAGE_SIZE, IMAGE_SIZE), PREVIEW_GREY)
-    if rows == 0:
-        return img
-    drawn = torch.tensor(codes[:rows * IMAGE_SIDE]).view(1, rows, IMAGE_SIDE)
-    height = min(IMAGE_SIDE, rows + PREVIEW_MARGIN)
-    grid = torch.cat([drawn, drawn[:, -1:].expand(1, height - rows, IMAGE_SIDE)], dim=1)
-    pixels = vq.decode_tensor(grid)                                       # [1, 3, 8·height, 128]
-    img.paste(pixels_to_images(pixels[..., :rows * pixels.shape[-2] // height, :])[0])
-    return img
-
-
-class PreviewCanvas:
-    """The previews of one picture as it is drawn, each the previous one plus the new rows.
-
-    With a preview table a new row costs a gather of its 16 patches into the canvas kept from the
-    previous preview; the rows shown before are never redrawn, so a preview's drawn rows stay as
-    they were when later rows arrive: measured 10-16 ms for a picture's 15 previews, against
-    1.9-2.4 s decoded, on 2 cores shared with a training job. Without a table each preview is
-    decoded (decoder_preview).
-    The last preview, all rows drawn, is the real decode; `decoded` hands it back so the final
-    picture is not decoded a second time."""
-
-    def __init__(self, vq):
-        self.vq = vq
-        self.table = getattr(vq, "preview_patches", None)
-        self.codes: list[int] = []                    # the codes of the rows on the canvas
-        self.pixels = np.empty((IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
-        self.pixels[:] = PREVIEW_GREY
-        self.picture: tuple[tuple[int, ...], Image.Image] | None = None   # (codes, the real decode)
-
-    def image(self, codes: list[int]) -> Image.Image:
-        """The preview of `codes` (the rows drawn so far; a partial row is left out)."""
-        rows = min(len(codes) // IMAGE_SIDE, IMAGE_SIDE)
-        if rows == IMAGE_SIDE:
-            full = tuple(codes[:IMAGE_TOKENS])
-            img = self.vq.decode(torch.tensor(full).view(1, IMAGE_SIDE, IMAGE_SIDE))[0]
-            self.picture = (full, img.copy())          # the caller may draw on the one it gets
-            return img
-        if self.table is None:
-            return decoder_preview(self.vq, codes, rows)
-        self._paint(codes, rows)
-        return Image.frombytes("RGB", (IMAGE_SIZE, IMAGE_SIZE), self.pixels.tobytes())   # a copy
-
-    def _paint(self, codes: list[int], rows: int) -> None:
-        """Bring the canvas to `rows` drawn rows of `codes`, pasting only the rows it lacks."""
-        done = len(self.codes) // IMAGE_SIDE
-        if done > rows or list(codes[:len(self.codes)]) != self.codes:   # another picture: start over
-            self.pixels[:] = PREVIEW_GREY
-            self.codes, done = [], 0
-        for r in range(done, rows):
-            row = torch.as_tensor(codes[r * IMAGE_SIDE:(r + 1) * IMAGE_SIDE])
-            patches = self.table[row].numpy()                         # [16, 8, 8, 3]
-            # patch columns side by side: [16, 8, 8, 3] → [8 pixel rows, 16 · 8 pixels, 3]
-            self.pixels[r * PATCH_SIDE:(r + 1) * PATCH_SIDE] = patches.transpose(1, 0, 2, 3).reshape(PATCH_SIDE, IMAGE_SIZE, 3)
-        self.codes = list(codes[:rows * IMAGE_SIDE])
-
-    def decoded(self, codes) -> Image.Image | None:
-        """A copy of the real decode of `codes` if the last preview was of them, else None."""
-        if self.picture is not None and self.picture[0] == tuple(codes):
-            return self.picture[1].copy()
-        return None
-
-
-@dataclass
-class Reply:
-    text: str
-    image: Image.Image | None = None
-    images: list[Image.Image] = field(default_factory=list)
-    codes: tuple[int, ...] | None = None
-    id: str = ""                       # the reply's id: its first picture's, else a message id
-    ids: list[str] = field(default_factory=list)     # one provenance id per picture; ids[0] == id
-    seed: int | None = None            # the reply's seed; a batch of n is drawn with it together
-    prompt: str = ""
-    parent: str | None = None          # id of the picture this one edits
-    model: str = ""
-    refused: bool = False
-    provenance: bool = True
-    stats: SpeculationStats | None = None
-
-    def metadata(self, index: int = 0) -> dict[str, str]:
-        """Provenance of picture `index`: its own id, and for a batch its place in it ("2/3"). The
-        pictures of a batch are drawn together from the reply's seed (one generator, shared words),
-        so it is the seed, n and the place together that draw one of them again."""
-        meta = {"Software": "mmgen", "mmgen:prompt": self.prompt, "mmgen:seed": str(self.seed),
-                "mmgen:model": self.model, "mmgen:id": self.ids[index] if self.ids else self.id,
-                "mmgen:parent": self.parent or ""}
-        if len(self.images) > 1:
-            meta["mmgen:batch"] = f"{index + 1}/{len(self.images)}"
-        return meta
-
-    def save(self, path: str | Path, index: int = 0) -> Path:
-        """Save picture `index` (PNG/WEBP/JPEG by extension), with provenance metadata unless turned off."""
-        if not self.images:
-            raise SessionError("this reply has no picture to save")
-        return save_image(self.images[index], path, self.metadata(index), provenance=self.provenance)
-
-
-@dataclass
-class Event:
-    """One thing that happened while replying: kind is 'text', 'preview', 'image' or 'done'."""
-    kind: str
-    text: str = ""                     # 'text': the words so far
-    image: Image.Image | None = None   # 'preview': rows drawn so far; 'image': the final picture
-    rows: int = 0                      # 'preview': rows of codes done (of 16)
-    reply: Reply | None = None         # 'done'
-
-
-@dataclass
-class HistoryItem:
-    role: str
-    text: str
-    image: Image.Image | None
-    seed: int | None
-    id: str | None
-
-
-def mask_grid(mask) -> list[bool]:
-    """A region to redraw as 256 booleans (True = redraw), from a 16 × 16 grid of booleans or a
-    mask picture in the OpenAI edits convention: where its alpha is 0 the picture may change.
-    An 8 × 8 patch is redrawn if any of its pixels is (mostly) transparent."""
-    if isinstance(mask, (Image.Image, str, Path, bytes, bytearray)):
-        im = read_image(mask)
-        if "A" not in im.getbands():
-            raise SessionError("a mask picture needs an alpha channel (alpha 0 = the region to change)")
-        alpha = im.getchannel("A").resize((IMAGE_SIDE * 8, IMAGE_SIDE * 8), Image.Resampling.NEAREST)
-        a = torch.from_numpy(np.asarray(alpha).copy()).view(IMAGE_SIDE, 8, IMAGE_SIDE, 8)
-        grid = (a < 128).any(dim=3).any(dim=1)
-    else:
-        try:
-            grid = torch.as_tensor(mask, dtype=torch.bool)
-        except (TypeError, ValueError, RuntimeError):
-            raise SessionError("a mask is a picture with alpha or a 16 × 16 grid of booleans") from None
-        if grid.shape != (IMAGE_SIDE, IMAGE_SIDE):
-            raise SessionError(f"a mask grid must be {IMAGE_SIDE} × {IMAGE_SIDE}, got {tuple(grid.shape)}")
-    cells = grid.reshape(-1).tolist()
-    if not any(cells):
-        raise SessionError("the mask marks nothing to change")
-    return cells
-
-
-def read_image(image) -> Image.Image:
-    """A PIL image from a PIL image, a path or bytes; a clear SessionError otherwise."""
-    if isinstance(image, Image.Image):
-        return image
-    if isinstance(image, (bytes, bytearray)):
-        import io
-        source, name = io.BytesIO(image), "the uploaded picture"
-    elif isinstance(image, (str, Path)):
-        source, name = Path(image), str(image)
-        if not source.is_file():
-            raise SessionError(f"no picture at {name}")
-        if source.stat().st_size > MAX_IMAGE_BYTES:
-            raise SessionError(f"{name} is larger than {MAX_IMAGE_BYTES // 2**20} MB")
-    else:
-        raise SessionError(f"a picture must be a PIL image, a path or bytes, not {type(image).__name__}")
-    try:
-        with Image.open(source) as im:
-            im.load()
-            return im.copy()
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
-        raise SessionError(f"cannot read {name} as a picture ({type(e).__name__})") from None
+def message_id() -> str:
+    return f"msg_{uuid.uuid4().hex[:12]}"
 
 
 class ChatSession:
+    """A conversation with the model: its turns (`conversation`, a TurnRecord each), its settings
+    and seed, and the pipeline that draws its replies (and keeps the refined pictures it showed)."""
+
     def __init__(self, model, seed: int | None = None, moderation: Moderation | None = None, **settings):
         self.model = model
-        try:
-            self.settings = Settings(**settings)
-        except TypeError as e:
-            raise SessionError(f"unknown setting: {e}; settings are {', '.join(Settings.names())}") from None
+        self.pipeline = Pipeline(model)
+        self.settings = Settings().with_overrides(settings)
         self.seed = int(seed) if seed is not None else int(torch.seed() % 2**31)
         self.moderation = moderation
         self.conversation = Conversation()
-        self._meta: list[dict] = []          # per turn: {"seed", "id"}; parallel to conversation.turns
-        self._shown: OrderedDict = OrderedDict()   # (codes, seed) → refined picture, most recent last
 
-    # --- inputs -----------------------------------------------------------------------------
-    def _codes_of(self, image: Image.Image) -> tuple[int, ...]:
-        try:
-            ids = self.model.vq.encode(image)
-        except (TypeError, ValueError) as e:
-            raise SessionError(f"cannot use that picture: {e}") from None
-        return tuple(ids[0].reshape(-1).tolist())
+    @property
+    def conversation(self) -> Conversation:
+        """The turns so far, a TurnRecord each: what the model reads, and each turn's seed and id."""
+        return self._conversation
 
-    def _settings(self, overrides: dict) -> Settings:
-        """The session's settings with one call's overrides, checked (a bad one is SessionError)."""
-        unknown = set(overrides) - set(Settings.names())
-        if unknown:
-            raise SessionError(f"unknown setting(s) {', '.join(sorted(unknown))}; settings are {', '.join(Settings.names())}")
-        return replace(self.settings, **overrides)
+    @conversation.setter
+    def conversation(self, conversation: Conversation) -> None:
+        self._conversation = Conversation(tuple(TurnRecord.of(t) for t in conversation.turns))
 
     def set(self, **settings) -> Settings:
         """Change the session's defaults, e.g. chat.set(cfg=5, temperature=0.8)."""
-        self.settings = self._settings(settings)
+        self.settings = self.settings.with_overrides(settings)
         return self.settings
 
-    # --- pictures ---------------------------------------------------------------------------
-    def _decode(self, codes_list: list[list[int]], canvas: PreviewCanvas | None = None) -> list[Image.Image]:
-        """The pictures of `codes_list`; one the canvas's last preview already decoded is reused."""
-        known = [canvas.decoded(c) if canvas is not None else None for c in codes_list]
-        todo = [c for c, im in zip(codes_list, known) if im is None]
-        fresh = iter(self.model.vq.decode(torch.tensor(todo).view(-1, IMAGE_SIDE, IMAGE_SIDE)) if todo else [])
-        return [im if im is not None else next(fresh) for im in known]
-
-    def _pictures(self, codes_list: list[list[int]], seeds: list[int | None], settings: Settings,
-                  canvas: PreviewCanvas | None = None) -> list[Image.Image]:
-        """Drawn pictures as shown: decoded, then refined when asked and a refiner is loaded.
-        Each is refined on its own with its reply's seed, so the history and a reloaded session
-        show exactly the picture the reply showed. Pictures a user gave (seed None) are not refined."""
-        images = self._decode(codes_list, canvas)
-        refiner = getattr(self.model, "refiner", None)
-        if not settings.refine or refiner is None:
-            return images
-        return [im if seed is None else self._refined(im, tuple(codes), seed)
-                for im, codes, seed in zip(images, codes_list, seeds)]
-
-    def _refined(self, image: Image.Image, codes: tuple[int, ...], seed: int) -> Image.Image:
-        """The refiner's output for these codes and seed; a picture shown before is not refined again."""
-        key = (codes, seed)
-        if key not in self._shown:
-            self._shown[key] = self.model.refiner.refine(image, seed=seed)
-            while len(self._shown) > SHOWN_CACHE:
-                self._shown.popitem(last=False)
-        self._shown.move_to_end(key)
-        return self._shown[key].copy()      # callers may draw on theirs; the cached one stays clean
-
-    def preview(self, codes: list[int], canvas: PreviewCanvas | None = None) -> Image.Image:
-        """The rows drawn so far, the rows still to come flat grey (preview_image); with the
-        canvas of the previews before, only the new rows are added (PreviewCanvas)."""
-        return (canvas or PreviewCanvas(self.model.vq)).image(codes)
-
-    def _finish(self, img: Image.Image, settings: Settings) -> Image.Image:
-        return make_transparent(img) if settings.background == "transparent" else img
-
-    def _drafter(self, settings: Settings, reference: tuple[int, ...] | None):
-        mode = settings.speculative
-        draft = getattr(self.model, "draft", None)
-        if mode == "off":
-            return None
-        if mode == "draft" or (mode == "auto" and draft is not None):
-            if draft is None:
-                raise SessionError("no draft model is loaded; use speculative='copy' or 'off'")
-            if isinstance(draft, NeighbourTable):
-                return NeighbourDrafter(draft, list(reference) if reference is not None else None)
-            return ModelDrafter(draft)
-        return CopyDrafter(list(reference) if reference is not None else None)
+    @property
+    def _model_name(self) -> str:
+        return getattr(self.model, "name", "mmgen")
 
     # --- replying ---------------------------------------------------------------------------
-    def _last_image_id(self, conversation: Conversation) -> str | None:
-        """The id of the picture a new one derives from ("user-upload" for one given just now)."""
-        i = conversation.last_image_index()
-        if i is None:
-            return None
-        return self._meta[i].get("id") if i < len(self._meta) else "user-upload"
-
-    def _run(self, user: Turn, settings: Settings, seed: int, n: int, previews: bool,
-             region: list[bool] | None = None, decoders=None) -> Iterator[Event]:
-        stream = self.model.stream
-        conversation = self.conversation.append(user)
-        try:
-            fitted = stream.fit(conversation, self.model.context, reserve=REPLY_RESERVE)
-        except StreamError as e:
-            raise SessionError(f"that message does not fit in the model's context: {e}") from None
-        cond = stream.encode(fitted, generation_prompt=True).ids
-        uncond = stream.encode(fitted, generation_prompt=True, drop_last_user_text=True).ids
-        reference_index = fitted.last_image_index()
-        reference = fitted.turns[reference_index].codes if reference_index is not None else None
-        fixed = None
-        if region is not None:
-            if reference is None:
-                raise SessionError("a mask needs a picture to edit: attach one or draw one first")
-            fixed = [None if redraw else code for redraw, code in zip(region, reference)]
-            settings = replace(settings, picture="always")
-        stats = SpeculationStats()
-        text_ids: list[list[int]] = [[] for _ in range(n)]
-        codes: list[list[int]] = [[] for _ in range(n)]
-        canvas = PreviewCanvas(self.model.vq) if previews else None     # the first picture's previews
-        for step in generate_ids(self.model.lm, stream, cond, uncond, config=settings.sampling(), n=n, seed=seed,
-                                 drafter=self._drafter(settings, reference), stats=stats, fixed=fixed,
-                                 decoders=decoders):
-            for r, t in enumerate(step.tokens):
-                if stream.is_text_id(t):
-                    text_ids[r].append(t)
-                elif stream.is_image_id(t):
-                    codes[r].append(t - stream.image_offset)
-            t0 = step.tokens[0]
-            if stream.is_text_id(t0):
-                yield Event("text", text=stream.text.decode(text_ids[0]))
-            elif previews and stream.is_image_id(t0) and len(codes[0]) % IMAGE_SIDE == 0:
-                yield Event("preview", image=self.preview(codes[0], canvas), rows=len(codes[0]) // IMAGE_SIDE)
-        words = stream.text.decode(text_ids[0]).strip()
-        pictures = [c for c in codes if len(c) == IMAGE_TOKENS]
-        images = [self._finish(im, settings) for im in self._pictures(pictures, [seed] * len(pictures), settings, canvas)]
-        ids = [f"img_{uuid.uuid4().hex[:12]}" for _ in pictures]
-        reply = Reply(text=words, image=images[0] if images else None, images=images,
-                      codes=tuple(pictures[0]) if pictures else None,
-                      id=ids[0] if ids else f"msg_{uuid.uuid4().hex[:12]}", ids=ids, seed=seed,
-                      prompt=user.text, parent=self._last_image_id(conversation) if pictures else None,
-                      model=getattr(self.model, "name", "mmgen"), provenance=settings.provenance,
-                      stats=stats if stats.rounds else None)
-        if reply.image is not None:
-            yield Event("image", image=reply.image)
-        # only a finished reply changes the session: a stream stopped mid-picture leaves it as it was
-        self.conversation = conversation.append(Turn(role="assistant", text=words, codes=reply.codes))
-        self._meta += [{"seed": None, "id": None}, {"seed": seed, "id": reply.id}]
-        yield Event("done", reply=reply)
-
     def stream(self, text: str, image=None, *, n: int = 1, seed: int | None = None, mask=None,
                previews: bool = True, decoders=None, **overrides) -> Iterator[Event]:
         """Reply to `text` (and an optional picture), yielding events as they happen.
@@ -395,44 +111,68 @@ class ChatSession:
         batch (batching.Lanes) draws this reply together with other requests'.
         """
         text = check_text(text, "the message", allow_empty=True)    # empty is fine with a picture: below
-        settings = self._settings(overrides)
-        if not isinstance(n, int) or not 1 <= n <= 4:
-            raise SessionError("n must be an integer from 1 to 4")
+        settings = self.settings.with_overrides(overrides)
+        check_count(n)
         region = mask_grid(mask) if mask is not None else None
         given = read_image(image) if image is not None else None
-        if self.moderation is not None:
-            refusal = self.moderation(text, given)
-            if refusal:
-                # a refusal is an ordinary reply; the conversation the model sees is unchanged
-                yield Event("text", text=refusal)
-                yield Event("done", reply=Reply(text=refusal, refused=True, id=f"msg_{uuid.uuid4().hex[:12]}",
-                                                prompt=text, model=getattr(self.model, "name", "mmgen")))
-                return
+        refusal = self.moderation(text, given) if self.moderation is not None else None
+        if refusal:
+            # a refusal is an ordinary reply; the conversation the model sees is unchanged
+            yield Event("text", text=refusal)
+            yield Event("done", reply=Reply(text=refusal, refused=True, id=message_id(), prompt=text,
+                                            model=self._model_name))
+            return
         if not text.strip() and given is None:
             raise SessionError("the message is empty")
-        codes = self._codes_of(given) if given is not None else None
+        codes = self.pipeline.encode(given) if given is not None else None
         turn_seed = int(seed) if seed is not None else self.seed + 7919 * len(self.conversation.turns)
-        yield from self._run(Turn(role="user", text=text, codes=codes), settings, turn_seed, n, previews, region,
-                             decoders)
+        yield from self._run(TurnRecord(role="user", text=text, codes=codes), settings, turn_seed, n, previews,
+                             region, decoders)
 
     def send(self, text: str, image=None, **kwargs) -> Reply:
         """Reply to `text` (and an optional picture: PIL image, path or bytes)."""
-        for event in self.stream(text, image, previews=False, **kwargs):
-            if event.kind == "done":
-                return event.reply
-        raise RuntimeError("the reply ended without finishing")
+        return finished_reply(self.stream(text, image, previews=False, **kwargs))
+
+    def _run(self, user: TurnRecord, settings: Settings, seed: int, n: int, previews: bool,
+             region: list[bool] | None = None, decoders=None) -> Iterator[Event]:
+        """Draw the reply to `user` with the pipeline, passing its events on; then the picture and
+        'done'. Only a finished reply changes the session: a stream stopped midway leaves it as it was."""
+        conversation = self.conversation.append(user)
+        drawn = yield from self.pipeline.stream(conversation, settings, seed=seed, n=n, region=region,
+                                                previews=previews, decoders=decoders)
+        reply = self._reply(drawn, user.text, settings, seed, self._parent(conversation) if drawn.images else None)
+        if reply.image is not None:
+            yield Event("image", image=reply.image)
+        self.conversation = conversation.append(TurnRecord(role="assistant", text=drawn.text, codes=reply.codes,
+                                                           seed=seed, id=reply.id))
+        yield Event("done", reply=reply)
+
+    def _reply(self, drawn: Drawn, prompt: str, settings: Settings, seed: int, parent: str | None) -> Reply:
+        """The reply to hand back for what the pipeline drew, a provenance id for each picture."""
+        ids = [f"img_{uuid.uuid4().hex[:12]}" for _ in drawn.images]
+        return Reply(text=drawn.text, image=drawn.images[0] if drawn.images else None, images=drawn.images,
+                     codes=drawn.codes[0] if drawn.codes else None, id=ids[0] if ids else message_id(), ids=ids,
+                     seed=seed, prompt=prompt, parent=parent, model=self._model_name,
+                     provenance=settings.provenance, stats=drawn.stats if drawn.stats.rounds else None)
+
+    def _parent(self, conversation: Conversation) -> str | None:
+        """The id of the picture a new one derives from, in `conversation` (the session's turns and
+        the new message): "user-upload" for a picture given with the new message."""
+        i = conversation.last_image_index()
+        if i is None:
+            return None
+        return conversation.turns[i].id if i < len(self.conversation.turns) else "user-upload"
 
     # --- the conversation as a whole ------------------------------------------------------------
     def undo(self) -> bool:
         """Forget the last exchange (your message and the reply). False if there is none."""
-        turns = list(self.conversation.turns)
+        turns = self.conversation.turns
         if not turns:
             return False
         cut = len(turns) - 1
         while cut > 0 and turns[cut].role != "user":
             cut -= 1
-        self.conversation = Conversation(tuple(turns[:cut]))
-        self._meta = self._meta[:cut]
+        self.conversation = Conversation(turns[:cut])
         return True
 
     def retry_stream(self, seed: int | None = None, previews: bool = True, **overrides) -> Iterator[Event]:
@@ -441,57 +181,53 @@ class ChatSession:
         turns = self.conversation.turns
         if len(turns) < 2 or turns[-2].role != "user":
             raise SessionError("there is no message to retry")
-        user, old_seed = turns[-2], self._meta[-1].get("seed") or self.seed
-        settings = self._settings(overrides)
+        user, old_seed = turns[-2], turns[-1].seed or self.seed
+        settings = self.settings.with_overrides(overrides)
         new_seed = int(seed) if seed is not None else old_seed + 1
         base = self.fork()
         base.undo()
         for event in base._run(user, settings, new_seed, 1, previews):
             if event.kind == "done":
-                self.conversation, self._meta = base.conversation, base._meta
+                self.conversation = base.conversation
             yield event
 
     def retry(self, seed: int | None = None, **overrides) -> Reply:
         """Answer the last message again with a new seed (the last reply is replaced)."""
-        for event in self.retry_stream(seed=seed, previews=False, **overrides):
-            if event.kind == "done":
-                return event.reply
-        raise RuntimeError("the reply ended without finishing")
+        return finished_reply(self.retry_stream(seed=seed, previews=False, **overrides))
 
     def fork(self) -> "ChatSession":
         """An independent copy: what happens in one does not touch the other."""
         other = ChatSession(self.model, seed=self.seed, moderation=self.moderation, **asdict(self.settings))
-        other.conversation = self.conversation
-        other._meta = copy.deepcopy(self._meta)
+        other.conversation = self.conversation          # records are immutable: sharing them is copying
         return other
 
     def new(self) -> None:
         """Start over (settings kept)."""
         self.conversation = Conversation()
-        self._meta = []
 
     @property
     def history(self) -> list[HistoryItem]:
         turns = self.conversation.turns
-        drawn = [(list(t.codes), m.get("seed")) for t, m in zip(turns, self._meta) if t.codes is not None]
-        images = iter(self._pictures([c for c, _ in drawn], [s for _, s in drawn], self.settings))
+        drawn = [t for t in turns if t.codes is not None]
+        images = iter(self.pipeline.pictures([t.codes for t in drawn], [t.seed for t in drawn], self.settings))
         return [HistoryItem(role=t.role, text=t.text, image=next(images) if t.codes is not None else None,
-                            seed=m.get("seed"), id=m.get("id")) for t, m in zip(turns, self._meta)]
+                            seed=t.seed, id=t.id) for t in turns]
 
     @property
     def last_image(self) -> Image.Image | None:
         i = self.conversation.last_image_index()
         if i is None:
             return None
-        return self._pictures([list(self.conversation.turns[i].codes)], [self._meta[i].get("seed")], self.settings)[0]
+        turn = self.conversation.turns[i]
+        return self.pipeline.pictures([turn.codes], [turn.seed], self.settings)[0]
 
     # --- files ------------------------------------------------------------------------------
     def to_dict(self) -> dict:
-        return {"format": SESSION_FORMAT, "model": getattr(self.model, "name", "mmgen"),
+        return {"format": SESSION_FORMAT, "model": self._model_name,
                 "codebook_size": self.model.stream.codebook_size, "seed": self.seed,
                 "settings": asdict(self.settings),
                 "turns": [{"role": t.role, "text": t.text, "codes": list(t.codes) if t.codes is not None else None,
-                           "seed": m.get("seed"), "id": m.get("id")} for t, m in zip(self.conversation.turns, self._meta)]}
+                           "seed": t.seed, "id": t.id} for t in self.conversation.turns]}
 
     def save(self, path: str | Path) -> Path:
         """Write the session (exact picture codes included) atomically: temp file + rename."""
@@ -503,31 +239,46 @@ class ChatSession:
     def load(cls, path: str | Path, model, moderation: Moderation | None = None) -> "ChatSession":
         """Read a session file; a damaged or foreign file raises SessionError and changes nothing."""
         path = Path(path)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise SessionError(f"no session file at {path}") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise SessionError(f"{path} is not a session file ({type(e).__name__})") from None
-        if not isinstance(data, dict) or data.get("format") != SESSION_FORMAT:
-            raise SessionError(f"{path} is not an mmgen session (format {SESSION_FORMAT!r} expected)")
-        if data.get("codebook_size") != model.stream.codebook_size:
-            raise SessionError(f"{path} was saved with a different image tokenizer "
-                               f"({data.get('codebook_size')} codes, this model has {model.stream.codebook_size})")
+        data = read_session_file(path, model.stream.codebook_size)
         try:
             session = cls(model, seed=data["seed"], moderation=moderation, **data["settings"])
-            turns, meta = [], []
-            for t in data["turns"]:
-                codes = t.get("codes")
-                if codes is not None and any(not isinstance(c, int) or not 0 <= c < model.stream.codebook_size
-                                             for c in codes):
-                    raise SessionError(f"{path}: a picture has codes outside the codebook")
-                turns.append(Turn(role=t["role"], text=t["text"], codes=tuple(codes) if codes is not None else None))
-                meta.append({"seed": t.get("seed"), "id": t.get("id")})
+            turns = tuple(turn_from_file(t, model.stream.codebook_size, path) for t in data["turns"])
         except SessionError:
             raise
         except (KeyError, TypeError, ValueError, StreamError) as e:
             raise SessionError(f"{path} is damaged: {type(e).__name__}: {e}") from None
-        session.conversation = Conversation(tuple(turns))
-        session._meta = meta
+        session.conversation = Conversation(turns)
         return session
+
+
+def finished_reply(events: Iterator[Event]) -> Reply:
+    """The reply a stream of events ends with."""
+    for event in events:
+        if event.kind == "done":
+            return event.reply
+    raise RuntimeError("the reply ended without finishing")
+
+
+def read_session_file(path: Path, codebook_size: int) -> dict:
+    """The JSON of a session file saved for a tokenizer of `codebook_size` codes; SessionError if it is not one."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SessionError(f"no session file at {path}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise SessionError(f"{path} is not a session file ({type(e).__name__})") from None
+    if not isinstance(data, dict) or data.get("format") != SESSION_FORMAT:
+        raise SessionError(f"{path} is not an mmgen session (format {SESSION_FORMAT!r} expected)")
+    if data.get("codebook_size") != codebook_size:
+        raise SessionError(f"{path} was saved with a different image tokenizer "
+                           f"({data.get('codebook_size')} codes, this model has {codebook_size})")
+    return data
+
+
+def turn_from_file(t: dict, codebook_size: int, path: Path) -> TurnRecord:
+    """One turn of a session file (KeyError or TypeError where it is damaged)."""
+    codes = t.get("codes")
+    if codes is not None and any(not isinstance(c, int) or not 0 <= c < codebook_size for c in codes):
+        raise SessionError(f"{path}: a picture has codes outside the codebook")
+    return TurnRecord(role=t["role"], text=t["text"], codes=tuple(codes) if codes is not None else None,
+                      seed=t.get("seed"), id=t.get("id"))

@@ -12,7 +12,7 @@ line's help and the server read their defaults and ranges from here. No torch he
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 from .inputs import SessionError
 
@@ -69,6 +69,14 @@ class Settings:
         for ok, message in checks:
             if not ok:
                 raise SessionError(message)
+
+    def with_overrides(self, overrides: dict) -> "Settings":
+        """These settings with `overrides` in place, names and values checked (a bad one is SessionError)."""
+        unknown = set(overrides) - set(self.names())
+        if unknown:
+            raise SessionError(f"unknown setting(s) {', '.join(sorted(unknown))}; "
+                               f"settings are {', '.join(self.names())}")
+        return replace(self, **overrides)
 
     def sampling(self) -> "SamplingConfig":
         """What decoding reads of these settings, for one reply."""

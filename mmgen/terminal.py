@@ -365,7 +365,7 @@ class Terminal:
             self.show(last.text, self.chat.last_image)
 
     def cmd_attach(self, arg: str) -> None:
-        from .session import read_image
+        from .inputs import read_image
         path = parse_path(arg)
         image = read_image(path)
         self.attachment = (path, image)

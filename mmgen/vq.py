@@ -348,7 +348,7 @@ class VQTokenizer(nn.Module):
         self._glyph_row: torch.Tensor | None = None
         self._glyph_flags: torch.Tensor | None = None
         # uint8 [codebook_size, 8, 8, 3]: what each code usually decodes to, for cheap previews
-        # while a picture is drawn (session.PreviewCanvas); set by `set_preview_patches` / `from_pretrained`
+        # while a picture is drawn (previews.PreviewCanvas); set by `set_preview_patches` / `from_pretrained`
         self.preview_patches: torch.Tensor | None = None
         cfg = self.config
         # FSQ works on len(levels) bounded channels; VQ on the full latent (it projects inside)

@@ -167,7 +167,7 @@ def test_train_draft_fits_a_table_and_the_pipeline_uses_it(tmp_path, tiny_checkp
     model = mmgen.load(root, dtype=torch.float32)
     assert isinstance(model.draft, NeighbourTable) and len(model.draft) > 0
     session = model.chat(seed=0)
-    assert isinstance(session._drafter(session.settings, None), NeighbourDrafter)
+    assert isinstance(session.pipeline.drafter(session.settings, None), NeighbourDrafter)
     reply = session.send("draw a red circle", picture="always")
     assert reply.image is not None and reply.stats is not None and reply.stats.rounds > 0
 

@@ -1,5 +1,5 @@
 """Cheap previews: the per-code patch table (mmgen train previews) and the canvas that pastes one
-row at a time (session.PreviewCanvas); without a table, the decoder previews as before."""
+row at a time (previews.PreviewCanvas); without a table, the decoder previews as before."""
 from __future__ import annotations
 
 import shutil

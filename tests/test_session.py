@@ -305,3 +305,35 @@ def test_refiner_is_loaded_when_shipped(tiny_checkpoints, tmp_path):
     model = mmgen.load(root)
     assert isinstance(model.refiner, Refiner)
     assert mmgen.load(tiny_checkpoints).refiner is None
+
+
+def test_one_record_per_turn_with_its_seed_and_id(tiny_model, tmp_path):
+    chat = tiny_model.chat(seed=2)
+    reply = draw(chat)
+    user, answer = chat.conversation.turns
+    assert (user.role, user.seed, user.id) == ("user", None, None)
+    assert (answer.codes, answer.seed, answer.id) == (reply.codes, reply.seed, reply.id)
+    saved = chat.to_dict()["turns"]
+    assert [(t["seed"], t["id"]) for t in saved] == [(None, None), (reply.seed, reply.id)]
+    assert ChatSession.load(chat.save(tmp_path / "s.json"), tiny_model).conversation.turns == (user, answer)
+
+
+def test_a_conversation_set_from_bare_turns_is_kept_as_records(tiny_model):
+    from mmgen.stream import Conversation, Turn
+    codes = draw(tiny_model.chat(seed=3)).codes
+    chat = tiny_model.chat(seed=3)
+    chat.conversation = Conversation((Turn("user", "draw a red circle"), Turn("assistant", "here", codes)))
+    assert [h.seed for h in chat.history] == [None, None] and chat.history[1].image is not None
+    edited = chat.send("make it blue", picture="always")
+    assert edited.image is not None and chat.conversation.turns[-1].id == edited.id
+    assert chat.retry().seed == edited.seed + 1
+
+
+def test_the_pipeline_draws_what_the_session_shows(tiny_model):
+    from mmgen.pipeline import Pipeline
+    from mmgen.stream import Conversation, Turn
+    reply = draw(tiny_model.chat(seed=5))                       # the first turn is drawn with the session's seed
+    drawn = Pipeline(tiny_model)(Conversation((Turn("user", "draw a red circle"),)), Settings(picture="always"),
+                                 seed=5)
+    assert drawn.codes == [reply.codes] and drawn.text == reply.text
+    assert drawn.images[0].tobytes() == reply.image.tobytes()

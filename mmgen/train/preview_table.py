@@ -2,7 +2,7 @@
 
     mmgen train previews --vq checkpoints/vq            # the table, into the tokenizer checkpoint
 
-While a picture is drawn the chat shows a preview per row (session.PreviewCanvas). Running the
+While a picture is drawn the chat shows a preview per row (previews.PreviewCanvas). Running the
 decoder for each added 2.6 s to a picture of 19 s (benchmarks/generate.py --previews-only, 2 cores
 shared with a training job); instead each code gets the 8 × 8 patch it usually decodes to, so a
 preview is the previous one with the new row's 16 patches pasted.

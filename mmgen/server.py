@@ -36,51 +36,41 @@ wait in order; a full queue answers 429, a request past its timeout is stopped b
 answered 504, and shutdown answers what is still queued with 503. Conversations live in memory,
 keyed by response id, least recently used dropped first; a stored conversation is never changed —
 a new turn forks it — so any earlier response can be continued (branching), and undo is going back
-to the previous id. The OpenAI shapes (options, uploads, masks, responses, events) are in
-server_api.py.
+to the previous id.
+
+Where things are: this module builds the app (create_app: middleware, error handlers, routers) and
+runs it (the command line); server_routes.py has the routes, one APIRouter an area, and the
+ServerState they share; server_turn.py what a request makes the model do (run_turn, on the worker);
+server_worker.py the worker, its queue and the stored conversations; server_api.py the OpenAI
+shapes (options, uploads, masks, responses, events).
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
-import hmac
 import ipaddress
 import logging
 import os
 import re
-import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import AsyncIterator, Iterator
 from urllib.parse import urlsplit
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from PIL import Image
-from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .server_api import (SIZES, APIError, ImageOptions, ResponseEvents, ResponsesInput, Usage, apply_mask,
-                         b64_picture, bad_request, check_prompt, checked_text, completed_event, decode_data_url,
-                         fit_picture,
-                         get_choice, get_str, image_call_item, images_response, message_item, new_id,
-                         parse_image_options, parse_json_object, parse_responses_request, partial_image_event,
-                         read_mask, read_picture, response_object, sse)
-from .batching import Batch, BatchStats
-from .server_worker import ClientGone, Entry, Job, SessionStore, Worker
 from .inputs import MAX_MESSAGE_CHARS
-from .session import REPLY_RESERVE, ChatSession, SessionError
-from .settings import PICTURE_MODES, Settings, setting_help
-from .stream import IMAGE_SIDE, IMAGE_TOKENS, Conversation, StreamError
+from .server_api import APIError, bad_request
+from .server_routes import ROUTERS, WEB_DIR, ServerState
+from .server_worker import ClientGone
+from .session import ChatSession, SessionError
+from .settings import setting_help
 
 log = logging.getLogger("mmgen.server")
-WEB_DIR = Path(__file__).resolve().parent / "web"
-ALL_ROWS = "all"
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 @dataclass
@@ -95,117 +85,6 @@ class ServerConfig:
     session_defaults: dict = field(default_factory=dict)     # Settings for new conversations, e.g. max_words
     allowed_origins: tuple[str, ...] = ()    # web pages (scheme://host[:port], or "*") that may use the API
     allowed_hosts: tuple[str, ...] = ()      # more names (or "*") the server answers to in the Host header
-
-
-# --- one turn on the worker ---------------------------------------------------------------------------
-@dataclass
-class TurnRequest:
-    """What a request asks the model for: one message (and picture) in a new or a stored conversation."""
-    text: str
-    options: ImageOptions
-    picture: str = "always"                  # the Images API always draws; the Responses API follows its tools
-    image: Image.Image | None = None
-    mask: Image.Image | None = None         # alpha (mode L): 255 keep the given picture, 0 take the new one
-    base: ChatSession | None = None          # a stored conversation to continue (forked)
-    previews: dict | str | None = None       # rows → partial index, ALL_ROWS, or None
-    defaults: dict = field(default_factory=dict)
-    text_param: str = "prompt"               # the request's field holding `text`, named in errors about it
-
-
-@dataclass
-class TurnResult:
-    session: ChatSession
-    text: str
-    pictures: list[str]          # base64, in the requested format, with provenance metadata
-    usage: Usage
-    seed: int | None
-    image_id: str | None
-
-
-def run_turn(model, turn: TurnRequest, decoders=None) -> Iterator[tuple]:
-    """Runs on the worker: yields ("text", words so far), ("preview", words, rows, index, b64),
-    then ("done", TurnResult). `decoders`: the job's lanes into the shared batch (batching.Lanes)."""
-    opts = turn.options
-    session = turn.base.fork() if turn.base is not None else model.chat(seed=opts.seed, **turn.defaults)
-    words, word_ids, reply = "", 0, None
-    preview_meta = {"Software": "mmgen", "mmgen:model": model.name, "mmgen:prompt": turn.text, "mmgen:partial": "true"}
-    # a mask is a region edit on the codes (only the patches under alpha 0 are redrawn), and the
-    # kept region's original pixels are pasted back on top (apply_mask) so they stay exact
-    region = Image.merge("LA", (turn.mask, turn.mask)) if turn.mask is not None else None
-
-    def finished(image: Image.Image) -> Image.Image:     # the mask's kept pixels back, then the size asked for
-        image = apply_mask(image, turn.image, turn.mask) if turn.mask is not None else image
-        return fit_picture(image, opts.pixels)
-
-    try:
-        for event in session.stream(turn.text, turn.image, n=opts.n, seed=opts.seed, picture=turn.picture,
-                                    mask=region, previews=bool(turn.previews), decoders=decoders,
-                                    **opts.settings):
-            if event.kind == "text":
-                words, word_ids = event.text, word_ids + 1       # one event per word id of the first reply
-                yield ("text", words)
-            elif event.kind == "preview":
-                index = event.rows - 1 if turn.previews == ALL_ROWS else turn.previews.get(event.rows)
-                if index is None:
-                    continue
-                yield ("preview", words, event.rows, index,
-                       b64_picture(finished(event.image), opts.output_format, preview_meta))
-            elif event.kind == "done":
-                reply = event.reply
-    except SessionError as e:
-        raise session_refusal(e, turn.text_param) from None
-    if reply is None:
-        raise RuntimeError("the reply ended without finishing")
-    if turn.picture == "always" and len(reply.images) != opts.n:
-        raise RuntimeError(f"asked for {opts.n} pictures, the model finished {len(reply.images)}")
-    # each picture of a batch (n) with its own provenance id (Reply.metadata)
-    pictures = [b64_picture(finished(im), opts.output_format, reply.metadata(i), provenance=reply.provenance)
-                for i, im in enumerate(reply.images)]
-    yield ("done", TurnResult(session=session, text=reply.text, pictures=pictures, seed=reply.seed,
-                              usage=count_usage(model, session, word_ids, opts.n, len(pictures)),
-                              image_id=reply.id if pictures else None))
-
-
-def session_refusal(e: SessionError, text_param: str) -> APIError:
-    """A session's refusal as a 400. The one about length (the session raises it from the stream's
-    StreamError, whose context it keeps) names the field that holds the message."""
-    if isinstance(e.__context__, StreamError):
-        return APIError(400, str(e), code="context_length_exceeded", param=text_param)
-    return bad_request(str(e))
-
-
-def count_usage(model, session: ChatSession, word_ids: int, n: int, pictures: int) -> Usage:
-    """Stream ids the model read (the fitted conversation before its reply, as generation encoded it)
-    and wrote: words, <image> + 256 codes + </image> per picture, <eot>. Words are counted on the
-    first reply; a batch of n is counted as n replies of that length."""
-    stream = model.stream
-    before = Conversation(session.conversation.turns[:-1])
-    fitted = stream.fit(before, model.context, reserve=REPLY_RESERVE)
-    ids = stream.encode(fitted, generation_prompt=True).ids
-    image_in = sum(1 for i in ids if stream.is_image_id(i))
-    return Usage(input_text=len(ids) - image_in, input_image=image_in,
-                 output_text=n * (word_ids + 1) + 2 * pictures, output_image=IMAGE_TOKENS * pictures)
-
-
-def batch_figures(stats: BatchStats) -> dict:
-    """What /health says of the shared passes: how many, and how many requests they held."""
-    return {"passes": stats.passes, "largest": stats.largest,
-            "mean": round(stats.lanes_fed / stats.passes, 2) if stats.passes else 0.0}
-
-
-def history_of(model, entry: Entry) -> list[dict]:
-    """Runs on the worker (decoding uses the model): the conversation's turns, pictures as PNG."""
-    turns, prompt = [], ""
-    for item in entry.session.history:
-        picture = None
-        if item.image is not None:
-            meta = {"Software": "mmgen", "mmgen:model": model.name, "mmgen:prompt": prompt,
-                    "mmgen:seed": str(item.seed), "mmgen:id": item.id or ""}
-            picture = b64_picture(item.image, "png", meta, provenance=entry.session.settings.provenance)
-        if item.role == "user":
-            prompt = item.text
-        turns.append({"role": item.role, "text": item.text, "image": picture, "id": item.id, "seed": item.seed})
-    return turns
 
 
 # --- request body limit ---------------------------------------------------------------------------------
@@ -379,28 +258,14 @@ class BrowserGuard:
 
 # --- the app ---------------------------------------------------------------------------------------------
 def create_app(model, config: ServerConfig | None = None):
-    """The FastAPI app serving `model` (an mmgen.MMGen). Its worker starts and stops with the app."""
+    """The FastAPI app serving `model` (an mmgen.MMGen): the routers of server_routes.py on one
+    ServerState (app.state.server), behind the browser guard and the body limit. Its worker starts
+    and stops with the app."""
     config = config or ServerConfig()
-    # the transformer's shared passes: two rows a request (its guidance twin); one of n pictures takes
-    # 2n and waits for them. A stand-in model without a transformer (tests) has nothing to share.
-    lm = getattr(model, "lm", None)
-    batch = Batch(lm, rows=max(2 * config.max_batch, 8), filler=model.stream.pad) if lm is not None else None
-    worker = Worker(config.max_queue, batch=batch, max_active=config.max_batch)
-    store = SessionStore(config.max_sessions)
-    started = int(time.time())
-    names = {model.name, "mmgen"}
-
-    @asynccontextmanager
-    async def lifespan(app):
-        worker.start()
-        log.info("serving %s", model.name)
-        yield
-        await asyncio.to_thread(worker.close)
-        log.info("stopped after serving %d requests", worker.served)
-
+    server = ServerState.build(model, config)
     app = FastAPI(title="mmgen", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.mmgen = config
-    app.state.worker, app.state.store = worker, store
+    app.state.server = server
+    app.state.worker, app.state.store = server.worker, server.store     # by themselves too, for tests and tools
     # outermost last: refuse foreign pages and names before anything else; then CORS headers, so that
     # pages allowed with --allow-origin can read the answers; then the body limit
     app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
@@ -410,347 +275,62 @@ def create_app(model, config: ServerConfig | None = None):
         app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST", "DELETE"],
                            allow_headers=["*"])
     app.add_middleware(BrowserGuard, allowed_origins=config.allowed_origins, allowed_hosts=config.allowed_hosts)
-
-    # --- errors: every one in OpenAI's shape, never a traceback ---
-    @app.exception_handler(APIError)
-    async def api_error(request, exc: APIError):
-        return error_response(exc)
-
-    @app.exception_handler(BodyTooLarge)
-    async def body_too_large(request, exc):
-        return error_response(too_large(config.max_body_bytes))
-
-    @app.exception_handler(ClientGone)
-    async def client_gone(request, exc):
-        return Response(status_code=499)          # nobody is listening; the status is for the access log
-
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(request, exc: RequestValidationError):
-        first = exc.errors()[0] if exc.errors() else {}
-        param = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
-        return error_response(bad_request(f"invalid request: {first.get('msg', 'bad input')}", param))
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request, exc: StarletteHTTPException):
-        if exc.status_code == 404:
-            message, code = f"unknown path: {request.method} {request.url.path}", "not_found"
-        elif exc.status_code == 405:
-            message, code = f"{request.method} is not allowed on {request.url.path}", "method_not_allowed"
-        else:
-            message, code = str(exc.detail), None
-        return error_response(APIError(exc.status_code, message, code=code))
-
-    @app.exception_handler(Exception)
-    async def unexpected(request, exc):
-        log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return error_response(APIError(500, "internal server error; the server log has the details",
-                                       code="internal_error"))
-
-    # --- access ---
-    # With a key, every API route needs it, the page's own (/api/chat, /api/session) included; the page,
-    # its files, /api/config and /health do not (they hold nothing private, and the page must load to
-    # ask for the key): /api/config says a key is needed, the page asks for it, keeps it in the
-    # browser's localStorage and sends it as any client does. Requests are not exempted for looking
-    # like the page's own: Origin and Sec-Fetch-* are only trustworthy from browsers, and anything
-    # else can send them, so such an exemption would be a way around the key.
-    def require_key(request: Request) -> None:
-        if not config.api_key:
-            return
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise APIError(401, "no API key given: send 'Authorization: Bearer KEY'", code="missing_api_key")
-        if not hmac.compare_digest(token.strip().encode(), config.api_key.encode()):
-            raise APIError(401, "incorrect API key", code="invalid_api_key")
-
-    auth = [Depends(require_key)]
-
-    def check_model(body: dict) -> None:
-        name = body.get("model")
-        if name is not None and name not in names:
-            raise APIError(404, f"the model {name!r:.80} does not exist; this server serves {model.name!r}",
-                           code="model_not_found", param="model")
-
-    def deadline() -> float:
-        return asyncio.get_running_loop().time() + config.timeout
-
-    def submit(turn: TurnRequest) -> Job:
-        return worker.submit(lambda lanes: run_turn(model, turn, lanes), batched=True)
-
-    async def started(job: Job, until: float, request: Request) -> AsyncIterator:
-        """The job's items, once its first has come. A stream's headers say 200, so whatever fails before
-        the model's first item (a message too long for the context, the deadline passing in the queue)
-        is raised here and answered with its own status; what fails later is an error event."""
-        streaming = False
-
-        async def still_wanted() -> bool:       # once streaming, Starlette watches the client itself
-            return streaming or not await request.is_disconnected()
-
-        items = job.events(until, config.timeout, still_wanted)
-        first = await anext(items, None)
-        if first is None:          # ended without an item: stopped (shutdown), as Job.result says
-            raise APIError(503, "the request was stopped before it started", code="shutting_down")
-        streaming = True
-
-        async def all_items():
-            yield first
-            async for item in items:
-                yield item
-        return all_items()
-
-    # --- pages and status ---
-    @app.get("/", include_in_schema=False)
-    async def index():
-        return FileResponse(WEB_DIR / "index.html", media_type="text/html")
-
+    for exception, handler in ERROR_HANDLERS.items():
+        app.add_exception_handler(exception, handler)
+    for router in ROUTERS:
+        app.include_router(router)
     app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
-
-    @app.get("/health")
-    async def health():
-        return {"status": "ok" if not worker.closed and worker.thread.is_alive() else "stopping",
-                "model": model.name, "waiting": worker.waiting, "max_queue": config.max_queue,
-                "busy": worker.busy, "drawing": len(worker.active), "served": worker.served,
-                "sessions": len(store), "batch": batch_figures(batch.stats) if batch is not None else None}
-
-    @app.get("/api/config")
-    async def page_config():
-        return {"model": model.name, "auth": bool(config.api_key), "max_prompt_chars": config.max_prompt_chars,
-                "max_body_bytes": config.max_body_bytes, "size": "128x128", "sizes": list(SIZES)}
-
-    # --- models ---
-    def model_card() -> dict:
-        return {"id": model.name, "object": "model", "created": started, "owned_by": "mmgen"}
-
-    @app.get("/v1/models", dependencies=auth)
-    async def list_models():
-        return {"object": "list", "data": [model_card()]}
-
-    @app.get("/v1/models/{model_id}", dependencies=auth)
-    async def get_model(model_id: str):
-        if model_id not in names:
-            raise APIError(404, f"the model {model_id!r:.80} does not exist; this server serves {model.name!r}",
-                           code="model_not_found", param="model")
-        return model_card()
-
-    # --- images ---
-    async def images_reply(request: Request, turn: TurnRequest, prompt: str, kind: str):
-        opts, job, until = turn.options, submit(turn), deadline()
-        if opts.stream:
-            items = await started(job, until, request)
-
-            async def events():
-                sent = 0
-                try:
-                    async for item in items:
-                        if item[0] == "preview":
-                            yield sse(partial_image_event(kind, b64=item[4], index=item[3], options=opts),
-                                      f"{kind}.partial_image")
-                            sent += 1
-                        elif item[0] == "done":
-                            for picture in item[1].pictures:
-                                yield sse(completed_event(kind, b64=picture, options=opts, usage=item[1].usage),
-                                          f"{kind}.completed")
-                                sent += 1
-                except APIError as e:
-                    yield sse(e.event(sent), "error")
-            return StreamingResponse(events(), media_type="text/event-stream", headers=SSE_HEADERS)
-        result = (await job.result(until, config.timeout, request))[1]
-        return images_response(created=int(time.time()), pictures=result.pictures, prompt=prompt, options=opts,
-                               usage=result.usage, seed=result.seed, text=result.text)
-
-    @app.post("/v1/images/generations", dependencies=auth)
-    async def generations(request: Request):
-        body = parse_json_object(await request.body())
-        check_model(body)
-        prompt = check_prompt(body, config.max_prompt_chars)
-        opts = parse_image_options(body, defaults=config.session_defaults)
-        turn = TurnRequest(text=prompt, options=opts, previews=opts.preview_rows(), defaults=config.session_defaults)
-        return await images_reply(request, turn, prompt, "image_generation")
-
-    @app.post("/v1/images/edits", dependencies=auth)
-    async def edits(request: Request):
-        content_type = request.headers.get("content-type", "")
-        if content_type.startswith("multipart/form-data"):
-            async with request.form(max_files=20, max_fields=100) as form:
-                uploads = form.getlist("image") + form.getlist("image[]")
-                for value in uploads:
-                    if not isinstance(value, UploadFile):
-                        raise bad_request("'image' must be a file upload (multipart file field)", "image")
-                datas = [await u.read() for u in uploads]
-                mask_file = form.get("mask")
-                if mask_file is not None and not isinstance(mask_file, UploadFile):
-                    raise bad_request("'mask' must be a file upload (multipart file field)", "mask")
-                mask_data = await mask_file.read() if mask_file is not None else None
-                fields = {k: v for k, v in form.multi_items() if isinstance(v, str)}
-            is_form = True
-        elif content_type.startswith("application/json"):
-            # OpenAI's JSON form of an edit: images: [{"image_url": "data:..."}], mask: {"image_url": ...}
-            fields = parse_json_object(await request.body())
-            listed = fields.get("images")
-            if listed is not None and not isinstance(listed, list):
-                raise bad_request("'images' must be a list of {\"image_url\": data URL}", "images", code="invalid_type")
-            datas = [decode_data_url(x.get("image_url") if isinstance(x, dict) else None, f"images[{i}].image_url")
-                     for i, x in enumerate(listed or [])]
-            mask_field = fields.get("mask")
-            mask_data = decode_data_url(mask_field.get("image_url") if isinstance(mask_field, dict) else mask_field,
-                                        "mask.image_url") if mask_field is not None else None
-            is_form = False
-        else:
-            raise bad_request("send the edit as multipart/form-data (image, prompt, mask) or as JSON with images "
-                              "as data URLs", code="unsupported_content_type")
-        check_model(fields)
-        prompt = check_prompt(fields, config.max_prompt_chars)
-        if not datas:
-            raise bad_request("'image' is required: the picture to edit", "image", code="missing_required_parameter")
-        if len(datas) > 1:
-            raise bad_request(f"this model edits one picture at a time; got {len(datas)}", "image")
-        opts = parse_image_options(fields, form=is_form, defaults=config.session_defaults)
-        image = read_picture(datas[0], "image")
-        mask = read_mask(mask_data, image) if mask_data is not None else None
-        turn = TurnRequest(text=prompt, options=opts, image=image, mask=mask, previews=opts.preview_rows(),
-                           defaults=config.session_defaults)
-        return await images_reply(request, turn, prompt, "image_edit")
-
-    # --- conversations: the Responses API, and the page's own turn endpoint ---
-    def stored(previous, param: str = "previous_response_id") -> Entry | None:
-        if previous is None:
-            return None
-        if not isinstance(previous, str):
-            raise bad_request(f"'{param}' must be a string", param, code="invalid_type")
-        entry = store.get(previous)
-        if entry is None:
-            raise APIError(404, f"no stored response {previous!r:.80}: it never existed, was deleted, or was dropped "
-                                f"(the server keeps the last {config.max_sessions} conversations in memory)",
-                           code="previous_response_not_found", param=param)
-        return entry
-
-    def start_conversation_turn(req: ResponsesInput, previous: str | None, entry: Entry | None, previews,
-                                text_param: str):
-        earlier = entry is not None and entry.session.conversation.last_image_index() is not None
-        has_picture = req.image is not None or earlier
-        ids = {"response": new_id("resp"), "message": new_id("msg"), "image": new_id("ig"),
-               "action": "edit" if has_picture else "generate"}
-        turn = TurnRequest(text=req.text, options=req.options, picture=req.picture, image=req.image,
-                           base=entry.session if entry else None, previews=previews,
-                           defaults=config.session_defaults, text_param=text_param)
-        job = submit(turn)
-
-        def finish(result: TurnResult, with_message: bool) -> dict:
-            output = [message_item(ids["message"], result.text)] if with_message else []
-            if result.pictures:
-                output.append(image_call_item(ids["image"], result=result.pictures[0], options=req.options,
-                                              action=ids["action"], text=result.text))
-            response = response_object(response_id=ids["response"], model=model.name, created_at=int(time.time()),
-                                       status="completed", output=output, request=req, previous=previous,
-                                       usage=result.usage)
-            response["mmgen"] = {"seed": result.seed, "image_id": result.image_id}
-            store.put(ids["response"], Entry(session=result.session, response=response, previous=previous))
-            return response
-
-        def skeleton() -> dict:
-            return response_object(response_id=ids["response"], model=model.name, created_at=int(time.time()),
-                                   status="in_progress", output=[], request=req, previous=previous, usage=None)
-        return job, ids, finish, skeleton
-
-    @app.post("/v1/responses", dependencies=auth)
-    async def responses(request: Request):
-        body = parse_json_object(await request.body())
-        check_model(body)
-        previous = body.get("previous_response_id")
-        entry = stored(previous)
-        req = parse_responses_request(body, config.max_prompt_chars, defaults=config.session_defaults)
-        job, ids, finish, skeleton = start_conversation_turn(req, previous, entry, req.options.preview_rows(),
-                                                             text_param="input")
-        until = deadline()
-        if req.options.stream:
-            items = await started(job, until, request)
-            streamer = ResponseEvents(skeleton(), ids["message"], ids["image"], req.options, ids["action"])
-
-            async def events():
-                for e in streamer.start():
-                    yield sse(e, e["type"])
-                try:
-                    async for item in items:
-                        if item[0] == "text":
-                            out = streamer.text(item[1])
-                        elif item[0] == "preview":
-                            out = streamer.partial(item[1], item[4], item[3])
-                        else:
-                            result = item[1]
-                            response = finish(result, streamer.message_open or bool(result.text))
-                            final = result.pictures[0] if result.pictures else None
-                            out = streamer.finish(result.text, final, response)
-                        for e in out:
-                            yield sse(e, e["type"])
-                except APIError as e:
-                    for event in streamer.error(e):
-                        yield sse(event, "error")
-            return StreamingResponse(events(), media_type="text/event-stream", headers=SSE_HEADERS)
-        result = (await job.result(until, config.timeout, request))[1]
-        return finish(result, bool(result.text))
-
-    @app.get("/v1/responses/{response_id}", dependencies=auth)
-    async def get_response(response_id: str):
-        return stored(response_id, "response_id").response
-
-    @app.delete("/v1/responses/{response_id}", dependencies=auth)
-    async def delete_response(response_id: str):
-        if not store.delete(response_id):
-            stored(response_id, "response_id")      # the 404
-        return {"id": response_id, "object": "response", "deleted": True}
-
-    @app.post("/api/chat", dependencies=auth)
-    async def page_chat(request: Request):
-        """The page's turn: {message, image?: data URL, previous_response_id?, picture?, background?, seed?, cfg?,
-        temperature?} → SSE of {"type": "text"|"preview"|"done"|"error"}; every row of the picture is previewed."""
-        body = parse_json_object(await request.body())
-        previous = body.get("previous_response_id")
-        entry = stored(previous)
-        text = checked_text(get_str(body, "message", ""), "the message", "message", config.max_prompt_chars,
-                            allow_empty=True)
-        image = read_picture(decode_data_url(body["image"], "image"), "image") if body.get("image") else None
-        if not text.strip() and image is None:
-            raise bad_request("the message is empty", "message")
-        picture = get_choice(body, "picture", PICTURE_MODES, Settings.picture)
-        opts = parse_image_options({k: v for k, v in body.items() if k in ("background", "seed", "cfg", "temperature")},
-                                   allow_n=False, defaults=config.session_defaults)
-        req = ResponsesInput(text=text, image=image, picture=picture, options=opts,
-                             tools=[{"type": "image_generation"}], tool_choice="auto")
-        job, ids, finish, _ = start_conversation_turn(req, previous, entry, ALL_ROWS, text_param="message")
-        items = await started(job, deadline(), request)
-
-        async def events():
-            sent = 0
-            try:
-                async for item in items:
-                    if item[0] == "text":
-                        yield sse({"type": "text", "text": item[1]})
-                    elif item[0] == "preview":
-                        yield sse({"type": "preview", "rows": item[2], "of": IMAGE_SIDE, "image": item[4]})
-                    else:
-                        result = item[1]
-                        response = finish(result, bool(result.text))
-                        yield sse({"type": "done", "id": ids["response"], "previous_response_id": previous,
-                                   "text": result.text, "image": result.pictures[0] if result.pictures else None,
-                                   "image_id": result.image_id, "seed": result.seed,
-                                   "background": opts.resolved_background, "usage": response["usage"]})
-                    sent += 1
-            except APIError as e:
-                yield sse(e.event(sent))
-        return StreamingResponse(events(), media_type="text/event-stream", headers=SSE_HEADERS)
-
-    @app.get("/api/session/{response_id}", dependencies=auth)
-    async def page_session(request: Request, response_id: str):
-        entry = stored(response_id, "response_id")
-
-        def work():          # decoding the pictures uses the model: on the worker, like everything else
-            yield history_of(model, entry)
-        job = worker.submit(work)
-        turns = await job.result(deadline(), config.timeout, request)
-        return {"id": response_id, "previous_response_id": entry.previous, "chain": store.chain(response_id),
-                "turns": turns}
-
     return app
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI):
+    """The worker runs while the app does; at shutdown what is still queued is answered 503."""
+    server = app.state.server
+    server.worker.start()
+    log.info("serving %s", server.model.name)
+    yield
+    await asyncio.to_thread(server.worker.close)
+    log.info("stopped after serving %d requests", server.worker.served)
+
+
+# --- errors: every one in OpenAI's shape, never a traceback ---------------------------------------------
+async def api_error(request: Request, exc: APIError):
+    return error_response(exc)
+
+
+async def body_too_large(request: Request, exc: BodyTooLarge):
+    return error_response(too_large(request.app.state.server.config.max_body_bytes))
+
+
+async def client_gone(request: Request, exc: ClientGone):
+    return Response(status_code=499)          # nobody is listening; the status is for the access log
+
+
+async def validation_error(request: Request, exc: RequestValidationError):
+    first = exc.errors()[0] if exc.errors() else {}
+    param = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
+    return error_response(bad_request(f"invalid request: {first.get('msg', 'bad input')}", param))
+
+
+async def http_error(request: Request, exc: StarletteHTTPException):
+    if exc.status_code == 404:
+        message, code = f"unknown path: {request.method} {request.url.path}", "not_found"
+    elif exc.status_code == 405:
+        message, code = f"{request.method} is not allowed on {request.url.path}", "method_not_allowed"
+    else:
+        message, code = str(exc.detail), None
+    return error_response(APIError(exc.status_code, message, code=code))
+
+
+async def unexpected(request: Request, exc: Exception):
+    log.exception("unexpected error on %s %s", request.method, request.url.path)
+    return error_response(APIError(500, "internal server error; the server log has the details",
+                                   code="internal_error"))
+
+
+ERROR_HANDLERS = {APIError: api_error, BodyTooLarge: body_too_large, ClientGone: client_gone,
+                  RequestValidationError: validation_error, StarletteHTTPException: http_error, Exception: unexpected}
 
 
 # --- command line -------------------------------------------------------------------------------------------

@@ -13,9 +13,10 @@ al. 2023) applied to the *guided* distributions p (transformer) and q (drafter):
 so every emitted code is distributed exactly as plain decoding would draw it. Rejected
 positions are rolled back by moving the static cache's length (engine.py).
 
-Drafters:
-- `ModelDrafter`: a small transformer (`checkpoints/draft/`, `mmgen train draft`) run with its
-  own engine and its own CFG rows; q is its guided distribution.
+Drafters (each answers the calls of `Drafter`, below):
+- `ModelDrafter` (experimental, not shipped: a 2-layer draft transformer's step costs ~1.2 ms
+  where a neighbour-table draft costs microseconds; docs/RESULTS.md): a small transformer run
+  with its own engine and its own CFG rows; q is its guided distribution.
 - `NeighbourDrafter`: a lookup table distilled from the transformer (`checkpoints/draft/`,
   `mmgen train draft`; neighbours.py): the likeliest code given the codes above, left and
   above-right. Drafts cost microseconds, so k can be large. Its q is a point mass (below).
@@ -31,6 +32,7 @@ every emitted prefix is one the rule produced, so exactness holds row by row.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 
@@ -86,6 +88,24 @@ def image_probs(stream: Stream, logits: torch.Tensor, n: int, guided: bool, conf
             probs[:, j] = 0.0
             probs[:, j, stream.image_offset + code] = 1.0
     return probs
+
+
+class Drafter(Protocol):
+    """What picture decoding asks of a drafter (generate.open_pictures, generate.speculative_round).
+    A drafter may also draft the reply's words: `draft_words(ids, k, stop) -> list[int]`."""
+
+    def start(self, ids: torch.Tensor, pad: torch.Tensor) -> None:
+        """The picture rows' prompts, left-padded [R, L] (pad: each row's padding), before the first code."""
+
+    def observe(self, tokens: torch.Tensor) -> None:
+        """Tokens [R, t] the transformer emitted outside speculation."""
+
+    def propose(self, k: int, *, stream: Stream, n: int, guided: bool, config: SamplingConfig,
+                generator: torch.Generator, codes: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Up to k drafted ids per picture [n, ≤k] and their distributions [n, ≤k, V] (None: point masses)."""
+
+    def commit(self, drafts: torch.Tensor, m: int, last: torch.Tensor, guided: bool) -> None:
+        """`m` codes were emitted: drafts[:, :m-1], then `last` [n]."""
 
 
 class ModelDrafter:

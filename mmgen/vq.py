@@ -7,7 +7,8 @@
 
 Network (VQGAN-style, Esser et al. 2021, scaled down for 2 CPU cores):
     encoder  conv3×3 → [GN, ReLU, conv4×4/2] × 3 (128 → 64 → 32 → 16 px) → res blocks → GN, ReLU, conv1×1
-             ("conv"; or "local", `LocalEncoder`, where each code sees only its 8 × 8 patch: the shipped one)
+             ("conv", experimental, not shipped; or "local", `LocalEncoder`, where each code sees only
+             its 8 × 8 patch: the shipped one, which lettering on the code grid needs)
     quantizer one id per 16 × 16 position
     decoder  conv3×3 → res blocks → [GN, ReLU, convT4×4/2, res blocks] × 3 (16 → 128 px) → GN, ReLU, conv3×3
 GroupNorm in the conv encoder and the decoder: without it the ReLU net cannot take a large learning
@@ -18,7 +19,7 @@ Quantizers from `vector-quantize-pytorch`, chosen by `VQConfig.quantizer`:
   dead-code expiry (a code chosen less than `vq_dead_code_threshold` times per step on average is
   re-seeded from the batch), lookup in a 32-d projection, rotation-trick gradients
   (Fifty et al. 2024, https://arxiv.org/abs/2410.06424). Expiry keeps most of the codebook in use.
-- "fsq": FSQ (Mentzer et al. 2023, https://arxiv.org/abs/2309.15505): a few bounded channels each
+- "fsq" (experimental, not shipped): FSQ (Mentzer et al. 2023, https://arxiv.org/abs/2309.15505): a few bounded channels each
   rounded to L_i levels; the id is their mixed-radix number; nothing to learn in the codebook.
 Both run in fp32 even under bf16 autocast (the library loses codebook usage in bf16).
 

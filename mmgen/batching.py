@@ -31,7 +31,7 @@ from typing import Callable
 
 import torch
 
-from .generate import common_prefix, engine_for
+from .generate import common_prefix, engine_for, left_pad
 from .shared_cache import Feed, RowCache
 
 
@@ -172,7 +172,10 @@ class Batch:
                 if self.cache.room(lane.rows) < lane.ask[1].shape[1]:
                     lane.answer = ValueError(f"the context holds {self.cache.max_len} positions; the reply "
                                              "ran past it")
-            elif not queued:
+            elif queued:
+                if lane.ask[0] == "branch":      # behind a prompt that waits for rows: hold none meanwhile
+                    self._as_prompt(lane)
+            else:
                 try:
                     (self._prefill if lane.ask[0] == "prefill" else self._branch)(lane)
                 except Exception as e:     # noqa: BLE001 — the request that asked gets the error
@@ -205,18 +208,23 @@ class Batch:
         self.stats.prefills += 1
 
     def _branch(self, lane: Lane) -> None:
-        """Lay the lane's rows out from its source lane's row, if enough rows are free: no prefill."""
+        """Lay the lane's rows out from its source lane's row — which becomes its first row — with
+        no prefill. Where too few rows are free, the source's row is not held while the lane waits
+        (two requests each holding a row and waiting for the other's would wait forever): the
+        rows become a prompt, prefilled as any other once rows are free."""
         _, source, held, copies, twin = lane.ask
         if lane.size > self.rows:
             raise ValueError(f"a request needs {lane.size} rows; the batch has {self.rows}")
-        if len(self.free_rows) < lane.size:
+        if len(self.free_rows) < lane.size - 1:
+            self._prefill_instead(lane)
             return
         (row,) = source.rows
         cache = self.cache
         if int(cache.lengths[row]) != len(held) or int(cache.pad[row]) != 0:
             raise ValueError("branch needs a one-row lane holding exactly `held`")
-        lane.rows, self.free_rows = self.free_rows[:lane.size], self.free_rows[lane.size:]
-        cache.copy(row, lane.rows[:copies])
+        source.rows = None                                   # the row is the new lane's now
+        lane.rows, self.free_rows = [row] + self.free_rows[:lane.size - 1], self.free_rows[lane.size - 1:]
+        cache.copy(row, lane.rows[1:copies])
         if twin is not None:
             first = lane.rows[copies]
             cache.copy(row, [first])
@@ -227,6 +235,19 @@ class Batch:
             cache.copy(first, lane.rows[copies + 1:])
         lane.answer = torch.empty(0)
         self.stats.branches += 1
+
+    def _prefill_instead(self, lane: Lane) -> None:
+        """The branch's rows prefilled as a prompt, now if the row its source gives back is enough."""
+        self._as_prompt(lane)
+        self._prefill(lane)
+
+    def _as_prompt(self, lane: Lane) -> None:
+        """A branch that cannot be served yet waits as a prompt, holding no row: its source's row is
+        given back and its rows will be prefilled like any new prompt's."""
+        _, source, held, copies, twin = lane.ask
+        self.free(source)
+        ids, mask, _ = left_pad([held] * copies + ([twin] * copies if twin is not None else []), self.filler)
+        lane.ask = ("prefill", ids, (1 - mask).sum(-1), None)
 
     def _count(self, feeds: list[Feed]) -> None:
         s = self.stats

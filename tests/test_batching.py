@@ -102,6 +102,39 @@ def test_prompts_take_free_rows_first_come_first_served(tiny_lm, tiny_stream):
     assert later.rows == [0] and not batch.waiting
 
 
+def test_a_branch_takes_its_words_row_or_waits_holding_no_row(tiny_lm, tiny_stream):
+    """A request's picture rows branch from its words' row, which becomes their first; short of
+    rows, the branch gives that row back and waits as a prompt (a request holding a row while it
+    waits for another's would deadlock a full batch)."""
+    s = tiny_stream
+    batch = Batch(tiny_lm, rows=4, filler=s.pad)
+    make = batch.lanes(wait=lambda: None)
+
+    def asking(lane, ask):
+        lane.ask = ask
+        batch.waiting.append(lane)
+        batch.run()
+        return lane
+
+    def words(seed):
+        ids, mask, _ = left_pad([prompt_rows(s, seed, 5)], s.pad)
+        return asking(make(tiny_lm, 1), ("prefill", ids, (1 - mask).sum(-1), None))
+
+    held = prompt_rows(s, 0, 5)
+    twin = held[:3] + [7, 8]
+    first = words(0)
+    pictures = asking(make(tiny_lm, 4), ("branch", first, held, 2, twin))
+    assert pictures.rows[0] == 0 and first.rows is None and batch.stats.branches == 1 and not batch.free_rows
+    batch.free(pictures)
+    crowd, second = words(1), words(2)                   # another request holds row 0; this one row 1
+    waiting = asking(make(tiny_lm, 4), ("branch", second, held, 2, twin))
+    assert second.rows is None and waiting.ask[0] == "prefill" and waiting.rows is None
+    assert batch.free_rows == [1, 2, 3] and batch.waiting == [waiting]
+    batch.free(crowd)
+    batch.run()
+    assert waiting.rows == [0, 1, 2, 3] and not batch.waiting and batch.stats.branches == 1
+
+
 def drawn_alone_and_together(model, requests, max_active):
     """Each request's reply (words, pictures) drawn alone (no batch), then all submitted to one
     Worker before it starts, so its first rounds hold them together; the batch's counters after."""

@@ -161,9 +161,12 @@ async def index():
 
 
 def batch_figures(stats: BatchStats) -> dict:
-    """What /health says of the shared passes: how many, and how many requests they held."""
+    """What /health says of the shared passes: how many, and how many requests they held; and how
+    requests' prompts got in: prefilled (once per turn, more only when the batch was short of rows)
+    or branched (a turn's pictures from its words, no prefill)."""
     return {"passes": stats.passes, "largest": stats.largest,
-            "mean": round(stats.lanes_fed / stats.passes, 2) if stats.passes else 0.0}
+            "mean": round(stats.lanes_fed / stats.passes, 2) if stats.passes else 0.0,
+            "prefills": stats.prefills, "branches": stats.branches}
 
 
 @pages.get("/health")

@@ -135,6 +135,13 @@ def test_a_branch_takes_its_words_row_or_waits_holding_no_row(tiny_lm, tiny_stre
     assert waiting.rows == [0, 1, 2, 3] and not batch.waiting and batch.stats.branches == 1
 
 
+def test_health_reports_the_batch_counters():
+    from mmgen.batching import BatchStats
+    from mmgen.server_routes import batch_figures
+    stats = BatchStats(passes=4, prefills=3, branches=2, largest=3, lanes_fed=10)
+    assert batch_figures(stats) == {"passes": 4, "largest": 3, "mean": 2.5, "prefills": 3, "branches": 2}
+
+
 def drawn_alone_and_together(model, requests, max_active):
     """Each request's reply (words, pictures) drawn alone (no batch), then all submitted to one
     Worker before it starts, so its first rounds hold them together; the batch's counters after."""

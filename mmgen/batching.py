@@ -77,7 +77,6 @@ class Lane:
         """Prefill left-padded prompts ids [R, L] (mask: 1 on real tokens); the last logits [R, V]."""
         if ids.shape[0] != self.size:
             raise ValueError(f"this lane holds {self.size} rows, got {ids.shape[0]}")
-        self.ids, self.mask = ids, mask
         return self._await(("prefill", ids, (1 - mask).sum(-1), vocab))
 
     def step(self, new: torch.Tensor, vocab: tuple[int, int] | None = None) -> torch.Tensor:

@@ -19,7 +19,7 @@ checks what users send (inputs.py) before the pipeline sees it.
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Generator
 
@@ -164,6 +164,7 @@ class Drawn:
     codes: list[tuple[int, ...]]              # each finished picture's 256 codes, in raster order
     images: list[Image.Image]                 # the same pictures as shown: decoded, refined, background set
     stats: SpeculationStats                   # how speculative decoding went
+    prompt_ids: list[int] = field(default_factory=list)   # what the transformer read: the fitted conversation
 
 
 class Pipeline:
@@ -244,7 +245,7 @@ class Pipeline:
         finished = [tuple(c) for c in codes if len(c) == IMAGE_TOKENS]
         shown = self.pictures(finished, [seed] * len(finished), settings, canvas)
         return Drawn(text=stream.text.decode(text_ids[0]).strip(), codes=finished,
-                     images=[with_background(im, settings) for im in shown], stats=stats)
+                     images=[with_background(im, settings) for im in shown], stats=stats, prompt_ids=cond)
 
     def drafter(self, settings: Settings, reference: tuple[int, ...] | None):
         """What drafts codes (and words) for speculative decoding, as `settings.speculative` asks:

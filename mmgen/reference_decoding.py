@@ -16,13 +16,10 @@ from transformers import DynamicCache
 
 from .generate import engine_for, left_pad, model_device
 
-BACKENDS = ("hf", "nocache", "recompute")
-
-
 class ReferenceDecoder:
+    """One of the test backends ("hf", "nocache", "recompute": generate.BACKENDS checks the name)."""
+
     def __init__(self, model, backend: str, rows: int):
-        if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {('engine',) + BACKENDS}, not {backend!r}")
         self.model, self.backend, self.rows = model, backend, rows
         self.engine = engine_for(model, rows) if backend == "recompute" else None
         self.device = model_device(model)

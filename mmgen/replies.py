@@ -33,6 +33,7 @@ class Reply:
     refused: bool = False
     provenance: bool = True
     stats: SpeculationStats | None = None
+    prompt_ids: list[int] = field(default_factory=list)   # the stream ids the transformer read (none if refused)
 
     def metadata(self, index: int = 0) -> dict[str, str]:
         """Provenance of picture `index`: its own id, and for a batch its place in it ("2/3"). The

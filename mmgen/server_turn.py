@@ -15,6 +15,7 @@ from PIL import Image
 
 from .server_api import APIError, ImageOptions, Usage, apply_mask, b64_picture, bad_request, fit_picture
 from .server_worker import Entry
+from .replies import Reply
 from .session import REPLY_RESERVE, ChatSession, SessionError
 from .stream import IMAGE_TOKENS, Conversation, StreamError
 
@@ -85,7 +86,7 @@ def run_turn(model, turn: TurnRequest, decoders=None) -> Iterator[tuple]:
     pictures = [b64_picture(finished(im), opts.output_format, reply.metadata(i), provenance=reply.provenance)
                 for i, im in enumerate(reply.images)]
     yield ("done", TurnResult(session=session, text=reply.text, pictures=pictures, seed=reply.seed,
-                              usage=count_usage(model, session, word_ids, opts.n, len(pictures)),
+                              usage=count_usage(model, session, reply, word_ids, opts.n),
                               image_id=reply.id if pictures else None))
 
 
@@ -97,14 +98,16 @@ def session_refusal(e: SessionError, text_param: str) -> APIError:
     return bad_request(str(e))
 
 
-def count_usage(model, session: ChatSession, word_ids: int, n: int, pictures: int) -> Usage:
-    """Stream ids the model read (the fitted conversation before its reply, as generation encoded it)
-    and wrote: words, <image> + 256 codes + </image> per picture, <eot>. Words are counted on the
+def count_usage(model, session: ChatSession, reply: Reply, word_ids: int, n: int) -> Usage:
+    """Stream ids the model read (the fitted conversation before its reply, as generation encoded it:
+    Reply.prompt_ids; for a refusal, which drew nothing, the same conversation encoded here) and
+    wrote: words, <image> + 256 codes + </image> per picture, <eot>. Words are counted on the
     first reply; a batch of n is counted as n replies of that length."""
-    stream = model.stream
-    before = Conversation(session.conversation.turns[:-1])
-    fitted = stream.fit(before, model.context, reserve=REPLY_RESERVE)
-    ids = stream.encode(fitted, generation_prompt=True).ids
+    stream, pictures = model.stream, len(reply.images)
+    ids = reply.prompt_ids
+    if not ids:
+        before = Conversation(session.conversation.turns[:-1])
+        ids = stream.encode(stream.fit(before, model.context, reserve=REPLY_RESERVE), generation_prompt=True).ids
     image_in = sum(1 for i in ids if stream.is_image_id(i))
     return Usage(input_text=len(ids) - image_in, input_image=image_in,
                  output_text=n * (word_ids + 1) + 2 * pictures, output_image=IMAGE_TOKENS * pictures)

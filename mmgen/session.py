@@ -153,7 +153,8 @@ class ChatSession:
         return Reply(text=drawn.text, image=drawn.images[0] if drawn.images else None, images=drawn.images,
                      codes=drawn.codes[0] if drawn.codes else None, id=ids[0] if ids else message_id(), ids=ids,
                      seed=seed, prompt=prompt, parent=parent, model=self._model_name,
-                     provenance=settings.provenance, stats=drawn.stats if drawn.stats.rounds else None)
+                     provenance=settings.provenance, stats=drawn.stats if drawn.stats.rounds else None,
+                     prompt_ids=drawn.prompt_ids)
 
     def _parent(self, conversation: Conversation) -> str | None:
         """The id of the picture a new one derives from, in `conversation` (the session's turns and

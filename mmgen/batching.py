@@ -215,7 +215,8 @@ class Batch:
         if lane.size > self.rows:
             raise ValueError(f"a request needs {lane.size} rows; the batch has {self.rows}")
         if len(self.free_rows) < lane.size - 1:
-            self._prefill_instead(lane)
+            self._as_prompt(lane)                 # prefilled now if the row it gives back is enough
+            self._prefill(lane)
             return
         (row,) = source.rows
         cache = self.cache
@@ -234,11 +235,6 @@ class Batch:
             cache.copy(first, lane.rows[copies + 1:])
         lane.answer = torch.empty(0)
         self.stats.branches += 1
-
-    def _prefill_instead(self, lane: Lane) -> None:
-        """The branch's rows prefilled as a prompt, now if the row its source gives back is enough."""
-        self._as_prompt(lane)
-        self._prefill(lane)
 
     def _as_prompt(self, lane: Lane) -> None:
         """A branch that cannot be served yet waits as a prompt, holding no row: its source's row is

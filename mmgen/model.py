@@ -4,8 +4,9 @@ We build it from a small config with named presets instead of writing our own at
 `LlamaForCausalLM` gives RoPE, GQA, SDPA/flash-attention, KV caches and safetensors
 save/load, all well tested. What is ours is the preset table, the stream-aware metadata
 stored next to the weights (vocabulary layout, training progress) and one addition to the
-input: row and column embeddings on image codes, and letter places on a sign's letters in words and
-in pictures (`StreamEmbedding`, saved as `MMGenForCausalLM`; checkpoints without them load as they were).
+input: row and column embeddings on image codes, letter places on a sign's letters in words and
+in pictures, and the word's letter for each code of a picture (`StreamEmbedding`, saved as
+`MMGenForCausalLM`; checkpoints without them load as they were).
 
     from mmgen.model import build_model, load_model
     model = build_model("small", vocab_size=stream.vocab_size)
@@ -104,12 +105,47 @@ def letter_places(ids: torch.Tensor, is_letter: torch.Tensor, index: torch.Tenso
     return torch.where(is_letter & (place < LETTER_PLACES), place, torch.full_like(place, -1))
 
 
+def centred_first_column(n_letters: torch.Tensor) -> torch.Tensor:
+    """Code column of an n-letter word's first letter: centred on the grid, one code per letter
+    (the lettering contract, mmgen.world.lettering.first_column; tests hold the two equal)."""
+    return (IMAGE_SIDE - n_letters).div(2, rounding_mode="floor")
+
+
+def word_letter_ids(ids: torch.Tensor, is_text_letter: torch.Tensor, index: torch.Tensor,
+                    image_start: int) -> torch.Tensor:
+    """For every position of ids [B, T] that predicts an image code: the id of the letter of the
+    latest word that a sign would draw in that code's column, or -1 (no word yet, a column outside
+    the word, or not a position that predicts a code).
+
+    A word is a run of two or more capital-letter text tokens (`is_text_letter`); its letters take
+    one code column each from centred_first_column(n). The position holding <image> predicts code
+    0 and the one holding code j predicts code j + 1 (`index`: image_code_index(ids)). Each value
+    depends only on the ids up to its position, so a decoding step computes it like a whole sequence.
+    """
+    B, T = ids.shape
+    t = torch.arange(T, device=ids.device).expand_as(ids)
+    before = F.pad(is_text_letter, (1, 0))[:, :T]
+    after = F.pad(is_text_letter, (0, 1))[:, 1:]
+    run_start = torch.where(is_text_letter & ~before, t, torch.full_like(t, -1)).cummax(dim=-1).values
+    length = t - run_start + 1
+    word_end = is_text_letter & ~after & (length >= 2)
+    last_end = torch.where(word_end, t, torch.full_like(t, -1)).cummax(dim=-1).values
+    n = length.gather(1, last_end.clamp(min=0))
+    target = torch.where(ids == image_start, torch.zeros_like(index),
+                         torch.where((index >= 0) & (index < IMAGE_TOKENS - 1), index + 1, torch.full_like(index, -1)))
+    k = target % IMAGE_SIDE - centred_first_column(n)                 # the letter's place in the word
+    valid = (target >= 0) & (last_end >= 0) & (k >= 0) & (k < n)
+    letter = ids.gather(1, (last_end - n + 1 + k).clamp(0, T - 1))
+    return torch.where(valid, letter, torch.full_like(letter, -1))
+
+
 @dataclass
 class LookupTables:
     """StreamEmbedding.lookup_tables: the additions as tables, for decoding."""
     positions: torch.Tensor              # [IMAGE_TOKENS + 1, dim]
     reference: torch.Tensor | None       # [vocab, dim]
     places: torch.Tensor | None = None   # [LETTER_PLACES + 1, dim]
+    word_letters: torch.Tensor | None = None   # [vocab, dim]
 
 
 class StreamEmbedding(nn.Embedding):
@@ -136,29 +172,51 @@ class StreamEmbedding(nn.Embedding):
     the word's length). A 311-step sign fine-tune without them drew letters no better for the
     right word than for a scrambled one (benchmarks/conditioning.py --parts sign).
 
+    Word letters (optional, with letter places): on each position that predicts a code, the
+    embedding of the letter of the conversation's latest word that a sign would draw in that
+    code's column, through a learned matrix (word_letter_ids). Signs are centred, so the k-th
+    letter sits at column (16 − n) // 2 + k: with places alone the model has to find that
+    arithmetic through attention, and 1,100 fine-tune steps with places (19,500 in all) still drew
+    letters no better for the right word than for ROT13 (gap 0.003 nats per glyph code). With
+    the letter on the code itself, drawing a glyph is a lookup of (letter, row, colours) — the
+    same kind of conditioning as the reference code. The row (a sign's band) is still the model's
+    to find from the words, as it finds a shape's cell; reading a picture uses the places.
+
     Every addition starts at zero, so adding them to a trained model changes nothing until
     trained. Subclasses nn.Embedding so `.weight` is still the token table (tied to the output).
     """
 
     def __init__(self, num_embeddings: int, embedding_dim: int, *, image_start: int, image_offset: int,
-                 reference: bool = False, letters: list[int] | None = None, padding_idx: int | None = None):
+                 reference: bool = False, letters: list[int] | None = None, word_letters: bool = False,
+                 padding_idx: int | None = None):
         super().__init__(num_embeddings, embedding_dim, padding_idx=padding_idx)
         self.image_start, self.image_offset = int(image_start), int(image_offset)
         self.image_rows = nn.Parameter(torch.zeros(IMAGE_SIDE, embedding_dim))
         self.image_cols = nn.Parameter(torch.zeros(IMAGE_SIDE, embedding_dim))
         self.reference = None
         self.letter_places = None
+        self.word_letters = None
         self.letters: list[int] = []
         if reference:
             self.add_reference()
         if letters:
             self.add_letter_places(letters)
+        if word_letters:
+            self.add_word_letters()
 
     def add_reference(self) -> None:
         if self.reference is None:
             self.reference = nn.Linear(self.embedding_dim, self.embedding_dim, bias=False,
                                        device=self.weight.device, dtype=self.weight.dtype)
             nn.init.zeros_(self.reference.weight)
+
+    def add_word_letters(self) -> None:
+        if not self.letters:
+            raise ValueError("word letters need letter places (the ids that are letters)")
+        if self.word_letters is None:
+            self.word_letters = nn.Linear(self.embedding_dim, self.embedding_dim, bias=False,
+                                          device=self.weight.device, dtype=self.weight.dtype)
+            nn.init.zeros_(self.word_letters.weight)
 
     def add_letter_places(self, letters: list[int]) -> None:
         """Mark these ids as letters (capital text tokens, lettering codes) and give them places."""
@@ -210,6 +268,16 @@ class StreamEmbedding(nn.Embedding):
             table = tables.places if tables is not None else torch.cat(
                 [torch.zeros_like(self.letter_places[:1]), self.letter_places]).to(dtype)
             out = out + F.embedding(place + 1, table)
+        if self.word_letters is not None:
+            is_text_letter = self.is_letter(ids) & (ids < self.image_offset)
+            letter = word_letter_ids(ids, is_text_letter, whole, self.image_start)
+            letter = letter[:, -last:] if last else letter
+            if tables is not None:
+                added = F.embedding(letter.clamp(min=0), tables.word_letters)
+            else:
+                source = F.embedding(letter.clamp(min=0), self.weight).to(dtype)
+                added = F.linear(source, self.word_letters.weight.to(dtype))
+            out = out + added * (letter >= 0).unsqueeze(-1).to(dtype)
         return out
 
     @torch.no_grad()
@@ -224,7 +292,10 @@ class StreamEmbedding(nn.Embedding):
         reference = None if self.reference is None else F.linear(self.weight.to(dtype), self.reference.weight.to(dtype))
         places = None if self.letter_places is None else torch.cat(
             [torch.zeros_like(self.letter_places[:1]), self.letter_places]).to(dtype)
-        return LookupTables(positions=self.positions(index, dtype), reference=reference, places=places)
+        word_letters = None if self.word_letters is None else F.linear(self.weight.to(dtype),
+                                                                       self.word_letters.weight.to(dtype))
+        return LookupTables(positions=self.positions(index, dtype), reference=reference, places=places,
+                            word_letters=word_letters)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         # whole sequences only: a lone new token cannot know its place (engine.py tracks it)
@@ -233,10 +304,11 @@ class StreamEmbedding(nn.Embedding):
 
 
 def add_image_positions(model: LlamaForCausalLM, image_start: int, image_offset: int, *,
-                        reference: bool = False, letters: list[int] | None = None) -> LlamaForCausalLM:
+                        reference: bool = False, letters: list[int] | None = None,
+                        word_letters: bool = False) -> LlamaForCausalLM:
     """Give a Llama model row/column embeddings on image codes, with `reference` the code at the
-    same place in the previous picture, with `letters` (stream ids) letter places; each starts at
-    zero, so the function is unchanged."""
+    same place in the previous picture, with `letters` (stream ids) letter places, with
+    `word_letters` the word's letter on each code; each starts at zero, so the function is unchanged."""
     emb = model.get_input_embeddings()
     if not isinstance(emb, StreamEmbedding):
         new = StreamEmbedding(emb.num_embeddings, emb.embedding_dim, image_start=image_start,
@@ -249,8 +321,11 @@ def add_image_positions(model: LlamaForCausalLM, image_start: int, image_offset:
         emb.add_reference()
     if letters:
         emb.add_letter_places(letters)
+    if word_letters:
+        emb.add_word_letters()
     model.config.mmgen_image_positions = {"image_start": emb.image_start, "image_offset": emb.image_offset,
-                                          "reference": emb.reference is not None, "letters": emb.letters}
+                                          "reference": emb.reference is not None, "letters": emb.letters,
+                                          "word_letters": emb.word_letters is not None}
     return model
 
 
@@ -262,7 +337,8 @@ class MMGenForCausalLM(LlamaForCausalLM):
         spec = getattr(config, "mmgen_image_positions", None)
         if spec:
             add_image_positions(self, spec["image_start"], spec["image_offset"],
-                                reference=bool(spec.get("reference", False)), letters=spec.get("letters"))
+                                reference=bool(spec.get("reference", False)), letters=spec.get("letters"),
+                                word_letters=bool(spec.get("word_letters", False)))
 
 
 def flash_attention_available() -> bool:
@@ -302,16 +378,18 @@ def llama_config(preset: str | Preset, vocab_size: int, **extra) -> LlamaConfig:
 
 def build_model(preset: str | Preset, vocab_size: int, *, device=None, seed: int | None = None,
                 image_positions: tuple[int, int] | None = None, reference: bool = False,
-                letters: list[int] | None = None, **extra) -> LlamaForCausalLM:
+                letters: list[int] | None = None, word_letters: bool = False, **extra) -> LlamaForCausalLM:
     """A fresh model; `image_positions=(id of <image>, id of code 0)` adds StreamEmbedding
-    (with `reference`, the previous picture's code at the same place too; with `letters`, letter places)."""
+    (with `reference`, the previous picture's code at the same place too; with `letters`, letter
+    places; with `word_letters`, the word's letter on each code)."""
     if seed is not None:
         torch.manual_seed(seed)
     config = llama_config(preset, vocab_size, **extra)
     config._attn_implementation = attention_implementation(device)
     model = MMGenForCausalLM(config)
     if image_positions is not None:
-        add_image_positions(model, *image_positions, reference=reference, letters=letters)
+        add_image_positions(model, *image_positions, reference=reference, letters=letters,
+                            word_letters=word_letters)
     if device is not None:
         model.to(device)
     return model

@@ -67,7 +67,7 @@ def test_shared_cache_rows_each_at_their_own_length_match_the_engine(tiny_lm, ti
 
 def test_one_request_alone_in_the_shared_cache_is_the_engine_exactly(tiny_lm, tiny_stream):
     s = tiny_stream
-    conv = Conversation((Turn("user", "draw a red circle"),))
+    conv = Conversation((Turn("user", "draw a red circle under a sign that says OPEN"),))
     cond, uncond = (s.encode(conv, generation_prompt=True, drop_last_user_text=d).ids for d in (False, True))
     config = SamplingConfig(max_words=4, picture="always")
     batch = Batch(tiny_lm, rows=8, filler=s.pad)

@@ -9,7 +9,7 @@ from mmgen.sampling import Grammar, SamplingConfig, logits_to_probs, next_token_
 from mmgen.stream import IMAGE_TOKENS, Conversation, Turn
 
 
-def prompts(stream, text="draw a red circle"):
+def prompts(stream, text="draw a red circle under a sign that says OPEN"):
     conv = Conversation((Turn("user", text),))
     return (stream.encode(conv, generation_prompt=True).ids,
             stream.encode(conv, generation_prompt=True, drop_last_user_text=True).ids)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import torch
 
 from mmgen.model import (LETTER_PLACES, MMGenForCausalLM, StreamEmbedding, add_image_positions, build_model,
-                         image_code_index, letter_places, load_model, reference_ids)
+                         centred_first_column, image_code_index, letter_places, load_model, reference_ids,
+                         word_letter_ids)
 from mmgen.stream import IMAGE_TOKENS, Conversation, Turn
+from mmgen.world.lettering import first_column
 
 
 def test_code_index_counts_each_picture_from_zero(tiny_stream):
@@ -120,6 +122,49 @@ def test_letter_places_count_each_run_of_letters_from_its_first(tiny_stream):
     assert in_picture[4 * 16: 4 * 16 + 2].tolist() == [0, 1]
     assert (in_picture[codes_not_letters(codes, glyph)] == -1).all()
     assert LETTER_PLACES == 8
+
+
+def test_each_code_gets_the_letter_of_the_latest_word_in_its_column(tiny_stream):
+    """The letter a sign draws in the column of the code a position predicts: the latest word's
+    (a run of two or more capitals; "I" is no word), centred as the lettering centres it."""
+    s = tiny_stream
+    letters = s.letter_ids([2, 5])
+    first = Conversation((Turn("user", 'I want a sign that says "SALE"'), Turn("assistant", "ok", codes=(0,) * IMAGE_TOKENS),
+                          Turn("user", "now make it say HELLO, I said"), Turn("assistant", "ok", codes=(0,) * IMAGE_TOKENS)))
+    ids = torch.tensor(s.encode(first).ids)[None]
+    is_text_letter = torch.isin(ids, torch.tensor(letters)) & (ids < s.image_offset)
+    index = image_code_index(ids, s.image_start, s.image_offset)
+    got = word_letter_ids(ids, is_text_letter, index, s.image_start)[0]
+    starts = (ids[0] == s.image_start).nonzero().flatten().tolist()
+    for start, word in zip(starts, ["SALE", "HELLO"]):
+        # the position at start + j predicts code j of this picture
+        for j in range(IMAGE_TOKENS):
+            k = j % 16 - first_column(len(word))
+            want = s.text.encode(word[k])[0] if 0 <= k < len(word) else -1
+            assert int(got[start + j]) == want, (word, j)
+    before = starts[0]
+    assert (got[:before] == -1).all()                       # words, not codes: no letter
+    assert all(centred_first_column(torch.tensor(n)) == first_column(n) for n in range(2, 9))
+
+
+def test_word_letters_start_at_zero_and_survive_save_and_load(tiny_stream, tmp_path):
+    s = tiny_stream
+    model = build_model("tiny", s.vocab_size, seed=5, image_positions=(s.image_start, s.image_offset),
+                        letters=s.letter_ids([1, 2])).eval()
+    conv = Conversation((Turn("user", 'a sign saying "OPEN"'), Turn("assistant", "ok", codes=(3,) * IMAGE_TOKENS)))
+    ids = torch.tensor([s.encode(conv).ids])
+    with torch.no_grad():
+        before = model(input_ids=ids).logits
+        add_image_positions(model, s.image_start, s.image_offset, letters=s.letter_ids([1, 2]), word_letters=True)
+        assert torch.equal(model(input_ids=ids).logits, before)             # zero until trained
+        model.get_input_embeddings().word_letters.weight.normal_()
+        changed = model(input_ids=ids).logits
+    assert not torch.allclose(changed, before)
+    model.save_pretrained(tmp_path)
+    again = load_model(tmp_path)
+    assert again.config.mmgen_image_positions["word_letters"] is True
+    with torch.no_grad():
+        torch.testing.assert_close(again(input_ids=ids).logits, changed)
 
 
 def codes_not_letters(codes, glyph):

@@ -35,7 +35,7 @@ from .scene import (BACKGROUND_COLORS, BANDS, DEFAULT_SIZE, MAX_OBJECTS, OBJECT_
 
 EDIT_WEIGHTS = {"recolor": 3.0, "move": 2.0, "add": 2.0, "remove": 1.5, "resize": 1.5, "background": 1.5,
                 "word": 1.5, "add_sign": 0.7, "remove_sign": 0.5, "plaque": 0.5, "move_sign": 0.5,
-                "add_many": 1.2, "recolor_group": 1.2, "remove_group": 0.7, "remove_one": 0.7}
+                "add_many": 1.2, "recolor_group": 1.2, "remove_group": 1.2, "remove_one": 1.2}
 EDIT_KINDS = tuple(EDIT_WEIGHTS)
 SIZE_ORDER = tuple(sorted(SIZES, key=SIZES.get))      # small, medium, large
 SIGN_RECOLOR_RATE = 0.25         # with a sign and shapes, a recolour is of the letters this often

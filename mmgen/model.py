@@ -139,6 +139,38 @@ def word_letter_ids(ids: torch.Tensor, is_text_letter: torch.Tensor, index: torc
     return torch.where(valid, letter, torch.full_like(letter, -1))
 
 
+def picture_letter_codes(ids: torch.Tensor, is_letter: torch.Tensor, index: torch.Tensor, place: torch.Tensor,
+                         image_start: int) -> torch.Tensor:
+    """For every word position of ids [B, T] after a finished picture: the ids of the two lettering
+    codes (top half, bottom half) of the letter its next word token would spell when reading the
+    latest picture's sign, or -1 → [B, T, 2].
+
+    The sign's first letter is the picture's first lettering code in raster order (its top half;
+    the bottom half is the code below). A position that holds the k-th letter of a run of capitals
+    (`place` k, letter_places) looks at the sign's letter k + 1; any other word position at letter 0.
+    A letter past the sign's end (no lettering code there) gives -1. Each value depends only on the
+    ids up to its position, so a decoding step computes it like a whole sequence.
+    """
+    B, T = ids.shape
+    t = torch.arange(T, device=ids.device).expand_as(ids)
+    none = torch.full_like(t, -1)
+    start = torch.where(ids == image_start, t, none).cummax(dim=-1).values       # latest <image>
+    glyph_at = torch.where(is_letter & (index >= 0), t, torch.full_like(t, T))
+    next_glyph = glyph_at.flip(-1).cummin(dim=-1).values.flip(-1)               # first lettering code at or after
+    first = next_glyph.gather(1, (start + 1).clamp(max=T - 1)) - start - 1      # its index in the picture
+    is_word = (index < 0) & (ids != image_start)
+    k = torch.where(is_letter & is_word & (place >= 0), place + 1, torch.zeros_like(place))
+    top_index = first + k
+    valid = ((start >= 0) & (t > start + IMAGE_TOKENS) & is_word & (first >= 0) & (first < IMAGE_TOKENS)
+             & ~(is_letter & is_word & (place < 0)) & (first % IMAGE_SIDE + k < IMAGE_SIDE))
+    top = (start + 1 + top_index).clamp(0, T - 1)
+    bottom = (top + IMAGE_SIDE).clamp(max=T - 1)
+    top_id, bottom_id = ids.gather(1, top), ids.gather(1, bottom)
+    top_ok = valid & is_letter.gather(1, top)
+    bottom_ok = top_ok & (top_index + IMAGE_SIDE < IMAGE_TOKENS) & is_letter.gather(1, bottom)
+    return torch.stack([torch.where(top_ok, top_id, none), torch.where(bottom_ok, bottom_id, none)], dim=-1)
+
+
 @dataclass
 class LookupTables:
     """StreamEmbedding.lookup_tables: the additions as tables, for decoding."""
@@ -146,6 +178,7 @@ class LookupTables:
     reference: torch.Tensor | None       # [vocab, dim]
     places: torch.Tensor | None = None   # [LETTER_PLACES + 1, dim]
     word_letters: torch.Tensor | None = None   # [vocab, dim]
+    picture_letters: tuple[torch.Tensor, torch.Tensor] | None = None   # ([vocab, dim], [vocab, dim]): top, bottom
 
 
 class StreamEmbedding(nn.Embedding):
@@ -180,7 +213,13 @@ class StreamEmbedding(nn.Embedding):
     letters no better for the right word than for ROT13 (gap 0.003 nats per glyph code). With
     the letter on the code itself, drawing a glyph is a lookup of (letter, row, colours) — the
     same kind of conditioning as the reference code. The row (a sign's band) is still the model's
-    to find from the words, as it finds a shape's cell; reading a picture uses the places.
+    to find from the words, as it finds a shape's cell.
+
+    Picture letters (optional, with letter places): the mirror image, for reading. On each word
+    position after a picture, the two lettering codes (top and bottom half) of the sign's letter
+    that the next capital would spell, through a learned matrix (picture_letter_codes): reading
+    becomes a lookup from a glyph's codes to its letter. With places alone the model read no
+    user-given picture's word right (0 of 20).
 
     Every addition starts at zero, so adding them to a trained model changes nothing until
     trained. Subclasses nn.Embedding so `.weight` is still the token table (tied to the output).
@@ -188,7 +227,7 @@ class StreamEmbedding(nn.Embedding):
 
     def __init__(self, num_embeddings: int, embedding_dim: int, *, image_start: int, image_offset: int,
                  reference: bool = False, letters: list[int] | None = None, word_letters: bool = False,
-                 padding_idx: int | None = None):
+                 picture_letters: bool = False, padding_idx: int | None = None):
         super().__init__(num_embeddings, embedding_dim, padding_idx=padding_idx)
         self.image_start, self.image_offset = int(image_start), int(image_offset)
         self.image_rows = nn.Parameter(torch.zeros(IMAGE_SIDE, embedding_dim))
@@ -196,6 +235,7 @@ class StreamEmbedding(nn.Embedding):
         self.reference = None
         self.letter_places = None
         self.word_letters = None
+        self.picture_letters = None
         self.letters: list[int] = []
         if reference:
             self.add_reference()
@@ -203,6 +243,8 @@ class StreamEmbedding(nn.Embedding):
             self.add_letter_places(letters)
         if word_letters:
             self.add_word_letters()
+        if picture_letters:
+            self.add_picture_letters()
 
     def add_reference(self) -> None:
         if self.reference is None:
@@ -217,6 +259,14 @@ class StreamEmbedding(nn.Embedding):
             self.word_letters = nn.Linear(self.embedding_dim, self.embedding_dim, bias=False,
                                           device=self.weight.device, dtype=self.weight.dtype)
             nn.init.zeros_(self.word_letters.weight)
+
+    def add_picture_letters(self) -> None:
+        if not self.letters:
+            raise ValueError("picture letters need letter places (the ids that are letters)")
+        if self.picture_letters is None:
+            self.picture_letters = nn.Linear(2 * self.embedding_dim, self.embedding_dim, bias=False,
+                                             device=self.weight.device, dtype=self.weight.dtype)
+            nn.init.zeros_(self.picture_letters.weight)
 
     def add_letter_places(self, letters: list[int]) -> None:
         """Mark these ids as letters (capital text tokens, lettering codes) and give them places."""
@@ -263,11 +313,16 @@ class StreamEmbedding(nn.Embedding):
                 added = F.linear(source, self.reference.weight.to(dtype))
             out = out + added * (ref >= 0).unsqueeze(-1).to(dtype)
         if self.letter_places is not None:
-            place = letter_places(ids, self.is_letter(ids), whole)
-            place = place[:, -last:] if last else place
+            is_letter = self.is_letter(ids)
+            all_places = letter_places(ids, is_letter, whole)
+            place = all_places[:, -last:] if last else all_places
             table = tables.places if tables is not None else torch.cat(
                 [torch.zeros_like(self.letter_places[:1]), self.letter_places]).to(dtype)
             out = out + F.embedding(place + 1, table)
+        if self.picture_letters is not None:
+            codes = picture_letter_codes(ids, is_letter, whole, all_places, self.image_start)
+            codes = codes[:, -last:] if last else codes
+            out = out + self._picture_letters(codes, dtype, tables)
         if self.word_letters is not None:
             is_text_letter = self.is_letter(ids) & (ids < self.image_offset)
             letter = word_letter_ids(ids, is_text_letter, whole, self.image_start)
@@ -279,6 +334,16 @@ class StreamEmbedding(nn.Embedding):
                 added = F.linear(source, self.word_letters.weight.to(dtype))
             out = out + added * (letter >= 0).unsqueeze(-1).to(dtype)
         return out
+
+    def _picture_letters(self, codes: torch.Tensor, dtype: torch.dtype, tables: "LookupTables | None") -> torch.Tensor:
+        """picture_letters applied to the two halves' embeddings; codes [B, T, 2] (-1: none → zero)."""
+        present = (codes >= 0).unsqueeze(-1).to(dtype)                      # [B, T, 2, 1]
+        if tables is not None:
+            top, bottom = tables.picture_letters
+            return (F.embedding(codes[..., 0].clamp(min=0), top) * present[..., 0, :]
+                    + F.embedding(codes[..., 1].clamp(min=0), bottom) * present[..., 1, :])
+        halves = F.embedding(codes.clamp(min=0), self.weight).to(dtype) * present   # [B, T, 2, dim]
+        return F.linear(halves.flatten(-2), self.picture_letters.weight.to(dtype))
 
     @torch.no_grad()
     def lookup_tables(self, dtype: torch.dtype) -> "LookupTables":
@@ -294,8 +359,13 @@ class StreamEmbedding(nn.Embedding):
             [torch.zeros_like(self.letter_places[:1]), self.letter_places]).to(dtype)
         word_letters = None if self.word_letters is None else F.linear(self.weight.to(dtype),
                                                                        self.word_letters.weight.to(dtype))
+        picture_letters = None
+        if self.picture_letters is not None:
+            w = self.picture_letters.weight.to(dtype)
+            table = self.weight.to(dtype)
+            picture_letters = (F.linear(table, w[:, :self.embedding_dim]), F.linear(table, w[:, self.embedding_dim:]))
         return LookupTables(positions=self.positions(index, dtype), reference=reference, places=places,
-                            word_letters=word_letters)
+                            word_letters=word_letters, picture_letters=picture_letters)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         # whole sequences only: a lone new token cannot know its place (engine.py tracks it)
@@ -305,10 +375,11 @@ class StreamEmbedding(nn.Embedding):
 
 def add_image_positions(model: LlamaForCausalLM, image_start: int, image_offset: int, *,
                         reference: bool = False, letters: list[int] | None = None,
-                        word_letters: bool = False) -> LlamaForCausalLM:
+                        word_letters: bool = False, picture_letters: bool = False) -> LlamaForCausalLM:
     """Give a Llama model row/column embeddings on image codes, with `reference` the code at the
     same place in the previous picture, with `letters` (stream ids) letter places, with
-    `word_letters` the word's letter on each code; each starts at zero, so the function is unchanged."""
+    `word_letters` the word's letter on each code, with `picture_letters` the sign's letter on each
+    word position after a picture; each starts at zero, so the function is unchanged."""
     emb = model.get_input_embeddings()
     if not isinstance(emb, StreamEmbedding):
         new = StreamEmbedding(emb.num_embeddings, emb.embedding_dim, image_start=image_start,
@@ -323,9 +394,12 @@ def add_image_positions(model: LlamaForCausalLM, image_start: int, image_offset:
         emb.add_letter_places(letters)
     if word_letters:
         emb.add_word_letters()
+    if picture_letters:
+        emb.add_picture_letters()
     model.config.mmgen_image_positions = {"image_start": emb.image_start, "image_offset": emb.image_offset,
                                           "reference": emb.reference is not None, "letters": emb.letters,
-                                          "word_letters": emb.word_letters is not None}
+                                          "word_letters": emb.word_letters is not None,
+                                          "picture_letters": emb.picture_letters is not None}
     return model
 
 
@@ -338,7 +412,8 @@ class MMGenForCausalLM(LlamaForCausalLM):
         if spec:
             add_image_positions(self, spec["image_start"], spec["image_offset"],
                                 reference=bool(spec.get("reference", False)), letters=spec.get("letters"),
-                                word_letters=bool(spec.get("word_letters", False)))
+                                word_letters=bool(spec.get("word_letters", False)),
+                                picture_letters=bool(spec.get("picture_letters", False)))
 
 
 def flash_attention_available() -> bool:
@@ -378,10 +453,12 @@ def llama_config(preset: str | Preset, vocab_size: int, **extra) -> LlamaConfig:
 
 def build_model(preset: str | Preset, vocab_size: int, *, device=None, seed: int | None = None,
                 image_positions: tuple[int, int] | None = None, reference: bool = False,
-                letters: list[int] | None = None, word_letters: bool = False, **extra) -> LlamaForCausalLM:
+                letters: list[int] | None = None, word_letters: bool = False, picture_letters: bool = False,
+                **extra) -> LlamaForCausalLM:
     """A fresh model; `image_positions=(id of <image>, id of code 0)` adds StreamEmbedding
     (with `reference`, the previous picture's code at the same place too; with `letters`, letter
-    places; with `word_letters`, the word's letter on each code)."""
+    places; with `word_letters`, the word's letter on each code; with `picture_letters`, the sign's
+    letter on the words after a picture)."""
     if seed is not None:
         torch.manual_seed(seed)
     config = llama_config(preset, vocab_size, **extra)
@@ -389,7 +466,7 @@ def build_model(preset: str | Preset, vocab_size: int, *, device=None, seed: int
     model = MMGenForCausalLM(config)
     if image_positions is not None:
         add_image_positions(model, *image_positions, reference=reference, letters=letters,
-                            word_letters=word_letters)
+                            word_letters=word_letters, picture_letters=picture_letters)
     if device is not None:
         model.to(device)
     return model

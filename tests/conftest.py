@@ -26,7 +26,8 @@ def tiny_transformer(stream: Stream, seed: int = 0, image_positions: bool = True
     from mmgen.model import build_model
     letters = stream.letter_ids(range(0, TINY_CODEBOOK, 3)) if image_positions else None
     lm = build_model("tiny", stream.vocab_size, seed=seed, reference=image_positions, letters=letters,
-                     word_letters=image_positions, image_positions=(stream.image_start, stream.image_offset) if image_positions else None)
+                     word_letters=image_positions,
+                     picture_letters=image_positions, image_positions=(stream.image_start, stream.image_offset) if image_positions else None)
     if image_positions:
         emb = lm.get_input_embeddings()
         with torch.no_grad():
@@ -35,6 +36,7 @@ def tiny_transformer(stream: Stream, seed: int = 0, image_positions: bool = True
             emb.reference.weight.normal_(0, 0.3)
             emb.letter_places.normal_(0, 0.3)
             emb.word_letters.weight.normal_(0, 0.3)
+            emb.picture_letters.weight.normal_(0, 0.3)
     return lm
 
 

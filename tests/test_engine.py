@@ -46,6 +46,25 @@ def test_prefill_and_steps_match_transformers(any_lm, tiny_stream):
     torch.testing.assert_close(out, reference_logits(tiny_lm, rows, 0)[:, -2:], atol=1e-4, rtol=1e-4)
 
 
+def test_words_after_a_sign_and_a_sign_after_words_match_transformers(tiny_lm, tiny_stream):
+    """The letter additions (word letters on a picture's codes, picture letters on the words after
+    it) give the engine's steps what a whole-sequence forward gives."""
+    s = tiny_stream
+    emb = tiny_lm.get_input_embeddings()
+    glyphs = [i for i in emb.letters if i >= s.image_offset]
+    capitals = [i for i in emb.letters if i < s.image_offset]
+    picture = [s.image_offset] * 256
+    picture[7 * 16 + 6: 7 * 16 + 10], picture[8 * 16 + 6: 8 * 16 + 10] = glyphs[:4], glyphs[4:8]
+    words = s.text.encode("make it say ")
+    rows = [words + capitals[:3] + [s.image_start] + picture + [s.image_end] + words]
+    engine = Engine(tiny_lm, batch=1, max_len=400)
+    engine.prefill(torch.tensor(rows), pad=torch.zeros(1, dtype=torch.long))
+    for new in capitals[3:7] + [s.image_start] + picture[:20]:   # spell after the picture, then draw again
+        rows = [rows[0] + [new]]
+        out = engine.step(torch.tensor([[new]]))[:, -1]
+        torch.testing.assert_close(out, reference_logits(tiny_lm, rows, 0)[:, -1], atol=1e-4, rtol=1e-4)
+
+
 def test_rollback_equals_fresh_prefill(tiny_lm):
     torch.manual_seed(1)
     V = tiny_lm.config.vocab_size

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 from mmgen.model import (LETTER_PLACES, MMGenForCausalLM, StreamEmbedding, add_image_positions, build_model,
-                         centred_first_column, image_code_index, letter_places, load_model, reference_ids,
-                         word_letter_ids)
+                         centred_first_column, image_code_index, letter_places, load_model, picture_letter_codes,
+                         reference_ids, word_letter_ids)
 from mmgen.stream import IMAGE_TOKENS, Conversation, Turn
 from mmgen.world.lettering import first_column
 
@@ -163,6 +163,55 @@ def test_word_letters_start_at_zero_and_survive_save_and_load(tiny_stream, tmp_p
     model.save_pretrained(tmp_path)
     again = load_model(tmp_path)
     assert again.config.mmgen_image_positions["word_letters"] is True
+    with torch.no_grad():
+        torch.testing.assert_close(again(input_ids=ids).logits, changed)
+
+
+def test_words_after_a_picture_get_the_sign_letter_they_would_spell(tiny_stream):
+    """Reading: the word position before a capital gets the sign's first letter (top and bottom
+    codes), the k-th capital of a run the (k+1)-th, the last capital nothing (the sign ends)."""
+    s = tiny_stream
+    glyph = [2, 5, 8, 11, 14, 17, 20, 23]                       # lettering codes
+    letters = s.letter_ids(glyph)
+    codes = [0] * IMAGE_TOKENS
+    top, bottom = [2, 5, 8, 11], [14, 17, 20, 23]               # four letters, rows 7 and 8, columns 6-9
+    codes[7 * 16 + 6: 7 * 16 + 10], codes[8 * 16 + 6: 8 * 16 + 10] = top, bottom
+    conv = Conversation((Turn("user", "what does the sign say?", codes=tuple(codes)),
+                         Turn("assistant", "the sign says SALE.")))
+    ids = torch.tensor(s.encode(conv).ids)[None]
+    is_letter = torch.isin(ids, torch.tensor(letters))
+    index = image_code_index(ids, s.image_start, s.image_offset)
+    place = letter_places(ids, is_letter, index)
+    got = picture_letter_codes(ids, is_letter, index, place, s.image_start)[0]
+    end = int((ids[0] == s.image_start).nonzero()) + IMAGE_TOKENS
+    assert (got[:end + 1] == -1).all()                          # the picture itself and everything before
+    code = lambda c: s.image_offset + c                          # noqa: E731
+    words = [(s.text.decode([int(i)]), got[t].tolist()) for t, i in enumerate(ids[0]) if t > end and i < s.text_vocab]
+    capitals = [(w, g) for w, g in words if len(w) == 1 and w.isupper()]
+    assert capitals == [(c, [code(top[k + 1]), code(bottom[k + 1])] if k < 3 else [-1, -1])
+                        for k, c in enumerate("SALE")]
+    others = [g for w, g in words if not (len(w) == 1 and w.isupper())]
+    assert others and all(g == [code(top[0]), code(bottom[0])] for g in others)
+
+
+def test_picture_letters_start_at_zero_and_survive_save_and_load(tiny_stream, tmp_path):
+    s = tiny_stream
+    model = build_model("tiny", s.vocab_size, seed=5, image_positions=(s.image_start, s.image_offset),
+                        letters=s.letter_ids([1, 2])).eval()
+    codes = [3] * IMAGE_TOKENS
+    codes[40:43] = [1, 2, 1]
+    conv = Conversation((Turn("user", "read it", codes=tuple(codes)), Turn("assistant", "it says ABA")))
+    ids = torch.tensor([s.encode(conv).ids])
+    with torch.no_grad():
+        before = model(input_ids=ids).logits
+        add_image_positions(model, s.image_start, s.image_offset, letters=s.letter_ids([1, 2]), picture_letters=True)
+        assert torch.equal(model(input_ids=ids).logits, before)             # zero until trained
+        model.get_input_embeddings().picture_letters.weight.normal_()
+        changed = model(input_ids=ids).logits
+    assert not torch.allclose(changed, before)
+    model.save_pretrained(tmp_path)
+    again = load_model(tmp_path)
+    assert again.config.mmgen_image_positions["picture_letters"] is True
     with torch.no_grad():
         torch.testing.assert_close(again(input_ids=ids).logits, changed)
 

@@ -83,6 +83,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--word-letters", action=argparse.BooleanOptionalAction, default=True,
                    help="with --letter-places: on each code of a picture, the letter of the latest word "
                         "a sign would draw in its column (model.word_letter_ids), added at zero the same way")
+    p.add_argument("--picture-letters", action=argparse.BooleanOptionalAction, default=True,
+                   help="with --letter-places: on each word after a picture, the lettering codes of the sign's "
+                        "letter the next capital would spell (model.picture_letter_codes), added at zero")
     p.add_argument("--eval-every", type=int, default=500)
     p.add_argument("--save-every", type=int, default=500)
     p.add_argument("--seed", type=int, default=0)
@@ -144,7 +147,8 @@ def load_or_build_model(args, stream, device, glyph_codes=()):
     if args.image_positions:
         letters = stream.letter_ids(glyph_codes) if args.letter_places else None
         add_image_positions(model, stream.image_start, stream.image_offset, reference=args.reference_codes,
-                            letters=letters, word_letters=bool(letters) and args.word_letters)
+                            letters=letters, word_letters=bool(letters) and args.word_letters,
+                            picture_letters=bool(letters) and args.picture_letters)
     model.config.mmgen_stream = {"text_vocab": stream.text_vocab, "codebook_size": stream.codebook_size,
                                  "special_tokens": list(stream.special), "image_offset": stream.image_offset}
     model.config.mmgen_preset = args.preset

@@ -5,8 +5,8 @@ We build it from a small config with named presets instead of writing our own at
 save/load, all well tested. What is ours is the preset table, the stream-aware metadata
 stored next to the weights (vocabulary layout, training progress) and one addition to the
 input: row and column embeddings on image codes, letter places on a sign's letters in words and
-in pictures, and the word's letter for each code of a picture (`StreamEmbedding`, saved as
-`MMGenForCausalLM`; checkpoints without them load as they were).
+in pictures, the word's letter where a picture's code is predicted and the picture's letter where
+a word is (`StreamEmbedding`, saved as `MMGenForCausalLM`; checkpoints without them load as they were).
 
     from mmgen.model import build_model, load_model
     model = build_model("small", vocab_size=stream.vocab_size)
@@ -118,7 +118,8 @@ def word_letter_ids(ids: torch.Tensor, is_text_letter: torch.Tensor, index: torc
     the word, or not a position that predicts a code).
 
     A word is a run of two or more capital-letter text tokens (`is_text_letter`); its letters take
-    one code column each from centred_first_column(n). The position holding <image> predicts code
+    one code column each from centred_first_column(n) (`after` reads one position ahead, but only
+    where a capital is, and a capital's own value is always -1). The position holding <image> predicts code
     0 and the one holding code j predicts code j + 1 (`index`: image_code_index(ids)). Each value
     depends only on the ids up to its position, so a decoding step computes it like a whole sequence.
     """
@@ -141,13 +142,15 @@ def word_letter_ids(ids: torch.Tensor, is_text_letter: torch.Tensor, index: torc
 
 def picture_letter_codes(ids: torch.Tensor, is_letter: torch.Tensor, index: torch.Tensor, place: torch.Tensor,
                          image_start: int) -> torch.Tensor:
-    """For every word position of ids [B, T] after a finished picture: the ids of the two lettering
-    codes (top half, bottom half) of the letter its next word token would spell when reading the
-    latest picture's sign, or -1 → [B, T, 2].
+    """For every position of ids [B, T] that is not a picture's (words and specials) and comes 257
+    or more after the latest <image> (the picture's codes are all before it): the ids of the two
+    lettering codes (top half, bottom half) of the letter its next word token would spell when
+    reading that picture's sign, or -1 → [B, T, 2].
 
     The sign's first letter is the picture's first lettering code in raster order (its top half;
     the bottom half is the code below). A position that holds the k-th letter of a run of capitals
-    (`place` k, letter_places) looks at the sign's letter k + 1; any other word position at letter 0.
+    (`place` k, letter_places) looks at the sign's letter k + 1 (a capital past the places, -1); any
+    other position at letter 0.
     A letter past the sign's end (no lettering code there) gives -1. Each value depends only on the
     ids up to its position, so a decoding step computes it like a whole sequence.
     """
@@ -156,7 +159,9 @@ def picture_letter_codes(ids: torch.Tensor, is_letter: torch.Tensor, index: torc
     none = torch.full_like(t, -1)
     start = torch.where(ids == image_start, t, none).cummax(dim=-1).values       # latest <image>
     glyph_at = torch.where(is_letter & (index >= 0), t, torch.full_like(t, T))
-    next_glyph = glyph_at.flip(-1).cummin(dim=-1).values.flip(-1)               # first lettering code at or after
+    # the first lettering code at or after each position: it looks ahead, but a value is only used
+    # where it lies inside the latest picture, all of which is before the position (causal)
+    next_glyph = glyph_at.flip(-1).cummin(dim=-1).values.flip(-1)
     first = next_glyph.gather(1, (start + 1).clamp(max=T - 1)) - start - 1      # its index in the picture
     is_word = (index < 0) & (ids != image_start)
     k = torch.where(is_letter & is_word & (place >= 0), place + 1, torch.zeros_like(place))
@@ -166,8 +171,9 @@ def picture_letter_codes(ids: torch.Tensor, is_letter: torch.Tensor, index: torc
     top = (start + 1 + top_index).clamp(0, T - 1)
     bottom = (top + IMAGE_SIDE).clamp(max=T - 1)
     top_id, bottom_id = ids.gather(1, top), ids.gather(1, bottom)
-    top_ok = valid & is_letter.gather(1, top)
-    bottom_ok = top_ok & (top_index + IMAGE_SIDE < IMAGE_TOKENS) & is_letter.gather(1, bottom)
+    is_glyph = is_letter & (index >= 0)                     # lettering codes, never a text capital
+    top_ok = valid & is_glyph.gather(1, top)
+    bottom_ok = top_ok & (top_index + IMAGE_SIDE < IMAGE_TOKENS) & is_glyph.gather(1, bottom)
     return torch.stack([torch.where(top_ok, top_id, none), torch.where(bottom_ok, bottom_id, none)], dim=-1)
 
 
@@ -324,7 +330,7 @@ class StreamEmbedding(nn.Embedding):
             codes = codes[:, -last:] if last else codes
             out = out + self._picture_letters(codes, dtype, tables)
         if self.word_letters is not None:
-            is_text_letter = self.is_letter(ids) & (ids < self.image_offset)
+            is_text_letter = is_letter & (ids < self.image_offset)
             letter = word_letter_ids(ids, is_text_letter, whole, self.image_start)
             letter = letter[:, -last:] if last else letter
             if tables is not None:

@@ -53,7 +53,8 @@ def test_words_after_a_sign_and_a_sign_after_words_match_transformers(tiny_lm, t
     emb = tiny_lm.get_input_embeddings()
     glyphs = [i for i in emb.letters if i >= s.image_offset]
     capitals = [i for i in emb.letters if i < s.image_offset]
-    picture = [s.image_offset] * 256
+    background = next(i for i in range(s.image_offset, s.vocab_size) if i not in emb.letters)
+    picture = [background] * 256
     picture[7 * 16 + 6: 7 * 16 + 10], picture[8 * 16 + 6: 8 * 16 + 10] = glyphs[:4], glyphs[4:8]
     words = s.text.encode("make it say ")
     rows = [words + capitals[:3] + [s.image_start] + picture + [s.image_end] + words]

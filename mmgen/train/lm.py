@@ -36,6 +36,8 @@ RESUME_WARMUP = 50        # steps of warmup after a resume
 # gradients are small: at the base rate they reached a norm of ~0.1 in 150 steps against token
 # embeddings of ~1.0. A larger rate (and no weight decay pulling them back) lets them grow to
 # where heads can start to use them; everything else learns at the base rate.
+# (Word and picture letters join at zero too, but need no head: each lands on the position that
+# predicts from it, so its matrix learns at the base rate, as the reference code's does.)
 LETTER_PLACES_LR_SCALE = 10.0
 TEXT_WEIGHT = 4.0         # words vs codes in the loss; why: train/loss.py
 
@@ -81,8 +83,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="a learned place vector on each letter of a word and of a picture's lettering "
                         "(added at zero to a checkpoint without them)")
     p.add_argument("--word-letters", action=argparse.BooleanOptionalAction, default=True,
-                   help="with --letter-places: on each code of a picture, the letter of the latest word "
-                        "a sign would draw in its column (model.word_letter_ids), added at zero the same way")
+                   help="with --letter-places: where each code of a picture is predicted, the letter of the "
+                        "latest word a sign would draw in its column (model.word_letter_ids), added at zero")
     p.add_argument("--picture-letters", action=argparse.BooleanOptionalAction, default=True,
                    help="with --letter-places: on each word after a picture, the lettering codes of the sign's "
                         "letter the next capital would spell (model.picture_letter_codes), added at zero")

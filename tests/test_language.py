@@ -271,6 +271,13 @@ def test_group_words_read_as_english():
         e = edit(sample_scene(seed), random.Random(seed), kind="remove_one")
         if e is not None:
             assert not re.search(r"one of (every|each|all|both)\b", e.text, re.I), e.text
+    wrong = r"\ball two\b|\b(all|every|each|both|them all)\b[^?.!]* all be\b|^them (should|can)\b|could them\b"
+    for split in SPLITS:
+        for seed in range(600):
+            for kind in ("recolor_group", "remove_group", "remove_one"):
+                e = edit(sample_scene(seed), random.Random(seed), split, kind=kind)
+                if e is not None:
+                    assert not re.search(wrong, e.text, re.I), e.text
 
 
 def test_every_edit_kind_happens():

@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 from .language import (ATTRS, as_typed, band_phrase, canonical_band, canonical_location, canonical_object,
                        canonical_sign, color_word, family, group_phrase, join_list, location, move_target, refer,
                        placed_objects, refer_sign, sign_phrase, size_word, weighted_order)
-from .groups import canonical_group_name, last_in_reading_order, refer_group
+from .groups import canonical_group_name, fill_group, last_in_reading_order, refer_group
 from .prompts import said_sign
 from .scene import (BACKGROUND_COLORS, BANDS, DEFAULT_SIZE, MAX_OBJECTS, OBJECT_COLORS, SHAPES, SIZES, Obj,
                     Scene, band_rows, cell_row_col, is_legible, is_valid, place, random_sign, random_word)
@@ -145,7 +145,7 @@ RECOLOR_GROUP = family("edit_recolor_group", (
     "color {group} {color}", "paint {group} {color}", "can you make {group} {color}?", "recolor {group} to {color}",
     "set {group} to {color}", "please make {group} {color}", "I want {group} {color}", "{group} should be {color}",
     "make {group} {color} instead", "could you make {group} {color}?", "now make {group} {color}"), (
-    "could you turn {group} {color} for me?", "could {group} all be {color}?"))
+    "could you turn {group} {color} for me?", "could {group} be {color} instead?"))
 REMOVE_GROUP = family("edit_remove_group", (
     "remove {group}", "delete {group}", "get rid of {group}", "take out {group}", "erase {group}",
     "take away {group}", "can you remove {group}?", "please remove {group}", "clear {group}", "drop {group}",
@@ -424,10 +424,10 @@ def _recolor_group(scene, rng, split):
         return None
     new = rng.choice(options)
     objects = tuple(replace(o, color=new) if i in g.members else o for i, o in enumerate(scene.objects))
-    text = RECOLOR_GROUP.pick(rng, split).format(group=g.text, color=color_word(new, rng))
+    text, said = fill_group(RECOLOR_GROUP.pick(rng, split), g.text, color=color_word(new, rng))
     return _finish("recolor_group", text, scene.with_objects(objects),
                    _record("recolor_group", list(g.members), "color", [scene.objects[i].color for i in g.members],
-                           new, g.text, g.attrs), rng, name=canonical_group_name(scene, g.members), after=new)
+                           new, said, g.attrs), rng, name=canonical_group_name(scene, g.members), after=new)
 
 
 def _remove_group(scene, rng, split):
@@ -435,10 +435,10 @@ def _remove_group(scene, rng, split):
     if g is None or (len(g.members) == len(scene.objects) and scene.sign is None):
         return None                               # never leave an empty canvas
     kept = tuple(o for i, o in enumerate(scene.objects) if i not in g.members)
-    text = REMOVE_GROUP.pick(rng, split).format(group=g.text)
+    text, said = fill_group(REMOVE_GROUP.pick(rng, split), g.text)
     return _finish("remove_group", text, scene.with_objects(kept),
                    _record("remove_group", list(g.members), None, [scene.objects[i].to_dict() for i in g.members],
-                           None, g.text, g.attrs), rng, name=canonical_group_name(scene, g.members))
+                           None, said, g.attrs), rng, name=canonical_group_name(scene, g.members))
 
 
 def _remove_one(scene, rng, split):
@@ -447,9 +447,9 @@ def _remove_one(scene, rng, split):
         return None
     i = last_in_reading_order(scene, g.members)
     o = scene.objects[i]
-    text = REMOVE_ONE.pick(rng, split).format(group=g.text)
+    text, said = fill_group(REMOVE_ONE.pick(rng, split), g.text)
     return _finish("remove_one", text, scene.with_objects(scene.objects[:i] + scene.objects[i + 1:]),
-                   _record("remove_one", i, None, o.to_dict(), None, g.text, {**g.attrs, "members": list(g.members)}),
+                   _record("remove_one", i, None, o.to_dict(), None, said, {**g.attrs, "members": list(g.members)}),
                    rng, name=f"the {o.color} {o.shape} {canonical_location(o.cell)}")
 
 

@@ -29,10 +29,10 @@ class GroupRef:
 
 def _shape_group_words(shape: str, n: int, rng: random.Random) -> list[str]:
     nouns = shape_word(shape, rng, n)
-    words = [f"the {nouns}", f"all the {nouns}", f"all {NUMBER_WORDS[n]} {nouns}", f"all of the {nouns}",
+    words = [f"the {nouns}", f"all the {nouns}", f"all of the {nouns}",
              f"every {shape_word(shape, rng)}", f"each {shape_word(shape, rng)}"]
-    if n == 2:
-        words += [f"both {nouns}", f"the two {nouns}"]
+    # two are "both", never "all two"
+    words += [f"both {nouns}", f"the two {nouns}"] if n == 2 else [f"all {NUMBER_WORDS[n]} {nouns}"]
     return words
 
 
@@ -46,7 +46,8 @@ def _color_group_words(color: str, n: int, rng: random.Random) -> list[str]:
 
 
 def _all_words(scene: Scene, n: int) -> list[str]:
-    words = ["all the shapes", f"all {NUMBER_WORDS[n]} shapes", "every shape", "all the objects"]
+    words = ["all the shapes", "both shapes" if n == 2 else f"all {NUMBER_WORDS[n]} shapes", "every shape",
+             "all the objects"]
     if scene.sign is None:
         words += ["them", "all of them", "them all", "everything"] + (["both", "both of them"] if n == 2 else [])
     return words
@@ -93,6 +94,17 @@ def refer_group(scene: Scene, rng: random.Random, attrs: dict | None = None,
     elif attrs not in options:
         return None
     return GroupRef(words_for(scene, attrs, rng, partitive), tuple(objects_matching(scene, attrs)), dict(attrs))
+
+
+SUBJECT_PRONOUNS = {"them": "they", "them all": "they all"}
+
+
+def fill_group(frame: str, group: str, **more: str) -> tuple[str, str]:
+    """A phrasing filled with a group's words, and the words as said: a pronoun takes its subject
+    form where the group is the subject ("{group} should be red" with "them" → "they should be red")."""
+    if frame.startswith("{group}") or "could {group}" in frame:
+        group = SUBJECT_PRONOUNS.get(group, group)
+    return frame.format(group=group, **more), group
 
 
 def canonical_group_name(scene: Scene, members: tuple[int, ...]) -> str:

@@ -325,11 +325,15 @@ class StreamEmbedding(nn.Embedding):
             table = tables.places if tables is not None else torch.cat(
                 [torch.zeros_like(self.letter_places[:1]), self.letter_places]).to(dtype)
             out = out + F.embedding(place + 1, table)
-        if self.picture_letters is not None:
+        # each letter addition is zero where it does not apply: a decoding pass skips the one its
+        # new positions cannot use (picture letters while drawing codes, word letters while writing)
+        new_ids = ids[:, -last:] if last else ids
+        at_picture = (index >= 0) | (new_ids == self.image_start)
+        if self.picture_letters is not None and not at_picture.all():
             codes = picture_letter_codes(ids, is_letter, whole, all_places, self.image_start)
             codes = codes[:, -last:] if last else codes
             out = out + self._picture_letters(codes, dtype, tables)
-        if self.word_letters is not None:
+        if self.word_letters is not None and at_picture.any():
             is_text_letter = is_letter & (ids < self.image_offset)
             letter = word_letter_ids(ids, is_text_letter, whole, self.image_start)
             letter = letter[:, -last:] if last else letter

@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 from .language import (ATTRS, as_typed, band_phrase, canonical_band, canonical_location, canonical_object,
                        canonical_sign, color_word, family, group_phrase, join_list, location, move_target, refer,
                        placed_objects, refer_sign, sign_phrase, size_word, weighted_order)
-from .groups import canonical_group_name, fill_group, last_in_reading_order, refer_group
+from .groups import fill_group, group_plan, last_in_reading_order, refer_group
 from .prompts import said_sign
 from .scene import (BACKGROUND_COLORS, BANDS, DEFAULT_SIZE, MAX_OBJECTS, OBJECT_COLORS, SHAPES, SIZES, Obj,
                     Scene, band_rows, cell_row_col, is_legible, is_valid, place, random_sign, random_word)
@@ -427,7 +427,7 @@ def _recolor_group(scene, rng, split):
     text, said = fill_group(RECOLOR_GROUP.pick(rng, split), g.text, color=color_word(new, rng))
     return _finish("recolor_group", text, scene.with_objects(objects),
                    _record("recolor_group", list(g.members), "color", [scene.objects[i].color for i in g.members],
-                           new, said, g.attrs), rng, name=canonical_group_name(scene, g.members), after=new)
+                           new, said, g.attrs), rng, name=group_plan(scene, g.members), after=new)
 
 
 def _remove_group(scene, rng, split):
@@ -438,7 +438,7 @@ def _remove_group(scene, rng, split):
     text, said = fill_group(REMOVE_GROUP.pick(rng, split), g.text)
     return _finish("remove_group", text, scene.with_objects(kept),
                    _record("remove_group", list(g.members), None, [scene.objects[i].to_dict() for i in g.members],
-                           None, said, g.attrs), rng, name=canonical_group_name(scene, g.members))
+                           None, said, g.attrs), rng, name=group_plan(scene, g.members))
 
 
 def _remove_one(scene, rng, split):

@@ -4,7 +4,7 @@
     g.text        # 'all the circles'
     g.members     # (0, 2): indices of every object the words name
     g.attrs       # {"shape": "circle"}; {} for every shape in the picture
-    canonical_group_name(scene, g.members)     # 'the two circles': what a reply calls them
+    group_plan(scene, g.members)               # 'the red circle in the top left and …': what a reply calls them
 
 A group is every object sharing a shape or a colour, or every object in the picture; it has two
 or more members, so "the circles" is never a lone circle. Words that stand for every shape in
@@ -16,7 +16,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from .language import NUMBER_WORDS, color_word, objects_matching, plural, shape_word
+from .language import NUMBER_WORDS, canonical_location, color_word, join_list, objects_matching, shape_word
 from .scene import CELLS, Scene
 
 
@@ -107,13 +107,12 @@ def fill_group(frame: str, group: str, **more: str) -> tuple[str, str]:
     return frame.format(group=group, **more), group
 
 
-def canonical_group_name(scene: Scene, members: tuple[int, ...]) -> str:
-    """'the two circles', 'the three red shapes', 'the four shapes': a reply's name for a group."""
-    objs = [scene.objects[i] for i in members]
-    shapes, colors = {o.shape for o in objs}, {o.color for o in objs}
-    noun = plural(objs[0].shape) if len(shapes) == 1 else "shapes"
-    color = f"{objs[0].color} " if len(colors) == 1 and len(shapes) > 1 else ""
-    return f"the {NUMBER_WORDS[len(objs)]} {color}{noun}"
+def group_plan(scene: Scene, members: tuple[int, ...]) -> str:
+    """'the red square in the top left and the red square on the right': a group edit's reply names
+    every member where it is, in reading order, as a create's plan does — the picture then follows
+    words that say which cells change, not only how many."""
+    objs = sorted((scene.objects[i] for i in members), key=lambda o: CELLS.index(o.cell))
+    return join_list([f"the {o.color} {o.shape} {canonical_location(o.cell)}" for o in objs])
 
 
 def last_in_reading_order(scene: Scene, members: tuple[int, ...]) -> int:

@@ -36,6 +36,12 @@ from pathlib import Path
 from PIL import Image
 
 
+def batch_counters(port: int) -> dict | None:
+    """The shared passes' counters on /health (None: a server without the shared batch)."""
+    status, health = request(port, "GET", "/health", timeout=10)
+    return health.get("batch") if status == 200 else None
+
+
 def make_tiny_checkpoints(root: Path) -> Path:
     """A tiny random image tokenizer + transformer (as tests/conftest.py makes): the plumbing, not the pictures."""
     import torch
@@ -198,8 +204,11 @@ def run_load(server: subprocess.Popen, port: int, args) -> int:
         return 1
 
     rounds = Round(port, args.timeout)
+    counters = [batch_counters(port)]
     one_by_one = rounds.run(args.requests, at_once=False)
+    counters.append(batch_counters(port))
     at_once = rounds.run(args.requests, at_once=True)
+    counters.append(batch_counters(port))
     load = rounds.run(args.load, at_once=True)
 
     status, health = request(port, "GET", "/health", timeout=10)
@@ -223,6 +232,11 @@ def run_load(server: subprocess.Popen, port: int, args) -> int:
     for name, cell in rows.items():
         print(f"{name:16}{cell(one_by_one):>20}{cell(at_once):>20}")
     print(f"throughput ratio  {ratio:.2f}x (all at once / one after another)")
+    for name, (a, b) in (("passes, one by one", counters[0:2]), ("passes, at once", counters[1:3])):
+        if a and b and b["tokens"] > a["tokens"]:
+            tokens, seconds = b["tokens"] - a["tokens"], b["pass_seconds"] - a["pass_seconds"]
+            print(f"{name:20}{b['passes'] - a['passes']} passes, {tokens / n:.0f} tokens a picture, "
+                  f"{seconds / n:.3f} s a picture in them ({1000 * seconds / tokens:.3f} ms a token)")
     print(f"same pictures     {same}/{n} drawn at once equal to the same request's drawn alone")
     print(f"\n{args.load} requests at once")
     print(f"answered    {len(load['latencies'])}/{args.load}, wall {load['wall']:.2f} s, "

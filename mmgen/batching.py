@@ -26,6 +26,7 @@ batch gives what it gives alone up to the rounding of the shared passes (shared_
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -43,6 +44,7 @@ class BatchStats:
     largest: int = 0                   # the most lanes (requests' phases) one pass held
     lanes_fed: int = 0                 # lanes summed over passes (÷ passes: the mean batch)
     tokens: int = 0                    # tokens fed, over all rows and passes
+    pass_seconds: float = 0.0          # wall time inside the shared passes
     sizes: dict = field(default_factory=dict)    # lanes in a pass → how many passes
 
 
@@ -183,10 +185,12 @@ class Batch:
         steps = [lane for lane in steps if lane.answer is None]
         if steps:
             feeds = [Feed(rows=lane.rows, ids=lane.ask[1], vocab=lane.ask[2]) for lane in steps]
+            began = time.perf_counter()
             try:
                 answers = self.cache.step(feeds)
             except Exception as e:         # noqa: BLE001
                 answers = [e] * len(steps)
+            self.stats.pass_seconds += time.perf_counter() - began
             for lane, answer in zip(steps, answers):
                 lane.answer = answer
             self._count(feeds)

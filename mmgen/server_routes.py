@@ -163,10 +163,12 @@ async def index():
 def batch_figures(stats: BatchStats) -> dict:
     """What /health says of the shared passes: how many, and how many requests they held; and how
     requests' prompts got in: prefilled (once per turn, more only when the batch was short of rows)
-    or branched (a turn's pictures from its words, no prefill)."""
+    or branched (a turn's pictures from its words, no prefill); the tokens the passes fed and the
+    time they took (what a picture costs in them: benchmarks/server_load.py)."""
     return {"passes": stats.passes, "largest": stats.largest,
             "mean": round(stats.lanes_fed / stats.passes, 2) if stats.passes else 0.0,
-            "prefills": stats.prefills, "branches": stats.branches}
+            "prefills": stats.prefills, "branches": stats.branches,
+            "tokens": stats.tokens, "pass_seconds": round(stats.pass_seconds, 3)}
 
 
 @pages.get("/health")

@@ -138,8 +138,9 @@ def test_a_branch_takes_its_words_row_or_waits_holding_no_row(tiny_lm, tiny_stre
 def test_health_reports_the_batch_counters():
     from mmgen.batching import BatchStats
     from mmgen.server_routes import batch_figures
-    stats = BatchStats(passes=4, prefills=3, branches=2, largest=3, lanes_fed=10)
-    assert batch_figures(stats) == {"passes": 4, "largest": 3, "mean": 2.5, "prefills": 3, "branches": 2}
+    stats = BatchStats(passes=4, prefills=3, branches=2, largest=3, lanes_fed=10, tokens=90, pass_seconds=0.12345)
+    assert batch_figures(stats) == {"passes": 4, "largest": 3, "mean": 2.5, "prefills": 3, "branches": 2,
+                                    "tokens": 90, "pass_seconds": 0.123}
 
 
 def drawn_alone_and_together(model, requests, max_active):

@@ -252,27 +252,27 @@ class StreamEmbedding(nn.Embedding):
         if picture_letters:
             self.add_picture_letters()
 
+    def _zero_linear(self, inputs: int) -> nn.Linear:
+        """A matrix from `inputs` features to the embedding, at zero: an addition that changes nothing until trained."""
+        layer = nn.Linear(inputs, self.embedding_dim, bias=False, device=self.weight.device, dtype=self.weight.dtype)
+        nn.init.zeros_(layer.weight)
+        return layer
+
     def add_reference(self) -> None:
         if self.reference is None:
-            self.reference = nn.Linear(self.embedding_dim, self.embedding_dim, bias=False,
-                                       device=self.weight.device, dtype=self.weight.dtype)
-            nn.init.zeros_(self.reference.weight)
+            self.reference = self._zero_linear(self.embedding_dim)
 
     def add_word_letters(self) -> None:
         if not self.letters:
             raise ValueError("word letters need letter places (the ids that are letters)")
         if self.word_letters is None:
-            self.word_letters = nn.Linear(self.embedding_dim, self.embedding_dim, bias=False,
-                                          device=self.weight.device, dtype=self.weight.dtype)
-            nn.init.zeros_(self.word_letters.weight)
+            self.word_letters = self._zero_linear(self.embedding_dim)
 
     def add_picture_letters(self) -> None:
         if not self.letters:
             raise ValueError("picture letters need letter places (the ids that are letters)")
         if self.picture_letters is None:
-            self.picture_letters = nn.Linear(2 * self.embedding_dim, self.embedding_dim, bias=False,
-                                             device=self.weight.device, dtype=self.weight.dtype)
-            nn.init.zeros_(self.picture_letters.weight)
+            self.picture_letters = self._zero_linear(2 * self.embedding_dim)        # a glyph's top and bottom codes
 
     def add_letter_places(self, letters: list[int]) -> None:
         """Mark these ids as letters (capital text tokens, lettering codes) and give them places."""
@@ -312,12 +312,7 @@ class StreamEmbedding(nn.Embedding):
         if self.reference is not None:
             ref = reference_ids(ids, self.image_start, self.image_offset, index=whole)
             ref = ref[:, -last:] if last else ref
-            if tables is not None:
-                added = F.embedding(ref.clamp(min=0), tables.reference)
-            else:
-                source = F.embedding(ref.clamp(min=0), self.weight).to(dtype)
-                added = F.linear(source, self.reference.weight.to(dtype))
-            out = out + added * (ref >= 0).unsqueeze(-1).to(dtype)
+            out = out + self._through(self.reference, ref, dtype, tables.reference if tables is not None else None)
         if self.letter_places is not None:
             is_letter = self.is_letter(ids)
             all_places = letter_places(ids, is_letter, whole)
@@ -337,13 +332,18 @@ class StreamEmbedding(nn.Embedding):
             is_text_letter = is_letter & (ids < self.image_offset)
             letter = word_letter_ids(ids, is_text_letter, whole, self.image_start)
             letter = letter[:, -last:] if last else letter
-            if tables is not None:
-                added = F.embedding(letter.clamp(min=0), tables.word_letters)
-            else:
-                source = F.embedding(letter.clamp(min=0), self.weight).to(dtype)
-                added = F.linear(source, self.word_letters.weight.to(dtype))
-            out = out + added * (letter >= 0).unsqueeze(-1).to(dtype)
+            out = out + self._through(self.word_letters, letter, dtype,
+                                      tables.word_letters if tables is not None else None)
         return out
+
+    def _through(self, matrix: nn.Linear, ids: torch.Tensor, dtype: torch.dtype,
+                 table: torch.Tensor | None) -> torch.Tensor:
+        """The embeddings of ids [B, T] through `matrix` (or its precomputed `table`), zero where an id is -1."""
+        if table is not None:
+            added = F.embedding(ids.clamp(min=0), table)
+        else:
+            added = F.linear(F.embedding(ids.clamp(min=0), self.weight).to(dtype), matrix.weight.to(dtype))
+        return added * (ids >= 0).unsqueeze(-1).to(dtype)
 
     def _picture_letters(self, codes: torch.Tensor, dtype: torch.dtype, tables: "LookupTables | None") -> torch.Tensor:
         """picture_letters applied to the two halves' embeddings; codes [B, T, 2] (-1: none → zero)."""

@@ -2,6 +2,7 @@
 tables add, and that a model trained without them upgrades without changing its function."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 from mmgen.model import (LETTER_PLACES, MMGenForCausalLM, StreamEmbedding, add_image_positions, build_model,
@@ -147,22 +148,26 @@ def test_each_code_gets_the_letter_of_the_latest_word_in_its_column(tiny_stream)
     assert all(centred_first_column(torch.tensor(n)) == first_column(n) for n in range(2, 9))
 
 
-def test_word_letters_start_at_zero_and_survive_save_and_load(tiny_stream, tmp_path):
+@pytest.mark.parametrize("addition", ["word_letters", "picture_letters"])
+def test_letter_additions_start_at_zero_and_survive_save_and_load(tiny_stream, tmp_path, addition):
     s = tiny_stream
     model = build_model("tiny", s.vocab_size, seed=5, image_positions=(s.image_start, s.image_offset),
                         letters=s.letter_ids([1, 2])).eval()
-    conv = Conversation((Turn("user", 'a sign saying "OPEN"'), Turn("assistant", "ok", codes=(3,) * IMAGE_TOKENS)))
+    codes = [3] * IMAGE_TOKENS
+    codes[40:43] = [1, 2, 1]                                     # a sign to read
+    conv = Conversation((Turn("user", 'a sign saying "ABA"'), Turn("assistant", "ok", codes=tuple(codes)),
+                         Turn("user", "what does it say?"), Turn("assistant", "it says ABA")))
     ids = torch.tensor([s.encode(conv).ids])
     with torch.no_grad():
         before = model(input_ids=ids).logits
-        add_image_positions(model, s.image_start, s.image_offset, letters=s.letter_ids([1, 2]), word_letters=True)
+        add_image_positions(model, s.image_start, s.image_offset, letters=s.letter_ids([1, 2]), **{addition: True})
         assert torch.equal(model(input_ids=ids).logits, before)             # zero until trained
-        model.get_input_embeddings().word_letters.weight.normal_()
+        getattr(model.get_input_embeddings(), addition).weight.normal_()
         changed = model(input_ids=ids).logits
     assert not torch.allclose(changed, before)
     model.save_pretrained(tmp_path)
     again = load_model(tmp_path)
-    assert again.config.mmgen_image_positions["word_letters"] is True
+    assert again.config.mmgen_image_positions[addition] is True
     with torch.no_grad():
         torch.testing.assert_close(again(input_ids=ids).logits, changed)
 
@@ -192,28 +197,6 @@ def test_words_after_a_picture_get_the_sign_letter_they_would_spell(tiny_stream)
                         for k, c in enumerate("SALE")]
     others = [g for w, g in words if not (len(w) == 1 and w.isupper())]
     assert others and all(g == [code(top[0]), code(bottom[0])] for g in others)
-
-
-def test_picture_letters_start_at_zero_and_survive_save_and_load(tiny_stream, tmp_path):
-    s = tiny_stream
-    model = build_model("tiny", s.vocab_size, seed=5, image_positions=(s.image_start, s.image_offset),
-                        letters=s.letter_ids([1, 2])).eval()
-    codes = [3] * IMAGE_TOKENS
-    codes[40:43] = [1, 2, 1]
-    conv = Conversation((Turn("user", "read it", codes=tuple(codes)), Turn("assistant", "it says ABA")))
-    ids = torch.tensor([s.encode(conv).ids])
-    with torch.no_grad():
-        before = model(input_ids=ids).logits
-        add_image_positions(model, s.image_start, s.image_offset, letters=s.letter_ids([1, 2]), picture_letters=True)
-        assert torch.equal(model(input_ids=ids).logits, before)             # zero until trained
-        model.get_input_embeddings().picture_letters.weight.normal_()
-        changed = model(input_ids=ids).logits
-    assert not torch.allclose(changed, before)
-    model.save_pretrained(tmp_path)
-    again = load_model(tmp_path)
-    assert again.config.mmgen_image_positions["picture_letters"] is True
-    with torch.no_grad():
-        torch.testing.assert_close(again(input_ids=ids).logits, changed)
 
 
 def codes_not_letters(codes, glyph):

@@ -17,7 +17,7 @@ from PIL import Image
 from mmgen.eval.judge import judge
 from mmgen.pipeline import load
 from mmgen.world import render
-from mmgen.world.scene import Obj, Scene, place
+from mmgen.world.scene import Obj, Scene, Sign, place
 
 CONVERSATIONS = [
     ["draw a blue square", "make it bigger"],
@@ -31,14 +31,22 @@ CONVERSATIONS = [
     ["a green star next to an orange triangle"],
     ['a sign that says "OPEN"', "what does the sign say?"],
     ['a white sign with the word "HELLO" in red', 'change the word to "SALE"', "what word is written?"],
+    ["three red squares", "could you clear away all the squares?"],
+    ["two yellow triangles and an orange diamond", "get rid of both triangles"],
 ]
 USER_PICTURE_QUESTION = "how many circles are in this picture?"
+USER_SIGN_QUESTION = "what does the sign say?"
 
 
 def two_circles() -> Image.Image:
     import random
     scene = Scene(objects=(Obj("circle", "red", "medium", "top left"), Obj("circle", "blue", "medium", "bottom right")))
     return render(place(scene, random.Random(0)))
+
+
+def a_sign() -> Image.Image:
+    """A user's picture of a sign reading ZEBRA (a word no prompt above uses)."""
+    return render(Scene(background="cream", sign=Sign("ZEBRA", "blue", "yellow", "middle")))
 
 
 def reading(image) -> str:
@@ -80,7 +88,8 @@ def main() -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     transcript = []
-    runs = [(turns, None) for turns in CONVERSATIONS] + [([USER_PICTURE_QUESTION], two_circles())]
+    runs = [(turns, None) for turns in CONVERSATIONS] + [([USER_PICTURE_QUESTION], two_circles()),
+                                                         ([USER_SIGN_QUESTION], a_sign())]
     for i, (turns, picture) in enumerate(runs):
         lines, images = run_conversation(model, turns, args.seed + i, picture)
         if images:

@@ -62,6 +62,13 @@ def image_code_index(ids: torch.Tensor, image_start: int, image_offset: int) -> 
     return torch.where(valid, index, torch.full_like(index, -1))
 
 
+def predicted_code_index(ids: torch.Tensor, image_start: int, index: torch.Tensor) -> torch.Tensor:
+    """For every position of ids: the index 0..255 of the code it predicts — <image> predicts code
+    0, the position holding code j predicts code j + 1 — or -1 (`index`: image_code_index(ids))."""
+    return torch.where(ids == image_start, torch.zeros_like(index),
+                       torch.where((index >= 0) & (index < IMAGE_TOKENS - 1), index + 1, torch.full_like(index, -1)))
+
+
 def reference_ids(ids: torch.Tensor, image_start: int, image_offset: int,
                   index: torch.Tensor | None = None) -> torch.Tensor:
     """For every position of ids [B, T]: the id of the code at the same place in the previous
@@ -75,8 +82,7 @@ def reference_ids(ids: torch.Tensor, image_start: int, image_offset: int,
     is_start = ids == image_start
     picture = is_start.long().cumsum(-1)                          # 1-based picture each position is in
     index = image_code_index(ids, image_start, image_offset) if index is None else index
-    target = torch.where(is_start, torch.zeros_like(index),
-                         torch.where((index >= 0) & (index < IMAGE_TOKENS - 1), index + 1, torch.full_like(index, -1)))
+    target = predicted_code_index(ids, image_start, index)
     starts = torch.full((B, T + 1), -1, dtype=torch.long, device=ids.device)   # starts[b, k]: <image> of picture k
     rows, cols = is_start.nonzero(as_tuple=True)
     starts[rows, picture[rows, cols]] = cols
@@ -132,8 +138,7 @@ def word_letter_ids(ids: torch.Tensor, is_text_letter: torch.Tensor, index: torc
     word_end = is_text_letter & ~after & (length >= 2)
     last_end = torch.where(word_end, t, torch.full_like(t, -1)).cummax(dim=-1).values
     n = length.gather(1, last_end.clamp(min=0))
-    target = torch.where(ids == image_start, torch.zeros_like(index),
-                         torch.where((index >= 0) & (index < IMAGE_TOKENS - 1), index + 1, torch.full_like(index, -1)))
+    target = predicted_code_index(ids, image_start, index)
     k = target % IMAGE_SIDE - centred_first_column(n)                 # the letter's place in the word
     valid = (target >= 0) & (last_end >= 0) & (k >= 0) & (k < n)
     letter = ids.gather(1, (last_end - n + 1 + k).clamp(0, T - 1))
@@ -158,7 +163,8 @@ def picture_letter_codes(ids: torch.Tensor, is_letter: torch.Tensor, index: torc
     t = torch.arange(T, device=ids.device).expand_as(ids)
     none = torch.full_like(t, -1)
     start = torch.where(ids == image_start, t, none).cummax(dim=-1).values       # latest <image>
-    glyph_at = torch.where(is_letter & (index >= 0), t, torch.full_like(t, T))
+    is_glyph = is_letter & (index >= 0)                     # lettering codes, never a text capital
+    glyph_at = torch.where(is_glyph, t, torch.full_like(t, T))
     # the first lettering code at or after each position: it looks ahead, but a value is only used
     # where it lies inside the latest picture, all of which is before the position (causal)
     next_glyph = glyph_at.flip(-1).cummin(dim=-1).values.flip(-1)
@@ -171,7 +177,6 @@ def picture_letter_codes(ids: torch.Tensor, is_letter: torch.Tensor, index: torc
     top = (start + 1 + top_index).clamp(0, T - 1)
     bottom = (top + IMAGE_SIDE).clamp(max=T - 1)
     top_id, bottom_id = ids.gather(1, top), ids.gather(1, bottom)
-    is_glyph = is_letter & (index >= 0)                     # lettering codes, never a text capital
     top_ok = valid & is_glyph.gather(1, top)
     bottom_ok = top_ok & (top_index + IMAGE_SIDE < IMAGE_TOKENS) & is_glyph.gather(1, bottom)
     return torch.stack([torch.where(top_ok, top_id, none), torch.where(bottom_ok, bottom_id, none)], dim=-1)

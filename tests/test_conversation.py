@@ -252,3 +252,40 @@ def assert_answer_holds(scene, meta):
         assert answer == scene.background
     elif meta["question"] == "word":
         assert answer == scene.sign.word
+
+
+def test_quiz_rate_makes_that_share_of_conversations_quizzes():
+    n = 400
+    convs = [sample_conversation(s, quiz_rate=0.3) for s in range(n)]
+    quizzes = [c for c in convs if "-quiz-" in c.id]
+    assert 0.22 < len(quizzes) / n < 0.38
+    plain = [sample_conversation(s) for s in range(n)]
+    assert all(a.turns == b.turns for a, b in zip(convs, plain) if "-quiz-" not in a.id)
+
+
+def test_quiz_questions_are_true_of_the_picture_they_follow():
+    """A quiz's questions are answered from the latest picture (recomputed by each question's own
+    grader); most pictures are the user's, and the first question on a picture with a sign is
+    mostly about its word."""
+    from mmgen.world.conversation import sample_quiz
+    user_pictures = drawn = word_first = signed = 0
+    kinds = set()
+    for seed in range(200):
+        c = sample_quiz(seed)
+        current, first = None, False
+        for user, reply in zip(c.turns[::2], c.turns[1::2]):
+            if user.image is not None or reply.image is not None:
+                current, first = user.image or reply.image, True
+                user_pictures += user.image is not None
+                drawn += reply.image is not None
+            if reply.image is None:
+                assert user.task == "ask" and reply.text == user.meta["answer"]
+                assert_answer_holds(current, user.meta)
+                kinds.add(user.meta["question"])
+                if first and current.sign is not None:
+                    signed += 1
+                    word_first += user.meta["question"] == "word"
+                first = False
+    assert user_pictures > 2 * drawn > 0
+    assert word_first > 0.6 * signed > 0
+    assert {"word", "count", "exists", "color", "check_color", "describe"} <= kinds

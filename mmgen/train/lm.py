@@ -63,6 +63,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--chain-rate", type=float, default=0.0,
                    help="share of world conversations that are edit chains (2-5 edits, then questions about "
                         "what changed: world.conversation.sample_chain)")
+    p.add_argument("--quiz-rate", type=float, default=0.0,
+                   help="share of the other world conversations that are quizzes (pictures, mostly the "
+                        "user's, each asked 1-4 questions, the word first when there is a sign: "
+                        "world.conversation.sample_quiz)")
     p.add_argument("--batch-tokens", type=int, default=8192,
                    help="padded tokens per batch (the global batch: several processes split its rows)")
     p.add_argument("--max-len", type=int, default=1536, help="longest conversation, in tokens")
@@ -124,7 +128,8 @@ def check_arguments(args) -> None:
         raise SystemExit(f"mmgen train: --text-weight must be positive, not {args.text_weight}")
     if args.minutes is not None and args.minutes <= 0:
         raise SystemExit(f"mmgen train: --minutes must be positive, not {args.minutes}")
-    for flag, rate in (("--sign-rate", args.sign_rate), ("--chain-rate", args.chain_rate)):
+    for flag, rate in (("--sign-rate", args.sign_rate), ("--chain-rate", args.chain_rate),
+                       ("--quiz-rate", args.quiz_rate)):
         if not 0 <= rate <= 1:
             raise SystemExit(f"mmgen train: {flag} must lie in [0, 1], not {rate}")
     if args.workers < 0:
@@ -158,8 +163,8 @@ def load_or_build_model(args, stream, device, glyph_codes=()):
 
 
 def data_mix(args) -> dict:
-    """The shares of world conversations that are about a sign and that are edit chains."""
-    return {"sign_rate": args.sign_rate, "chain_rate": args.chain_rate}
+    """The shares of world conversations that are about a sign, edit chains and quizzes."""
+    return {"sign_rate": args.sign_rate, "chain_rate": args.chain_rate, "quiz_rate": args.quiz_rate}
 
 
 def training_source(args, stream, vq, cache, device, progress: dict):

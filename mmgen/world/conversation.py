@@ -47,6 +47,16 @@ TASKS = ("create", "edit", "ask", "variation")
 # question about the last change — the answer is only in the latest picture, not in the words
 CHAIN_EDITS = (2, 5)
 CHAIN_ASK_RATE = 0.3
+# A quiz (`sample_conversation(quiz_rate=…)`, the data mix for answering from the picture): 1-3
+# pictures, most of them the user's and half of those with a sign, each followed by 1-4 questions,
+# the first about the word when there is a sign. A user's picture comes with no words to copy an
+# answer from, so its questions are only answered by reading the codes; several questions share one
+# picture, so the ~260 tokens of its codes buy several answers.
+QUIZ_PICTURES = (1, 3)
+QUIZ_QUESTIONS = (1, 4)
+QUIZ_USER_IMAGE_RATE = 0.75
+QUIZ_SIGN_RATE = 0.5
+QUIZ_WORD_FIRST_RATE = 0.8
 
 INTRO = family("user_image", ("have a peek at this.", "I'm sharing my picture.",
     
@@ -205,13 +215,44 @@ def sample_chain(seed: int, split: str = "train") -> Conversation:
     return Conversation(id=f"{split}-chain-{seed}", split=split, seed=seed, turns=turns)
 
 
+def _quiz_picture(rng, split):
+    """A quiz's picture exchange: (user picture or None, the exchange that shows or draws it)."""
+    if rng.random() < QUIZ_USER_IMAGE_RATE:
+        scene = _sign_scene(rng) if rng.random() < QUIZ_SIGN_RATE else sample_scene(rng)
+        return scene, None
+    return None, (_sign_create(None, rng, split) if rng.random() < QUIZ_SIGN_RATE else _create(None, rng, split))
+
+
+def sample_quiz(seed: int, split: str = "train") -> Conversation:
+    """A quiz: pictures (mostly the user's), each followed by questions about it (`QUIZ_…`)."""
+    rng = stream(split, seed, "quiz")
+    turns: list[Turn] = []
+    for _ in range(rng.randint(*QUIZ_PICTURES)):
+        user_image, drawn = _quiz_picture(rng, split)
+        current = user_image if user_image is not None else drawn[4]
+        if drawn is not None:
+            kind, text, meta, reply, image = drawn
+            turns.append(Turn("user", _user_turn_text(text, None, rng, split), None, kind, meta))
+            turns.append(Turn("assistant", reply, image, kind))
+        for j in range(rng.randint(*QUIZ_QUESTIONS)):
+            word = j == 0 and current.sign is not None and rng.random() < QUIZ_WORD_FIRST_RATE
+            kind, text, meta, reply, _ = _ask(current, rng, split, kind="word" if word else None) \
+                or _ask(current, rng, split)
+            shown = user_image if j == 0 else None
+            turns.append(Turn("user", _user_turn_text(text, shown, rng, split), shown, kind, meta))
+            turns.append(Turn("assistant", reply, None, kind))
+    return Conversation(id=f"{split}-quiz-{seed}", split=split, seed=seed, turns=turns)
+
+
 def sample_conversation(seed: int, split: str = "train", sign_rate: float = 0.0,
-                        chain_rate: float = 0.0) -> Conversation:
+                        chain_rate: float = 0.0, quiz_rate: float = 0.0) -> Conversation:
     """The conversation of `seed`; with `sign_rate`, that share of conversations are about a sign,
-    with `chain_rate` that share are edit chains (`sample_chain`); the same seed gives the same
-    conversation whenever it is neither."""
+    with `chain_rate` that share are edit chains (`sample_chain`), with `quiz_rate` that share are
+    quizzes (`sample_quiz`); the same seed gives the same conversation whenever it is none of these."""
     if chain_rate > 0 and stream(split, seed, "chain_mix").random() < chain_rate:
         return sample_chain(seed, split)
+    if quiz_rate > 0 and stream(split, seed, "quiz_mix").random() < quiz_rate:
+        return sample_quiz(seed, split)
     rng = stream(split, seed, "conversation")
     signs = sign_rate > 0 and stream(split, seed, "sign_mix").random() < sign_rate
     turns: list[Turn] = []

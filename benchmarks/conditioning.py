@@ -12,7 +12,12 @@
   (world/lettering.py), so a model that reads the word gains nats on every one;
 - edit: image loss of held-out edits given their own source picture vs another picture, and,
   given its own source, split into the codes the edit leaves as they were (same code at the same
-  place in the source) and the codes it changes, with the mean probability of copying.
+  place in the source) and the codes it changes, with the mean probability of copying;
+- read: held-out pictures with a sign brought by the user and asked its word in a held-out
+  phrasing, answer teacher-forced: the share of the answer's letters the model ranks first, of
+  words it ranks first letter by letter, and the answer's loss with the picture swapped for another
+  sign's. Nothing in the conversation's words says the word, so only a model that reads the
+  picture's codes gets the letters right; one that guesses from the words loses as much either way.
 A model that follows its prompt shows a gap in the first; one that copies what it edits, in the
 second, and a loss near zero on the unchanged codes. Prints figures (cross-entropy per image
 code, nats).
@@ -35,6 +40,9 @@ from mmgen.world.conversation import sample_conversation
 from mmgen.world import lettering
 
 
+PARTS = ("create", "sign", "edit", "read")
+
+
 def held_out(n: int, keep) -> list:
     out, seed = [], 0
     while len(out) < n:
@@ -51,11 +59,11 @@ def main() -> int:
     ap.add_argument("--vq", default="checkpoints/vq")
     ap.add_argument("--n", type=int, default=48)
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--parts", default="create,sign,edit", help="comma-separated: create, sign, edit")
+    ap.add_argument("--parts", default="create,sign,edit,read", help="comma-separated: create, sign, edit, read")
     args = ap.parse_args()
     parts = set(args.parts.split(","))
-    if parts - {"create", "sign", "edit"}:
-        ap.error(f"unknown parts {sorted(parts - {'create', 'sign', 'edit'})}")
+    if parts - set(PARTS):
+        ap.error(f"unknown parts {sorted(parts - set(PARTS))}")
     if args.threads:
         torch.set_num_threads(args.threads)
     vq = VQTokenizer.from_pretrained(args.vq).eval()
@@ -76,6 +84,8 @@ def main() -> int:
         sign_part(args, vq, stream, loss_model)
     if "edit" in parts:
         edit_part(args, vq, stream, loss_model, image_loss, rotate)
+    if "read" in parts:
+        read_part(args, vq, stream, loss_model, rotate)
     return 0
 
 
@@ -129,6 +139,50 @@ def edit_part(args, vq, stream, loss_model, image_loss, rotate) -> None:
     print(f"  codes left as in the source      {kept.mean():.4f}  ({len(kept)} codes, "
           f"{len(kept) / (len(kept) + len(changed)):.0%}; mean p(copy) {p_copy.mean():.3f})")
     print(f"  codes the edit changes           {changed.mean():.4f}  ({len(changed)} codes)")
+
+
+def read_part(args, vq, stream, loss_model, rotate) -> None:
+    from mmgen.world.language import stream as seeded
+    from mmgen.world.questions import WORD
+    from mmgen.world.scene import sample_scene
+    scenes, questions, i = [], [], 0
+    while len(scenes) < args.n:
+        rng = seeded("eval", i, "benchmark-read")
+        scene, i = sample_scene(rng), i + 1
+        if scene.sign is not None:
+            scenes.append(scene)
+            questions.append(WORD.pick(rng, "eval"))
+    pictures = CodeCache(vq.encode).encode_scenes(scenes)
+    ask = lambda pics: [Conversation((Turn("user", q, codes=p), Turn("assistant", s.sign.word)))   # noqa: E731
+                        for q, p, s in zip(questions, pics, scenes)]
+    own_hit, own_ce, words = answer_letters(loss_model.lm, stream, ask(pictures))
+    _, other_ce, _ = answer_letters(loss_model.lm, stream, ask(rotate(pictures)))
+    print(f"read, {len(scenes)} held-out user pictures with a sign, asked the word (answer teacher-forced)")
+    print(f"  letters ranked first             {own_hit.float().mean():.3f}  ({len(own_hit)} letters)")
+    print(f"  words ranked first throughout    {words.float().mean():.3f}")
+    print(f"  answer loss, its own picture     {own_ce.mean():.4f} nats per token")
+    print(f"  answer loss, another sign's      {other_ce.mean():.4f}")
+
+
+def answer_letters(lm, stream: Stream, convs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Over each conversation's last reply (its text tokens, end of turn excluded): whether each
+    token is the model's first choice [N], its cross-entropy [N], and whether all of a reply's
+    tokens are [conversations]."""
+    encoded = [stream.encode(c) for c in convs]
+    batch = collate(encoded, stream.pad)
+    target = batch.labels[:, 1:]
+    reply = torch.zeros_like(target, dtype=torch.bool)
+    for row, e in enumerate(encoded):      # the reply: the labelled text tokens after the last <assistant>
+        start = max(j for j, i in enumerate(e.ids) if i == stream.assistant)
+        for j in range(start + 1, len(e.ids)):
+            reply[row, j - 1] = stream.is_text_id(e.ids[j])
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast_dtype() == "bf16"):
+        logp = torch.log_softmax(_slice_logits(lm, _positions(lm, batch.input_ids, reply), 0, stream.text_vocab), -1)
+    y = target[reply]
+    hit, ce = logp.argmax(-1) == y, -logp.gather(1, y[:, None])[:, 0]
+    rows = torch.arange(len(encoded))[:, None].expand_as(reply)[reply]
+    whole = torch.stack([hit[rows == r].all() for r in range(len(encoded))])
+    return hit, ce, whole
 
 
 def letter_index(sign) -> torch.Tensor:

@@ -116,7 +116,8 @@ WORD = family("edit_word", ('swap the word for "{word}"',
     'change "{old}" to "{word}"', 'write "{word}" on the sign', 'can you make the sign say "{word}"?',
     'put "{word}" on the sign instead', 'use the word "{word}"', 'change the sign to "{word}"',
     'make the word "{word}"', 'let the sign say "{word}"', 'rewrite the sign as "{word}"',
-    '"{word}" instead of "{old}"'), (
+    '"{word}" instead of "{old}"', 'the sign should read "{word}"', 'make it read "{word}"',
+    'I want the sign to read "{word}"'), (
     'have the sign read "{word}"', 'swap "{old}" for "{word}"'))
 PLAQUE = family("edit_plaque", ("swap the plaque to {color}",
     
@@ -160,12 +161,11 @@ REMOVE_ONE = family("edit_remove_one", (
 # Replies name things canonically ("the red circle"); they are the model's words, not the user's,
 # so they have no held-out split.
 REPLIES = {
-    "recolor": ("Done — {name} is {after} now.", "Sure, {name} is now {after}.", "Okay, I made {name} {after}.",
-                "Done."),
+    "recolor": ("Done — {name} is {after} now.", "Sure, {name} is now {after}.", "Okay, I made {name} {after}."),
     "move": ("Done — {name} is {after} now.", "Sure, I moved {name}; it's {after} now.", "Moved {name}."),
     "add": ("Added {after}.", "Done — I added {after}.", "Sure, there's {after} now."),
     "remove": ("Removed {name}.", "Done — {name} is gone.", "Okay, I took out {name}."),
-    "resize": ("Done — {name} is {after} now.", "Sure, I made {name} {after}.", "Resized {name}."),
+    "resize": ("Done — {name} is {after} now.", "Sure, I made {name} {after}.", "Resized {name}; it's {after} now."),
     "background": ("The background is {after} now.", "Done — {after} background.",
                    "Sure, I changed the background to {after}."),
     "word": ('The sign says "{after}" now.', 'Done — it reads "{after}" now.',
@@ -206,6 +206,13 @@ def _name(o: Obj) -> str:
     return f"the {o.color} {o.shape}"
 
 
+def _name_where(o: Obj, color: bool = True) -> str:
+    """'the red circle in the top left': the reply of an edit that changes an object in place names
+    where it is, as a create's plan and a group edit's reply do (groups.group_plan) — the picture
+    then follows words that say which cell changes. A recolour leaves its old colour out."""
+    return f"the {o.color + ' ' if color else ''}{o.shape} {canonical_location(o.cell)}"
+
+
 def _finish(kind, text, scene, record, rng, **reply_slots) -> Edit | None:
     if scene is None or not is_valid(scene):
         return None
@@ -242,7 +249,8 @@ def _recolor(scene, rng, split):
     new = rng.choice([c for c in OBJECT_COLORS if c not in (o.color, scene.background)])
     text = RECOLOR.pick(rng, split).format(ref=ref.text, color=color_word(new, rng))
     return _finish("recolor", text, _swap(scene, i, replace(o, color=new)),
-                   _record("recolor", i, "color", o.color, new, ref.text), rng, name=f"the {o.shape}", after=new)
+                   _record("recolor", i, "color", o.color, new, ref.text), rng, name=_name_where(o, color=False),
+                   after=new)
 
 
 def _move(scene, rng, split):
@@ -286,7 +294,7 @@ def _remove(scene, rng, split):
     i, o, ref = picked
     text = REMOVE.pick(rng, split).format(ref=ref.text)
     return _finish("remove", text, scene.with_objects(scene.objects[:i] + scene.objects[i + 1:]),
-                   _record("remove", i, None, o.to_dict(), None, ref.text), rng, name=_name(o))
+                   _record("remove", i, None, o.to_dict(), None, ref.text), rng, name=_name_where(o))
 
 
 def _resize(scene, rng, split):
@@ -307,7 +315,7 @@ def _resize(scene, rng, split):
     resized = place(_swap(scene, i, replace(o, size=new, side=None, offset=(0.0, 0.0))), rng,
                     keep=_others(scene, i))
     return _finish("resize", text, resized, _record("resize", i, "size", o.size, new, ref.text), rng,
-                   name=_name(o), after=new)
+                   name=_name_where(o), after=new)
 
 
 def _background(scene, rng, split):

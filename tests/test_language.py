@@ -280,6 +280,26 @@ def test_group_words_read_as_english():
                     assert not re.search(wrong, e.text, re.I), e.text
 
 
+def test_in_place_edit_replies_say_where_the_object_is():
+    """A recolour, resize or removal of a shape names it in its cell, in the model's canonical words."""
+    from mmgen.world.language import canonical_location
+    seen = set()
+    for seed in range(200):
+        scene = sample_scene(seed)
+        for kind in ("recolor", "resize", "remove"):
+            e = sample_edit(scene, random.Random(seed), kind=kind)
+            if e is None or e.record["target"] == "sign":
+                continue
+            seen.add(kind)
+            o = scene.objects[e.record["target"]]
+            assert f"{o.shape} {canonical_location(o.cell)}" in e.reply, (e.reply, o)
+            if kind != "recolor":
+                assert f"the {o.color} {o.shape}" in e.reply
+            else:
+                assert e.record["after"] in e.reply
+    assert seen == {"recolor", "resize", "remove"}
+
+
 def test_every_edit_kind_happens():
     seen = set()
     for seed in range(300):

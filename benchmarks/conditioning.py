@@ -1,6 +1,6 @@
 """How much the transformer's pictures depend on what they should depend on.
 
-    python benchmarks/conditioning.py [--checkpoint checkpoints/lm] [--n 48] [--parts create,sign,edit]
+    python benchmarks/conditioning.py [--checkpoint checkpoints/lm] [--n 48] [--parts create,sign,edit,read]
 
 - create: image loss of held-out first create turns with their own words, with another
   conversation's words, and with the words emptied (user's alone, then user's and assistant's);
@@ -20,7 +20,7 @@
   picture's codes gets the letters right; one that guesses from the words loses as much either way.
 A model that follows its prompt shows a gap in the first; one that copies what it edits, in the
 second, and a loss near zero on the unchanged codes. Prints figures (cross-entropy per image
-code, nats).
+code, nats; for read, per token of the answer).
 """
 from __future__ import annotations
 

@@ -265,27 +265,31 @@ def test_quiz_rate_makes_that_share_of_conversations_quizzes():
 
 def test_quiz_questions_are_true_of_the_picture_they_follow():
     """A quiz's questions are answered from the latest picture (recomputed by each question's own
-    grader); most pictures are the user's, and the first question on a picture with a sign is
-    mostly about its word."""
-    from mmgen.world.conversation import sample_quiz
+    grader) and never repeat on it; most pictures are the user's, and the first question on a
+    picture with a sign is mostly about its word, which no later question asks."""
+    from mmgen.world.conversation import _asked, sample_quiz
     user_pictures = drawn = word_first = signed = 0
     kinds = set()
     for seed in range(200):
         c = sample_quiz(seed)
-        current, first = None, False
+        assert c.turns == sample_quiz(seed).turns
+        current, asked = None, set()
         for user, reply in zip(c.turns[::2], c.turns[1::2]):
             if user.image is not None or reply.image is not None:
-                current, first = user.image or reply.image, True
+                current, asked = user.image or reply.image, set()
                 user_pictures += user.image is not None
                 drawn += reply.image is not None
             if reply.image is None:
                 assert user.task == "ask" and reply.text == user.meta["answer"]
                 assert_answer_holds(current, user.meta)
                 kinds.add(user.meta["question"])
-                if first and current.sign is not None:
+                key = _asked((None, None, {"question": user.meta["question"], "about": user.meta["about"]}))
+                assert key not in asked, (user.text, c.id)
+                if not asked and current.sign is not None:
                     signed += 1
                     word_first += user.meta["question"] == "word"
-                first = False
+                assert user.meta["question"] != "word" or not asked
+                asked.add(key)
     assert user_pictures > 2 * drawn > 0
     assert word_first > 0.6 * signed > 0
     assert {"word", "count", "exists", "color", "check_color", "describe"} <= kinds

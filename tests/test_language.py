@@ -295,8 +295,8 @@ def test_in_place_edit_replies_say_where_the_object_is():
             assert f"{o.shape} {canonical_location(o.cell)}" in e.reply, (e.reply, o)
             if kind != "recolor":
                 assert f"the {o.color} {o.shape}" in e.reply
-            else:
-                assert e.record["after"] in e.reply
+            else:                  # the new colour, not the old one
+                assert e.record["after"] in e.reply and f"the {o.color} {o.shape}" not in e.reply
     assert seen == {"recolor", "resize", "remove"}
 
 
@@ -422,6 +422,8 @@ def test_held_out_phrasings_never_appear_in_training():
     from mmgen.world.conversation import sample_conversation
     regexes = _held_out_regexes()
     texts = [t.text for s in range(400) for t in sample_conversation(s, "train").turns]
+    texts += [t.text for s in range(300) for t in sample_conversation(s, "train", sign_rate=0.3, chain_rate=0.3,
+                                                                      quiz_rate=0.5).turns]
     texts += [prompt_for(s, c, "train").text for s in range(60) for c in CATEGORIES]
     for text in texts:
         hits = [(name, t) for name, t, rx in regexes if rx.search(text)]

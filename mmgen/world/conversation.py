@@ -48,15 +48,18 @@ TASKS = ("create", "edit", "ask", "variation")
 CHAIN_EDITS = (2, 5)
 CHAIN_ASK_RATE = 0.3
 # A quiz (`sample_conversation(quiz_rate=…)`, the data mix for answering from the picture): 1-3
-# pictures, most of them the user's and half of those with a sign, each followed by 1-4 questions,
-# the first about the word when there is a sign. A user's picture comes with no words to copy an
-# answer from, so its questions are only answered by reading the codes; several questions share one
-# picture, so the ~260 tokens of its codes buy several answers.
+# pictures, most of them the user's and about two in three with a sign (half are drawn with one,
+# the rest carry one a third of the time), each followed by 1-4 different questions, the first
+# usually about the word when there is a sign and no later one. A user's picture comes with no
+# words to copy an answer from, so its questions are only answered by reading the codes, and no
+# answer is given away by an earlier reply; several questions share one picture, so the ~260
+# tokens of its codes buy several answers.
 QUIZ_PICTURES = (1, 3)
 QUIZ_QUESTIONS = (1, 4)
 QUIZ_USER_IMAGE_RATE = 0.75
 QUIZ_SIGN_RATE = 0.5
 QUIZ_WORD_FIRST_RATE = 0.8
+QUIZ_TRIES = 10                  # draws for a question not asked yet about this picture
 
 INTRO = family("user_image", ("have a peek at this.", "I'm sharing my picture.",
     
@@ -223,6 +226,28 @@ def _quiz_picture(rng, split):
     return None, (_sign_create(None, rng, split) if rng.random() < QUIZ_SIGN_RATE else _create(None, rng, split))
 
 
+def _asked(exchange) -> tuple:
+    """What a question asks, whatever its words: its kind and subject."""
+    meta = exchange[2]
+    return meta["question"], tuple(sorted((k, repr(v)) for k, v in meta["about"].items() if k != "ref"))
+
+
+def _quiz_questions(current, rng, split) -> list:
+    """1-4 different questions about one picture: the first usually about its word, when it has
+    one, and no later one, so no answer is in an earlier reply."""
+    asked, out = set(), []
+    for j in range(rng.randint(*QUIZ_QUESTIONS)):
+        if j == 0 and current.sign is not None and rng.random() < QUIZ_WORD_FIRST_RATE:
+            got = _ask(current, rng, split, kind="word")
+        else:
+            draws = (_ask(current, rng, split) for _ in range(QUIZ_TRIES))
+            got = next((g for g in draws if g[2]["question"] != "word" and _asked(g) not in asked), None)
+        if got is not None:
+            asked.add(_asked(got))
+            out.append(got)
+    return out
+
+
 def sample_quiz(seed: int, split: str = "train") -> Conversation:
     """A quiz: pictures (mostly the user's), each followed by questions about it (`QUIZ_…`)."""
     rng = stream(split, seed, "quiz")
@@ -234,10 +259,7 @@ def sample_quiz(seed: int, split: str = "train") -> Conversation:
             kind, text, meta, reply, image = drawn
             turns.append(Turn("user", _user_turn_text(text, None, rng, split), None, kind, meta))
             turns.append(Turn("assistant", reply, image, kind))
-        for j in range(rng.randint(*QUIZ_QUESTIONS)):
-            word = j == 0 and current.sign is not None and rng.random() < QUIZ_WORD_FIRST_RATE
-            kind, text, meta, reply, _ = _ask(current, rng, split, kind="word" if word else None) \
-                or _ask(current, rng, split)
+        for j, (kind, text, meta, reply, _) in enumerate(_quiz_questions(current, rng, split)):
             shown = user_image if j == 0 else None
             turns.append(Turn("user", _user_turn_text(text, shown, rng, split), shown, kind, meta))
             turns.append(Turn("assistant", reply, None, kind))
@@ -247,8 +269,9 @@ def sample_quiz(seed: int, split: str = "train") -> Conversation:
 def sample_conversation(seed: int, split: str = "train", sign_rate: float = 0.0,
                         chain_rate: float = 0.0, quiz_rate: float = 0.0) -> Conversation:
     """The conversation of `seed`; with `sign_rate`, that share of conversations are about a sign,
-    with `chain_rate` that share are edit chains (`sample_chain`), with `quiz_rate` that share are
-    quizzes (`sample_quiz`); the same seed gives the same conversation whenever it is none of these."""
+    with `chain_rate` that share are edit chains (`sample_chain`), with `quiz_rate` that share of the
+    others are quizzes (`sample_quiz`); the same seed gives the same conversation whenever it is none
+    of these."""
     if chain_rate > 0 and stream(split, seed, "chain_mix").random() < chain_rate:
         return sample_chain(seed, split)
     if quiz_rate > 0 and stream(split, seed, "quiz_mix").random() < quiz_rate:

@@ -116,8 +116,7 @@ WORD = family("edit_word", ('swap the word for "{word}"',
     'change "{old}" to "{word}"', 'write "{word}" on the sign', 'can you make the sign say "{word}"?',
     'put "{word}" on the sign instead', 'use the word "{word}"', 'change the sign to "{word}"',
     'make the word "{word}"', 'let the sign say "{word}"', 'rewrite the sign as "{word}"',
-    '"{word}" instead of "{old}"', 'the sign should read "{word}"', 'make it read "{word}"',
-    'I want the sign to read "{word}"'), (
+    '"{word}" instead of "{old}"'), (
     'have the sign read "{word}"', 'swap "{old}" for "{word}"'))
 PLAQUE = family("edit_plaque", ("swap the plaque to {color}",
     
@@ -158,7 +157,8 @@ REMOVE_ONE = family("edit_remove_one", (
     "please remove one of {group}", "I'd like one of {group} gone", "could you delete one of {group}?"), (
     "one of {group} has to go", "could you take one of {group} out?"))
 
-# Replies name things canonically ("the red circle"); they are the model's words, not the user's,
+# Replies name things canonically ("the red circle", "the red circle on the left" where an edit
+# changes it in place); they are the model's words, not the user's,
 # so they have no held-out split.
 REPLIES = {
     "recolor": ("Done — {name} is {after} now.", "Sure, {name} is now {after}.", "Okay, I made {name} {after}."),

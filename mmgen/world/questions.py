@@ -72,9 +72,9 @@ WORD = family("ask_word", ("what word appears on the sign?",
     "what text is there?", "what does the writing say?", "what's on the sign?", "which word is on the sign?",
     "what word is written here?", "spell it", "spell the word", "spell the word on the sign", "what's written here?",
     "what does the poster say?", "read it to me", "what does the word say?", "what letters are on the sign?",
-    "tell me what the sign reads", "what word do you see?", "could you read the sign?", "read the word",
+    "tell me what the sign reads", "what word do you see?", "could you read the sign?",
     "what does the lettering say?", "which letters do you see?", "what's the text?", "tell me what it says",
-    "what word is shown?", "can you spell the word for me?", "what is written in the picture?"), (
+    "what word is shown?"), (
     "can you read the word out for me?", "which word appears in the picture?"))
 EXISTS = family("ask_exists", ("is there {a_thing} anywhere?", "does it contain {a_thing}?",
     

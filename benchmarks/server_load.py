@@ -37,9 +37,26 @@ from PIL import Image
 
 
 def batch_counters(port: int) -> dict | None:
-    """The shared passes' counters on /health (None: a server without the shared batch)."""
+    """The shared passes' counters on /health, with the decoding and refining after them under
+    "pictures" (None: a server without the shared batch)."""
     status, health = request(port, "GET", "/health", timeout=10)
-    return health.get("batch") if status == 200 else None
+    if status != 200 or not health.get("batch"):
+        return None
+    return {**health["batch"], "pictures": health.get("pictures") or {}}
+
+
+def picture_costs(a: dict | None, b: dict | None, n: int) -> dict | None:
+    """Seconds a picture spent, between two counter readings over n pictures: in the shared passes,
+    decoding and refining (None when the counters are missing or no pass ran)."""
+    if not (a and b and b["tokens"] > a["tokens"]):
+        return None
+    pa, pb = a["pictures"], b["pictures"]
+    tokens = b["tokens"] - a["tokens"]
+    return {"passes": b["passes"] - a["passes"], "tokens": tokens / n,
+            "ms_per_token": 1000 * (b["pass_seconds"] - a["pass_seconds"]) / tokens,
+            "pass": (b["pass_seconds"] - a["pass_seconds"]) / n,
+            "decode": (pb.get("decode_seconds", 0) - pa.get("decode_seconds", 0)) / n,
+            "refine": (pb.get("refine_seconds", 0) - pa.get("refine_seconds", 0)) / n}
 
 
 def make_tiny_checkpoints(root: Path) -> Path:
@@ -232,11 +249,21 @@ def run_load(server: subprocess.Popen, port: int, args) -> int:
     for name, cell in rows.items():
         print(f"{name:16}{cell(one_by_one):>20}{cell(at_once):>20}")
     print(f"throughput ratio  {ratio:.2f}x (all at once / one after another)")
-    for name, (a, b) in (("passes, one by one", counters[0:2]), ("passes, at once", counters[1:3])):
-        if a and b and b["tokens"] > a["tokens"]:
-            tokens, seconds = b["tokens"] - a["tokens"], b["pass_seconds"] - a["pass_seconds"]
-            print(f"{name:20}{b['passes'] - a['passes']} passes, {tokens / n:.0f} tokens a picture, "
-                  f"{seconds / n:.3f} s a picture in them ({1000 * seconds / tokens:.3f} ms a token)")
+    costs = {name: picture_costs(a, b, n) for name, (a, b) in (("one by one", counters[0:2]),
+                                                                 ("at once", counters[1:3]))}
+    for name, c in costs.items():
+        if c:
+            print(f"{'passes, ' + name:20}{c['passes']} passes, {c['tokens']:.0f} tokens a picture, "
+                  f"{c['pass']:.3f} s a picture in them ({c['ms_per_token']:.3f} ms a token); "
+                  f"then decode {c['decode']:.3f} s, refine {c['refine']:.3f} s a picture")
+    if costs["at once"]:
+        # the passes at once run near the CPU's arithmetic peak, and decoding and refining do not
+        # batch (their convolutions are already efficient one picture at a time): their sum is
+        # about the least a picture can cost, and bounds the throughput ratio any scheduling reaches
+        c = costs["at once"]
+        floor = c["pass"] + c["decode"] + c["refine"]
+        print(f"floor             {floor:.3f} s a picture of passes, decoding and refining at once: "
+              f"at most {one_by_one['wall'] / n / floor:.2f}x the one-by-one throughput")
     print(f"same pictures     {same}/{n} drawn at once equal to the same request's drawn alone")
     print(f"\n{args.load} requests at once")
     print(f"answered    {len(load['latencies'])}/{args.load}, wall {load['wall']:.2f} s, "

@@ -18,6 +18,7 @@ checks what users send (inputs.py) before the pipeline sees it.
 """
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -89,6 +90,16 @@ def pick_weights(device: torch.device, dtype: torch.dtype, weights: str | None) 
     return "fp16" if fp16_available() else "int8" if int8_available() else "native"
 
 
+@dataclass
+class PictureWork:
+    """Time a model spent turning codes into pictures, over every session that used it: what a
+    picture costs outside the transformer's passes (the server reports it: benchmarks/server_load.py)."""
+    decoded: int = 0                   # pictures the image tokenizer decoded
+    decode_seconds: float = 0.0
+    refined: int = 0                   # pictures the refiner cleaned
+    refine_seconds: float = 0.0
+
+
 class MMGen:
     """The loaded model: the transformer, the image tokenizer and the stream layout between them."""
 
@@ -97,6 +108,7 @@ class MMGen:
         self.draft = None          # the draft model for speculative decoding, when shipped: a neighbour
                                    # table (neighbours.py) or a small transformer
         self.refiner = None        # the diffusion refiner that cleans decoded pictures, when shipped
+        self.picture_work = PictureWork()
         # positions past the longest conversation it was trained on are untrained: stay inside them
         trained = (getattr(lm.config, "mmgen_training", None) or {}).get("max_len")
         self.context = min(int(lm.config.max_position_embeddings), int(trained or 1 << 30))
@@ -268,7 +280,10 @@ class Pipeline:
         """The pictures of `codes_list`; one the canvas's last preview already decoded is reused."""
         known = [canvas.decoded(c) if canvas is not None else None for c in codes_list]
         todo = [c for c, im in zip(codes_list, known) if im is None]
+        start = time.perf_counter()
         fresh = iter(self.model.vq.decode(torch.tensor(todo).view(-1, IMAGE_SIDE, IMAGE_SIDE)) if todo else [])
+        work = self.model.picture_work
+        work.decoded, work.decode_seconds = work.decoded + len(todo), work.decode_seconds + time.perf_counter() - start
         return [im if im is not None else next(fresh) for im in known]
 
     def pictures(self, codes_list: list, seeds: list[int | None], settings: Settings,
@@ -287,7 +302,10 @@ class Pipeline:
         """The refiner's output for these codes and seed; a picture shown before is not refined again."""
         key = (codes, seed)
         if key not in self._refined:
+            start = time.perf_counter()
             self._refined[key] = self.model.refiner.refine(image, seed=seed)
+            work = self.model.picture_work
+            work.refined, work.refine_seconds = work.refined + 1, work.refine_seconds + time.perf_counter() - start
             while len(self._refined) > SHOWN_CACHE:
                 self._refined.popitem(last=False)
         self._refined.move_to_end(key)

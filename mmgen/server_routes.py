@@ -171,6 +171,13 @@ def batch_figures(stats: BatchStats) -> dict:
             "tokens": stats.tokens, "pass_seconds": round(stats.pass_seconds, 3)}
 
 
+def picture_figures(work) -> dict:
+    """What /health says of the work after the passes: pictures decoded and refined, and the time
+    each took (pipeline.PictureWork), which no batching of the passes shares out."""
+    return {"decoded": work.decoded, "decode_seconds": round(work.decode_seconds, 3),
+            "refined": work.refined, "refine_seconds": round(work.refine_seconds, 3)}
+
+
 @pages.get("/health")
 async def health(server: Server):
     worker, config = server.worker, server.config
@@ -178,7 +185,8 @@ async def health(server: Server):
             "model": server.model.name, "waiting": worker.waiting, "max_queue": config.max_queue,
             "busy": worker.busy, "drawing": len(worker.active), "served": worker.served,
             "sessions": len(server.store),
-            "batch": batch_figures(server.batch.stats) if server.batch is not None else None}
+            "batch": batch_figures(server.batch.stats) if server.batch is not None else None,
+            "pictures": picture_figures(server.model.picture_work)}
 
 
 @pages.get("/api/config")

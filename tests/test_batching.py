@@ -141,6 +141,10 @@ def test_health_reports_the_batch_counters():
     stats = BatchStats(passes=4, prefills=3, branches=2, largest=3, lanes_fed=10, tokens=90, pass_seconds=0.12345)
     assert batch_figures(stats) == {"passes": 4, "largest": 3, "mean": 2.5, "prefills": 3, "branches": 2,
                                     "tokens": 90, "pass_seconds": 0.123}
+    from mmgen.pipeline import PictureWork
+    from mmgen.server_routes import picture_figures
+    assert picture_figures(PictureWork(decoded=3, decode_seconds=0.0301, refined=2, refine_seconds=0.0824)) == \
+        {"decoded": 3, "decode_seconds": 0.03, "refined": 2, "refine_seconds": 0.082}
 
 
 def drawn_alone_and_together(model, requests, max_active):

@@ -294,6 +294,18 @@ def test_refine_setting_applies_the_refiner_to_drawn_pictures(tiny_model, monkey
         tiny_model.chat(refine="yes")
 
 
+def test_the_model_counts_the_picture_work_after_the_passes(tiny_model, monkeypatch):
+    """Decoding and refining are timed on the model, over all its sessions (the server's /health)."""
+    from dataclasses import replace as snapshot
+    monkeypatch.setattr(tiny_model, "refiner", InvertingRefiner())
+    before = snapshot(tiny_model.picture_work)
+    draw(tiny_model.chat(seed=4), refine=False)
+    draw(tiny_model.chat(seed=5))
+    work = tiny_model.picture_work
+    assert work.decoded - before.decoded == 2 and work.decode_seconds > before.decode_seconds
+    assert work.refined - before.refined == 1 and work.refine_seconds > before.refine_seconds
+
+
 def test_refiner_is_loaded_when_shipped(tiny_checkpoints, tmp_path):
     import shutil
 

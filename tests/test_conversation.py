@@ -207,13 +207,14 @@ def test_sign_edits_change_one_attribute_and_stay_legible():
     assert seen == {"plaque", "move_sign", "recolor", "background"}
 
 
-def test_chain_rate_makes_that_share_of_conversations_edit_chains():
+@pytest.mark.parametrize("rate, tag", [("chain_rate", "-chain-"), ("quiz_rate", "-quiz-")])
+def test_a_rate_makes_that_share_of_conversations_chains_or_quizzes(rate, tag):
     n = 400
-    convs = [sample_conversation(s, chain_rate=0.3) for s in range(n)]
-    chains = [c for c in convs if "-chain-" in c.id]
-    assert 0.22 < len(chains) / n < 0.38
+    convs = [sample_conversation(s, **{rate: 0.3}) for s in range(n)]
+    chosen = [c for c in convs if tag in c.id]
+    assert 0.22 < len(chosen) / n < 0.38
     plain = [sample_conversation(s) for s in range(n)]
-    assert all(a.turns == b.turns for a, b in zip(convs, plain) if "-chain-" not in a.id)
+    assert all(a.turns == b.turns for a, b in zip(convs, plain) if tag not in a.id)
 
 
 def test_chain_questions_are_true_of_the_latest_picture():
@@ -252,15 +253,6 @@ def assert_answer_holds(scene, meta):
         assert answer == scene.background
     elif meta["question"] == "word":
         assert answer == scene.sign.word
-
-
-def test_quiz_rate_makes_that_share_of_conversations_quizzes():
-    n = 400
-    convs = [sample_conversation(s, quiz_rate=0.3) for s in range(n)]
-    quizzes = [c for c in convs if "-quiz-" in c.id]
-    assert 0.22 < len(quizzes) / n < 0.38
-    plain = [sample_conversation(s) for s in range(n)]
-    assert all(a.turns == b.turns for a, b in zip(convs, plain) if "-quiz-" not in a.id)
 
 
 def test_quiz_questions_are_true_of_the_picture_they_follow():

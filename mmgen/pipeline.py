@@ -283,7 +283,8 @@ class Pipeline:
         start = time.perf_counter()
         fresh = iter(self.model.vq.decode(torch.tensor(todo).view(-1, IMAGE_SIDE, IMAGE_SIDE)) if todo else [])
         work = self.model.picture_work
-        work.decoded, work.decode_seconds = work.decoded + len(todo), work.decode_seconds + time.perf_counter() - start
+        work.decoded += len(todo)
+        work.decode_seconds += time.perf_counter() - start
         return [im if im is not None else next(fresh) for im in known]
 
     def pictures(self, codes_list: list, seeds: list[int | None], settings: Settings,
@@ -305,7 +306,8 @@ class Pipeline:
             start = time.perf_counter()
             self._refined[key] = self.model.refiner.refine(image, seed=seed)
             work = self.model.picture_work
-            work.refined, work.refine_seconds = work.refined + 1, work.refine_seconds + time.perf_counter() - start
+            work.refined += 1
+            work.refine_seconds += time.perf_counter() - start
             while len(self._refined) > SHOWN_CACHE:
                 self._refined.popitem(last=False)
         self._refined.move_to_end(key)

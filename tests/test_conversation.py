@@ -275,7 +275,7 @@ def test_quiz_questions_are_true_of_the_picture_they_follow():
                 assert user.task == "ask" and reply.text == user.meta["answer"]
                 assert_answer_holds(current, user.meta)
                 kinds.add(user.meta["question"])
-                key = _asked((None, None, {"question": user.meta["question"], "about": user.meta["about"]}))
+                key = _asked(user.meta)
                 assert key not in asked, (user.text, c.id)
                 if not asked and current.sign is not None:
                     signed += 1

@@ -226,9 +226,8 @@ def _quiz_picture(rng, split):
     return None, (_sign_create(None, rng, split) if rng.random() < QUIZ_SIGN_RATE else _create(None, rng, split))
 
 
-def _asked(exchange) -> tuple:
-    """What a question asks, whatever its words: its kind and subject."""
-    meta = exchange[2]
+def _asked(meta: dict) -> tuple:
+    """What a question asks, whatever its words (`meta`: an ask's user meta): its kind and subject."""
     return meta["question"], tuple(sorted((k, repr(v)) for k, v in meta["about"].items() if k != "ref"))
 
 
@@ -241,9 +240,9 @@ def _quiz_questions(current, rng, split) -> list:
             got = _ask(current, rng, split, kind="word")
         else:
             draws = (_ask(current, rng, split) for _ in range(QUIZ_TRIES))
-            got = next((g for g in draws if g[2]["question"] != "word" and _asked(g) not in asked), None)
+            got = next((g for g in draws if g[2]["question"] != "word" and _asked(g[2]) not in asked), None)
         if got is not None:
-            asked.add(_asked(got))
+            asked.add(_asked(got[2]))
             out.append(got)
     return out
 

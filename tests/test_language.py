@@ -14,7 +14,7 @@ from mmgen.world.edits import EDIT_KINDS, sample_edit
 from mmgen.world.language import (COLOR_SYNONYMS, FAMILIES, NUMBER_WORDS, SHAPE_SYNONYMS, describe, objects_matching,
                                   read_description, refer, stream, template_regex)
 from mmgen.world.prompts import CATEGORIES, prompt_for, sample_prompt, spec_matches
-from mmgen.world.questions import QUESTION_KINDS, sample_question
+from mmgen.world.questions import QUESTION_KINDS, sample_question, verdict
 from mmgen.world.scene import CELLS, DEFAULT_BACKGROUND, DEFAULT_SIZE, Obj, Scene, Sign, validate
 
 SPLITS = ("train", "eval")
@@ -329,10 +329,13 @@ def expected_answer(scene: Scene, kind: str, about: dict) -> str | None:
     if kind == "word":
         return sign["word"]
     if kind == "exists":
-        there = sign is not None if about.get("sign") else n_matching(about["shape"], about["color"]) > 0
-        return "yes" if there else "no"
+        if about.get("sign"):
+            return "yes" if sign is not None else "no"
+        n = n_matching(about["shape"], about["color"])
+        return f"I see {counts[n]}, so {'yes' if n else 'no'}"
     if kind == "check_color":
-        return "yes" if objs[t]["color"] == about["color"] else "no"
+        actual = objs[t]["color"]
+        return f"it's {actual}, so {'yes' if actual == about['color'] else 'no'}"
     if kind == "background":
         return d["background"]
     return None
@@ -367,7 +370,15 @@ def test_answers_are_short_and_deterministic():
     a = [sample_question(scene, random.Random(k)) for k in range(30)]
     b = [sample_question(scene, random.Random(k)) for k in range(30)]
     assert a == b
-    assert all(len(q.answer.split()) <= 2 for q in a if q.kind != "describe" and q.kind != "what_at")
+    assert all(len(q.answer.split()) <= 2 for q in a if q.kind not in ("describe", "what_at", "exists", "check_color"))
+    # yes/no answers about shapes say what was seen, then the verdict: "it's orange, so no"
+    assert all(len(q.answer.split()) <= 5 and verdict(q.answer) in ("yes", "no")
+               for q in a if q.kind in ("exists", "check_color"))
+
+
+def test_verdict_is_the_closing_yes_or_no():
+    assert verdict("it's orange, so no") == "no" and verdict("Yes.") == "yes" and verdict("I see two, so yes!") == "yes"
+    assert verdict("none") is None and verdict("") is None and verdict("no idea what it is") is None
 
 
 @settings(max_examples=300, deadline=None)

@@ -87,6 +87,15 @@ def normalise_answer(text: str) -> str:
     return re.sub(r"[^a-z0-9 ]", "", text.lower()).strip()
 
 
+def answers_match(reply: str, truth: str) -> bool:
+    """A reply is right when it says the truth; for a yes/no question, when it ends in the same yes or
+    no (the evidence before it, "it's orange, so …", is the model's working, graded by the verdict)."""
+    from ..world.questions import verdict
+    if verdict(truth) is not None:
+        return verdict(reply) == verdict(truth)
+    return normalise_answer(reply) == normalise_answer(truth)
+
+
 def _object_key(o: dict) -> tuple:
     return (o["shape"], o["color"], o["size"])
 
@@ -318,7 +327,7 @@ def run_chains(model, n: int, seed: int, settings: dict, split: str = "eval") ->
         cases.append({"question": question.text, "unseen_words": unseen_words(question.text),
                       "kind": question.meta["question"], "after": edits[-1] if edits else None, "edits": len(edits),
                       "expected": truth, "answer": reply.text,
-                      "passed": normalise_answer(reply.text) == normalise_answer(truth)})
+                      "passed": answers_match(reply.text, truth)})
     return cases
 
 
@@ -338,7 +347,7 @@ def run_questions(model, n: int, seed: int, settings: dict, split: str = "eval")
         else:               # the picture drawn earlier in the chat
             reply = _session_with_picture(model, seed + i, p.text, p.reply, p.scene, settings).send(
                 q.text, picture="never")
-        ok = normalise_answer(reply.text) == normalise_answer(q.answer)
+        ok = answers_match(reply.text, q.answer)
         cases.append({"question": q.text, "unseen_words": unseen_words(q.text), "kind": q.kind,
                       "expected": q.answer, "answer": reply.text, "passed": ok, "user_picture": i % 2 == 0})
     return cases
@@ -371,7 +380,7 @@ def run_words(model, n: int, seed: int, settings: dict, save=None, split: str = 
                 q.text, picture="never")
         read.append({"question": q.text, "unseen_words": unseen_words(q.text), "expected": truth,
                      "answer": answer.text, "user_picture": i % 2 == 0,
-                     "passed": truth is not None and normalise_answer(answer.text) == normalise_answer(truth)})
+                     "passed": truth is not None and answers_match(answer.text, truth)})
     return {"drawn": drawn, "read": read}
 
 

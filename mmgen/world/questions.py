@@ -8,13 +8,15 @@
                # (questions about one thing: {"target": index | "sign", "ref": "the red one", …})
 
 Answers are short and fixed by the scene: a colour or shape name ("red", "circle"), a cell name
-("top left") or band ("top") for positions, a number word ("two"; "none" for zero), "yes"/"no",
-the sign's word exactly as drawn ("OPEN"), a canonical object phrase ("a large red circle",
+("top left") or band ("top") for positions, a number word ("two"; "none" for zero), "yes"/"no"
+after the evidence for it for yes/no questions about shapes ("it's orange, so no", "I see two, so
+yes"; `verdict` takes the yes or no back), the sign's word exactly as drawn ("OPEN"), a canonical object phrase ("a large red circle",
 "nothing"), or `describe(scene)` for "describe the picture".
 """
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass
 
 from .language import (NUMBER_WORDS, article, as_typed, canonical_object, color_word, describe, family, location,
@@ -22,7 +24,7 @@ from .language import (NUMBER_WORDS, article, as_typed, canonical_object, color_
 from .scene import OBJECT_COLORS, SHAPES, Scene
 
 QUESTION_WEIGHTS = {"color": 2.0, "shape": 1.5, "count": 2.0, "position": 1.5, "word": 1.5, "exists": 2.0,
-                    "check_color": 1.0, "background": 1.0, "describe": 1.5, "what_at": 1.0}
+                    "check_color": 1.5, "background": 1.0, "describe": 1.5, "what_at": 1.0}
 QUESTION_KINDS = tuple(QUESTION_WEIGHTS)
 YES, NO = "yes", "no"
 ZERO_ANSWER = "none"             # "how many stars?" when there are none
@@ -33,6 +35,7 @@ EXISTING_RATE = 0.6              # yes/no and count questions start from a thing
 EXISTS_SIGN_RATE = 0.15          # "is there a sign?"
 COUNT_ALL_RATE = 0.25            # "how many shapes are there?"
 TRUE_CHECK_RATE = 0.5            # "is the circle red?" names its true colour this often
+EVIDENCE = {"check_color": "it's {color}", "exists": "I see {count}"}
 
 COLOR = family("ask_color", ("which shade is {ref}?", "what hue is {ref}?",
     
@@ -124,6 +127,19 @@ def count_answer(n: int) -> str:
     return ZERO_ANSWER if n == 0 else NUMBER_WORDS[n]
 
 
+def with_evidence(evidence: str, true: bool) -> str:
+    """A yes/no answer that first says what it saw: a model writing left to right names the colour
+    or the count (one look at the picture) before it compares that with the question's words,
+    instead of doing both in the single token of a bare "yes" or "no"."""
+    return f"{evidence}, so {YES if true else NO}"
+
+
+def verdict(answer: str) -> str | None:
+    """The yes or no an answer ends with ("I see none, so no" -> "no"); None when it has neither."""
+    words = re.sub(r"[^a-z ]", " ", answer.lower()).split()
+    return words[-1] if words and words[-1] in (YES, NO) else None
+
+
 def _things(shape: str | None, color: str | None, rng: random.Random, n: int) -> str:
     noun = shape_word(shape, rng, n) if shape else (COUNT_NOUN if n == 1 else plural(COUNT_NOUN))
     return f"{color_word(color, rng)} {noun}" if color else noun
@@ -206,7 +222,8 @@ def _exists(scene, rng, split):
     shape, color = _pick_thing(scene, rng)
     one = _things(shape, color, rng, 1)
     text = EXISTS.pick(rng, split).format(a_thing=f"{article(one)} {one}", things=_things(shape, color, rng, 2))
-    return text, YES if _count_of(scene, shape, color) else NO, {"shape": shape, "color": color}
+    n = _count_of(scene, shape, color)
+    return text, with_evidence(EVIDENCE["exists"].format(count=count_answer(n)), n > 0), {"shape": shape, "color": color}
 
 
 def _check_color(scene, rng, split):
@@ -219,7 +236,8 @@ def _check_color(scene, rng, split):
     actual = scene.objects[i].color
     color = actual if rng.random() < TRUE_CHECK_RATE else rng.choice([c for c in OBJECT_COLORS if c != actual])
     text = CHECK_COLOR.pick(rng, split).format(ref=ref.text, color=color_word(color, rng))
-    return text, YES if color == actual else NO, {"target": i, "color": color, "ref": ref.text}
+    answer = with_evidence(EVIDENCE["check_color"].format(color=actual), color == actual)
+    return text, answer, {"target": i, "color": color, "ref": ref.text}
 
 
 def _background(scene, rng, split):

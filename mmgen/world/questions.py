@@ -31,7 +31,9 @@ ZERO_ANSWER = "none"             # "how many stars?" when there are none
 EMPTY_CELL_ANSWER = "nothing"    # "what is in the top left?" when it is empty
 COUNT_NOUN = "shape"             # "how many shapes?": counts shapes, never the sign
 SIGN_QUESTION_RATE = 0.25        # a colour or position question is about the sign this often
-EXISTING_RATE = 0.6              # yes/no and count questions start from a thing in the picture this often
+EXISTING_RATE = 0.4              # yes/no and count questions start from a thing in the picture this often
+                                 # (with the random ones that happen to be there, about half the exists
+                                 # answers are "no" and 40 % of the counts "none")
 EXISTS_SIGN_RATE = 0.15          # "is there a sign?"
 COUNT_ALL_RATE = 0.25            # "how many shapes are there?"
 TRUE_CHECK_RATE = 0.5            # "is the circle red?" names its true colour this often

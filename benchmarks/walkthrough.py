@@ -1,4 +1,5 @@
-"""The conversations a new user tried that went wrong (issue 26's "Why"), run again on a checkpoint.
+"""The conversations a new user tried that went wrong (issue 26's "Why"), and yes/no questions about
+what is not in the picture, run again on a checkpoint.
 
     python benchmarks/walkthrough.py [--checkpoints checkpoints] [--out runs/walkthrough] [--seed 0]
 
@@ -33,6 +34,7 @@ CONVERSATIONS = [
     ['a white sign with the word "HELLO" in red', 'change the word to "SALE"', "what word is written?"],
     ["three red squares", "could you clear away all the squares?"],
     ["two yellow triangles and an orange diamond", "get rid of both triangles"],
+    ["a blue circle and a green square", "is the circle red?", "is there a star?", "is the square green?"],
 ]
 USER_PICTURE_QUESTION = "how many circles are in this picture?"
 USER_SIGN_QUESTION = "what does the sign say?"

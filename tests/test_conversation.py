@@ -261,7 +261,7 @@ def test_quiz_questions_are_true_of_the_picture_they_follow():
     picture with a sign is mostly about its word, which no later question asks."""
     from mmgen.world.conversation import _asked, sample_quiz
     user_pictures = drawn = word_first = signed = 0
-    kinds = set()
+    kinds, subjects = set(), {}
     for seed in range(200):
         c = sample_quiz(seed)
         assert c.turns == sample_quiz(seed).turns
@@ -281,7 +281,17 @@ def test_quiz_questions_are_true_of_the_picture_they_follow():
                     signed += 1
                     word_first += user.meta["question"] == "word"
                 assert user.meta["question"] != "word" or not asked
+                assert "describe" not in {k for k, _ in asked}      # a description answers everything: last
                 asked.add(key)
+                subjects.setdefault((seed, user_pictures + drawn), []).append(user.meta)
+    for metas in subjects.values():     # no evidence of a yes/no answer gives a later answer away, or the reverse
+        for a in metas:
+            for b in metas:
+                about_a, about_b = a["about"], b["about"]
+                if (a["question"], b["question"]) == ("exists", "count"):
+                    assert (about_a.get("shape"), about_a.get("color")) != (about_b["shape"], about_b["color"])
+                if (a["question"], b["question"]) == ("check_color", "color"):
+                    assert about_a["target"] != about_b["target"]
     assert user_pictures > 2 * drawn > 0
     assert word_first > 0.6 * signed > 0
     assert {"word", "count", "exists", "color", "check_color", "describe"} <= kinds

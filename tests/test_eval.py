@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -24,8 +25,8 @@ def test_eval_writes_every_part_and_its_split(tmp_path, tiny_checkpoints, capsys
     words = got["results"]["words"]
     assert len(words["drawn"]) == len(words["read"]) == got["n"]
     for case in words["read"]:      # graded against the word the judge reads in the picture asked about
-        from mmgen.eval.benchmark import answers_match
-        assert case["expected"] and case["passed"] == answers_match(case["answer"], case["expected"])
+        said = re.sub(r"[^A-Z0-9 ]", "", case["answer"].upper()).strip()
+        assert case["expected"] and case["passed"] == (said == case["expected"])
     assert set(got["results"]["gen"]) == set(GEN_CATEGORIES)
     for metrics in got["summary"].values():
         for name, value in metrics.items():
@@ -122,3 +123,17 @@ def test_group_edits_are_graded_on_every_object_they_name(kind):
             assert not grade_edit(e.record, before, after, spoilt)["preserved"]
         tried += 1
     assert tried >= 20
+
+
+def test_yes_no_answers_are_graded_by_their_verdict_and_their_evidence():
+    from mmgen.eval.benchmark import answers_match
+    truth = "it's orange, so no"
+    assert answers_match("It's orange, so no.", truth, "check_color")
+    assert answers_match("No.", truth, "check_color") and answers_match("no", truth, "check_color")
+    assert not answers_match("yes", truth, "check_color")
+    assert not answers_match("it's green, so no", truth, "check_color")      # the evidence is wrong
+    assert not answers_match("I see none, so yes", "I see two, so yes", "exists")
+    assert not answers_match("I see none, so yes", "yes", "exists")            # "is there a sign?": bare
+    assert not answers_match("no idea", truth, "check_color") and not answers_match("yes or no", truth, "check_color")
+    # a word is graded word for word, even the sign words YES and NO
+    assert answers_match("NO", "NO", "word") and not answers_match("I see none, so no", "NO", "word")

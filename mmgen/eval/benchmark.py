@@ -87,13 +87,15 @@ def normalise_answer(text: str) -> str:
     return re.sub(r"[^a-z0-9 ]", "", text.lower()).strip()
 
 
-def answers_match(reply: str, truth: str) -> bool:
-    """A reply is right when it says the truth; for a yes/no question, when it ends in the same yes or
-    no (the evidence before it, "it's orange, so …", is the model's working, graded by the verdict)."""
-    from ..world.questions import verdict
-    if verdict(truth) is not None:
-        return verdict(reply) == verdict(truth)
-    return normalise_answer(reply) == normalise_answer(truth)
+def answers_match(reply: str, truth: str, kind: str) -> bool:
+    """A reply is right when it says the truth word for word. A yes/no question about the shapes
+    (`YES_NO_QUESTIONS`) is also answered right by its bare yes or no; its evidence ("it's orange,
+    so …"), when given, must be the truth's too."""
+    from ..world.questions import YES_NO_QUESTIONS, verdict
+    said = normalise_answer(reply)
+    if kind in YES_NO_QUESTIONS and said in ("yes", "no"):
+        return said == verdict(truth)
+    return said == normalise_answer(truth)
 
 
 def _object_key(o: dict) -> tuple:
@@ -327,7 +329,7 @@ def run_chains(model, n: int, seed: int, settings: dict, split: str = "eval") ->
         cases.append({"question": question.text, "unseen_words": unseen_words(question.text),
                       "kind": question.meta["question"], "after": edits[-1] if edits else None, "edits": len(edits),
                       "expected": truth, "answer": reply.text,
-                      "passed": answers_match(reply.text, truth)})
+                      "passed": answers_match(reply.text, truth, question.meta["question"])})
     return cases
 
 
@@ -347,7 +349,7 @@ def run_questions(model, n: int, seed: int, settings: dict, split: str = "eval")
         else:               # the picture drawn earlier in the chat
             reply = _session_with_picture(model, seed + i, p.text, p.reply, p.scene, settings).send(
                 q.text, picture="never")
-        ok = answers_match(reply.text, q.answer)
+        ok = answers_match(reply.text, q.answer, q.kind)
         cases.append({"question": q.text, "unseen_words": unseen_words(q.text), "kind": q.kind,
                       "expected": q.answer, "answer": reply.text, "passed": ok, "user_picture": i % 2 == 0})
     return cases
@@ -380,7 +382,7 @@ def run_words(model, n: int, seed: int, settings: dict, save=None, split: str = 
                 q.text, picture="never")
         read.append({"question": q.text, "unseen_words": unseen_words(q.text), "expected": truth,
                      "answer": answer.text, "user_picture": i % 2 == 0,
-                     "passed": truth is not None and answers_match(answer.text, truth)})
+                     "passed": truth is not None and answers_match(answer.text, truth, "word")})
     return {"drawn": drawn, "read": read}
 
 

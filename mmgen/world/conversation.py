@@ -226,14 +226,23 @@ def _quiz_picture(rng, split):
     return None, (_sign_create(None, rng, split) if rng.random() < QUIZ_SIGN_RATE else _create(None, rng, split))
 
 
+# a yes/no question's evidence answers another kind: "is there a red circle?" -> "I see two, so yes"
+# answers "how many red circles?", and "is the star blue?" -> "it's brown, so no" its colour
+SAME_QUESTION = {"exists": "count", "check_color": "color"}
+
+
 def _asked(meta: dict) -> tuple:
-    """What a question asks, whatever its words (`meta`: an ask's user meta): its kind and subject."""
-    return meta["question"], tuple(sorted((k, repr(v)) for k, v in meta["about"].items() if k != "ref"))
+    """What a question asks, whatever its words (`meta`: an ask's user meta): its kind and subject,
+    the same for two questions one of whose answers gives the other's away."""
+    kind = SAME_QUESTION.get(meta["question"], meta["question"])
+    subject = {k: v for k, v in meta["about"].items() if k != "ref" and not (kind == "color" and k == "color")}
+    return kind, tuple(sorted((k, repr(v)) for k, v in subject.items()))
 
 
 def _quiz_questions(current, rng, split) -> list:
     """1-4 different questions about one picture: the first usually about its word, when it has
-    one, and no later one, so no answer is in an earlier reply."""
+    one, and no later one, so no answer is in an earlier reply (a description, which answers them
+    all, is the last)."""
     asked, out = set(), []
     for j in range(rng.randint(*QUIZ_QUESTIONS)):
         if j == 0 and current.sign is not None and rng.random() < QUIZ_WORD_FIRST_RATE:
@@ -244,6 +253,8 @@ def _quiz_questions(current, rng, split) -> list:
         if got is not None:
             asked.add(_asked(got[2]))
             out.append(got)
+            if got[2]["question"] == "describe":
+                break
     return out
 
 

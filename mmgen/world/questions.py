@@ -9,9 +9,10 @@
 
 Answers are short and fixed by the scene: a colour or shape name ("red", "circle"), a cell name
 ("top left") or band ("top") for positions, a number word ("two"; "none" for zero), "yes"/"no"
-after the evidence for it for yes/no questions about shapes ("it's orange, so no", "I see two, so
-yes"; `verdict` takes the yes or no back), the sign's word exactly as drawn ("OPEN"), a canonical object phrase ("a large red circle",
-"nothing"), or `describe(scene)` for "describe the picture".
+("is there a sign?"), after the evidence for it when the question is about the shapes ("it's
+orange, so no", "I see two, so yes"; `verdict` takes the yes or no back), the sign's word exactly
+as drawn ("OPEN"), a canonical object phrase ("a large red circle", "nothing"), or
+`describe(scene)` for "describe the picture".
 """
 from __future__ import annotations
 
@@ -31,13 +32,15 @@ ZERO_ANSWER = "none"             # "how many stars?" when there are none
 EMPTY_CELL_ANSWER = "nothing"    # "what is in the top left?" when it is empty
 COUNT_NOUN = "shape"             # "how many shapes?": counts shapes, never the sign
 SIGN_QUESTION_RATE = 0.25        # a colour or position question is about the sign this often
-EXISTING_RATE = 0.4              # yes/no and count questions start from a thing in the picture this often
-                                 # (with the random ones that happen to be there, about half the exists
-                                 # answers are "no" and 40 % of the counts "none")
+# yes/no, count and what-is-there questions start from a thing in the picture this often (with the
+# random ones that happen to be there, about half the exists answers end in "no", 40 % of the counts
+# are "none" and 45 % of the what-is-there answers "nothing")
+EXISTING_RATE = 0.4
 EXISTS_SIGN_RATE = 0.15          # "is there a sign?"
 COUNT_ALL_RATE = 0.25            # "how many shapes are there?"
 TRUE_CHECK_RATE = 0.5            # "is the circle red?" names its true colour this often
 EVIDENCE = {"check_color": "it's {color}", "exists": "I see {count}"}
+YES_NO_QUESTIONS = tuple(EVIDENCE)      # answered "<evidence>, so yes|no" (but "is there a sign?": bare)
 
 COLOR = family("ask_color", ("which shade is {ref}?", "what hue is {ref}?",
     
@@ -225,7 +228,8 @@ def _exists(scene, rng, split):
     one = _things(shape, color, rng, 1)
     text = EXISTS.pick(rng, split).format(a_thing=f"{article(one)} {one}", things=_things(shape, color, rng, 2))
     n = _count_of(scene, shape, color)
-    return text, with_evidence(EVIDENCE["exists"].format(count=count_answer(n)), n > 0), {"shape": shape, "color": color}
+    answer = with_evidence(EVIDENCE["exists"].format(count=count_answer(n)), n > 0)
+    return text, answer, {"shape": shape, "color": color}
 
 
 def _check_color(scene, rng, split):

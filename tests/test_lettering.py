@@ -114,6 +114,24 @@ def test_prompts_naming_an_illegible_pair_get_a_legible_one_and_say_so():
     assert seen >= 10
 
 
+def test_prompts_naming_a_plaque_no_letters_read_on_get_the_nearest_and_say_so():
+    from mmgen.world.prompts import sample_prompt, spec_matches
+    seen = 0
+    for seed in range(1500):
+        p = sample_prompt(random.Random(seed), "train", "sign")
+        asked = p.spec.get("illegible_plaque")
+        if asked is None:
+            continue
+        seen += 1
+        s = p.scene.sign
+        assert asked in p.text.lower() and asked not in {surface for _, surface in LEGIBLE_PAIRS}
+        assert (s.color, s.plaque) == legible_pair(p.spec["sign"]["color"], asked, background=p.scene.background)
+        first = p.reply.split(".")[0]
+        assert asked in first and s.plaque in first                # the reply says so first
+        assert all(spec_matches(p.spec, p.scene).values())
+    assert seen >= 10
+
+
 # --- the tokenizer's glyph codes --------------------------------------------------------------
 @pytest.fixture(scope="module")
 def shipped_vq():

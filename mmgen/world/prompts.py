@@ -29,8 +29,9 @@ from itertools import permutations
 
 from .language import (ATTRS, RELATION_WORDS, as_typed, check_split, color_word, describe, family, group_phrase,
                        join_list, relation_holds, relation_words, sign_phrase, stream)
-from .scene import (BACKGROUND_COLORS, CELLS, DEFAULT_BACKGROUND, DEFAULT_SIZE, MAX_OBJECTS, OBJECT_COLORS,
-                    SHAPES, SIZES, Obj, Scene, Sign, cell_row_col, is_legible, legible_pair, place, random_sign)
+from .scene import (BACKGROUND_COLORS, CELLS, DEFAULT_BACKGROUND, DEFAULT_SIZE, LEGIBLE_PAIRS, MAX_OBJECTS,
+                    OBJECT_COLORS, SHAPES, SIZES, Obj, Scene, Sign, cell_row_col, is_legible, legible_pair, place,
+                    random_sign)
 
 CATEGORIES = ("single_object", "two_objects", "counting", "colors", "position", "color_attribution",
               "sign", "mixed")
@@ -296,17 +297,20 @@ def sample_prompt(rng: random.Random, split: str = "train", category: str | None
             spec = built[0]
             reply = rng.choice(CREATE_REPLIES).format(scene=describe(scene))
             prompt = Prompt(text=prompt_text(spec, rng, split), scene=scene, spec=spec, reply=reply)
-            if category == "sign" and rng.random() < ILLEGIBLE_ASK_RATE:
-                prompt = with_illegible_ask(prompt, rng, split)
-            return prompt
+            return with_illegible_ask(prompt, rng, split) if category == "sign" else prompt
     raise RuntimeError(f"no valid {category} prompt in {BUILD_TRIES} tries")
 
 
-# A sign prompt names a word colour that is not legible on its surface this often: the picture uses
-# the nearest legible colour (scene.legible_pair) and the reply says so first.
+# A sign prompt names a plaque colour no letters are legible on (brown, pink) this often where its
+# picture's pair is the nearest legible one (scene.legible_pair: white on red), else a word colour
+# that is not legible on its surface this often: the picture keeps its legible pair and the reply
+# says so first.
+ILLEGIBLE_PLAQUE_RATE = 0.5
 ILLEGIBLE_ASK_RATE = 0.1
 ILLEGIBLE_REPLIES = ("{asked} letters on {surface} would be hard to read, so I used {color}.",
                      "I used {color} letters instead of {asked}: {asked} on {surface} is hard to read.")
+ILLEGIBLE_PLAQUE_REPLIES = ("Letters are hard to read on a {asked} plaque, so I used {color} on {plaque}.",
+                            "I used a {plaque} plaque instead of {asked}: no letters read well on {asked}.")
 
 
 def illegible_ask(spec: dict, scene: Scene, rng: random.Random) -> str | None:
@@ -321,15 +325,35 @@ def illegible_ask(spec: dict, scene: Scene, rng: random.Random) -> str | None:
     return rng.choice(options) if options else None
 
 
+def illegible_plaques(spec: dict, scene: Scene) -> list[str]:
+    """Plaque colours no word colour is legible on whose nearest legible pair is the one `scene` has
+    (scene.legible_pair), to ask for instead of its plaque; none if the spec names no plaque."""
+    sign = scene.sign
+    if sign is None or sign.plaque is None or not spec.get("sign") or spec["sign"].get("plaque") is None:
+        return []
+    surfaces = {s for _, s in LEGIBLE_PAIRS}
+    return [q for q in OBJECT_COLORS if q not in surfaces and q != scene.background and
+            legible_pair(spec["sign"].get("color"), q, background=scene.background) == (sign.color, sign.plaque)]
+
+
 def with_illegible_ask(prompt: Prompt, rng: random.Random, split: str) -> Prompt:
-    """`prompt` asking for an illegible word colour instead, answered as `illegible_ask` says."""
-    asked = illegible_ask(prompt.spec, prompt.scene, rng)
-    if asked is None:
-        return prompt
-    sign = prompt.scene.sign
-    spoken = {**prompt.spec, "sign": {**prompt.spec["sign"], "color": asked}}
-    note = rng.choice(ILLEGIBLE_REPLIES).format(asked=asked, color=sign.color, surface=sign.plaque or prompt.scene.background)
-    spec = {**prompt.spec, "illegible_color": asked}     # what was said; spec["sign"] is what is graded
+    """`prompt` asking for an illegible plaque or word colour instead (`ILLEGIBLE_…_RATE`), answered
+    as `illegible_plaques` or `illegible_ask` says; `prompt` itself when neither is drawn or fits."""
+    sign, said = prompt.scene.sign, prompt.spec.get("sign") or {}
+    plaques = illegible_plaques(prompt.spec, prompt.scene)
+    if plaques and rng.random() < ILLEGIBLE_PLAQUE_RATE:
+        plaque = rng.choice(plaques)
+        spoken = {**prompt.spec, "sign": {**said, "plaque": plaque}}
+        note = rng.choice(ILLEGIBLE_PLAQUE_REPLIES).format(asked=plaque, color=sign.color, plaque=sign.plaque)
+        spec = {**prompt.spec, "illegible_plaque": plaque}   # what was said; spec["sign"] is what is graded
+    else:
+        asked = illegible_ask(prompt.spec, prompt.scene, rng) if rng.random() < ILLEGIBLE_ASK_RATE else None
+        if asked is None:
+            return prompt
+        spoken = {**prompt.spec, "sign": {**said, "color": asked}}
+        note = rng.choice(ILLEGIBLE_REPLIES).format(asked=asked, color=sign.color,
+                                                    surface=sign.plaque or prompt.scene.background)
+        spec = {**prompt.spec, "illegible_color": asked}
     return Prompt(text=prompt_text(spoken, rng, split), scene=prompt.scene, spec=spec,
                   reply=f"{note[0].upper()}{note[1:]} {prompt.reply}")
 

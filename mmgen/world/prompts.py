@@ -27,8 +27,8 @@ import random
 from dataclasses import dataclass
 from itertools import permutations
 
-from .language import (ATTRS, RELATION_WORDS, as_typed, check_split, color_word, describe, family, group_phrase,
-                       join_list, relation_holds, relation_words, sign_phrase, stream)
+from .language import (ATTRS, RELATION_WORDS, article, as_typed, check_split, color_word, describe, family,
+                       group_phrase, join_list, relation_holds, relation_words, sign_phrase, stream)
 from .scene import (BACKGROUND_COLORS, CELLS, DEFAULT_BACKGROUND, DEFAULT_SIZE, LEGIBLE_PAIRS, MAX_OBJECTS,
                     OBJECT_COLORS, SHAPES, SIZES, Obj, Scene, Sign, cell_row_col, is_legible, legible_pair, place,
                     random_sign)
@@ -301,16 +301,14 @@ def sample_prompt(rng: random.Random, split: str = "train", category: str | None
     raise RuntimeError(f"no valid {category} prompt in {BUILD_TRIES} tries")
 
 
-# A sign prompt names a plaque colour no letters are legible on (brown, pink) this often where its
-# picture's pair is the nearest legible one (scene.legible_pair: white on red), else a word colour
-# that is not legible on its surface this often: the picture keeps its legible pair and the reply
-# says so first.
-ILLEGIBLE_PLAQUE_RATE = 0.5
-ILLEGIBLE_ASK_RATE = 0.1
+# A sign prompt may name colours its picture cannot letter legibly: the picture keeps the nearest
+# legible pair (scene.legible_pair) and the reply says so first.
+ILLEGIBLE_PLAQUE_RATE = 0.5     # a plaque no letters read on (brown, pink), where the pair is its nearest
+ILLEGIBLE_ASK_RATE = 0.1        # else a word colour not legible on its surface
 ILLEGIBLE_REPLIES = ("{asked} letters on {surface} would be hard to read, so I used {color}.",
                      "I used {color} letters instead of {asked}: {asked} on {surface} is hard to read.")
-ILLEGIBLE_PLAQUE_REPLIES = ("Letters are hard to read on a {asked} plaque, so I used {color} on {plaque}.",
-                            "I used a {plaque} plaque instead of {asked}: no letters read well on {asked}.")
+ILLEGIBLE_PLAQUE_REPLIES = ("Letters are hard to read on {a_asked} plaque, so I used {color} on {plaque}.",
+                            "I used {a_plaque} plaque instead of {asked}: no letters read well on {asked}.")
 
 
 def illegible_ask(spec: dict, scene: Scene, rng: random.Random) -> str | None:
@@ -332,8 +330,8 @@ def illegible_plaques(spec: dict, scene: Scene) -> list[str]:
     if sign is None or sign.plaque is None or not spec.get("sign") or spec["sign"].get("plaque") is None:
         return []
     surfaces = {s for _, s in LEGIBLE_PAIRS}
-    return [q for q in OBJECT_COLORS if q not in surfaces and q != scene.background and
-            legible_pair(spec["sign"].get("color"), q, background=scene.background) == (sign.color, sign.plaque)]
+    nearest = {q: legible_pair(spec["sign"].get("color"), q, background=scene.background) for q in OBJECT_COLORS}
+    return [q for q in OBJECT_COLORS if q not in surfaces and nearest[q] == (sign.color, sign.plaque)]
 
 
 def with_illegible_ask(prompt: Prompt, rng: random.Random, split: str) -> Prompt:
@@ -344,7 +342,9 @@ def with_illegible_ask(prompt: Prompt, rng: random.Random, split: str) -> Prompt
     if plaques and rng.random() < ILLEGIBLE_PLAQUE_RATE:
         plaque = rng.choice(plaques)
         spoken = {**prompt.spec, "sign": {**said, "plaque": plaque}}
-        note = rng.choice(ILLEGIBLE_PLAQUE_REPLIES).format(asked=plaque, color=sign.color, plaque=sign.plaque)
+        note = rng.choice(ILLEGIBLE_PLAQUE_REPLIES).format(asked=plaque, color=sign.color, plaque=sign.plaque,
+                                                           a_asked=f"{article(plaque)} {plaque}",
+                                                           a_plaque=f"{article(sign.plaque)} {sign.plaque}")
         spec = {**prompt.spec, "illegible_plaque": plaque}   # what was said; spec["sign"] is what is graded
     else:
         asked = illegible_ask(prompt.spec, prompt.scene, rng) if rng.random() < ILLEGIBLE_ASK_RATE else None

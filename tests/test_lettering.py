@@ -95,41 +95,33 @@ def test_nearest_legible_pair():
     assert surface != "white" and is_legible(color, surface)
 
 
-def test_prompts_naming_an_illegible_pair_get_a_legible_one_and_say_so():
+def illegible_asks(key: str, seeds: int):
+    """The train-split sign prompts among the first `seeds` whose spec records `key` (what was asked
+    instead of what was drawn), as (prompt, asked); at least ten of them, each matching its scene."""
     from mmgen.world.prompts import sample_prompt, spec_matches
-    seen = 0
-    for seed in range(600):
-        p = sample_prompt(random.Random(seed), "train", "sign")
-        asked = p.spec.get("illegible_color")
-        if asked is None:
-            continue
-        seen += 1
+    found = [(p, p.spec[key]) for p in (sample_prompt(random.Random(seed), "train", "sign") for seed in range(seeds))
+             if p.spec.get(key) is not None]
+    assert len(found) >= 10 and all(all(spec_matches(p.spec, p.scene).values()) for p, _ in found)
+    return found
+
+
+def test_prompts_naming_an_illegible_pair_get_a_legible_one_and_say_so():
+    for p, asked in illegible_asks("illegible_color", 600):
         s = p.scene.sign
         surface = s.plaque or p.scene.background
         assert not is_legible(asked, surface)
         assert is_legible(s.color, surface) and legible_pair(asked, surface, plaque_ok=False)[0] == s.color
         first = p.reply.split(".")[0].lower()
         assert asked in first and s.color in first              # the reply says so first
-        assert all(spec_matches(p.spec, p.scene).values())
-    assert seen >= 10
 
 
 def test_prompts_naming_a_plaque_no_letters_read_on_get_the_nearest_and_say_so():
-    from mmgen.world.prompts import sample_prompt, spec_matches
-    seen = 0
-    for seed in range(1500):
-        p = sample_prompt(random.Random(seed), "train", "sign")
-        asked = p.spec.get("illegible_plaque")
-        if asked is None:
-            continue
-        seen += 1
+    for p, asked in illegible_asks("illegible_plaque", 1500):
         s = p.scene.sign
         assert asked in p.text.lower() and asked not in {surface for _, surface in LEGIBLE_PAIRS}
         assert (s.color, s.plaque) == legible_pair(p.spec["sign"]["color"], asked, background=p.scene.background)
         first = p.reply.split(".")[0]
         assert asked in first and s.plaque in first                # the reply says so first
-        assert all(spec_matches(p.spec, p.scene).values())
-    assert seen >= 10
 
 
 # --- the tokenizer's glyph codes --------------------------------------------------------------

@@ -329,9 +329,9 @@ def illegible_plaques(spec: dict, scene: Scene) -> list[str]:
     sign = scene.sign
     if sign is None or sign.plaque is None or not spec.get("sign") or spec["sign"].get("plaque") is None:
         return []
-    surfaces = {s for _, s in LEGIBLE_PAIRS}
-    nearest = {q: legible_pair(spec["sign"].get("color"), q, background=scene.background) for q in OBJECT_COLORS}
-    return [q for q in OBJECT_COLORS if q not in surfaces and nearest[q] == (sign.color, sign.plaque)]
+    unlettered = [q for q in OBJECT_COLORS if q not in {s for _, s in LEGIBLE_PAIRS}]
+    return [q for q in unlettered
+            if legible_pair(spec["sign"].get("color"), q, background=scene.background) == (sign.color, sign.plaque)]
 
 
 def with_illegible_ask(prompt: Prompt, rng: random.Random, split: str) -> Prompt:

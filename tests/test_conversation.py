@@ -253,6 +253,9 @@ def assert_answer_holds(scene, meta):
         assert answer == scene.background
     elif meta["question"] == "word":
         assert answer == scene.sign.word
+    elif meta["question"] == "locate":
+        named = [o for o in scene.objects if about["shape"] in (None, o.shape) and about["color"] in (None, o.color)]
+        assert answer == "I see none" if not named else all(f"the {o.color} {o.shape}" in answer for o in named)
 
 
 def test_quiz_questions_are_true_of_the_picture_they_follow():
@@ -281,7 +284,8 @@ def test_quiz_questions_are_true_of_the_picture_they_follow():
                     signed += 1
                     word_first += user.meta["question"] == "word"
                 assert user.meta["question"] != "word" or not asked
-                assert "describe" not in {k for k, _ in asked}      # a description answers everything: last
+                # a description or "where are the squares?" names many things: last
+                assert not {"describe", "locate"} & {k for k, _ in asked}
                 asked.add(key)
                 subjects.setdefault((seed, user_pictures + drawn), []).append(user.meta)
     for metas in subjects.values():     # no evidence of a yes/no answer gives a later answer away, or the reverse
@@ -294,4 +298,4 @@ def test_quiz_questions_are_true_of_the_picture_they_follow():
                     assert about_a["target"] != about_b["target"]
     assert user_pictures > 2 * drawn > 0
     assert word_first > 0.6 * signed > 0
-    assert {"word", "count", "exists", "color", "check_color", "describe"} <= kinds
+    assert {"word", "count", "exists", "color", "check_color", "describe", "locate"} <= kinds

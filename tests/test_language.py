@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from mmgen.world import render, sample_scene
 from mmgen.world.edits import EDIT_KINDS, sample_edit
-from mmgen.world.language import (COLOR_SYNONYMS, FAMILIES, NUMBER_WORDS, SHAPE_SYNONYMS, describe, objects_matching,
-                                  read_description, refer, stream, template_regex)
+from mmgen.world.language import (COLOR_SYNONYMS, FAMILIES, NUMBER_WORDS, SHAPE_SYNONYMS, canonical_location, describe,
+                                  objects_matching, read_description, refer, stream, template_regex)
 from mmgen.world.prompts import CATEGORIES, prompt_for, sample_prompt, spec_matches
 from mmgen.world.questions import QUESTION_KINDS, sample_question, verdict
 from mmgen.world.scene import CELLS, DEFAULT_BACKGROUND, DEFAULT_SIZE, Obj, Scene, Sign, validate
@@ -338,6 +338,12 @@ def expected_answer(scene: Scene, kind: str, about: dict) -> str | None:
         return f"it's {actual}, so {'yes' if actual == about['color'] else 'no'}"
     if kind == "background":
         return d["background"]
+    if kind == "locate":       # every match where it is, in reading order, or "I see none"
+        found = sorted((o for o in objs if about["shape"] in (None, o["shape"]) and about["color"] in (None, o["color"])),
+                       key=lambda o: CELLS.index(o["cell"]))
+        named = [f"the {o['color']} {o['shape']} {canonical_location(o['cell'])}" for o in found]
+        return "I see none" if not named else named[0] if len(named) == 1 else \
+            ", ".join(named[:-1]) + " and " + named[-1]
     return None
 
 
@@ -370,7 +376,8 @@ def test_answers_are_short_and_deterministic():
     a = [sample_question(scene, random.Random(k)) for k in range(30)]
     b = [sample_question(scene, random.Random(k)) for k in range(30)]
     assert a == b
-    assert all(len(q.answer.split()) <= 2 for q in a if q.kind not in ("describe", "what_at", "exists", "check_color"))
+    assert all(len(q.answer.split()) <= 2 for q in a
+               if q.kind not in ("describe", "what_at", "exists", "check_color", "locate"))
     # yes/no answers about shapes say what was seen, then the verdict: "it's orange, so no"
     assert all(len(q.answer.split()) <= 5 and verdict(q.answer) in ("yes", "no")
                for q in a if q.kind in ("exists", "check_color"))

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from .edits import sample_edit
 from .language import as_typed, describe, family, stream, with_chatter
 from .prompts import CREATE_REPLIES, make_spec, sample_prompt
-from .questions import question_after_edit, sample_question
+from .questions import MANY_THINGS_QUESTIONS, question_after_edit, sample_question
 from .scene import Scene, place, sample_scene
 
 MIN_EXCHANGES, MAX_EXCHANGES = 1, 6
@@ -241,8 +241,8 @@ def _asked(meta: dict) -> tuple:
 
 def _quiz_questions(current, rng, split) -> list:
     """1-4 different questions about one picture: the first usually about its word, when it has
-    one, and no later one, so no answer is in an earlier reply (a description, which answers them
-    all, is the last)."""
+    one, and no later one, so no answer is in an earlier reply (one that names many things — a
+    description, "where are the squares?" — is the last)."""
     asked, out = set(), []
     for j in range(rng.randint(*QUIZ_QUESTIONS)):
         if j == 0 and current.sign is not None and rng.random() < QUIZ_WORD_FIRST_RATE:
@@ -253,7 +253,7 @@ def _quiz_questions(current, rng, split) -> list:
         if got is not None:
             asked.add(_asked(got[2]))
             out.append(got)
-            if got[2]["question"] == "describe":
+            if got[2]["question"] in MANY_THINGS_QUESTIONS:
                 break
     return out
 

@@ -52,6 +52,7 @@ PARAPHRASES: dict[str, tuple[str, ...]] = {
     "ask_background": ("which colour is behind the shapes?", "tell me what colour the background is"),
     "ask_describe": ("can you describe the picture?", "tell me what you drew"),
     "ask_what_at": ("what is drawn {loc}?", "can you tell me what is {loc}?"),
+    "ask_locate": ("can you tell me where the {things} are?", "where have you put the {things}?"),
     "user_image": ("here is a picture I drew.", "look at this picture I made."),
     "variation": ("can you make another version?", "same shapes in a new layout please"),
 }

@@ -20,12 +20,13 @@ import random
 import re
 from dataclasses import dataclass
 
+from .groups import group_plan
 from .language import (NUMBER_WORDS, article, as_typed, canonical_object, color_word, describe, family, location,
                        plural, refer, refer_sign, shape_word, weighted_order)
 from .scene import OBJECT_COLORS, SHAPES, Scene
 
 QUESTION_WEIGHTS = {"color": 2.0, "shape": 1.5, "count": 2.0, "position": 1.5, "word": 1.5, "exists": 2.0,
-                    "check_color": 1.5, "background": 1.0, "describe": 1.5, "what_at": 1.0}
+                    "check_color": 1.5, "background": 1.0, "describe": 1.5, "what_at": 1.0, "locate": 2.0}
 QUESTION_KINDS = tuple(QUESTION_WEIGHTS)
 YES, NO = "yes", "no"
 ZERO_ANSWER = "none"             # "how many stars?" when there are none
@@ -38,6 +39,13 @@ SIGN_QUESTION_RATE = 0.25        # a colour or position question is about the si
 EXISTING_RATE = 0.4
 EXISTS_SIGN_RATE = 0.15          # "is there a sign?"
 COUNT_ALL_RATE = 0.25            # "how many shapes are there?"
+# "where are the squares?" picks its shapes from one that is there this often: mostly a list to
+# give, sometimes "I see none"
+LOCATE_EXISTING_RATE = 0.8
+LOCATE_NONE = "I see none"
+# answers that name many things at once ("where are the squares?" -> every square where it is, a
+# description -> everything): a quiz asks them last, so no later answer is in an earlier reply
+MANY_THINGS_QUESTIONS = ("describe", "locate")
 TRUE_CHECK_RATE = 0.5            # "is the circle red?" names its true colour this often
 EVIDENCE = {"check_color": "it's {color}", "exists": "I see {count}"}
 YES_NO_QUESTIONS = tuple(EVIDENCE)      # answered "<evidence>, so yes|no" (but "is there a sign?": bare)
@@ -118,6 +126,15 @@ WHAT_AT = family("ask_what_at", ("is there anything {loc}?", "what sits {loc}?",
     "tell me what is {loc}", "what did you draw {loc}?", "which shape is {loc}?",
     "what can you see {loc}?", "what do we have {loc}?", "what's drawn {loc}?"), (
     "anything there {loc}?", "tell me what sits {loc}"))
+
+LOCATE = family("ask_locate", ("which places have {things}?", "show me where the {things} are",
+    
+    "where are the {things}?", "where are all the {things}?", "where are the {things} in the picture?",
+    "where did you put the {things}?", "where can I find the {things}?", "tell me where the {things} are",
+    "list the {things} and where they are", "point out the {things}", "find the {things}",
+    "where are the {things} placed?", "locate the {things}", "where do the {things} sit?",
+    "which spots are the {things} in?"), (
+    "whereabouts are the {things}?", "in which spots are the {things}?"))
 
 
 @dataclass(frozen=True)
@@ -263,9 +280,26 @@ def _what_at(scene, rng, split):
     return WHAT_AT.pick(rng, split).format(loc=location(cell, rng)), answer, {"cell": cell}
 
 
+def _locate(scene, rng, split):
+    """"where are the squares?" -> "the red square in the top left and the blue square on the
+    right": every match named where it is, in reading order, the words a group edit's reply uses
+    (groups.group_plan) — the same look at the picture, asked on its own."""
+    if scene.objects and rng.random() < LOCATE_EXISTING_RATE:
+        o = rng.choice(scene.objects)
+        shape, color = o.shape, o.color
+    else:
+        shape, color = rng.choice(SHAPES), rng.choice(list(OBJECT_COLORS))
+    mode = rng.choice(("shape", "both", "color"))
+    shape, color = (None if mode == "color" else shape), (None if mode == "shape" else color)
+    members = tuple(i for i, o in enumerate(scene.objects)
+                    if shape in (None, o.shape) and color in (None, o.color))
+    text = LOCATE.pick(rng, split).format(things=_things(shape, color, rng, 2))
+    return text, group_plan(scene, members) if members else LOCATE_NONE, {"shape": shape, "color": color}
+
+
 BUILDERS = {"color": _color, "shape": _shape, "count": _count, "position": _position, "word": _word,
             "exists": _exists, "check_color": _check_color, "background": _background, "describe": _describe,
-            "what_at": _what_at}
+            "what_at": _what_at, "locate": _locate}
 assert tuple(BUILDERS) == QUESTION_KINDS
 
 

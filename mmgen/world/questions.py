@@ -167,13 +167,18 @@ def _things(shape: str | None, color: str | None, rng: random.Random, n: int) ->
     return f"{color_word(color, rng)} {noun}" if color else noun
 
 
+def _matches(o, shape: str | None, color: str | None) -> bool:
+    return shape in (None, o.shape) and color in (None, o.color)
+
+
 def _count_of(scene: Scene, shape: str | None, color: str | None) -> int:
-    return sum((shape is None or o.shape == shape) and (color is None or o.color == color) for o in scene.objects)
+    return sum(_matches(o, shape, color) for o in scene.objects)
 
 
-def _pick_thing(scene: Scene, rng: random.Random) -> tuple[str | None, str | None]:
-    """A (shape, colour) to ask about, either of them possibly None, often one that is there."""
-    if scene.objects and rng.random() < EXISTING_RATE:
+def _pick_thing(scene: Scene, rng: random.Random, existing_rate: float = EXISTING_RATE) -> tuple[str | None, str | None]:
+    """A (shape, colour) to ask about, either of them possibly None, one that is there
+    `existing_rate` of the time (or by chance)."""
+    if scene.objects and rng.random() < existing_rate:
         o = rng.choice(scene.objects)
         shape, color = o.shape, o.color
     else:
@@ -284,15 +289,10 @@ def _locate(scene, rng, split):
     """"where are the squares?" -> "the red square in the top left and the blue square on the
     right": every match named where it is, in reading order, the words a group edit's reply uses
     (groups.group_plan) — the same look at the picture, asked on its own."""
-    if scene.objects and rng.random() < LOCATE_EXISTING_RATE:
-        o = rng.choice(scene.objects)
-        shape, color = o.shape, o.color
-    else:
-        shape, color = rng.choice(SHAPES), rng.choice(list(OBJECT_COLORS))
-    mode = rng.choice(("shape", "both", "color"))
-    shape, color = (None if mode == "color" else shape), (None if mode == "shape" else color)
-    members = tuple(i for i, o in enumerate(scene.objects)
-                    if shape in (None, o.shape) and color in (None, o.color))
+    if not scene.objects:
+        return None          # a sign alone: the answer would always be "I see none"
+    shape, color = _pick_thing(scene, rng, LOCATE_EXISTING_RATE)
+    members = tuple(i for i, o in enumerate(scene.objects) if _matches(o, shape, color))
     text = LOCATE.pick(rng, split).format(things=_things(shape, color, rng, 2))
     return text, group_plan(scene, members) if members else LOCATE_NONE, {"shape": shape, "color": color}
 

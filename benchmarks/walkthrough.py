@@ -33,7 +33,7 @@ CONVERSATIONS = [
     ['a sign that says "OPEN"', "what does the sign say?"],
     ['a white sign with the word "HELLO" in red', 'change the word to "SALE"', "what word is written?"],
     ["three red squares", "could you clear away all the squares?"],
-    ["two yellow triangles and an orange diamond", "get rid of both triangles"],
+    ["two yellow triangles and an orange diamond", "where are the triangles?", "get rid of both triangles"],
     ["a blue circle and a green square", "is the circle red?", "is there a star?", "is the square green?"],
 ]
 USER_PICTURE_QUESTION = "how many circles are in this picture?"

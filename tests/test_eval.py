@@ -137,3 +137,23 @@ def test_yes_no_answers_are_graded_by_their_verdict_and_their_evidence():
     assert not answers_match("no idea", truth, "check_color") and not answers_match("yes or no", truth, "check_color")
     # a word is graded word for word, even the sign words YES and NO
     assert answers_match("NO", "NO", "word") and not answers_match("I see none, so no", "NO", "word")
+
+
+def test_where_answers_come_from_the_picture_read_and_are_split_by_kind():
+    from mmgen.eval.benchmark import answer_from_reading
+    from mmgen.eval.judge import judge
+    from mmgen.world import render
+    from mmgen.world.scene import Obj, Scene
+    shown = Scene(background="white", objects=(Obj("square", "red", "medium", "top left"),
+                                               Obj("circle", "blue", "medium", "center")))
+    meta = {"question": "locate", "about": {"shape": "square", "color": None}, "answer": "stale"}
+    assert answer_from_reading(meta, shown, judge(render(shown))) == "the red square in the top left"
+    more = Scene(background="white", objects=shown.objects + (Obj("square", "green", "medium", "bottom right"),))
+    assert answer_from_reading(meta, shown, judge(render(more))) == \
+        "the red square in the top left and the green square in the bottom right"
+    meta["about"] = {"shape": "star", "color": None}
+    assert answer_from_reading(meta, shown, judge(render(shown))) == "I see none"
+    cases = [{"kind": k, "passed": p, "user_picture": False, "unseen_words": []}
+             for k, p in (("locate", True), ("locate", False), ("count", True))]
+    got = summarise({"ask": cases})["questions"]
+    assert got["exact_locate"] == 0.5 and got["exact_count"] == 1.0 and "exact_color" not in got

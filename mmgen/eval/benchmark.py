@@ -285,7 +285,8 @@ def answer_from_reading(meta: dict, scene, found: dict) -> str:
     """The answer to a question (its `meta`: kind, about, answer) as the judge's reading `found` of
     the picture gives it; the object a question names is the one in its cell of `scene`."""
     from ..world.language import canonical_object
-    from ..world.questions import EMPTY_CELL_ANSWER, NO, YES, count_answer
+    from ..world.questions import EMPTY_CELL_ANSWER, NO, YES, count_answer, locate_answer
+    from ..world.scene import Scene
     kind, about = meta["question"], meta["about"]
     by_cell = {o["cell"]: o for o in found["objects"]}
     if kind == "count":
@@ -299,6 +300,8 @@ def answer_from_reading(meta: dict, scene, found: dict) -> str:
         return EMPTY_CELL_ANSWER if o is None else canonical_object(o)
     if kind == "background":
         return found["background"]
+    if kind == "locate":
+        return locate_answer(Scene.from_dict(found), about["shape"], about["color"])
     if kind == "word":
         return (found["sign"] or {}).get("word") or ""
     if kind == "exists" and about.get("sign"):
@@ -420,6 +423,7 @@ def _share(passed) -> float | None:
 
 
 def summarise(results: dict) -> dict:
+    from ..world.questions import QUESTION_KINDS
     s = {}
     if "gen" in results:
         per = {c: sum(x["passed"] for x in cases) / max(1, len(cases)) for c, cases in results["gen"].items()}
@@ -446,6 +450,8 @@ def summarise(results: dict) -> dict:
         cases = results["ask"]
         s["questions"] = {"exact": sum(c["passed"] for c in cases) / max(1, len(cases)), "cases": len(cases),
                           "user_picture": _share(c["passed"] for c in cases if c.get("user_picture")),
+                          **{f"exact_{k}": _share(c["passed"] for c in cases if c["kind"] == k)
+                             for k in QUESTION_KINDS if any(c["kind"] == k for c in cases)},
                           **by_words(cases, lambda c: c["passed"])}
     if "chain" in results:
         cases = results["chain"]

@@ -11,8 +11,9 @@ Answers are short and fixed by the scene: a colour or shape name ("red", "circle
 ("top left") or band ("top") for positions, a number word ("two"; "none" for zero), "yes"/"no"
 ("is there a sign?"), after the evidence for it when the question is about the shapes ("it's
 orange, so no", "I see two, so yes"; `verdict` takes the yes or no back), the sign's word exactly
-as drawn ("OPEN"), a canonical object phrase ("a large red circle", "nothing"), or
-`describe(scene)` for "describe the picture".
+as drawn ("OPEN"), a canonical object phrase ("a large red circle", "nothing"), every match
+where it is for "where are the squares?" ("the red square in the top left and the blue square on
+the right", "I see none"), or `describe(scene)` for "describe the picture".
 """
 from __future__ import annotations
 
@@ -285,6 +286,12 @@ def _what_at(scene, rng, split):
     return WHAT_AT.pick(rng, split).format(loc=location(cell, rng)), answer, {"cell": cell}
 
 
+def locate_answer(scene: Scene, shape: str | None, color: str | None) -> str:
+    """Every shape matching `shape` and `color` (None: any) where it is, or "I see none"."""
+    members = tuple(i for i, o in enumerate(scene.objects) if _matches(o, shape, color))
+    return group_plan(scene, members) if members else LOCATE_NONE
+
+
 def _locate(scene, rng, split):
     """"where are the squares?" -> "the red square in the top left and the blue square on the
     right": every match named where it is, in reading order, the words a group edit's reply uses
@@ -292,9 +299,8 @@ def _locate(scene, rng, split):
     if not scene.objects:
         return None          # a sign alone: the answer would always be "I see none"
     shape, color = _pick_thing(scene, rng, LOCATE_EXISTING_RATE)
-    members = tuple(i for i, o in enumerate(scene.objects) if _matches(o, shape, color))
     text = LOCATE.pick(rng, split).format(things=_things(shape, color, rng, 2))
-    return text, group_plan(scene, members) if members else LOCATE_NONE, {"shape": shape, "color": color}
+    return text, locate_answer(scene, shape, color), {"shape": shape, "color": color}
 
 
 BUILDERS = {"color": _color, "shape": _shape, "count": _count, "position": _position, "word": _word,

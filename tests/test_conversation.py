@@ -261,7 +261,7 @@ def assert_answer_holds(scene, meta):
 def test_quiz_questions_are_true_of_the_picture_they_follow():
     """A quiz's questions are answered from the latest picture (recomputed by each question's own
     grader) and never repeat on it; most pictures are the user's, and the first question on a
-    picture with a sign is mostly about its word, which no later question asks."""
+    picture with a sign is about its word half the time, and no later question asks it."""
     from mmgen.world.conversation import _asked, sample_quiz
     user_pictures = drawn = word_first = signed = 0
     kinds, subjects = set(), {}
@@ -297,5 +297,5 @@ def test_quiz_questions_are_true_of_the_picture_they_follow():
                 if (a["question"], b["question"]) == ("check_color", "color"):
                     assert about_a["target"] != about_b["target"]
     assert user_pictures > 2 * drawn > 0
-    assert word_first > 0.6 * signed > 0
+    assert word_first > 0.35 * signed > 0
     assert {"word", "count", "exists", "color", "check_color", "describe", "locate"} <= kinds

@@ -14,8 +14,9 @@ Held-out scenes and held-out phrasings only (the evaluation split of the world).
 - plural edits: the editing part's grading on edits of several shapes at once and of size, in
   turn — "add two red circles", "make the squares blue", "remove all the stars", "remove one of
   them", "make it bigger".
-- questions: a picture (given by the user, or drawn earlier) and a question; exact answers, also
-  over the user's pictures alone.
+- questions: a picture (given by the user, or drawn earlier) and a question, every kind in turn
+  (colour, shape, count, position, word, is-there, is-it-colour, background, description,
+  what-is-there, where-are-they); exact answers, also over the user's pictures alone and by kind.
 - questions after edits: a conversation of 2-5 edits (each picture its exact codes, as if drawn
   perfectly), then a question about what the last edit changed — the colour after a recolour, the
   count after an add or a removal, the place after a move; the answer is only in the latest
@@ -53,7 +54,7 @@ SPLITS = ("eval", "paraphrase", "train")
 SEED_SALT = {"gen": 0, "edit": 1, "ask": 2, "var": 3, "words": 4, "plural": 5, "chain": 6}
 # the edits of several shapes at once and of size, which the plural part asks for in turn
 PLURAL_KINDS = ("add_many", "recolor_group", "remove_group", "remove_one", "resize")
-PLURAL_TRIES = 20   # each part samples from its own seeds
+KIND_TRIES = 20   # prompts tried for a case's edit or question kind (each part samples from its own seeds)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -262,7 +263,7 @@ def run_plural(model, n: int, seed: int, settings: dict, save=None, split: str =
     for i in range(n):
         kind = PLURAL_KINDS[i % len(PLURAL_KINDS)]
         # the first of the case's prompts whose scene the edit fits (a group needs two shapes alike)
-        for j in range(PLURAL_TRIES):
+        for j in range(KIND_TRIES):
             p = prompt_for(i + 10_000 * SEED_SALT["plural"] + 1_000 * j, "mixed", split)
             tag = "benchmark-plural" + (f"-{j}" if j else "")
             edit = sample_edit(p.scene, stream(split, i, tag), split=split, kind=kind)
@@ -340,11 +341,17 @@ def run_questions(model, n: int, seed: int, settings: dict, split: str = "eval")
     from ..world import render
     from ..world.language import stream
     from ..world.prompts import prompt_for
-    from ..world.questions import sample_question
+    from ..world.questions import QUESTION_KINDS, sample_question
     cases = []
     for i in range(n):
-        p = prompt_for(i + 10_000 * SEED_SALT["ask"], "mixed", split)
-        q = sample_question(p.scene, stream(split, i, "benchmark-ask"), split=split)
+        # every kind in turn, whatever the training mix weighs them (the first of the case's
+        # prompts the kind fits: "what does the sign say?" needs a sign)
+        kind = QUESTION_KINDS[i % len(QUESTION_KINDS)]
+        for j in range(KIND_TRIES):
+            p = prompt_for(i + 10_000 * SEED_SALT["ask"] + 1_000 * j, "mixed", split)
+            q = sample_question(p.scene, stream(split, i, "benchmark-ask" + (f"-{j}" if j else "")), split, kind)
+            if q is not None:
+                break
         if q is None:
             continue
         if i % 2 == 0:      # a picture the user brings

@@ -33,8 +33,12 @@ CONVERSATIONS = [
     ['a sign that says "OPEN"', "what does the sign say?"],
     ['a white sign with the word "HELLO" in red', 'change the word to "SALE"', "what word is written?"],
     ["three red squares", "could you clear away all the squares?"],
-    ["two yellow triangles and an orange diamond", "where are the triangles?", "get rid of both triangles"],
+    ["two yellow triangles and an orange diamond", "get rid of both triangles"],
     ["a blue circle and a green square", "is the circle red?", "is there a star?", "is the square green?"],
+]
+# run after the user's pictures, so the conversations above keep their seeds
+LATER_CONVERSATIONS = [
+    ["two yellow triangles and an orange diamond", "where are the triangles?"],
 ]
 USER_PICTURE_QUESTION = "how many circles are in this picture?"
 USER_SIGN_QUESTION = "what does the sign say?"
@@ -93,7 +97,8 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     transcript = []
     runs = [(turns, None) for turns in CONVERSATIONS] + [([USER_PICTURE_QUESTION], two_circles()),
-                                                         ([USER_SIGN_QUESTION], a_sign())]
+                                                         ([USER_SIGN_QUESTION], a_sign())] + \
+        [(turns, None) for turns in LATER_CONVERSATIONS]
     for i, (turns, picture) in enumerate(runs):
         lines, images = run_conversation(model, turns, args.seed + i, picture)
         if images:

@@ -30,11 +30,12 @@ def test_train_checkpoint_resume(tmp_path, tiny_vq):
     assert (out / "tokenizer.json").is_file() and (out / "model.safetensors").is_file()
     assert not list(tmp_path.glob(".lm.*")), "temporary checkpoint folders are cleaned up"
     first = load_model(out).state_dict()
-    assert cli(common + ["--resume", "--chain-rate", "0.5", "--sign-rate", "0.25"]) == 0
+    assert cli(common + ["--resume", "--chain-rate", "0.5", "--sign-rate", "0.25", "--text-weight", "6"]) == 0
     config = json.loads((out / "config.json").read_text())
     assert config["mmgen_training"]["steps"] == 6
     runs = config["mmgen_training"]["runs"]              # each run's data mix travels with the checkpoint
     assert [(r["from_step"], r["chain_rate"], r["sign_rate"]) for r in runs] == [(0, 0.0, 0.0), (3, 0.5, 0.25)]
+    assert runs[-1]["text_weight"] == 6
     letters = config["mmgen_image_positions"]["letters"]  # capitals and the tokenizer's lettering codes
     assert len(letters) >= 26 and "model.embed_tokens.letter_places" in load_model(out).state_dict()
     assert config["mmgen_training"]["tokens"] > 0 and "val" in config["mmgen_training"]

@@ -1,6 +1,6 @@
 """`mmgen eval`: the model's fixed-seed benchmark, graded by the judge.
 
-Held-out scenes and held-out phrasings only (the evaluation split of the world). Four parts:
+Held-out scenes and held-out phrasings only (the evaluation split of the world). Seven parts:
 
 - generation (GenEval-style): a prompt per case in each category — single object, two objects,
   counting, colours, position, colour attribution, sign; a case passes when the judge's reading

@@ -65,8 +65,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "what changed: world.conversation.sample_chain)")
     p.add_argument("--quiz-rate", type=float, default=0.0,
                    help="share of the world conversations that are not edit chains that are quizzes "
-                        "(pictures, mostly the user's, each asked 1-4 different questions, usually the word "
-                        "first when there is a sign: world.conversation.sample_quiz)")
+                        "(pictures, mostly the user's, each asked 1-4 different questions, the word "
+                        "first half the time when there is a sign: world.conversation.sample_quiz)")
     p.add_argument("--batch-tokens", type=int, default=8192,
                    help="padded tokens per batch (the global batch: several processes split its rows)")
     p.add_argument("--max-len", type=int, default=1536, help="longest conversation, in tokens")

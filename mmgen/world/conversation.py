@@ -51,8 +51,8 @@ CHAIN_ASK_RATE = 0.3
 # pictures, most of them the user's and about two in three with a sign (half are drawn with one,
 # the rest carry one a third of the time), each followed by 1-4 different questions, the first
 # about the word half the time when there is a sign, and no later one (signs are read right at
-# ~1.00 since 22925, so the other half of those first questions go where answers still fail). A user's picture comes with no
-# words to copy an answer from, so its questions are only answered by reading the codes, and no
+# ~1.00 since 22925, so the other half of those first questions go where answers still fail).
+# A user's picture comes with no words to copy an answer from, so its questions are only answered by reading the codes, and no
 # answer is given away by an earlier reply; several questions share one picture, so the ~260
 # tokens of its codes buy several answers.
 QUIZ_PICTURES = (1, 3)
@@ -242,8 +242,8 @@ def _asked(meta: dict) -> tuple:
 
 
 def _quiz_questions(current, rng, split) -> list:
-    """1-4 different questions about one picture: the first usually about its word, when it has
-    one, and no later one, so no answer is in an earlier reply (one that names many things — a
+    """1-4 different questions about one picture: the first about its word half the time, when it
+    has one, and no later one, so no answer is in an earlier reply (one that names many things — a
     description, "where are the squares?" — is the last)."""
     asked, out = set(), []
     for j in range(rng.randint(*QUIZ_QUESTIONS)):

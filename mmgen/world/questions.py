@@ -26,9 +26,9 @@ from .language import (NUMBER_WORDS, article, as_typed, canonical_object, color_
                        plural, refer, refer_sign, shape_word, weighted_order)
 from .scene import OBJECT_COLORS, SHAPES, Scene
 
-# weighed 3, the yes/no kinds and, at 2, "where are the …?" took over neighbouring phrasings ("how many
-# … can you spot?" answered with a list, "could you turn them purple?" with a yes) and gained nothing
-# else (docs/RESULTS.md, the 26401-step run), so they stay at their earlier weights and locate at 1
+# the yes/no kinds and "where are the …?" stay light: weighed more, they take over neighbouring
+# phrasings ("how many … can you spot?" answered with a list, "could you turn them purple?" with a
+# yes; docs/RESULTS.md)
 QUESTION_WEIGHTS = {"color": 2.0, "shape": 1.5, "count": 2.0, "position": 1.5, "word": 1.5, "exists": 2.0,
                     "check_color": 1.5, "background": 1.0, "describe": 1.5, "what_at": 1.0, "locate": 1.0}
 QUESTION_KINDS = tuple(QUESTION_WEIGHTS)

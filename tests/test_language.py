@@ -339,8 +339,8 @@ def expected_answer(scene: Scene, kind: str, about: dict) -> str | None:
     if kind == "background":
         return d["background"]
     if kind == "locate":       # every match where it is, in reading order, or "I see none"
-        found = sorted((o for o in objs if about["shape"] in (None, o["shape"]) and about["color"] in (None, o["color"])),
-                       key=lambda o: CELLS.index(o["cell"]))
+        found = sorted((o for o in objs if about["shape"] in (None, o["shape"])
+                        and about["color"] in (None, o["color"])), key=lambda o: CELLS.index(o["cell"]))
         named = [f"the {o['color']} {o['shape']} {canonical_location(o['cell'])}" for o in found]
         return "I see none" if not named else named[0] if len(named) == 1 else \
             ", ".join(named[:-1]) + " and " + named[-1]

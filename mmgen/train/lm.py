@@ -257,7 +257,8 @@ def record_run(progress: dict, args, accelerator) -> None:
     """Each run's data mix and schedule travel with the checkpoint beside its learning curve."""
     progress.setdefault("runs", []).append({
         "from_step": progress["steps"], **data_mix(args), "lr": args.lr, "text_weight": args.text_weight,
-        "batch_tokens": args.batch_tokens, "minutes": args.minutes, "autocast": accelerator.mixed_precision, "processes": accelerator.num_processes})
+        "batch_tokens": args.batch_tokens, "minutes": args.minutes, "autocast": accelerator.mixed_precision,
+        "processes": accelerator.num_processes})
     # the pipeline keeps conversations inside the longest length the model has seen
     progress["max_len"] = max(args.max_len, progress.get("max_len", 0)) if args.resume else args.max_len
 

@@ -52,9 +52,9 @@ CHAIN_ASK_RATE = 0.3
 # the rest carry one a third of the time), each followed by 1-4 different questions, the first
 # about the word half the time when there is a sign, and no later one (signs are read right at
 # ~1.00 since 22925, so the other half of those first questions go where answers still fail).
-# A user's picture comes with no words to copy an answer from, so its questions are only answered by reading the codes, and no
-# answer is given away by an earlier reply; several questions share one picture, so the ~260
-# tokens of its codes buy several answers.
+# A user's picture comes with no words to copy an answer from, so its questions are only answered
+# by reading the codes, and no answer is given away by an earlier reply; several questions share
+# one picture, so the ~260 tokens of its codes buy several answers.
 QUIZ_PICTURES = (1, 3)
 QUIZ_QUESTIONS = (1, 4)
 QUIZ_USER_IMAGE_RATE = 0.75

@@ -179,7 +179,8 @@ def _count_of(scene: Scene, shape: str | None, color: str | None) -> int:
     return sum(_matches(o, shape, color) for o in scene.objects)
 
 
-def _pick_thing(scene: Scene, rng: random.Random, existing_rate: float = EXISTING_RATE) -> tuple[str | None, str | None]:
+def _pick_thing(scene: Scene, rng: random.Random,
+                existing_rate: float = EXISTING_RATE) -> tuple[str | None, str | None]:
     """A (shape, colour) to ask about, either of them possibly None, one that is there
     `existing_rate` of the time (or by chance)."""
     if scene.objects and rng.random() < existing_rate:

@@ -127,11 +127,11 @@ def test_group_edits_are_graded_on_every_object_they_name(kind):
 
 def test_yes_no_answers_are_graded_by_their_verdict_and_their_evidence():
     from mmgen.eval.benchmark import answers_match
-    truth = "it's orange, so no"
-    assert answers_match("It's orange, so no.", truth, "check_color")
+    truth = "red? it's orange, so no"
+    assert answers_match("Red? It's orange, so no.", truth, "check_color")
     assert answers_match("No.", truth, "check_color") and answers_match("no", truth, "check_color")
     assert not answers_match("yes", truth, "check_color")
-    assert not answers_match("it's green, so no", truth, "check_color")      # the evidence is wrong
+    assert not answers_match("red? it's green, so no", truth, "check_color")      # the evidence is wrong
     assert not answers_match("I see none, so yes", "I see two, so yes", "exists")
     assert not answers_match("I see none, so yes", "yes", "exists")            # "is there a sign?": bare
     assert not answers_match("no idea", truth, "check_color") and not answers_match("yes or no", truth, "check_color")

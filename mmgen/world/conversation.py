@@ -228,7 +228,7 @@ def _quiz_picture(rng, split):
 
 
 # a yes/no question's evidence answers another kind: "is there a red circle?" -> "I see two, so yes"
-# answers "how many red circles?", and "is the star blue?" -> "it's brown, so no" its colour; a count
+# answers "how many red circles?", and "is the star blue?" -> "blue? it's brown, so no" its colour; a count
 # of none answers "where are the red circles?" ("I see none"), so the two share a key too
 SAME_QUESTION = {"exists": "count", "locate": "count", "check_color": "color"}
 

@@ -9,7 +9,7 @@
 
 Answers are short and fixed by the scene: a colour or shape name ("red", "circle"), a cell name
 ("top left") or band ("top") for positions, a number word ("two"; "none" for zero), "yes"/"no"
-("is there a sign?"), after the evidence for it when the question is about the shapes ("it's
+("is there a sign?"), after the evidence for it when the question is about the shapes ("red? it's
 orange, so no", "I see two, so yes"; `verdict` takes the yes or no back), the sign's word exactly
 as drawn ("OPEN"), a canonical object phrase ("a large red circle", "nothing"), every match
 where it is for "where are the squares?" ("the red square in the top left and the blue square on
@@ -51,7 +51,9 @@ LOCATE_NONE = "I see none"
 # description -> everything): a quiz asks them last, so no later answer is in an earlier reply
 MANY_THINGS_QUESTIONS = ("describe", "locate")
 TRUE_CHECK_RATE = 0.5            # "is the circle red?" names its true colour this often
-EVIDENCE = {"check_color": "it's {color}", "exists": "I see {count}"}
+# a colour check first repeats the colour asked (its canonical name: "violet" -> "purple"), so the
+# verdict compares two colour words a few tokens apart in the answer instead of searching the question
+EVIDENCE = {"check_color": "{asked}? it's {color}", "exists": "I see {count}"}
 YES_NO_QUESTIONS = tuple(EVIDENCE)      # answered "<evidence>, so yes|no" (but "is there a sign?": bare)
 
 COLOR = family("ask_color", ("which shade is {ref}?", "what hue is {ref}?",
@@ -269,7 +271,7 @@ def _check_color(scene, rng, split):
     actual = scene.objects[i].color
     color = actual if rng.random() < TRUE_CHECK_RATE else rng.choice([c for c in OBJECT_COLORS if c != actual])
     text = CHECK_COLOR.pick(rng, split).format(ref=ref.text, color=color_word(color, rng))
-    answer = with_evidence(EVIDENCE["check_color"].format(color=actual), color == actual)
+    answer = with_evidence(EVIDENCE["check_color"].format(asked=color, color=actual), color == actual)
     return text, answer, {"target": i, "color": color, "ref": ref.text}
 
 

@@ -11,6 +11,9 @@ Held-out scenes and held-out phrasings only (the evaluation split of the world).
   reads exactly the planned scene, over the cases with a plan and a picture).
 - editing: a picture already in the conversation (its exact codes), then an edit instruction;
   "changed" = the asked change is in the new picture, "preserved" = everything else is as it was.
+  Two diagnostics split the failures: "reply right" (the reply names the thing the edit changes
+  and how, read with `edits.read_edit_reply`) and "follows right reply" (changed and preserved,
+  over the cases whose reply is right).
 - plural edits: the editing part's grading on edits of several shapes at once and of size, in
   turn — "add two red circles", "make the squares blue", "remove all the stars", "remove one of
   them", "make it bigger".
@@ -97,6 +100,17 @@ def answers_match(reply: str, truth: str, kind: str) -> bool:
     if kind in YES_NO_QUESTIONS and said in ("yes", "no"):
         return said == verdict(truth)
     return said == normalise_answer(truth)
+
+
+def edit_reply_right(kind: str, said: str, expected: str) -> bool:
+    """Whether an edit's reply names what the expected reply names (the thing changed and how), in
+    whichever phrasing: their slots agree wherever both phrasings have one."""
+    from ..world.edits import read_edit_reply
+    got, want = read_edit_reply(kind, said), read_edit_reply(kind, expected)
+    if got is None or want is None:
+        return False
+    shared = set(got) & set(want)      # none for a reply with no slots ("Removed the sign.")
+    return (bool(shared) or got == want) and all(got[k].lower() == want[k].lower() for k in shared)
 
 
 def _object_key(o: dict) -> tuple:
@@ -247,7 +261,8 @@ def run_editing(model, n: int, seed: int, settings: dict, save=None, split: str 
         grade = grade_edit(edit.record, p.scene.to_dict(), edit.scene.to_dict(), found) if found else \
             {"changed": False, "preserved": False}
         cases.append({"instruction": edit.text, "unseen_words": unseen_words(edit.text), "kind": edit.record["kind"],
-                      **grade})
+                      "reply": reply.text, "expected_reply": edit.reply,
+                      "reply_right": edit_reply_right(edit.record["kind"], reply.text, edit.reply), **grade})
         if save and reply.image is not None:
             reply.image.save(Path(save) / f"edit-{i:03d}.png")
     return cases
@@ -276,7 +291,8 @@ def run_plural(model, n: int, seed: int, settings: dict, save=None, split: str =
         grade = grade_edit(edit.record, p.scene.to_dict(), edit.scene.to_dict(), found) if found else \
             {"changed": False, "preserved": False}
         cases.append({"instruction": edit.text, "unseen_words": unseen_words(edit.text), "kind": kind,
-                      "reply": reply.text, **grade})
+                      "reply": reply.text, "expected_reply": edit.reply,
+                      "reply_right": edit_reply_right(kind, reply.text, edit.reply), **grade})
         if save and reply.image is not None:
             reply.image.save(Path(save) / f"plural-{i:03d}.png")
     return cases
@@ -429,6 +445,15 @@ def _share(passed) -> float | None:
     return sum(passed) / len(passed) if passed else None
 
 
+def reply_split(cases: list[dict]) -> dict:
+    """Edit failures split like generation's plan and picture: "reply right" (the reply names the
+    thing the edit changes and how, `edit_reply_right`) and "follows right reply" (the change made
+    and the rest preserved, over the cases whose reply is right)."""
+    right = [c for c in cases if c.get("reply_right")]
+    return {"reply_right": _share(c.get("reply_right") for c in cases),
+            "follows_right_reply": _share(c["changed"] and c["preserved"] for c in right)}
+
+
 def summarise(results: dict) -> dict:
     from ..world.questions import QUESTION_KINDS
     s = {}
@@ -446,13 +471,13 @@ def summarise(results: dict) -> dict:
         cases = results["edit"]
         s["editing"] = {"changed": sum(c["changed"] for c in cases) / max(1, len(cases)),
                         "preserved": sum(c["preserved"] for c in cases) / max(1, len(cases)), "cases": len(cases),
-                        **by_words(cases, lambda c: c["changed"])}
+                        **reply_split(cases), **by_words(cases, lambda c: c["changed"])}
     if "plural" in results:
         cases = results["plural"]
         s["plural_edits"] = {"changed": sum(c["changed"] for c in cases) / max(1, len(cases)),
                              "preserved": sum(c["preserved"] for c in cases) / max(1, len(cases)), "cases": len(cases),
                              **{f"changed_{k}": _share(c["changed"] for c in cases if c["kind"] == k)
-                                for k in PLURAL_KINDS}, **by_words(cases, lambda c: c["changed"])}
+                                for k in PLURAL_KINDS}, **reply_split(cases), **by_words(cases, lambda c: c["changed"])}
     if "ask" in results:
         cases = results["ask"]
         s["questions"] = {"exact": sum(c["passed"] for c in cases) / max(1, len(cases)), "cases": len(cases),

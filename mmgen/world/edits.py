@@ -23,6 +23,7 @@ the data keeps so the model can learn it) and `asked["members"]` every one it co
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass, replace
 
 from .language import (ATTRS, as_typed, band_phrase, canonical_band, canonical_location, canonical_object,
@@ -180,6 +181,27 @@ REPLIES = {
     "remove_one": ("Removed {name}.", "Done — I took away {name}.", "Okay, {name} is gone."),
 }
 assert set(REPLIES) == set(EDIT_KINDS)
+
+
+def _reply_pattern(template: str) -> re.Pattern:
+    """A reply template as a regex whose groups are its slots ("Moved {name}." -> name)."""
+    parts = re.split(r"\{(\w+)\}", template)
+    return re.compile("".join(re.escape(p) if k % 2 == 0 else f"(?P<{p}>.+?)" for k, p in enumerate(parts)) + "$")
+
+
+_REPLY_PATTERNS = {kind: tuple(_reply_pattern(t) for t in templates) for kind, templates in REPLIES.items()}
+
+
+def read_edit_reply(kind: str, text: str) -> dict | None:
+    """The slots ({"name": "the red circle in the top left", "after": "blue"}) of an edit reply of
+    `kind` in any of its phrasings, or None when `text` is none of them: the inverse of an edit's
+    reply, so `mmgen eval` can tell a reply that names the wrong thing from a picture that does
+    not follow its reply."""
+    for pattern in _REPLY_PATTERNS.get(kind, ()):
+        found = pattern.match(text.strip())
+        if found:
+            return found.groupdict()
+    return None
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,8 @@ Held-out scenes and held-out phrasings only (the evaluation split of the world).
   reads exactly the planned scene, over the cases with a plan and a picture).
 - editing: a picture already in the conversation (its exact codes), then an edit instruction;
   "changed" = the asked change is in the new picture, "preserved" = everything else is as it was.
-  Two diagnostics split the failures: "reply right" (the reply names the thing the edit changes
-  and how, read with `edits.read_edit_reply`) and "follows right reply" (changed and preserved,
+  Two diagnostics split the failures: "reply right" (the reply is a phrasing of the expected one,
+  `edits.Edit.replies`: it names the thing the edit changes and how) and "follows right reply" (changed and preserved,
   over the cases whose reply is right).
 - plural edits: the editing part's grading on edits of several shapes at once and of size, in
   turn — "add two red circles", "make the squares blue", "remove all the stars", "remove one of
@@ -102,15 +102,17 @@ def answers_match(reply: str, truth: str, kind: str) -> bool:
     return said == normalise_answer(truth)
 
 
-def edit_reply_right(kind: str, said: str, expected: str) -> bool:
-    """Whether an edit's reply names what the expected reply names (the thing changed and how), in
-    whichever phrasing: their slots agree wherever both phrasings have one."""
-    from ..world.edits import read_edit_reply
-    got, want = read_edit_reply(kind, said), read_edit_reply(kind, expected)
-    if got is None or want is None:
-        return False
-    shared = set(got) & set(want)      # none for a reply with no slots ("Removed the sign.")
-    return (bool(shared) or got == want) and all(got[k].lower() == want[k].lower() for k in shared)
+# additions whose place (or a sign's colours) the user may leave open: the reply's choice need not be the data's
+OPEN_REPLY_KINDS = ("add", "add_many", "add_sign")
+
+
+def edit_reply_right(edit, said: str) -> bool | None:
+    """Whether an edit's reply names what the edit changes and how: it is one of the phrasings of
+    the expected reply (`Edit.replies`), whichever the model picked. None for an addition
+    (`OPEN_REPLY_KINDS`), where another free place is as right as the data's."""
+    if edit.record["kind"] in OPEN_REPLY_KINDS:
+        return None
+    return normalise_answer(said) in {normalise_answer(r) for r in edit.replies()}
 
 
 def _object_key(o: dict) -> tuple:
@@ -262,7 +264,7 @@ def run_editing(model, n: int, seed: int, settings: dict, save=None, split: str 
             {"changed": False, "preserved": False}
         cases.append({"instruction": edit.text, "unseen_words": unseen_words(edit.text), "kind": edit.record["kind"],
                       "reply": reply.text, "expected_reply": edit.reply,
-                      "reply_right": edit_reply_right(edit.record["kind"], reply.text, edit.reply), **grade})
+                      "reply_right": edit_reply_right(edit, reply.text), **grade})
         if save and reply.image is not None:
             reply.image.save(Path(save) / f"edit-{i:03d}.png")
     return cases
@@ -292,7 +294,7 @@ def run_plural(model, n: int, seed: int, settings: dict, save=None, split: str =
             {"changed": False, "preserved": False}
         cases.append({"instruction": edit.text, "unseen_words": unseen_words(edit.text), "kind": kind,
                       "reply": reply.text, "expected_reply": edit.reply,
-                      "reply_right": edit_reply_right(kind, reply.text, edit.reply), **grade})
+                      "reply_right": edit_reply_right(edit, reply.text), **grade})
         if save and reply.image is not None:
             reply.image.save(Path(save) / f"plural-{i:03d}.png")
     return cases
@@ -447,10 +449,10 @@ def _share(passed) -> float | None:
 
 def reply_split(cases: list[dict]) -> dict:
     """Edit failures split like generation's plan and picture: "reply right" (the reply names the
-    thing the edit changes and how, `edit_reply_right`) and "follows right reply" (the change made
+    thing the edit changes and how, `edit_reply_right`; additions left out) and "follows right reply" (the change made
     and the rest preserved, over the cases whose reply is right)."""
     right = [c for c in cases if c.get("reply_right")]
-    return {"reply_right": _share(c.get("reply_right") for c in cases),
+    return {"reply_right": _share(c["reply_right"] for c in cases if c.get("reply_right") is not None),
             "follows_right_reply": _share(c["changed"] and c["preserved"] for c in right)}
 
 

@@ -23,8 +23,7 @@ the data keeps so the model can learn it) and `asked["members"]` every one it co
 from __future__ import annotations
 
 import random
-import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from .language import (ATTRS, as_typed, band_phrase, canonical_band, canonical_location, canonical_object,
                        canonical_sign, color_word, family, group_phrase, join_list, location, move_target, refer,
@@ -183,26 +182,6 @@ REPLIES = {
 assert set(REPLIES) == set(EDIT_KINDS)
 
 
-def _reply_pattern(template: str) -> re.Pattern:
-    """A reply template as a regex whose groups are its slots ("Moved {name}." -> name)."""
-    parts = re.split(r"\{(\w+)\}", template)
-    return re.compile("".join(re.escape(p) if k % 2 == 0 else f"(?P<{p}>.+?)" for k, p in enumerate(parts)) + "$")
-
-
-_REPLY_PATTERNS = {kind: tuple(_reply_pattern(t) for t in templates) for kind, templates in REPLIES.items()}
-
-
-def read_edit_reply(kind: str, text: str) -> dict | None:
-    """The slots ({"name": "the red circle in the top left", "after": "blue"}) of an edit reply of
-    `kind` in any of its phrasings, or None when `text` is none of them: the inverse of an edit's
-    reply, so `mmgen eval` can tell a reply that names the wrong thing from a picture that does
-    not follow its reply."""
-    for pattern in _REPLY_PATTERNS.get(kind, ()):
-        found = pattern.match(text.strip())
-        if found:
-            return found.groupdict()
-    return None
-
 
 @dataclass(frozen=True)
 class Edit:
@@ -210,6 +189,12 @@ class Edit:
     scene: Scene
     record: dict
     reply: str
+    reply_slots: dict = field(default_factory=dict)   # what the reply's phrasing was filled with
+
+    def replies(self) -> tuple[str, ...]:
+        """Every phrasing of this edit's reply (`REPLIES`): a reply that names the thing changed
+        and how is one of them, whichever its model picked."""
+        return tuple(t.format(**self.reply_slots) for t in REPLIES[self.record["kind"]])
 
 
 def _pick_object(scene: Scene, rng: random.Random):
@@ -239,7 +224,7 @@ def _finish(kind, text, scene, record, rng, **reply_slots) -> Edit | None:
     if scene is None or not is_valid(scene):
         return None
     return Edit(text=as_typed(text, rng), scene=scene, record=record,
-                reply=rng.choice(REPLIES[kind]).format(**reply_slots))
+                reply=rng.choice(REPLIES[kind]).format(**reply_slots), reply_slots=reply_slots)
 
 
 def _others(scene: Scene, i: int) -> tuple[int, ...]:

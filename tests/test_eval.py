@@ -134,6 +134,8 @@ def test_yes_no_answers_are_graded_by_their_verdict_and_their_evidence():
     assert answers_match("No.", truth, "check_color") and answers_match("no", truth, "check_color")
     assert not answers_match("yes", truth, "check_color")
     assert not answers_match("red? it's green, so no", truth, "check_color")      # the evidence is wrong
+    assert answers_match("it's orange, so no", truth, "check_color")       # the colour asked need not be repeated
+    assert not answers_match("it's orange, so yes", truth, "check_color")
     assert not answers_match("I see none, so yes", "I see two, so yes", "exists")
     assert not answers_match("I see none, so yes", "yes", "exists")            # "is there a sign?": bare
     assert not answers_match("no idea", truth, "check_color") and not answers_match("yes or no", truth, "check_color")

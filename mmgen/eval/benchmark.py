@@ -94,8 +94,10 @@ def normalise_answer(text: str) -> str:
 def answers_match(reply: str, truth: str, kind: str) -> bool:
     """A reply is right when it says the truth word for word. A yes/no question about the shapes
     (`YES_NO_QUESTIONS`) is also answered right by its bare yes or no; its evidence ("it's orange,
-    so …"), when given, must be the truth's too."""
+    so …"), when given, must be the truth's too, with or without the colour asked before it ("red? …")."""
     from ..world.questions import YES_NO_QUESTIONS, verdict
+    if kind in YES_NO_QUESTIONS:       # graded on what was seen and the verdict, not on the colour asked repeated
+        reply, truth = reply.split("?")[-1], truth.split("?")[-1]
     said = normalise_answer(reply)
     if kind in YES_NO_QUESTIONS and said in ("yes", "no"):
         return said == verdict(truth)

@@ -135,7 +135,9 @@ def test_yes_no_answers_are_graded_by_their_verdict_and_their_evidence():
     assert not answers_match("yes", truth, "check_color")
     assert not answers_match("red? it's green, so no", truth, "check_color")      # the evidence is wrong
     assert answers_match("it's orange, so no", truth, "check_color")       # the colour asked need not be repeated
+    assert answers_match("it's orange, so no?", truth, "check_color")
     assert not answers_match("it's orange, so yes", truth, "check_color")
+    assert not answers_match("orange? it's orange, so no", truth, "check_color")   # repeated wrong
     assert not answers_match("I see none, so yes", "I see two, so yes", "exists")
     assert not answers_match("I see none, so yes", "yes", "exists")            # "is there a sign?": bare
     assert not answers_match("no idea", truth, "check_color") and not answers_match("yes or no", truth, "check_color")
@@ -178,11 +180,13 @@ def test_edit_replies_are_right_in_any_phrasing_of_what_they_name():
         if kind in OPEN_REPLY_KINDS:
             assert edit_reply_right(edit, edit.reply) is None
             continue
-        assert all(edit_reply_right(edit, r.upper()) for r in edit.replies())     # any phrasing, any case
+        assert all(edit_reply_right(edit, r + " ") for r in edit.replies())     # any phrasing
         assert not edit_reply_right(edit, "I see one, so yes")
-        named = edit.reply_slots.get("name") or edit.reply_slots.get("after")
-        if named:      # the same phrasing naming another thing, or another result, is wrong
-            assert not edit_reply_right(edit, edit.reply.replace(named, named + " and the blue star"))
+        for slot in ("name", "after"):      # the same phrasing naming another thing, or another result, is wrong
+            if edit.reply_slots.get(slot) and edit.reply_slots[slot] in edit.reply:
+                assert not edit_reply_right(edit, edit.reply.replace(edit.reply_slots[slot], "the blue star"))
+        if kind == "word":
+            assert not edit_reply_right(edit, edit.reply.replace(edit.record["after"], edit.record["after"].lower()))
     assert seen == set(EDIT_KINDS)
     cases = [{"reply_right": True, "changed": True, "preserved": True},
              {"reply_right": True, "changed": True, "preserved": False},

@@ -91,13 +91,19 @@ def normalise_answer(text: str) -> str:
     return re.sub(r"[^a-z0-9 ]", "", text.lower()).strip()
 
 
+_ECHO = re.compile(r"^\s*([A-Za-z ]+)\?\s*")      # a colour check's "red? " before what was seen
+
+
 def answers_match(reply: str, truth: str, kind: str) -> bool:
     """A reply is right when it says the truth word for word. A yes/no question about the shapes
     (`YES_NO_QUESTIONS`) is also answered right by its bare yes or no; its evidence ("it's orange,
     so …"), when given, must be the truth's too, with or without the colour asked before it ("red? …")."""
     from ..world.questions import YES_NO_QUESTIONS, verdict
-    if kind in YES_NO_QUESTIONS:       # graded on what was seen and the verdict, not on the colour asked repeated
-        reply, truth = reply.split("?")[-1], truth.split("?")[-1]
+    if kind in YES_NO_QUESTIONS:
+        said_echo, true_echo = _ECHO.match(reply), _ECHO.match(truth)
+        if said_echo and true_echo and normalise_answer(said_echo[1]) != normalise_answer(true_echo[1]):
+            return False            # the colour asked, repeated wrong
+        reply, truth = reply[said_echo.end() if said_echo else 0:], truth[true_echo.end() if true_echo else 0:]
     said = normalise_answer(reply)
     if kind in YES_NO_QUESTIONS and said in ("yes", "no"):
         return said == verdict(truth)
@@ -114,7 +120,7 @@ def edit_reply_right(edit, said: str) -> bool | None:
     (`OPEN_REPLY_KINDS`), where another free place is as right as the data's."""
     if edit.record["kind"] in OPEN_REPLY_KINDS:
         return None
-    return normalise_answer(said) in {normalise_answer(r) for r in edit.replies()}
+    return said.strip() in edit.replies()
 
 
 def _object_key(o: dict) -> tuple:

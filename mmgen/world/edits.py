@@ -182,7 +182,6 @@ REPLIES = {
 assert set(REPLIES) == set(EDIT_KINDS)
 
 
-
 @dataclass(frozen=True)
 class Edit:
     text: str

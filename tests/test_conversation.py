@@ -292,6 +292,8 @@ def test_quiz_questions_are_true_of_the_picture_they_follow():
         for a in metas:
             for b in metas:
                 about_a, about_b = a["about"], b["about"]
+                if about_a.get("sign") or about_b.get("sign"):      # "is there a sign?" counts no shape
+                    continue
                 if (a["question"], b["question"]) in (("exists", "count"), ("exists", "locate"), ("count", "locate")):
                     assert (about_a.get("shape"), about_a.get("color")) != (about_b["shape"], about_b["color"])
                 if (a["question"], b["question"]) == ("check_color", "color"):
@@ -299,3 +301,24 @@ def test_quiz_questions_are_true_of_the_picture_they_follow():
     assert user_pictures > 2 * drawn > 0
     assert 0.35 * signed < word_first < 0.65 * signed
     assert {"word", "count", "exists", "color", "check_color", "describe", "locate"} <= kinds
+
+
+def test_some_quiz_pictures_are_asked_a_colour_check_per_shape():
+    """A quarter of quiz pictures with two or more shapes get colour checks only, each about
+    another shape, so the verdict's comparison has many examples per picture."""
+    from mmgen.world.conversation import sample_quiz
+    drills = 0
+    for seed in range(200):
+        c = sample_quiz(seed)
+        groups, current = [], None
+        for user, reply in zip(c.turns[::2], c.turns[1::2]):
+            if user.image is not None or reply.image is not None:
+                groups.append([])
+            if reply.image is None:
+                groups[-1].append(user.meta)
+        for metas in groups:
+            checks = [m for m in metas if m["question"] == "check_color"]
+            if len(checks) >= 2 and len(checks) == len([m for m in metas if m["question"] != "word"]):
+                drills += 1
+                assert len({m["about"]["target"] for m in checks}) == len(checks)
+    assert drills >= 10

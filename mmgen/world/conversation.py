@@ -61,6 +61,11 @@ QUIZ_USER_IMAGE_RATE = 0.75
 QUIZ_SIGN_RATE = 0.5
 QUIZ_WORD_FIRST_RATE = 0.5
 QUIZ_TRIES = 10                  # draws for a question not asked yet about this picture
+# A quiz picture with two or more shapes is asked only colour checks this often ("is the star
+# red?", "is the circle blue?" — one per shape): their verdict compares the colour asked with the
+# colour seen, two words a few tokens apart, and that comparison is learnt from many examples, so
+# one picture's codes buy several of them
+COLOR_CHECK_DRILL_RATE = 0.25
 
 INTRO = family("user_image", ("have a peek at this.", "I'm sharing my picture.",
     
@@ -244,14 +249,17 @@ def _asked(meta: dict) -> tuple:
 def _quiz_questions(current, rng, split) -> list:
     """1-4 different questions about one picture: the first about its word half the time, when it
     has one, and no later one, so no answer is in an earlier reply (one that names many things — a
-    description, "where are the squares?" — is the last)."""
+    description, "where are the squares?" — is the last); the rest colour checks only, one per
+    shape, for a quarter of the pictures with two or more shapes (`COLOR_CHECK_DRILL_RATE`)."""
     asked, out = set(), []
+    drill = len(current.objects) >= 2 and rng.random() < COLOR_CHECK_DRILL_RATE
     for j in range(rng.randint(*QUIZ_QUESTIONS)):
         if j == 0 and current.sign is not None and rng.random() < QUIZ_WORD_FIRST_RATE:
             got = _ask(current, rng, split, kind="word")
         else:
-            draws = (_ask(current, rng, split) for _ in range(QUIZ_TRIES))
-            got = next((g for g in draws if g[2]["question"] != "word" and _asked(g[2]) not in asked), None)
+            draws = (_ask(current, rng, split, kind="check_color" if drill else None) for _ in range(QUIZ_TRIES))
+            got = next((g for g in draws if g is not None and g[2]["question"] != "word"
+                        and _asked(g[2]) not in asked), None)
         if got is not None:
             asked.add(_asked(got[2]))
             out.append(got)

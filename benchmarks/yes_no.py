@@ -6,16 +6,24 @@ Question i is about `sample_scene(50_000 + i)` and asks, in turn, whether a thin
 a shape has a colour, and how many of a thing there are. Each answer is printed with the truth and
 graded by `eval.benchmark.answers_match` (the whole answer, or a bare yes or no). A quick look at
 whether yes/no answers follow the picture, for checkpoints saved mid-run; `mmgen eval` grades.
+
+Then the verdict alone: colour checks with their true answer written up to "…, so", and the
+probability the model gives "yes" against "no" there, over the checks whose truth is yes and those
+whose truth is no. A model that compares the colour asked with the colour seen gives the first
+near 1 and the second near 0; one that does not, the same to both.
 """
 from __future__ import annotations
 
 import argparse
 import random
 
+import torch
+
 from mmgen.eval.benchmark import answers_match
 from mmgen.pipeline import load
+from mmgen.stream import Conversation, Turn
 from mmgen.world import render
-from mmgen.world.questions import sample_question
+from mmgen.world.questions import NO, YES, sample_question, verdict
 from mmgen.world.scene import sample_scene
 
 KINDS = ("exists", "check_color", "count")
@@ -39,6 +47,33 @@ def main() -> None:
         right, asked = right + ok, asked + 1
         print(f"{'ok ' if ok else 'BAD'} {q.text} | {q.answer} | {reply.text}")
     print(f"{right}/{asked} right")
+    print_verdicts(model, args.n)
+
+
+def verdict_p_yes(model, question, picture) -> float:
+    """p(yes) / (p(yes) + p(no)) for the verdict's first token, the answer teacher-forced up to it."""
+    s = model.stream
+    before = question.answer.rsplit(" ", 1)[0]                # "red? it's orange, so"
+    prefix = s.text.encode(before)
+    yes, no = (s.text.encode(f"{before} {word}")[len(prefix)] for word in (YES, NO))
+    codes = tuple(model.vq.encode(picture)[0].reshape(-1).tolist())
+    ids = s.encode(Conversation((Turn("user", question.text, codes),)), generation_prompt=True).ids + prefix
+    with torch.no_grad():
+        logits = model.lm(input_ids=torch.tensor([ids], device=model.device)).logits[0, -1].float()
+    return float(torch.sigmoid(logits[yes] - logits[no]))
+
+
+def print_verdicts(model, n: int) -> None:
+    by_truth = {YES: [], NO: []}
+    for i in range(n):
+        scene = sample_scene(FIRST_SCENE + n + i)
+        q = sample_question(scene, random.Random(n + i), "train", kind="check_color")
+        if q is not None:
+            by_truth[verdict(q.answer)].append(verdict_p_yes(model, q, render(scene)))
+    for truth, ps in by_truth.items():
+        if ps:
+            print(f"colour checks whose answer is {truth:<3}: mean p(yes) {sum(ps) / len(ps):.3f}, "
+                  f"verdict right {sum((p > 0.5) == (truth == YES) for p in ps)}/{len(ps)}")
 
 
 if __name__ == "__main__":

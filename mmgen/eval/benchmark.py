@@ -12,8 +12,8 @@ Held-out scenes and held-out phrasings only (the evaluation split of the world).
 - editing: a picture already in the conversation (its exact codes), then an edit instruction;
   "changed" = the asked change is in the new picture, "preserved" = everything else is as it was.
   Two diagnostics split the failures: "reply right" (the reply is a phrasing of the expected one,
-  `edits.Edit.replies`: it names the thing the edit changes and how) and "follows right reply" (changed and preserved,
-  over the cases whose reply is right).
+  `edits.Edit.replies`: it names the thing the edit changes and how; additions left out) and
+  "follows right reply" (changed and preserved, over the cases whose reply is right).
 - plural edits: the editing part's grading on edits of several shapes at once and of size, in
   turn — "add two red circles", "make the squares blue", "remove all the stars", "remove one of
   them", "make it bigger".
@@ -457,8 +457,8 @@ def _share(passed) -> float | None:
 
 def reply_split(cases: list[dict]) -> dict:
     """Edit failures split like generation's plan and picture: "reply right" (the reply names the
-    thing the edit changes and how, `edit_reply_right`; additions left out) and "follows right reply" (the change made
-    and the rest preserved, over the cases whose reply is right)."""
+    thing the edit changes and how, `edit_reply_right`; additions left out) and "follows right
+    reply" (the change made and the rest preserved, over the cases whose reply is right)."""
     right = [c for c in cases if c.get("reply_right")]
     return {"reply_right": _share(c["reply_right"] for c in cases if c.get("reply_right") is not None),
             "follows_right_reply": _share(c["changed"] and c["preserved"] for c in right)}

@@ -192,7 +192,7 @@ class Edit:
 
     def replies(self) -> tuple[str, ...]:
         """Every phrasing of this edit's reply (`REPLIES`): a reply that names the thing changed
-        and how is one of them, whichever its model picked."""
+        and how is one of them, whichever the model picked."""
         return tuple(t.format(**self.reply_slots) for t in REPLIES[self.record["kind"]])
 
 

@@ -310,7 +310,7 @@ def test_some_quiz_pictures_are_asked_a_colour_check_per_shape():
     drills = 0
     for seed in range(200):
         c = sample_quiz(seed)
-        groups, current = [], None
+        groups = []
         for user, reply in zip(c.turns[::2], c.turns[1::2]):
             if user.image is not None or reply.image is not None:
                 groups.append([])

@@ -261,7 +261,8 @@ def assert_answer_holds(scene, meta):
 def test_quiz_questions_are_true_of_the_picture_they_follow():
     """A quiz's questions are answered from the latest picture (recomputed by each question's own
     grader) and never repeat on it; most pictures are the user's, and the first question on a
-    picture with a sign is about its word half the time, and no later question asks it."""
+    picture with a sign is about its word half the time, and no later question asks it (colour-check
+    drills, which ask each shape twice on purpose, are checked below)."""
     from mmgen.world.conversation import _asked, sample_quiz
     user_pictures = drawn = word_first = signed = 0
     kinds, subjects = set(), {}
@@ -278,6 +279,8 @@ def test_quiz_questions_are_true_of_the_picture_they_follow():
                 assert user.task == "ask" and reply.text == user.meta["answer"]
                 assert_answer_holds(current, user.meta)
                 kinds.add(user.meta["question"])
+                if user.meta.get("drill"):
+                    continue
                 key = _asked(user.meta)
                 assert key not in asked, (user.text, c.id)
                 if not asked and current.sign is not None:
@@ -303,11 +306,13 @@ def test_quiz_questions_are_true_of_the_picture_they_follow():
     assert {"word", "count", "exists", "color", "check_color", "describe", "locate"} <= kinds
 
 
-def test_some_quiz_pictures_are_asked_a_colour_check_per_shape():
-    """A quarter of quiz pictures with two or more shapes get colour checks only, each about
-    another shape, so the verdict's comparison has many examples per picture."""
-    from mmgen.world.conversation import sample_quiz
-    drills = 0
+def test_some_quiz_pictures_are_asked_colour_checks_in_pairs():
+    """Some quiz pictures with two or more shapes get, after any word question, colour checks only:
+    up to three shapes, each asked once with its own colour (yes) and once with another (no), so
+    the two verdicts of a pair differ only in the comparison of the colour asked with the seen one."""
+    from mmgen.world.conversation import COLOR_CHECK_DRILL_SHAPES, sample_quiz
+    from mmgen.world.questions import YES, verdict
+    drills = pairs = 0
     for seed in range(200):
         c = sample_quiz(seed)
         groups = []
@@ -317,8 +322,20 @@ def test_some_quiz_pictures_are_asked_a_colour_check_per_shape():
             if reply.image is None:
                 groups[-1].append(user.meta)
         for metas in groups:
-            checks = [m for m in metas if m["question"] == "check_color"]
-            if len(checks) >= 2 and len(checks) == len([m for m in metas if m["question"] != "word"]):
-                drills += 1
-                assert len({m["about"]["target"] for m in checks}) == len(checks)
-    assert drills >= 10
+            checks = [m for m in metas if m.get("drill")]
+            if not checks:
+                continue
+            drills += 1
+            others = [m for m in metas if not m.get("drill")]
+            assert others in ([], metas[:1]) and all(m["question"] == "word" for m in others)
+            by_target = {}
+            for m in checks:
+                assert m["question"] == "check_color"
+                by_target.setdefault(m["about"]["target"], []).append(m)
+            assert len(by_target) <= COLOR_CHECK_DRILL_SHAPES
+            for pair in by_target.values():
+                assert sorted(verdict(m["answer"]) == YES for m in pair) == [False, True]
+                no = next(m for m in pair if verdict(m["answer"]) != YES)
+                assert no["about"]["color"] != next(m for m in pair if m is not no)["about"]["color"]
+                pairs += 1
+    assert drills >= 15 and pairs >= 2 * drills

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from .edits import sample_edit
 from .language import as_typed, describe, family, stream, with_chatter
 from .prompts import CREATE_REPLIES, make_spec, sample_prompt
-from .questions import MANY_THINGS_QUESTIONS, question_after_edit, sample_question
+from .questions import MANY_THINGS_QUESTIONS, color_check, question_after_edit, sample_question
 from .scene import Scene, place, sample_scene
 
 MIN_EXCHANGES, MAX_EXCHANGES = 1, 6
@@ -61,11 +61,14 @@ QUIZ_USER_IMAGE_RATE = 0.75
 QUIZ_SIGN_RATE = 0.5
 QUIZ_WORD_FIRST_RATE = 0.5
 QUIZ_TRIES = 10                  # draws for a question not asked yet about this picture
-# A quiz picture with two or more shapes is asked only colour checks this often ("is the star
-# red?", "is the circle blue?" — one per shape): their verdict compares the colour asked with the
-# colour seen, two words a few tokens apart, and that comparison is learnt from many examples, so
-# one picture's codes buy several of them
-COLOR_CHECK_DRILL_RATE = 0.25
+# A quiz picture with two or more shapes is asked only colour checks this often: up to
+# `COLOR_CHECK_DRILL_SHAPES` of its shapes, each twice in a random order — once with its own colour
+# and once with another ("is the star red?" → "red? it's red, so yes"; "is the star blue?" → "blue?
+# it's red, so no"). The verdict compares the colour asked with the colour seen, two words a few
+# tokens apart; the two answers of a pair differ only in that comparison, and one picture's codes
+# buy up to six of them.
+COLOR_CHECK_DRILL_RATE = 0.4
+COLOR_CHECK_DRILL_SHAPES = 3
 
 INTRO = family("user_image", ("have a peek at this.", "I'm sharing my picture.",
     
@@ -249,15 +252,17 @@ def _asked(meta: dict) -> tuple:
 def _quiz_questions(current, rng, split) -> list:
     """1-4 different questions about one picture: the first about its word half the time, when it
     has one, and no later one, so no answer is in an earlier reply (one that names many things — a
-    description, "where are the squares?" — is the last); the rest colour checks only, one per
-    shape, for a quarter of the pictures with two or more shapes (`COLOR_CHECK_DRILL_RATE`)."""
+    description, "where are the squares?" — is the last); or, for some pictures with two or more
+    shapes (`COLOR_CHECK_DRILL_RATE`), after the word question, pairs of colour checks."""
     asked, out = set(), []
     drill = len(current.objects) >= 2 and rng.random() < COLOR_CHECK_DRILL_RATE
     for j in range(rng.randint(*QUIZ_QUESTIONS)):
         if j == 0 and current.sign is not None and rng.random() < QUIZ_WORD_FIRST_RATE:
             got = _ask(current, rng, split, kind="word")
+        elif drill:
+            return out + _color_check_drill(current, rng, split)
         else:
-            draws = (_ask(current, rng, split, kind="check_color" if drill else None) for _ in range(QUIZ_TRIES))
+            draws = (_ask(current, rng, split) for _ in range(QUIZ_TRIES))
             got = next((g for g in draws if g is not None and g[2]["question"] != "word"
                         and _asked(g[2]) not in asked), None)
         if got is not None:
@@ -265,6 +270,18 @@ def _quiz_questions(current, rng, split) -> list:
             out.append(got)
             if got[2]["question"] in MANY_THINGS_QUESTIONS:
                 break
+    return out
+
+
+def _color_check_drill(current, rng, split) -> list:
+    """Colour checks in pairs about up to `COLOR_CHECK_DRILL_SHAPES` shapes: each asked with its own
+    colour and with another, in a random order (their user meta carries "drill")."""
+    out = []
+    for target in rng.sample(range(len(current.objects)), min(len(current.objects), COLOR_CHECK_DRILL_SHAPES)):
+        pair = [color_check(current, target, truth, rng, split) for truth in (True, False)]
+        rng.shuffle(pair)
+        out += [("ask", q.text, {"question": q.kind, "about": q.about, "answer": q.answer, "drill": True},
+                 q.answer, None) for q in pair if q is not None]
     return out
 
 

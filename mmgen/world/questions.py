@@ -261,18 +261,32 @@ def _exists(scene, rng, split):
     return text, answer, {"shape": shape, "color": color}
 
 
-def _check_color(scene, rng, split):
+def _check_color(scene, rng, split, target: int | None = None, truth: bool | None = None):
+    """"is {ref} {colour}?" about a random shape (or `target`), naming its own colour half the
+    time (`TRUE_CHECK_RATE`; or when `truth`) and another colour otherwise."""
     if not scene.objects:
         return None
-    i = rng.randrange(len(scene.objects))
+    i = rng.randrange(len(scene.objects)) if target is None else target
     ref = refer(scene, i, rng, avoid={"color"})
     if ref is None:
         return None
     actual = scene.objects[i].color
-    color = actual if rng.random() < TRUE_CHECK_RATE else rng.choice([c for c in OBJECT_COLORS if c != actual])
+    if truth is None:
+        truth = rng.random() < TRUE_CHECK_RATE
+    color = actual if truth else rng.choice([c for c in OBJECT_COLORS if c != actual])
     text = CHECK_COLOR.pick(rng, split).format(ref=ref.text, color=color_word(color, rng))
     answer = with_evidence(EVIDENCE["check_color"].format(asked=color, color=actual), color == actual)
     return text, answer, {"target": i, "color": color, "ref": ref.text}
+
+
+def color_check(scene: Scene, target: int, truth: bool, rng: random.Random, split: str = "train") -> Question | None:
+    """A colour check about shape `target` of `scene` whose answer is yes when `truth` (None when
+    the shape cannot be told apart from the others without its colour)."""
+    got = _check_color(scene, rng, split, target, truth)
+    if got is None:
+        return None
+    text, answer, about = got
+    return Question(text=as_typed(text, rng), answer=answer, kind="check_color", about=about)
 
 
 def _background(scene, rng, split):

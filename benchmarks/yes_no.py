@@ -7,7 +7,7 @@ a shape has a colour, and how many of a thing there are. Each answer is printed 
 graded by `eval.benchmark.answers_match` (the whole answer, or a bare yes or no). A quick look at
 whether yes/no answers follow the picture, for checkpoints saved mid-run; `mmgen eval` grades.
 
-Then the verdict alone: colour checks with their true answer written up to "…, so", and the
+Then the verdict alone: colour checks with their true answer written up to "… red?", and the
 probability the model gives "yes" against "no" there, over the checks whose truth is yes and those
 whose truth is no. A model that compares the colour asked with the colour seen gives the first
 near 1 and the second near 0; one that does not, the same to both.
@@ -53,7 +53,7 @@ def main() -> None:
 def verdict_p_yes(model, question, picture) -> float:
     """p(yes) / (p(yes) + p(no)) for the verdict's first token, the answer teacher-forced up to it."""
     s = model.stream
-    before = question.answer.rsplit(" ", 1)[0]                # "red? it's orange, so"
+    before = question.answer.rsplit(" ", 1)[0]                # "it's orange — red?"
     prefix = s.text.encode(before)
     yes, no = (s.text.encode(f"{before} {word}")[len(prefix)] for word in (YES, NO))
     codes = tuple(model.vq.encode(picture)[0].reshape(-1).tolist())

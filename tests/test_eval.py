@@ -129,8 +129,9 @@ def test_group_edits_are_graded_on_every_object_they_name(kind):
 
 def test_yes_no_answers_are_graded_by_their_verdict_and_their_evidence():
     from mmgen.eval.benchmark import answers_match
-    truth = "red? it's orange, so no"
-    assert answers_match("Red? It's orange, so no.", truth, "check_color")
+    truth = "it's orange — red? no"
+    assert answers_match("It's orange — red? No.", truth, "check_color")
+    assert answers_match("red? it's orange, so no", truth, "check_color")       # the colour asked first: the same
     assert answers_match("No.", truth, "check_color") and answers_match("no", truth, "check_color")
     assert not answers_match("yes", truth, "check_color")
     assert not answers_match("red? it's green, so no", truth, "check_color")      # the evidence is wrong
@@ -138,6 +139,11 @@ def test_yes_no_answers_are_graded_by_their_verdict_and_their_evidence():
     assert answers_match("it's orange, so no?", truth, "check_color")
     assert not answers_match("it's orange, so yes", truth, "check_color")
     assert not answers_match("orange? it's orange, so no", truth, "check_color")   # repeated wrong
+    assert not answers_match("it's orange — orange? no", truth, "check_color")
+    assert not answers_match("it's orange — red? yes", truth, "check_color")
+    assert answers_match("red? no", truth, "check_color")                     # no evidence: the verdict alone
+    assert answers_match("I see two, so yes", "I see two, so yes", "exists")
+    assert answers_match("yes", "I see two, so yes", "exists")
     assert not answers_match("I see none, so yes", "I see two, so yes", "exists")
     assert not answers_match("I see none, so yes", "yes", "exists")            # "is there a sign?": bare
     assert not answers_match("no idea", truth, "check_color") and not answers_match("yes or no", truth, "check_color")

@@ -335,7 +335,7 @@ def expected_answer(scene: Scene, kind: str, about: dict) -> str | None:
         return f"I see {counts[n]}, so {'yes' if n else 'no'}"
     if kind == "check_color":
         actual = objs[t]["color"]
-        return f"{about['color']}? it's {actual}, so {'yes' if actual == about['color'] else 'no'}"
+        return f"it's {actual} — {about['color']}? {'yes' if actual == about['color'] else 'no'}"
     if kind == "background":
         return d["background"]
     if kind == "locate":       # every match where it is, in reading order, or "I see none"
@@ -378,7 +378,7 @@ def test_answers_are_short_and_deterministic():
     assert a == b
     assert all(len(q.answer.split()) <= 2 for q in a
                if q.kind not in ("describe", "what_at", "exists", "check_color", "locate"))
-    # yes/no answers about shapes say what was seen, then the verdict: "red? it's orange, so no"
+    # yes/no answers about shapes say what was seen, then the verdict: "it's orange — red? no"
     assert all(len(q.answer.split()) <= 5 and verdict(q.answer) in ("yes", "no")
                for q in a if q.kind in ("exists", "check_color"))
 

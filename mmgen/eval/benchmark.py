@@ -91,23 +91,36 @@ def normalise_answer(text: str) -> str:
     return re.sub(r"[^a-z0-9 ]", "", text.lower()).strip()
 
 
-_ECHO = re.compile(r"^\s*([A-Za-z ]+)\?\s*")      # a colour check's "red? " before what was seen
+_COLOR_ASKED = re.compile(r"([a-z ]+)\?")       # a colour check's "purple?": the colour asked, repeated
+
+
+def yes_no_parts(answer: str) -> tuple[str | None, str, str | None]:
+    """(colour asked repeated or None, evidence, yes/no or None) of a yes/no answer, whatever the order
+    of its parts: "it's orange — purple? no" and "purple? it's orange, so no" → ("purple", "it's
+    orange", "no"); "I see two, so yes" → (None, "i see two", "yes"); "yes" → (None, "", "yes")."""
+    from ..world.questions import NO, YES
+    text = answer.lower().rstrip(" ?!.")              # "…, so no?" ends with its verdict, not a colour asked
+    asked = _COLOR_ASKED.search(text)
+    if asked is not None:
+        text = text[:asked.start()] + " " + text[asked.end():]
+    words = re.sub(r"[^a-z0-9' ]", " ", text).split()
+    said = words.pop() if words and words[-1] in (YES, NO) else None
+    if words and words[-1] == "so":
+        words.pop()
+    return (asked[1].strip() if asked else None), " ".join(words), said
 
 
 def answers_match(reply: str, truth: str, kind: str) -> bool:
     """A reply is right when it says the truth word for word. A yes/no question about the shapes
-    (`YES_NO_QUESTIONS`) is also answered right by its bare yes or no; its evidence ("it's orange,
-    so …"), when given, must be the truth's too, with or without the colour asked before it ("red? …")."""
-    from ..world.questions import YES_NO_QUESTIONS, verdict
+    (`YES_NO_QUESTIONS`) is right when its yes or no is the truth's and the evidence ("it's orange",
+    "I see two") and the colour asked ("purple?"), where the reply gives them, are the truth's too, in
+    any order: checkpoints that wrote "purple? it's orange, so no" or a bare "no" grade alike."""
+    from ..world.questions import YES_NO_QUESTIONS
     if kind in YES_NO_QUESTIONS:
-        said_echo, true_echo = _ECHO.match(reply), _ECHO.match(truth)
-        if said_echo and true_echo and normalise_answer(said_echo[1]) != normalise_answer(true_echo[1]):
-            return False            # the colour asked, repeated wrong
-        reply, truth = reply[said_echo.end() if said_echo else 0:], truth[true_echo.end() if true_echo else 0:]
-    said = normalise_answer(reply)
-    if kind in YES_NO_QUESTIONS and said in ("yes", "no"):
-        return said == verdict(truth)
-    return said == normalise_answer(truth)
+        (said_asked, said_evidence, said), (true_asked, true_evidence, true) = yes_no_parts(reply), yes_no_parts(truth)
+        return (said is not None and said == true and said_evidence in ("", true_evidence)
+                and (said_asked is None or true_asked is None or said_asked == true_asked))
+    return normalise_answer(reply) == normalise_answer(truth)
 
 
 # additions whose place (or a sign's colours) the user may leave open: the reply's choice need not be the data's

@@ -63,8 +63,8 @@ QUIZ_WORD_FIRST_RATE = 0.5
 QUIZ_TRIES = 10                  # draws for a question not asked yet about this picture
 # A quiz picture with two or more shapes is asked only colour checks this often: up to
 # `COLOR_CHECK_DRILL_SHAPES` of its shapes, each twice in a random order — once with its own colour
-# and once with another ("is the star red?" → "red? it's red, so yes"; "is the star blue?" → "blue?
-# it's red, so no"). The verdict compares the colour asked with the colour seen, two words a few
+# and once with another ("is the star red?" → "it's red — red? yes"; "is the star blue?" → "it's
+# red — blue? no"). The verdict compares the colour asked with the colour seen, two words two
 # tokens apart; the two answers of a pair differ only in that comparison, and one picture's codes
 # buy up to six of them.
 COLOR_CHECK_DRILL_RATE = 0.4
@@ -236,7 +236,7 @@ def _quiz_picture(rng, split):
 
 
 # a yes/no question's evidence answers another kind: "is there a red circle?" -> "I see two, so yes"
-# answers "how many red circles?", and "is the star blue?" -> "blue? it's brown, so no" its colour; a count
+# answers "how many red circles?", and "is the star blue?" -> "it's brown — blue? no" its colour; a count
 # of none answers "where are the red circles?" ("I see none"), so the two share a key too
 SAME_QUESTION = {"exists": "count", "locate": "count", "check_color": "color"}
 

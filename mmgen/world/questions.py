@@ -9,8 +9,8 @@
 
 Answers are short and fixed by the scene: a colour or shape name ("red", "circle"), a cell name
 ("top left") or band ("top") for positions, a number word ("two"; "none" for zero), "yes"/"no"
-("is there a sign?"), after the evidence for it when the question is about the shapes ("red? it's
-orange, so no", "I see two, so yes"; `verdict` takes the yes or no back), the sign's word exactly
+("is there a sign?"), after the evidence for it when the question is about the shapes ("it's
+orange — red? no", "I see two, so yes"; `verdict` takes the yes or no back), the sign's word exactly
 as drawn ("OPEN"), a canonical object phrase ("a large red circle", "nothing"), every match
 where it is for "where are the squares?" ("the red square in the top left and the blue square on
 the right", "I see none"), or `describe(scene)` for "describe the picture".
@@ -51,10 +51,14 @@ LOCATE_NONE = "I see none"
 # description -> everything): a quiz asks them last, so no later answer is in an earlier reply
 MANY_THINGS_QUESTIONS = ("describe", "locate")
 TRUE_CHECK_RATE = 0.5            # "is the circle red?" names its true colour this often
-# a colour check first repeats the colour asked (its canonical name: "violet" -> "purple"), so the
-# verdict compares two colour words a few tokens apart in the answer instead of searching the question
-EVIDENCE = {"check_color": "{asked}? it's {color}", "exists": "I see {count}"}
-YES_NO_QUESTIONS = tuple(EVIDENCE)      # answered "<evidence>, so yes|no" (but "is there a sign?": bare)
+# a colour check says the colour it sees, then repeats the colour asked (its canonical name:
+# "violet" -> "purple") right before the verdict: "it's orange — purple? no". The verdict then
+# compares two colour words two tokens apart, the same token when they match; when the colour asked
+# came first ("purple? it's orange, so no", six tokens back and spelt without the leading space)
+# the verdict never learnt the comparison, whatever the share of yes
+COLOR_CHECK_ANSWER = "it's {color} — {asked}? {verdict}"
+EVIDENCE = {"exists": "I see {count}"}             # answered "<evidence>, so yes|no"
+YES_NO_QUESTIONS = ("check_color", "exists")      # (but "is there a sign?": a bare yes or no)
 
 COLOR = family("ask_color", ("which shade is {ref}?", "what hue is {ref}?",
     
@@ -275,7 +279,7 @@ def _check_color(scene, rng, split, target: int | None = None, truth: bool | Non
         truth = rng.random() < TRUE_CHECK_RATE
     color = actual if truth else rng.choice([c for c in OBJECT_COLORS if c != actual])
     text = CHECK_COLOR.pick(rng, split).format(ref=ref.text, color=color_word(color, rng))
-    answer = with_evidence(EVIDENCE["check_color"].format(asked=color, color=actual), color == actual)
+    answer = COLOR_CHECK_ANSWER.format(color=actual, asked=color, verdict=YES if color == actual else NO)
     return text, answer, {"target": i, "color": color, "ref": ref.text}
 
 

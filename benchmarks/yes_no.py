@@ -4,7 +4,7 @@
 
 Question i is about `sample_scene(50_000 + i)` and asks, in turn, whether a thing is there, whether
 a shape has a colour, and how many of a thing there are. Each answer is printed with the truth and
-graded by `eval.benchmark.answers_match` (the whole answer, or a bare yes or no). A quick look at
+graded by `eval.benchmark.answers_match` (the yes or no, and the evidence where given). A quick look at
 whether yes/no answers follow the picture, for checkpoints saved mid-run; `mmgen eval` grades.
 
 Then the verdict alone: colour checks with their true answer written up to "… red?", and the

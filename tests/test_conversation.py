@@ -308,34 +308,33 @@ def test_quiz_questions_are_true_of_the_picture_they_follow():
 
 def test_some_quiz_pictures_are_asked_colour_checks_in_pairs():
     """Some quiz pictures with two or more shapes get, after any word question, colour checks only:
-    up to three shapes, each asked once with its own colour (yes) and once with another (no), so
-    the two verdicts of a pair differ only in the comparison of the colour asked with the seen one."""
+    up to three shapes, each asked once with its own colour (yes) and once with another (no), all in
+    a random order, so neither a check's place nor its partner's verdict gives its own away."""
     from mmgen.world.conversation import COLOR_CHECK_DRILL_SHAPES, sample_quiz
     from mmgen.world.questions import YES, verdict
-    drills = pairs = 0
+    drills, first_verdicts, partners_apart = 0, set(), 0
     for seed in range(200):
         c = sample_quiz(seed)
         groups = []
         for user, reply in zip(c.turns[::2], c.turns[1::2]):
             if user.image is not None or reply.image is not None:
-                groups.append([])
+                groups.append((user.image or reply.image, []))
             if reply.image is None:
-                groups[-1].append(user.meta)
-        for metas in groups:
+                groups[-1][1].append(user.meta)
+        for scene, metas in groups:
             checks = [m for m in metas if m.get("drill")]
             if not checks:
                 continue
             drills += 1
             others = [m for m in metas if not m.get("drill")]
             assert others in ([], metas[:1]) and all(m["question"] == "word" for m in others)
-            by_target = {}
+            targets = [m["about"]["target"] for m in checks]
+            assert all(m["question"] == "check_color" for m in checks)
+            assert len(set(targets)) <= COLOR_CHECK_DRILL_SHAPES and all(targets.count(t) == 2 for t in targets)
             for m in checks:
-                assert m["question"] == "check_color"
-                by_target.setdefault(m["about"]["target"], []).append(m)
-            assert len(by_target) <= COLOR_CHECK_DRILL_SHAPES
-            for pair in by_target.values():
-                assert sorted(verdict(m["answer"]) == YES for m in pair) == [False, True]
-                no = next(m for m in pair if verdict(m["answer"]) != YES)
-                assert no["about"]["color"] != next(m for m in pair if m is not no)["about"]["color"]
-                pairs += 1
-    assert drills >= 15 and pairs >= 2 * drills
+                assert (verdict(m["answer"]) == YES) == (m["about"]["color"] == scene.objects[m["about"]["target"]].color)
+            for t in set(targets):
+                assert sorted(verdict(m["answer"]) for m in checks if m["about"]["target"] == t) == ["no", "yes"]
+            first_verdicts.add(verdict(checks[0]["answer"]))
+            partners_apart += targets[0] != targets[1]          # the first check's partner is not next
+    assert drills >= 15 and first_verdicts == {"yes", "no"} and partners_apart >= 5

@@ -143,6 +143,10 @@ def test_yes_no_answers_are_graded_by_their_verdict_and_their_evidence():
     assert not answers_match("it's orange — red? yes", truth, "check_color")
     assert answers_match("red? no", truth, "check_color")                     # no evidence: the verdict alone
     assert answers_match("I see two, so yes", "I see two, so yes", "exists")
+    assert answers_match("its orange — red? no", truth, "check_color")         # apostrophes as in normalise_answer
+    assert answers_match("it’s orange — red? no", truth, "check_color")
+    assert not answers_match("red? yes", "yes", "exists")                      # a colour asked that was not
+    assert not answers_match("red? I see two, so yes", "I see two, so yes", "exists")
     assert answers_match("yes", "I see two, so yes", "exists")
     assert not answers_match("I see none, so yes", "I see two, so yes", "exists")
     assert not answers_match("I see none, so yes", "yes", "exists")            # "is there a sign?": bare

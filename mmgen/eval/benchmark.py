@@ -91,19 +91,19 @@ def normalise_answer(text: str) -> str:
     return re.sub(r"[^a-z0-9 ]", "", text.lower()).strip()
 
 
-_COLOR_ASKED = re.compile(r"([a-z ]+)\?")       # a colour check's "purple?": the colour asked, repeated
+_COLOR_ASKED = re.compile(r"\b([a-z]+)\s*\?")       # a colour check's "purple?": the colour asked, repeated
 
 
 def yes_no_parts(answer: str) -> tuple[str | None, str, str | None]:
     """(colour asked repeated or None, evidence, yes/no or None) of a yes/no answer, whatever the order
-    of its parts: "it's orange — purple? no" and "purple? it's orange, so no" → ("purple", "it's
+    of its parts: "it's orange — purple? no" and "purple? it's orange, so no" → ("purple", "its
     orange", "no"); "I see two, so yes" → (None, "i see two", "yes"); "yes" → (None, "", "yes")."""
     from ..world.questions import NO, YES
     text = answer.lower().rstrip(" ?!.")              # "…, so no?" ends with its verdict, not a colour asked
     asked = _COLOR_ASKED.search(text)
     if asked is not None:
         text = text[:asked.start()] + " " + text[asked.end():]
-    words = re.sub(r"[^a-z0-9' ]", " ", text).split()
+    words = re.sub(r"[^a-z0-9 ]", " ", re.sub(r"['’]", "", text)).split()
     said = words.pop() if words and words[-1] in (YES, NO) else None
     if words and words[-1] == "so":
         words.pop()
@@ -119,7 +119,7 @@ def answers_match(reply: str, truth: str, kind: str) -> bool:
     if kind in YES_NO_QUESTIONS:
         (said_asked, said_evidence, said), (true_asked, true_evidence, true) = yes_no_parts(reply), yes_no_parts(truth)
         return (said is not None and said == true and said_evidence in ("", true_evidence)
-                and (said_asked is None or true_asked is None or said_asked == true_asked))
+                and said_asked in (None, true_asked))
     return normalise_answer(reply) == normalise_answer(truth)
 
 

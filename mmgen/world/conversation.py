@@ -62,7 +62,7 @@ QUIZ_SIGN_RATE = 0.5
 QUIZ_WORD_FIRST_RATE = 0.5
 QUIZ_TRIES = 10                  # draws for a question not asked yet about this picture
 # A quiz picture with two or more shapes is asked only colour checks this often: up to
-# `COLOR_CHECK_DRILL_SHAPES` of its shapes, each twice in a random order — once with its own colour
+# `COLOR_CHECK_DRILL_SHAPES` of its shapes, each twice, all in a random order — once with its own colour
 # and once with another ("is the star red?" → "it's red — red? yes"; "is the star blue?" → "it's
 # red — blue? no"). The verdict compares the colour asked with the colour seen, two words two
 # tokens apart; the two answers of a pair differ only in that comparison, and one picture's codes
@@ -253,14 +253,14 @@ def _quiz_questions(current, rng, split) -> list:
     """1-4 different questions about one picture: the first about its word half the time, when it
     has one, and no later one, so no answer is in an earlier reply (one that names many things — a
     description, "where are the squares?" — is the last); or, for some pictures with two or more
-    shapes (`COLOR_CHECK_DRILL_RATE`), after the word question, pairs of colour checks."""
+    shapes (`COLOR_CHECK_DRILL_RATE`), after any word question, pairs of colour checks."""
     asked, out = set(), []
     drill = len(current.objects) >= 2 and rng.random() < COLOR_CHECK_DRILL_RATE
     for j in range(rng.randint(*QUIZ_QUESTIONS)):
         if j == 0 and current.sign is not None and rng.random() < QUIZ_WORD_FIRST_RATE:
             got = _ask(current, rng, split, kind="word")
         elif drill:
-            return out + _color_check_drill(current, rng, split)
+            break
         else:
             draws = (_ask(current, rng, split) for _ in range(QUIZ_TRIES))
             got = next((g for g in draws if g is not None and g[2]["question"] != "word"
@@ -270,19 +270,18 @@ def _quiz_questions(current, rng, split) -> list:
             out.append(got)
             if got[2]["question"] in MANY_THINGS_QUESTIONS:
                 break
-    return out
+    return out + _color_check_drill(current, rng, split) if drill else out
 
 
 def _color_check_drill(current, rng, split) -> list:
     """Colour checks in pairs about up to `COLOR_CHECK_DRILL_SHAPES` shapes: each asked with its own
-    colour and with another, in a random order (their user meta carries "drill")."""
-    out = []
-    for target in rng.sample(range(len(current.objects)), min(len(current.objects), COLOR_CHECK_DRILL_SHAPES)):
-        pair = [color_check(current, target, truth, rng, split) for truth in (True, False)]
-        rng.shuffle(pair)
-        out += [("ask", q.text, {"question": q.kind, "about": q.about, "answer": q.answer, "drill": True},
-                 q.answer, None) for q in pair if q is not None]
-    return out
+    colour and with another, all of them in a random order, so where a check comes says nothing of
+    its verdict (their user meta carries "drill")."""
+    targets = rng.sample(range(len(current.objects)), min(len(current.objects), COLOR_CHECK_DRILL_SHAPES))
+    checks = [color_check(current, target, truth, rng, split) for target in targets for truth in (True, False)]
+    rng.shuffle(checks)
+    return [("ask", q.text, {"question": q.kind, "about": q.about, "answer": q.answer, "drill": True}, q.answer, None)
+            for q in checks if q is not None]
 
 
 def sample_quiz(seed: int, split: str = "train") -> Conversation:

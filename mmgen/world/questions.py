@@ -160,9 +160,9 @@ def count_answer(n: int) -> str:
 
 
 def with_evidence(evidence: str, true: bool) -> str:
-    """A yes/no answer that first says what it saw: a model writing left to right names the colour
-    or the count (one look at the picture) before it compares that with the question's words,
-    instead of doing both in the single token of a bare "yes" or "no"."""
+    """A yes/no answer that first says what it saw ("I see two, so yes"): a model writing left to
+    right names the count (one look at the picture) before it compares that with the question's
+    words, instead of doing both in the single token of a bare "yes" or "no"."""
     return f"{evidence}, so {YES if true else NO}"
 
 

@@ -338,3 +338,13 @@ def test_some_quiz_pictures_are_asked_colour_checks_in_pairs():
             first_verdicts.add(verdict(checks[0]["answer"]))
             partners_apart += targets[0] != targets[1]          # the first check's partner is not next
     assert drills >= 15 and first_verdicts == {"yes", "no"} and partners_apart >= 5
+    # a drill phase: every quiz picture with two or more shapes is a drill
+    one_picture_drills = 0
+    for seed in range(40):
+        turns = sample_quiz(seed, drill_rate=1.0).turns
+        scenes = [t.image for t in turns if t.image is not None]
+        metas = [t.meta for t in turns if t.role == "user" and t.task == "ask"]
+        if len(scenes) == 1 and len(scenes[0].objects) >= 2:
+            assert metas and all(m.get("drill") or m["question"] == "word" for m in metas)
+            one_picture_drills += 1
+    assert one_picture_drills >= 3

@@ -55,6 +55,8 @@ def test_a_timed_run_with_rendering_workers_stops_and_checkpoints(tmp_path, tiny
     assert training["steps"] >= 1 and [p["step"] for p in training["curve"]] == [training["steps"]]
     with pytest.raises(SystemExit, match="--minutes must be positive"):
         cli(["train", "lm", "--vq", str(tiny_vq), "--out", str(out), "--minutes", "0"])
+    with pytest.raises(SystemExit, match=r"--drill-rate must lie in \[0, 1\]"):
+        cli(["train", "lm", "--vq", str(tiny_vq), "--out", str(out), "--drill-rate", "1.5"])
 
 
 def test_schedule_warms_up_and_decays():

@@ -249,13 +249,13 @@ def _asked(meta: dict) -> tuple:
     return kind, tuple(sorted((k, repr(v)) for k, v in subject.items()))
 
 
-def _quiz_questions(current, rng, split) -> list:
+def _quiz_questions(current, rng, split, drill_rate: float = COLOR_CHECK_DRILL_RATE) -> list:
     """1-4 different questions about one picture: the first about its word half the time, when it
     has one, and no later one, so no answer is in an earlier reply (one that names many things — a
     description, "where are the squares?" — is the last); or, for some pictures with two or more
-    shapes (`COLOR_CHECK_DRILL_RATE`), after any word question, pairs of colour checks."""
+    shapes (`drill_rate`), after any word question, pairs of colour checks."""
     asked, out = set(), []
-    drill = len(current.objects) >= 2 and rng.random() < COLOR_CHECK_DRILL_RATE
+    drill = len(current.objects) >= 2 and rng.random() < drill_rate
     for j in range(rng.randint(*QUIZ_QUESTIONS)):
         if j == 0 and current.sign is not None and rng.random() < QUIZ_WORD_FIRST_RATE:
             got = _ask(current, rng, split, kind="word")
@@ -284,8 +284,9 @@ def _color_check_drill(current, rng, split) -> list:
             for q in checks if q is not None]
 
 
-def sample_quiz(seed: int, split: str = "train") -> Conversation:
-    """A quiz: pictures (mostly the user's), each followed by questions about it (`QUIZ_…`)."""
+def sample_quiz(seed: int, split: str = "train", drill_rate: float = COLOR_CHECK_DRILL_RATE) -> Conversation:
+    """A quiz: pictures (mostly the user's), each followed by questions about it (`QUIZ_…`); pictures
+    with two or more shapes are colour-check drills this often."""
     rng = stream(split, seed, "quiz")
     turns: list[Turn] = []
     for _ in range(rng.randint(*QUIZ_PICTURES)):
@@ -295,7 +296,7 @@ def sample_quiz(seed: int, split: str = "train") -> Conversation:
             kind, text, meta, reply, image = drawn
             turns.append(Turn("user", _user_turn_text(text, None, rng, split), None, kind, meta))
             turns.append(Turn("assistant", reply, image, kind))
-        for j, (kind, text, meta, reply, _) in enumerate(_quiz_questions(current, rng, split)):
+        for j, (kind, text, meta, reply, _) in enumerate(_quiz_questions(current, rng, split, drill_rate)):
             shown = user_image if j == 0 else None
             turns.append(Turn("user", _user_turn_text(text, shown, rng, split), shown, kind, meta))
             turns.append(Turn("assistant", reply, None, kind))
@@ -303,15 +304,16 @@ def sample_quiz(seed: int, split: str = "train") -> Conversation:
 
 
 def sample_conversation(seed: int, split: str = "train", sign_rate: float = 0.0,
-                        chain_rate: float = 0.0, quiz_rate: float = 0.0) -> Conversation:
+                        chain_rate: float = 0.0, quiz_rate: float = 0.0,
+                        drill_rate: float = COLOR_CHECK_DRILL_RATE) -> Conversation:
     """The conversation of `seed`; with `sign_rate`, that share of conversations are about a sign,
     with `chain_rate` that share are edit chains (`sample_chain`), with `quiz_rate` that share of the
-    others are quizzes (`sample_quiz`); the same seed gives the same conversation whenever it is none
-    of these."""
+    others are quizzes (`sample_quiz`, whose pictures with two or more shapes are colour-check drills
+    with `drill_rate`); the same seed gives the same conversation whenever it is none of these."""
     if chain_rate > 0 and stream(split, seed, "chain_mix").random() < chain_rate:
         return sample_chain(seed, split)
     if quiz_rate > 0 and stream(split, seed, "quiz_mix").random() < quiz_rate:
-        return sample_quiz(seed, split)
+        return sample_quiz(seed, split, drill_rate)
     rng = stream(split, seed, "conversation")
     signs = sign_rate > 0 and stream(split, seed, "sign_mix").random() < sign_rate
     turns: list[Turn] = []

@@ -20,7 +20,7 @@ import random
 import torch
 
 from mmgen.eval.benchmark import answers_match
-from mmgen.pipeline import load
+from mmgen.pipeline import Pipeline, load
 from mmgen.stream import Conversation, Turn
 from mmgen.world import render
 from mmgen.world.questions import NO, YES, sample_question, verdict
@@ -56,7 +56,7 @@ def verdict_p_yes(model, question, picture) -> float:
     before = question.answer.rsplit(" ", 1)[0]                # "it's orange — red?"
     prefix = s.text.encode(before)
     yes, no = (s.text.encode(f"{before} {word}")[len(prefix)] for word in (YES, NO))
-    codes = tuple(model.vq.encode(picture)[0].reshape(-1).tolist())
+    codes = Pipeline(model).encode(picture)
     ids = s.encode(Conversation((Turn("user", question.text, codes),)), generation_prompt=True).ids + prefix
     with torch.no_grad():
         logits = model.lm(input_ids=torch.tensor([ids], device=model.device)).logits[0, -1].float()

@@ -107,7 +107,7 @@ def yes_no_parts(answer: str) -> tuple[str | None, str, str | None]:
     said = words.pop() if words and words[-1] in (YES, NO) else None
     if words and words[-1] == "so":
         words.pop()
-    return (asked[1].strip() if asked else None), " ".join(words), said
+    return (asked[1] if asked else None), " ".join(words), said
 
 
 def answers_match(reply: str, truth: str, kind: str) -> bool:

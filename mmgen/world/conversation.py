@@ -143,10 +143,14 @@ def _edit(current, rng, split, kind=None):
     return None if e is None else ("edit", e.text, {"edit": e.record}, e.reply, e.scene)
 
 
-def _ask(current, rng, split, kind=None):
-    q = sample_question(current, rng, split, kind=kind)
-    return None if q is None else ("ask", q.text, {"question": q.kind, "about": q.about, "answer": q.answer},
+def _asking(q, **meta):
+    """The exchange that asks question `q` (None stays None); `meta` joins the user turn's meta."""
+    return None if q is None else ("ask", q.text, {"question": q.kind, "about": q.about, "answer": q.answer, **meta},
                                    q.answer, None)
+
+
+def _ask(current, rng, split, kind=None):
+    return _asking(sample_question(current, rng, split, kind=kind))
 
 
 def _variation(current, rng, split):
@@ -183,9 +187,7 @@ def _sign_exchange(task, current, rng, split):
 
 
 def _ask_after(current, record, rng, split):
-    q = question_after_edit(current, record, rng, split)
-    return None if q is None else ("ask", q.text, {"question": q.kind, "about": q.about, "answer": q.answer},
-                                   q.answer, None)
+    return _asking(question_after_edit(current, record, rng, split))
 
 
 def _chain_tasks(rng) -> list[str]:
@@ -280,8 +282,7 @@ def _color_check_drill(current, rng, split) -> list:
     targets = rng.sample(range(len(current.objects)), min(len(current.objects), COLOR_CHECK_DRILL_SHAPES))
     checks = [color_check(current, target, truth, rng, split) for target in targets for truth in (True, False)]
     rng.shuffle(checks)
-    return [("ask", q.text, {"question": q.kind, "about": q.about, "answer": q.answer, "drill": True}, q.answer, None)
-            for q in checks if q is not None]
+    return [_asking(q, drill=True) for q in checks if q is not None]
 
 
 def sample_quiz(seed: int, split: str = "train", drill_rate: float = COLOR_CHECK_DRILL_RATE) -> Conversation:

@@ -286,11 +286,15 @@ def _check_color(scene, rng, split, target: int | None = None, truth: bool | Non
 def color_check(scene: Scene, target: int, truth: bool, rng: random.Random, split: str = "train") -> Question | None:
     """A colour check about shape `target` of `scene` whose answer is yes when `truth` (None when
     the shape cannot be told apart from the others without its colour)."""
-    got = _check_color(scene, rng, split, target, truth)
+    return _question("check_color", _check_color(scene, rng, split, target, truth), rng)
+
+
+def _question(kind: str, got: tuple | None, rng: random.Random) -> Question | None:
+    """A builder's (text, answer, about) as the Question a user types (None stays None)."""
     if got is None:
         return None
     text, answer, about = got
-    return Question(text=as_typed(text, rng), answer=answer, kind="check_color", about=about)
+    return Question(text=as_typed(text, rng), answer=answer, kind=kind, about=about)
 
 
 def _background(scene, rng, split):
@@ -377,18 +381,13 @@ def _after_edit(scene: Scene, record: dict, rng, split):
 def question_after_edit(scene: Scene, record: dict, rng: random.Random, split: str = "train") -> Question | None:
     """A question whose answer the edit `record` changed (the colour after a recolour, the count
     after an add or a removal, the place after a move…), about `scene`, the picture after it."""
-    kind, got = _after_edit(scene, record, rng, split)
-    if got is None:
-        return None
-    text, answer, about = got
-    return Question(text=as_typed(text, rng), answer=answer, kind=kind, about=about)
+    return _question(*_after_edit(scene, record, rng, split), rng)
 
 
 def sample_question(scene: Scene, rng: random.Random, split: str = "train", kind: str | None = None) -> Question | None:
     """A question of `kind` (None: any, by `QUESTION_WEIGHTS`, trying others until one fits)."""
     for k in [kind] if kind else weighted_order(QUESTION_WEIGHTS, rng):
-        got = BUILDERS[k](scene, rng, split)
-        if got is not None:
-            text, answer, about = got
-            return Question(text=as_typed(text, rng), answer=answer, kind=k, about=about)
+        q = _question(k, BUILDERS[k](scene, rng, split), rng)
+        if q is not None:
+            return q
     return None

@@ -75,8 +75,8 @@ def with_codes(conversations: list, codes: Iterable[tuple[int, ...]]) -> list[Co
 def world_conversations(cache: CodeCache, *, split: str = "train", start: int = 0, step: int = 1,
                         chunk: int = 32, mix: dict | None = None) -> Iterator[Conversation]:
     """An endless stream of world conversations with seeds start, start+step, … (one slice per rank);
-    `mix`: the shares of sign conversations, edit chains and quizzes, {"sign_rate": …, "chain_rate": …,
-    "quiz_rate": …}
+    `mix`: the shares of sign conversations, edit chains, quizzes and group conversations,
+    {"sign_rate": …, "chain_rate": …, "quiz_rate": …, "group_rate": …}
     (world.conversation.sample_conversation)."""
     from .world.conversation import sample_conversation
     seed = start

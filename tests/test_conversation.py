@@ -30,9 +30,9 @@ def check_layout_plan(text: str, scene) -> None:
     assert text.endswith(f"{scene.background} background.")
 
 
-def check_conversation(conv) -> None:
+def check_conversation(conv, max_exchanges: int = MAX_EXCHANGES) -> None:
     turns = conv.turns
-    assert 2 <= len(turns) <= 2 * MAX_EXCHANGES and len(turns) % 2 == 0
+    assert 2 <= len(turns) <= 2 * max_exchanges and len(turns) % 2 == 0
     current = None
     for user, reply in zip(turns[::2], turns[1::2]):
         assert (user.role, reply.role) == ("user", "assistant")
@@ -207,8 +207,8 @@ def test_sign_edits_change_one_attribute_and_stay_legible():
     assert seen == {"plaque", "move_sign", "recolor", "background"}
 
 
-@pytest.mark.parametrize("rate, tag", [("chain_rate", "-chain-"), ("quiz_rate", "-quiz-")])
-def test_a_rate_makes_that_share_of_conversations_chains_or_quizzes(rate, tag):
+@pytest.mark.parametrize("rate, tag", [("chain_rate", "-chain-"), ("quiz_rate", "-quiz-"), ("group_rate", "-group-")])
+def test_a_rate_makes_that_share_of_conversations_chains_quizzes_or_groups(rate, tag):
     n = 400
     convs = [sample_conversation(s, **{rate: 0.3}) for s in range(n)]
     chosen = [c for c in convs if tag in c.id]
@@ -238,6 +238,27 @@ def test_chain_questions_are_true_of_the_latest_picture():
                 kinds.add(user.meta["question"])
                 assert_answer_holds(current, user.meta)
     assert {"count", "color", "position"} <= kinds
+
+
+def test_group_conversations_edit_several_shapes_at_once():
+    """A group conversation opens on a picture with two or more shapes; its edits are mostly of
+    several shapes at once or of size, every kind of them occurs, each edit and answer is true of
+    its pictures, and the first edit of a user's picture comes with it."""
+    from mmgen.world.conversation import GROUP_EDITS, sample_group
+    from mmgen.world.edits import PLURAL_KINDS
+    kinds, firsts = Counter(), 0
+    for seed in range(300):
+        c = sample_group(seed)
+        check_conversation(c, max_exchanges=1 + 2 * GROUP_EDITS[1])     # a picture, edits, questions
+        first = c.turns[0].image if c.turns[0].image is not None else c.turns[1].image
+        firsts += len(first.objects) >= 2
+        if c.turns[0].image is not None:
+            assert c.turns[0].task == "edit"
+        kinds.update(t.meta["edit"]["kind"] for t in c.turns[::2] if t.task == "edit")
+    assert firsts >= 295
+    assert set(PLURAL_KINDS) <= set(kinds)
+    assert sum(kinds[k] for k in PLURAL_KINDS) >= 0.9 * sum(kinds.values())
+    assert min(kinds[k] for k in PLURAL_KINDS) >= 0.05 * sum(kinds.values())
 
 
 def assert_answer_holds(scene, meta):

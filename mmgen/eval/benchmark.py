@@ -49,14 +49,13 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from ..world.edits import PLURAL_KINDS
 from .vocabulary import unseen_words
 
 GEN_CATEGORIES = ("single_object", "two_objects", "counting", "colors", "position", "color_attribution", "sign")
 PARTS = ("gen", "edit", "plural", "ask", "chain", "var", "words")
 SPLITS = ("eval", "paraphrase", "train")
 SEED_SALT = {"gen": 0, "edit": 1, "ask": 2, "var": 3, "words": 4, "plural": 5, "chain": 6}
-# the edits of several shapes at once and of size, which the plural part asks for in turn
-PLURAL_KINDS = ("add_many", "recolor_group", "remove_group", "remove_one", "resize")
 KIND_TRIES = 20   # prompts tried for a case's edit or question kind (each part samples from its own seeds)
 
 

@@ -67,6 +67,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="share of the world conversations that are not edit chains that are quizzes "
                         "(pictures, mostly the user's, each asked 1-4 different questions, the word "
                         "first half the time when there is a sign: world.conversation.sample_quiz)")
+    p.add_argument("--group-rate", type=float, default=0.0,
+                   help="share of the world conversations that are neither edit chains nor quizzes that are "
+                        "group conversations (a picture with two or more shapes, then 1-3 edits of several "
+                        "shapes at once or of size: world.conversation.sample_group)")
     p.add_argument("--drill-rate", type=float, default=None,
                    help="share of quiz pictures with two or more shapes asked only colour checks, in pairs "
                         "(default world.conversation.COLOR_CHECK_DRILL_RATE; 1 with --quiz-rate 1: a drill "
@@ -133,7 +137,8 @@ def check_arguments(args) -> None:
     if args.minutes is not None and args.minutes <= 0:
         raise SystemExit(f"mmgen train: --minutes must be positive, not {args.minutes}")
     for flag, rate in (("--sign-rate", args.sign_rate), ("--chain-rate", args.chain_rate),
-                       ("--quiz-rate", args.quiz_rate), ("--drill-rate", data_mix(args)["drill_rate"])):
+                       ("--quiz-rate", args.quiz_rate), ("--group-rate", args.group_rate),
+                       ("--drill-rate", data_mix(args)["drill_rate"])):
         if not 0 <= rate <= 1:
             raise SystemExit(f"mmgen train: {flag} must lie in [0, 1], not {rate}")
     if args.workers < 0:
@@ -167,10 +172,11 @@ def load_or_build_model(args, stream, device, glyph_codes=()):
 
 
 def data_mix(args) -> dict:
-    """The shares of world conversations that are about a sign, edit chains and quizzes, and of quiz
-    pictures that are colour-check drills."""
+    """The shares of world conversations that are about a sign, edit chains, quizzes and group
+    conversations, and of quiz pictures that are colour-check drills."""
     from ..world.conversation import COLOR_CHECK_DRILL_RATE
     return {"sign_rate": args.sign_rate, "chain_rate": args.chain_rate, "quiz_rate": args.quiz_rate,
+            "group_rate": args.group_rate,
             "drill_rate": COLOR_CHECK_DRILL_RATE if args.drill_rate is None else args.drill_rate}
 
 

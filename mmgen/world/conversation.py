@@ -21,7 +21,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field, replace
 
-from .edits import sample_edit
+from .edits import PLURAL_KINDS, sample_edit
 from .language import as_typed, describe, family, stream, with_chatter
 from .prompts import CREATE_REPLIES, make_spec, sample_prompt
 from .questions import MANY_THINGS_QUESTIONS, color_check, question_after_edit, sample_question
@@ -69,6 +69,17 @@ QUIZ_TRIES = 10                  # draws for a question not asked yet about this
 # buy up to six of them.
 COLOR_CHECK_DRILL_RATE = 0.4
 COLOR_CHECK_DRILL_SHAPES = 3
+# A group conversation (`sample_conversation(group_rate=…)`, the data mix for edits of several shapes
+# at once and of size): a picture with two or more shapes (the user's half the time, else drawn),
+# then 1-3 edits of `edits.PLURAL_KINDS`, each kind as likely as the others where it fits, each
+# followed this often by a question about what it changed. In the world's own mix these edits are
+# rare ("remove all the …" fits only a picture with a group: 0.5 % of user turns) and they are the
+# benchmark's worst edits, even in the training phrasings.
+GROUP_EDITS = (1, 3)
+GROUP_USER_IMAGE_RATE = 0.5
+GROUP_ASK_RATE = 0.3
+GROUP_PICTURE_TRIES = 20
+GROUP_EDIT_TRIES = 4
 
 INTRO = family("user_image", ("have a peek at this.", "I'm sharing my picture.",
     
@@ -229,6 +240,55 @@ def sample_chain(seed: int, split: str = "train") -> Conversation:
     return Conversation(id=f"{split}-chain-{seed}", split=split, seed=seed, turns=turns)
 
 
+def _exchange_turns(got, shown, rng, split) -> list[Turn]:
+    """The user and assistant turns of exchange `got` (`shown`: the user's picture it comes with)."""
+    kind, text, meta, reply, image = got
+    return [Turn("user", _user_turn_text(text, shown, rng, split), shown, kind, meta),
+            Turn("assistant", reply, image, kind)]
+
+
+def _group_picture(rng, split):
+    """A group conversation's picture: (the user's picture, None) or (None, the exchange that draws
+    it), the first of `GROUP_PICTURE_TRIES` draws with two or more shapes (else the last)."""
+    for _ in range(GROUP_PICTURE_TRIES):
+        if rng.random() < GROUP_USER_IMAGE_RATE:
+            user_image, drawn = sample_scene(rng), None
+        else:
+            user_image, drawn = None, _create(None, rng, split)
+        if len((user_image if drawn is None else drawn[4]).objects) >= 2:
+            break
+    return user_image, drawn
+
+
+def _group_edit(current, rng, split):
+    """An edit of one of `PLURAL_KINDS` that fits `current`, each kind first as often; else any edit
+    that fits, else a question. A kind is drawn a few times: its builder picks one group at random,
+    and "remove all the …" does not fit the group of every shape (it would empty the canvas)."""
+    for kind in rng.sample(PLURAL_KINDS, len(PLURAL_KINDS)):
+        draws = (_edit(current, rng, split, kind=kind) for _ in range(GROUP_EDIT_TRIES))
+        got = next((g for g in draws if g is not None), None)
+        if got is not None:
+            return got
+    return _edit(current, rng, split) or _ask(current, rng, split)
+
+
+def sample_group(seed: int, split: str = "train") -> Conversation:
+    """A group conversation: a picture with two or more shapes, then 1-3 edits of several shapes at
+    once or of size, some followed by a question about what changed (`GROUP_…`)."""
+    rng = stream(split, seed, "group")
+    user_image, drawn = _group_picture(rng, split)
+    turns = [] if drawn is None else _exchange_turns(drawn, None, rng, split)
+    current, shown = user_image if drawn is None else drawn[4], user_image
+    for _ in range(rng.randint(*GROUP_EDITS)):
+        got = _group_edit(current, rng, split)
+        turns += _exchange_turns(got, shown, rng, split)
+        shown, current = None, current if got[4] is None else got[4]
+        if "edit" in got[2] and rng.random() < GROUP_ASK_RATE:
+            asked = _ask_after(current, got[2]["edit"], rng, split) or _ask(current, rng, split)
+            turns += _exchange_turns(asked, None, rng, split)
+    return Conversation(id=f"{split}-group-{seed}", split=split, seed=seed, turns=turns)
+
+
 def _quiz_picture(rng, split):
     """A quiz's picture exchange: (user picture or None, the exchange that shows or draws it)."""
     if rng.random() < QUIZ_USER_IMAGE_RATE:
@@ -306,15 +366,18 @@ def sample_quiz(seed: int, split: str = "train", drill_rate: float = COLOR_CHECK
 
 def sample_conversation(seed: int, split: str = "train", sign_rate: float = 0.0,
                         chain_rate: float = 0.0, quiz_rate: float = 0.0,
-                        drill_rate: float = COLOR_CHECK_DRILL_RATE) -> Conversation:
+                        drill_rate: float = COLOR_CHECK_DRILL_RATE, group_rate: float = 0.0) -> Conversation:
     """The conversation of `seed`; with `sign_rate`, that share of conversations are about a sign,
     with `chain_rate` that share are edit chains (`sample_chain`), with `quiz_rate` that share of the
     others are quizzes (`sample_quiz`, whose pictures with two or more shapes are colour-check drills
-    with `drill_rate`); the same seed gives the same conversation whenever it is none of these."""
+    with `drill_rate`), with `group_rate` that share of the rest are group conversations
+    (`sample_group`); the same seed gives the same conversation whenever it is none of these."""
     if chain_rate > 0 and stream(split, seed, "chain_mix").random() < chain_rate:
         return sample_chain(seed, split)
     if quiz_rate > 0 and stream(split, seed, "quiz_mix").random() < quiz_rate:
         return sample_quiz(seed, split, drill_rate)
+    if group_rate > 0 and stream(split, seed, "group_mix").random() < group_rate:
+        return sample_group(seed, split)
     rng = stream(split, seed, "conversation")
     signs = sign_rate > 0 and stream(split, seed, "sign_mix").random() < sign_rate
     turns: list[Turn] = []

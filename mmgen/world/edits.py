@@ -37,6 +37,8 @@ EDIT_WEIGHTS = {"recolor": 3.0, "move": 2.0, "add": 2.0, "remove": 1.5, "resize"
                 "word": 1.5, "add_sign": 0.7, "remove_sign": 0.5, "plaque": 0.5, "move_sign": 0.5,
                 "add_many": 1.2, "recolor_group": 1.2, "remove_group": 1.2, "remove_one": 1.2}
 EDIT_KINDS = tuple(EDIT_WEIGHTS)
+# the edits of several shapes at once and of size (the benchmark's plural part, the group conversations)
+PLURAL_KINDS = ("add_many", "recolor_group", "remove_group", "remove_one", "resize")
 SIZE_ORDER = tuple(sorted(SIZES, key=SIZES.get))      # small, medium, large
 SIGN_RECOLOR_RATE = 0.25         # with a sign and shapes, a recolour is of the letters this often
 RELATIVE_RESIZE_RATE = 0.6       # "make it bigger" rather than "make it small"

@@ -85,7 +85,8 @@ REMOVE = family("edit_remove", ("I don't want {ref}", "{ref} isn't needed anymor
 RESIZE_TO = family("edit_resize", (
     "make {ref} {size}", "resize {ref} to {size}", "change {ref} to {size}", "{ref} should be {size}",
     "set {ref} to {size}", "can you make {ref} {size}?", "{ref} {size} please", "turn {ref} {size}",
-    "I want {ref} {size}", "make {ref} {size} instead", "let {ref} be {size}"), (
+    "I want {ref} {size}", "make {ref} {size} instead", "let {ref} be {size}", "{ref} needs to be {size}",
+    "could you make {ref} {size}?", "resize {ref} so it's {size}", "make {ref} {size} please"), (
     "I'd like {ref} to be {size}", "go with {size} for {ref}"))
 GROW = family("edit_grow", ("scale up {ref}", "blow up {ref} a little",
     
@@ -93,14 +94,16 @@ GROW = family("edit_grow", ("scale up {ref}", "blow up {ref} a little",
     "{ref} should be bigger",
     "make {ref} a bit bigger", "can you make {ref} bigger?", "grow {ref}", "{ref} is too small",
     "bigger {ref} please", "expand {ref}", "make {ref} larger please", "I want {ref} bigger",
-    "enlarge {ref} a little"), (
+    "enlarge {ref} a little", "{ref} needs to be bigger", "let {ref} be bigger", "grow {ref} a bit",
+    "{ref} could be bigger", "make {ref} a little larger"), (
     "scale {ref} up", "blow {ref} up a bit"))
 SHRINK = family("edit_shrink", ("scale down {ref}", "tone down the size of {ref}",
     
     "make {ref} smaller", "shrink {ref}", "reduce the size of {ref}", "{ref} should be smaller",
     "make {ref} a bit smaller",
     "{ref} is too big", "can you make {ref} smaller?", "make {ref} a little smaller", "smaller {ref} please",
-    "reduce {ref}", "I want {ref} smaller", "decrease the size of {ref}", "make {ref} tinier"), (
+    "reduce {ref}", "I want {ref} smaller", "decrease the size of {ref}", "make {ref} tinier",
+    "{ref} needs to be smaller", "let {ref} be smaller", "shrink {ref} a bit", "{ref} could be smaller"), (
     "scale {ref} down", "tone {ref} down in size"))
 BACKGROUND = family("edit_background", ("swap the background to {bg}", "make the backdrop {bg}",
     
@@ -140,23 +143,34 @@ ADD_SIGN = family("edit_add_sign", ("stick {sign} on it", "slap {sign} onto it",
 ADD_MANY = family("edit_add_many", (
     "add {objs}", "now add {objs}", "also draw {objs}", "include {objs}", "can you add {objs}?", "draw {objs} too",
     "put {objs} in there", "please add {objs}", "add {objs} as well", "insert {objs}", "give it {objs}",
-    "I'd like {objs} as well", "put in {objs}", "and add {objs}", "let's add {objs}"), (
+    "I'd like {objs} as well", "put in {objs}", "and add {objs}", "let's add {objs}",
+    "draw {objs} as well", "add {objs} too", "I want {objs} added",
+    "could you add {objs}?", "place {objs} in the picture", "sketch {objs} too"), (
     "could you also put in {objs}?", "I want {objs} in it too"))
 RECOLOR_GROUP = family("edit_recolor_group", (
     "make {group} {color}", "turn {group} {color}", "change {group} to {color}", "colour {group} {color}",
     "color {group} {color}", "paint {group} {color}", "can you make {group} {color}?", "recolor {group} to {color}",
     "set {group} to {color}", "please make {group} {color}", "I want {group} {color}", "{group} should be {color}",
-    "make {group} {color} instead", "could you make {group} {color}?", "now make {group} {color}"), (
+    "make {group} {color} instead", "could you make {group} {color}?", "now make {group} {color}",
+    "switch {group} to {color}", "paint {group} over in {color}", "I'd rather you made {group} {color}",
+    "{group} in {color} please", "let's make {group} {color}", "turn {group} to {color}", "recolour {group} {color}",
+    "change the colour of {group} to {color}"), (
     "could you turn {group} {color} for me?", "could {group} be {color} instead?"))
 REMOVE_GROUP = family("edit_remove_group", (
     "remove {group}", "delete {group}", "get rid of {group}", "take out {group}", "erase {group}",
     "take away {group}", "can you remove {group}?", "please remove {group}", "clear {group}", "drop {group}",
-    "I'd like {group} gone", "could you remove {group}?", "wipe out {group}"), (
+    "I'd like {group} gone", "could you remove {group}?", "wipe out {group}",
+    "I don't want {group}", "lose {group}", "get {group} out", "we can lose {group}", "no {group} please",
+    "take {group} out", "I'd like {group} removed", "could you delete {group}?", "can you erase {group}?",
+    "remove {group} from the picture", "clear out {group}"), (
     "could you clear away {group}?", "{group} can go"))
 REMOVE_ONE = family("edit_remove_one", (
     "remove one of {group}", "delete one of {group}", "take away one of {group}", "get rid of one of {group}",
     "take out one of {group}", "erase one of {group}", "drop one of {group}", "can you remove one of {group}?",
-    "please remove one of {group}", "I'd like one of {group} gone", "could you delete one of {group}?"), (
+    "please remove one of {group}", "I'd like one of {group} gone", "could you delete one of {group}?",
+    "lose one of {group}", "I don't want one of {group}", "get one of {group} out", "can you take one of {group} away?",
+    "we can lose one of {group}", "remove just one of {group}", "get rid of just one of {group}",
+    "delete one of {group} please"), (
     "one of {group} has to go", "could you take one of {group} out?"))
 
 # Replies name things canonically ("the red circle", "the red circle on the left" where an edit

@@ -327,13 +327,14 @@ def test_quiz_questions_are_true_of_the_picture_they_follow():
     assert {"word", "count", "exists", "color", "check_color", "describe", "locate"} <= kinds
 
 
-def test_some_quiz_pictures_are_asked_colour_checks_in_pairs():
-    """Some quiz pictures with two or more shapes get, after any word question, colour checks only:
-    up to three shapes, each asked once with its own colour (yes) and once with another (no), all in
-    a random order, so neither a check's place nor its partner's verdict gives its own away."""
-    from mmgen.world.conversation import COLOR_CHECK_DRILL_SHAPES, sample_quiz
+def test_some_quiz_pictures_are_drills_of_colour_checks_in_pairs_or_of_counts():
+    """Some quiz pictures with two or more shapes get, after any word question, drills only. Half of
+    them are colour checks: up to three shapes, each asked once with its own colour (yes) and once
+    with another (no), all in a random order, so neither a check's place nor its partner's verdict
+    gives its own away. The others are counts of different things, the last of them not there."""
+    from mmgen.world.conversation import COLOR_CHECK_DRILL_SHAPES, COUNT_DRILL_QUESTIONS, sample_quiz
     from mmgen.world.questions import YES, verdict
-    drills, first_verdicts, partners_apart = 0, set(), 0
+    drills, counts, first_verdicts, partners_apart, nones = 0, 0, set(), 0, 0
     for seed in range(200):
         c = sample_quiz(seed)
         groups = []
@@ -346,9 +347,16 @@ def test_some_quiz_pictures_are_asked_colour_checks_in_pairs():
             checks = [m for m in metas if m.get("drill")]
             if not checks:
                 continue
-            drills += 1
             others = [m for m in metas if not m.get("drill")]
             assert others in ([], metas[:1]) and all(m["question"] == "word" for m in others)
+            if checks[0]["question"] == "count":
+                counts += 1
+                subjects = [(m["about"]["shape"], m["about"]["color"]) for m in checks]
+                assert all(m["question"] == "count" for m in checks) and len(set(subjects)) == len(subjects)
+                assert len(checks) <= COUNT_DRILL_QUESTIONS
+                nones += [m["answer"] for m in checks].count("none") == 1
+                continue
+            drills += 1
             targets = [m["about"]["target"] for m in checks]
             assert all(m["question"] == "check_color" for m in checks)
             assert len(set(targets)) <= COLOR_CHECK_DRILL_SHAPES and all(targets.count(t) == 2 for t in targets)
@@ -358,7 +366,8 @@ def test_some_quiz_pictures_are_asked_colour_checks_in_pairs():
                 assert sorted(verdict(m["answer"]) for m in checks if m["about"]["target"] == t) == ["no", "yes"]
             first_verdicts.add(verdict(checks[0]["answer"]))
             partners_apart += targets[0] != targets[1]          # the first check's partner is not next
-    assert drills >= 15 and first_verdicts == {"yes", "no"} and partners_apart >= 5
+    assert counts >= 8 and nones == counts
+    assert drills >= 8 and first_verdicts == {"yes", "no"} and partners_apart >= 4
     # a drill phase: every quiz picture with two or more shapes is a drill
     one_picture_drills = 0
     for seed in range(40):

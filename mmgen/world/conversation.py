@@ -22,10 +22,10 @@ import random
 from dataclasses import dataclass, field, replace
 
 from .edits import PLURAL_KINDS, sample_edit
-from .language import as_typed, describe, family, stream, with_chatter
+from .language import as_typed, describe, family, stream, weighted_order, with_chatter
 from .prompts import CREATE_REPLIES, make_spec, sample_prompt
-from .questions import MANY_THINGS_QUESTIONS, color_check, question_after_edit, sample_question
-from .scene import Scene, place, sample_scene
+from .questions import MANY_THINGS_QUESTIONS, color_check, count_question, question_after_edit, sample_question
+from .scene import OBJECT_COLORS, SHAPES, Scene, place, sample_scene
 
 MIN_EXCHANGES, MAX_EXCHANGES = 1, 6
 FIRST_WEIGHTS = {"create": 0.8, "user_image": 0.2}
@@ -69,6 +69,11 @@ QUIZ_TRIES = 10                  # draws for a question not asked yet about this
 # buy up to six of them.
 COLOR_CHECK_DRILL_RATE = 0.4
 COLOR_CHECK_DRILL_SHAPES = 3
+# Half the drills are counts instead: up to `COUNT_DRILL_QUESTIONS` different things counted in one
+# picture (shapes, a colour, a shape and colour that are there; one thing that is not), in a random
+# order — "how many circles?" "two", "how many red shapes?" "one", "how many stars?" "none". The
+# answers differ only by what each question names, which is what a count has to read the picture for.
+COUNT_DRILL_QUESTIONS = 4
 # A group conversation (`sample_conversation(group_rate=…)`, the data mix for edits of several shapes
 # at once and of size): a picture with two or more shapes (the user's half the time, else drawn),
 # then 1-3 edits of `edits.PLURAL_KINDS`, each kind as likely as the others where it fits, each
@@ -332,7 +337,9 @@ def _quiz_questions(current, rng, split, drill_rate: float = COLOR_CHECK_DRILL_R
             out.append(got)
             if got[2]["question"] in MANY_THINGS_QUESTIONS:
                 break
-    return out + _color_check_drill(current, rng, split) if drill else out
+    if drill:
+        out += rng.choice((_color_check_drill, _count_drill))(current, rng, split)
+    return out
 
 
 def _color_check_drill(current, rng, split) -> list:
@@ -343,6 +350,21 @@ def _color_check_drill(current, rng, split) -> list:
     checks = [color_check(current, target, truth, rng, split) for target in targets for truth in (True, False)]
     rng.shuffle(checks)
     return [_asking(q, drill=True) for q in checks if q is not None]
+
+
+def _count_drill(current, rng, split) -> list:
+    """Counts of up to `COUNT_DRILL_QUESTIONS` different things: of things in the picture (every shape,
+    a shape, a colour, a shape in a colour; the more of it there is, the likelier it is asked) and one
+    that is not there, in a random order (their user meta carries "drill")."""
+    objs = current.objects
+    there = {subject: sum(subject[0] in (None, o.shape) and subject[1] in (None, o.color) for o in objs)
+             for subject in [(None, None)] + [(o.shape, None) for o in objs] + [(None, o.color) for o in objs]
+             + [(o.shape, o.color) for o in objs]}
+    absent = [(shape, None) for shape in SHAPES if all(o.shape != shape for o in objs)] + \
+        [(None, color) for color in OBJECT_COLORS if all(o.color != color for o in objs)]
+    subjects = weighted_order(there, rng)[:COUNT_DRILL_QUESTIONS - 1] + rng.sample(absent, min(1, len(absent)))
+    rng.shuffle(subjects)
+    return [_asking(count_question(current, shape, color, rng, split), drill=True) for shape, color in subjects]
 
 
 def sample_quiz(seed: int, split: str = "train", drill_rate: float = COLOR_CHECK_DRILL_RATE) -> Conversation:

@@ -72,9 +72,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "group conversations (a picture with two or more shapes, then 1-3 edits of several "
                         "shapes at once or of size: world.conversation.sample_group)")
     p.add_argument("--drill-rate", type=float, default=None,
-                   help="share of quiz pictures with two or more shapes asked only colour checks, in pairs "
-                        "(default world.conversation.COLOR_CHECK_DRILL_RATE; 1 with --quiz-rate 1: a drill "
-                        "phase, where the yes or no of a colour check starts to follow the colours)")
+                   help="share of quiz pictures with two or more shapes that are drills: asked only colour "
+                        "checks in pairs, or only counts of different things (default "
+                        "world.conversation.DRILL_RATE; 1 with --quiz-rate 1: a drill phase, where a colour "
+                        "check's yes or no starts to follow the colours and a count the picture)")
     p.add_argument("--batch-tokens", type=int, default=8192,
                    help="padded tokens per batch (the global batch: several processes split its rows)")
     p.add_argument("--max-len", type=int, default=1536, help="longest conversation, in tokens")
@@ -173,11 +174,11 @@ def load_or_build_model(args, stream, device, glyph_codes=()):
 
 def data_mix(args) -> dict:
     """The shares of world conversations that are about a sign, edit chains, quizzes and group
-    conversations, and of quiz pictures that are colour-check drills."""
-    from ..world.conversation import COLOR_CHECK_DRILL_RATE
+    conversations, and of quiz pictures that are drills."""
+    from ..world.conversation import DRILL_RATE
     return {"sign_rate": args.sign_rate, "chain_rate": args.chain_rate, "quiz_rate": args.quiz_rate,
             "group_rate": args.group_rate,
-            "drill_rate": COLOR_CHECK_DRILL_RATE if args.drill_rate is None else args.drill_rate}
+            "drill_rate": DRILL_RATE if args.drill_rate is None else args.drill_rate}
 
 
 def training_source(args, stream, vq, cache, device, progress: dict):

@@ -22,7 +22,8 @@ import random
 from dataclasses import dataclass, field, replace
 
 from .edits import PLURAL_KINDS, sample_edit
-from .language import as_typed, describe, family, stream, weighted_order, with_chatter
+from .groups import groups
+from .language import as_typed, describe, family, objects_matching, stream, with_chatter
 from .prompts import CREATE_REPLIES, make_spec, sample_prompt
 from .questions import MANY_THINGS_QUESTIONS, color_check, count_question, question_after_edit, sample_question
 from .scene import OBJECT_COLORS, SHAPES, Scene, place, sample_scene
@@ -61,30 +62,32 @@ QUIZ_USER_IMAGE_RATE = 0.75
 QUIZ_SIGN_RATE = 0.5
 QUIZ_WORD_FIRST_RATE = 0.5
 QUIZ_TRIES = 10                  # draws for a question not asked yet about this picture
-# A quiz picture with two or more shapes is asked only colour checks this often: up to
-# `COLOR_CHECK_DRILL_SHAPES` of its shapes, each twice, all in a random order — once with its own colour
-# and once with another ("is the star red?" → "it's red — red? yes"; "is the star blue?" → "it's
-# red — blue? no"). The verdict compares the colour asked with the colour seen, two words two
-# tokens apart; the two answers of a pair differ only in that comparison, and one picture's codes
-# buy up to six of them.
-COLOR_CHECK_DRILL_RATE = 0.4
+# A quiz picture with two or more shapes is a drill this often: after any word question it is asked
+# only colour checks, or (`COUNT_DRILL_SHARE` of drills) only counts.
+# Colour checks: up to `COLOR_CHECK_DRILL_SHAPES` of its shapes, each twice, all in a random order —
+# once with its own colour and once with another ("is the star red?" → "it's red — red? yes"; "is
+# the star blue?" → "it's red — blue? no"). The verdict compares the colour asked with the colour
+# seen, two words two tokens apart; the two answers of a pair differ only in that comparison, and
+# one picture's codes buy up to six of them.
+# Counts: up to `COUNT_DRILL_QUESTIONS` questions, each about a different set of shapes (every shape,
+# a shape, a colour, a shape in a colour) and one about a thing not there, in a random order — "how
+# many circles?" "two", "how many red shapes?" "one", "how many stars?" "none". The answers differ
+# only by what each question names, which is what a count has to read the picture for.
+DRILL_RATE = 0.4
 COLOR_CHECK_DRILL_SHAPES = 3
-# Half the drills are counts instead: up to `COUNT_DRILL_QUESTIONS` different things counted in one
-# picture (shapes, a colour, a shape and colour that are there; one thing that is not), in a random
-# order — "how many circles?" "two", "how many red shapes?" "one", "how many stars?" "none". The
-# answers differ only by what each question names, which is what a count has to read the picture for.
+COUNT_DRILL_SHARE = 0.5
 COUNT_DRILL_QUESTIONS = 4
 # A group conversation (`sample_conversation(group_rate=…)`, the data mix for edits of several shapes
-# at once and of size): a picture with two or more shapes (the user's half the time, else drawn),
-# then 1-3 edits of `edits.PLURAL_KINDS`, each kind as likely as the others where it fits, each
-# followed this often by a question about what it changed. In the world's own mix these edits are
-# rare ("remove all the …" fits only a picture with a group: 0.5 % of user turns) and they are the
-# benchmark's worst edits, even in the training phrasings.
+# at once and of size): a picture with shapes that share a shape or a colour (the user's half the
+# time, else drawn), then 1-3 edits of `edits.PLURAL_KINDS`, each kind first as often where it fits,
+# each followed this often by a question about what it changed. In the world's own mix these edits
+# are rare ("remove all the …" fits only a picture with a group: 0.5 % of user turns) and they are
+# the benchmark's worst edits, even in the training phrasings.
 GROUP_EDITS = (1, 3)
 GROUP_USER_IMAGE_RATE = 0.5
 GROUP_ASK_RATE = 0.3
-GROUP_PICTURE_TRIES = 20
-GROUP_EDIT_TRIES = 4
+GROUP_PICTURE_TRIES = 50         # pictures drawn until one has such a group (else the last is used)
+GROUP_EDIT_TRIES = 4             # draws of an edit kind, each naming a group picked at random
 
 INTRO = family("user_image", ("have a peek at this.", "I'm sharing my picture.",
     
@@ -222,6 +225,13 @@ def _user_turn_text(text, user_image, rng, split):
     return with_chatter(text, rng) if split == "train" else text
 
 
+def _exchange_turns(got, shown, rng, split) -> list[Turn]:
+    """The user and assistant turns of exchange `got` (`shown`: the user's picture it comes with)."""
+    kind, text, meta, reply, image = got
+    return [Turn("user", _user_turn_text(text, shown, rng, split), shown, kind, meta),
+            Turn("assistant", reply, image, kind)]
+
+
 def sample_chain(seed: int, split: str = "train") -> Conversation:
     """An edit chain: a picture (drawn, or the user's), 2-5 edits, questions about what changed."""
     rng = stream(split, seed, "chain")
@@ -236,31 +246,20 @@ def sample_chain(seed: int, split: str = "train") -> Conversation:
             got = (record and _ask_after(current, record, rng, split)) or _ask(current, rng, split)
         else:
             got = first
-        kind, text, meta, reply, image = got
-        shown = user_image if task is None else None
-        turns.append(Turn("user", _user_turn_text(text, shown, rng, split), shown, kind, meta))
-        turns.append(Turn("assistant", reply, image, kind))
-        record = meta.get("edit", record)
-        current = image if image is not None else current
+        turns += _exchange_turns(got, user_image if task is None else None, rng, split)
+        record = got[2].get("edit", record)
+        current = got[4] if got[4] is not None else current
     return Conversation(id=f"{split}-chain-{seed}", split=split, seed=seed, turns=turns)
-
-
-def _exchange_turns(got, shown, rng, split) -> list[Turn]:
-    """The user and assistant turns of exchange `got` (`shown`: the user's picture it comes with)."""
-    kind, text, meta, reply, image = got
-    return [Turn("user", _user_turn_text(text, shown, rng, split), shown, kind, meta),
-            Turn("assistant", reply, image, kind)]
 
 
 def _group_picture(rng, split):
     """A group conversation's picture: (the user's picture, None) or (None, the exchange that draws
-    it), the first of `GROUP_PICTURE_TRIES` draws with two or more shapes (else the last)."""
+    it), the first of `GROUP_PICTURE_TRIES` draws with two or more shapes that share a shape or a
+    colour (else the last draw)."""
+    users = rng.random() < GROUP_USER_IMAGE_RATE
     for _ in range(GROUP_PICTURE_TRIES):
-        if rng.random() < GROUP_USER_IMAGE_RATE:
-            user_image, drawn = sample_scene(rng), None
-        else:
-            user_image, drawn = None, _create(None, rng, split)
-        if len((user_image if drawn is None else drawn[4]).objects) >= 2:
+        user_image, drawn = (sample_scene(rng), None) if users else (None, _create(None, rng, split))
+        if any(groups(user_image if drawn is None else drawn[4])):      # {}, every shape, is falsy
             break
     return user_image, drawn
 
@@ -316,11 +315,11 @@ def _asked(meta: dict) -> tuple:
     return kind, tuple(sorted((k, repr(v)) for k, v in subject.items()))
 
 
-def _quiz_questions(current, rng, split, drill_rate: float = COLOR_CHECK_DRILL_RATE) -> list:
+def _quiz_questions(current, rng, split, drill_rate: float = DRILL_RATE) -> list:
     """1-4 different questions about one picture: the first about its word half the time, when it
     has one, and no later one, so no answer is in an earlier reply (one that names many things — a
     description, "where are the squares?" — is the last); or, for some pictures with two or more
-    shapes (`drill_rate`), after any word question, pairs of colour checks."""
+    shapes (`drill_rate`), after any word question, a drill: colour checks in pairs or counts."""
     asked, out = set(), []
     drill = len(current.objects) >= 2 and rng.random() < drill_rate
     for j in range(rng.randint(*QUIZ_QUESTIONS)):
@@ -338,7 +337,7 @@ def _quiz_questions(current, rng, split, drill_rate: float = COLOR_CHECK_DRILL_R
             if got[2]["question"] in MANY_THINGS_QUESTIONS:
                 break
     if drill:
-        out += rng.choice((_color_check_drill, _count_drill))(current, rng, split)
+        out += (_count_drill if rng.random() < COUNT_DRILL_SHARE else _color_check_drill)(current, rng, split)
     return out
 
 
@@ -353,46 +352,48 @@ def _color_check_drill(current, rng, split) -> list:
 
 
 def _count_drill(current, rng, split) -> list:
-    """Counts of up to `COUNT_DRILL_QUESTIONS` different things: of things in the picture (every shape,
-    a shape, a colour, a shape in a colour; the more of it there is, the likelier it is asked) and one
-    that is not there, in a random order (their user meta carries "drill")."""
+    """Counts of up to `COUNT_DRILL_QUESTIONS` things: each of a different set of the picture's shapes
+    (every shape, a shape, a colour, a shape in a colour, in one wording picked at random per set)
+    and one thing not there (a shape, or a colour neither a shape nor the sign has), all in a random
+    order (their user meta carries "drill")."""
     objs = current.objects
-    there = {subject: sum(subject[0] in (None, o.shape) and subject[1] in (None, o.color) for o in objs)
-             for subject in [(None, None)] + [(o.shape, None) for o in objs] + [(None, o.color) for o in objs]
-             + [(o.shape, o.color) for o in objs]}
+    subjects = [(None, None)] + [(o.shape, None) for o in objs] + [(None, o.color) for o in objs] + \
+        [(o.shape, o.color) for o in objs]
+    by_set = {}
+    for shape, color in rng.sample(subjects, len(subjects)):
+        attrs = {k: v for k, v in (("shape", shape), ("color", color)) if v is not None}
+        by_set.setdefault(tuple(objects_matching(current, attrs)), (shape, color))
+    sign_colors = set() if current.sign is None else {current.sign.color, current.sign.plaque}
     absent = [(shape, None) for shape in SHAPES if all(o.shape != shape for o in objs)] + \
-        [(None, color) for color in OBJECT_COLORS if all(o.color != color for o in objs)]
-    subjects = weighted_order(there, rng)[:COUNT_DRILL_QUESTIONS - 1] + rng.sample(absent, min(1, len(absent)))
-    rng.shuffle(subjects)
-    return [_asking(count_question(current, shape, color, rng, split), drill=True) for shape, color in subjects]
+        [(None, color) for color in OBJECT_COLORS if all(o.color != color for o in objs) and color not in sign_colors]
+    picked = rng.sample(list(by_set.values()), min(len(by_set), COUNT_DRILL_QUESTIONS - 1))
+    picked += [rng.choice(absent)] if absent else []
+    rng.shuffle(picked)
+    return [_asking(count_question(current, shape, color, rng, split), drill=True) for shape, color in picked]
 
 
-def sample_quiz(seed: int, split: str = "train", drill_rate: float = COLOR_CHECK_DRILL_RATE) -> Conversation:
+def sample_quiz(seed: int, split: str = "train", drill_rate: float = DRILL_RATE) -> Conversation:
     """A quiz: pictures (mostly the user's), each followed by questions about it (`QUIZ_…`); pictures
-    with two or more shapes are colour-check drills this often."""
+    with two or more shapes are drills (colour checks in pairs, or counts) this often."""
     rng = stream(split, seed, "quiz")
     turns: list[Turn] = []
     for _ in range(rng.randint(*QUIZ_PICTURES)):
         user_image, drawn = _quiz_picture(rng, split)
         current = user_image if user_image is not None else drawn[4]
         if drawn is not None:
-            kind, text, meta, reply, image = drawn
-            turns.append(Turn("user", _user_turn_text(text, None, rng, split), None, kind, meta))
-            turns.append(Turn("assistant", reply, image, kind))
-        for j, (kind, text, meta, reply, _) in enumerate(_quiz_questions(current, rng, split, drill_rate)):
-            shown = user_image if j == 0 else None
-            turns.append(Turn("user", _user_turn_text(text, shown, rng, split), shown, kind, meta))
-            turns.append(Turn("assistant", reply, None, kind))
+            turns += _exchange_turns(drawn, None, rng, split)
+        for j, asked in enumerate(_quiz_questions(current, rng, split, drill_rate)):
+            turns += _exchange_turns(asked, user_image if j == 0 else None, rng, split)
     return Conversation(id=f"{split}-quiz-{seed}", split=split, seed=seed, turns=turns)
 
 
 def sample_conversation(seed: int, split: str = "train", sign_rate: float = 0.0,
                         chain_rate: float = 0.0, quiz_rate: float = 0.0,
-                        drill_rate: float = COLOR_CHECK_DRILL_RATE, group_rate: float = 0.0) -> Conversation:
+                        drill_rate: float = DRILL_RATE, group_rate: float = 0.0) -> Conversation:
     """The conversation of `seed`; with `sign_rate`, that share of conversations are about a sign,
     with `chain_rate` that share are edit chains (`sample_chain`), with `quiz_rate` that share of the
-    others are quizzes (`sample_quiz`, whose pictures with two or more shapes are colour-check drills
-    with `drill_rate`), with `group_rate` that share of the rest are group conversations
+    others are quizzes (`sample_quiz`, whose pictures with two or more shapes are drills with
+    `drill_rate`), with `group_rate` that share of the rest are group conversations
     (`sample_group`); the same seed gives the same conversation whenever it is none of these."""
     if chain_rate > 0 and stream(split, seed, "chain_mix").random() < chain_rate:
         return sample_chain(seed, split)

@@ -153,22 +153,21 @@ RECOLOR_GROUP = family("edit_recolor_group", (
     "set {group} to {color}", "please make {group} {color}", "I want {group} {color}", "{group} should be {color}",
     "make {group} {color} instead", "could you make {group} {color}?", "now make {group} {color}",
     "switch {group} to {color}", "paint {group} over in {color}", "I'd rather you made {group} {color}",
-    "{group} in {color} please", "let's make {group} {color}", "turn {group} to {color}", "recolour {group} {color}",
+    "make {group} {color} please", "let's make {group} {color}", "turn {group} to {color}", "recolour {group} {color}",
     "change the colour of {group} to {color}"), (
     "could you turn {group} {color} for me?", "could {group} be {color} instead?"))
 REMOVE_GROUP = family("edit_remove_group", (
     "remove {group}", "delete {group}", "get rid of {group}", "take out {group}", "erase {group}",
     "take away {group}", "can you remove {group}?", "please remove {group}", "clear {group}", "drop {group}",
     "I'd like {group} gone", "could you remove {group}?", "wipe out {group}",
-    "I don't want {group}", "lose {group}", "get {group} out", "we can lose {group}", "no {group} please",
-    "take {group} out", "I'd like {group} removed", "could you delete {group}?", "can you erase {group}?",
-    "remove {group} from the picture", "clear out {group}"), (
+    "get {group} out", "we can lose {group}", "take {group} out", "I'd like {group} removed",
+    "could you delete {group}?", "can you erase {group}?", "remove {group} from the picture", "clear out {group}"), (
     "could you clear away {group}?", "{group} can go"))
 REMOVE_ONE = family("edit_remove_one", (
     "remove one of {group}", "delete one of {group}", "take away one of {group}", "get rid of one of {group}",
     "take out one of {group}", "erase one of {group}", "drop one of {group}", "can you remove one of {group}?",
     "please remove one of {group}", "I'd like one of {group} gone", "could you delete one of {group}?",
-    "lose one of {group}", "I don't want one of {group}", "get one of {group} out", "can you take one of {group} away?",
+    "lose one of {group}", "I don't want one of {group}", "get one of {group} out",
     "we can lose one of {group}", "remove just one of {group}", "get rid of just one of {group}",
     "delete one of {group} please"), (
     "one of {group} has to go", "could you take one of {group} out?"))

@@ -225,21 +225,17 @@ def _shape(scene, rng, split):
     return SHAPE.pick(rng, split).format(ref=ref.text), scene.objects[i].shape, {"target": i, "ref": ref.text}
 
 
-def _count(scene, rng, split, shape: str | None = None, color: str | None = None, picked: bool = False):
-    """"how many {things}?" about a random thing (or, when `picked`, about `shape` and `color`,
-    either of them None for any)."""
-    if not picked:
-        shape, color = _pick_thing(scene, rng)
-        if rng.random() < COUNT_ALL_RATE:
-            shape = color = None                 # "how many shapes are there?"
-    text = COUNT.pick(rng, split).format(things=_things(shape, color, rng, 2))
-    return text, count_answer(_count_of(scene, shape, color)), {"shape": shape, "color": color}
+def _count(scene, rng, split):
+    shape, color = _pick_thing(scene, rng)
+    if rng.random() < COUNT_ALL_RATE:
+        shape = color = None                     # "how many shapes are there?"
+    return _count_about(scene, shape, color, rng, split)
 
 
 def count_question(scene: Scene, shape: str | None, color: str | None, rng: random.Random,
                    split: str = "train") -> Question:
     """"how many {things}?" about `shape` and `color` (either of them None: any) in `scene`."""
-    return _question("count", _count(scene, rng, split, shape, color, picked=True), rng)
+    return _question("count", _count_about(scene, shape, color, rng, split), rng)
 
 
 def _position(scene, rng, split):

@@ -217,6 +217,13 @@ def test_a_rate_makes_that_share_of_conversations_chains_quizzes_or_groups(rate,
     assert all(a.turns == b.turns for a, b in zip(convs, plain) if tag not in a.id)
 
 
+def test_group_rate_is_a_share_of_what_neither_chains_nor_quizzes_take():
+    ids = [sample_conversation(s, chain_rate=0.15, quiz_rate=0.3, group_rate=0.25).id for s in range(1000)]
+    share = sum("-group-" in i for i in ids) / len(ids)
+    assert 0.11 < share < 0.19                  # 0.85 × 0.7 × 0.25 ≈ 0.149
+    assert 0.11 < sum("-chain-" in i for i in ids) / len(ids) < 0.19
+
+
 def test_chain_questions_are_true_of_the_latest_picture():
     """Every question in a chain is answered from the picture it follows (recomputed by the
     question's own grader), and the last question asks about what the last edit changed."""

@@ -277,8 +277,8 @@ def _group_edit(current, rng, split):
 
 
 def sample_group(seed: int, split: str = "train") -> Conversation:
-    """A group conversation: a picture with two or more shapes, then 1-3 edits of several shapes at
-    once or of size, some followed by a question about what changed (`GROUP_…`)."""
+    """A group conversation: a picture with shapes that share a shape or a colour, then 1-3 edits of
+    several shapes at once or of size, some followed by a question about what changed (`GROUP_…`)."""
     rng = stream(split, seed, "group")
     user_image, drawn = _group_picture(rng, split)
     turns = [] if drawn is None else _exchange_turns(drawn, None, rng, split)

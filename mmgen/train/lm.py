@@ -69,8 +69,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "first half the time when there is a sign: world.conversation.sample_quiz)")
     p.add_argument("--group-rate", type=float, default=0.0,
                    help="share of the world conversations that are neither edit chains nor quizzes that are "
-                        "group conversations (a picture with two or more shapes, then 1-3 edits of several "
-                        "shapes at once or of size: world.conversation.sample_group)")
+                        "group conversations (a picture with shapes that share a shape or a colour, then 1-3 "
+                        "edits of several shapes at once or of size: world.conversation.sample_group)")
     p.add_argument("--drill-rate", type=float, default=None,
                    help="share of quiz pictures with two or more shapes that are drills: asked only colour "
                         "checks in pairs, or only counts of different things (default "

@@ -356,16 +356,17 @@ def _count_drill(current, rng, split) -> list:
     (every shape, a shape, a colour, a shape in a colour, in one wording picked at random per set)
     and one thing not there (a shape, or a colour neither a shape nor the sign has), all in a random
     order (their user meta carries "drill")."""
+    def counted(shape, color):      # the shapes "how many {shape|color}?" counts
+        return tuple(objects_matching(current, {k: v for k, v in (("shape", shape), ("color", color)) if v}))
     objs = current.objects
     subjects = [(None, None)] + [(o.shape, None) for o in objs] + [(None, o.color) for o in objs] + \
         [(o.shape, o.color) for o in objs]
     by_set = {}
     for shape, color in rng.sample(subjects, len(subjects)):
-        attrs = {k: v for k, v in (("shape", shape), ("color", color)) if v is not None}
-        by_set.setdefault(tuple(objects_matching(current, attrs)), (shape, color))
+        by_set.setdefault(counted(shape, color), (shape, color))
     sign_colors = set() if current.sign is None else {current.sign.color, current.sign.plaque}
-    absent = [(shape, None) for shape in SHAPES if all(o.shape != shape for o in objs)] + \
-        [(None, color) for color in OBJECT_COLORS if all(o.color != color for o in objs) and color not in sign_colors]
+    absent = [(s, None) for s in SHAPES if not counted(s, None)] + \
+        [(None, c) for c in OBJECT_COLORS if not counted(None, c) and c not in sign_colors]
     picked = rng.sample(list(by_set.values()), min(len(by_set), COUNT_DRILL_QUESTIONS - 1))
     picked += [rng.choice(absent)] if absent else []
     rng.shuffle(picked)

@@ -337,52 +337,95 @@ def test_quiz_questions_are_true_of_the_picture_they_follow():
     assert {"word", "count", "exists", "color", "check_color", "describe", "locate"} <= kinds
 
 
-def test_some_quiz_pictures_are_drills_of_colour_checks_in_pairs_or_of_counts():
-    """Some quiz pictures with two or more shapes get, after any word question, drills only. Half of
-    them are colour checks: up to three shapes, each asked once with its own colour (yes) and once
-    with another (no), all in a random order, so neither a check's place nor its partner's verdict
-    gives its own away. The others are counts, each of a different set of shapes, and one of a thing
-    not there, anywhere in the drill."""
-    from mmgen.world.conversation import COLOR_CHECK_DRILL_SHAPES, COUNT_DRILL_QUESTIONS, sample_quiz
-    from mmgen.world.language import objects_matching
-    from mmgen.world.questions import YES, verdict
-    drills, counts, first_verdicts, partners_apart, none_places = 0, 0, set(), 0, set()
-    for seed in range(200):
+def _drill_pictures(seeds):
+    """(picture, the metas of the questions asked about it) of each quiz drill in `seeds`."""
+    from mmgen.world.conversation import sample_quiz
+    for seed in seeds:
         c = sample_quiz(seed)
-        groups = []
+        pictures = []
         for user, reply in zip(c.turns[::2], c.turns[1::2]):
             if user.image is not None or reply.image is not None:
-                groups.append((user.image or reply.image, []))
+                pictures.append((user.image or reply.image, []))
             if reply.image is None:
-                groups[-1][1].append(user.meta)
-        for scene, metas in groups:
+                pictures[-1][1].append(user.meta)
+        for scene, metas in pictures:
             checks = [m for m in metas if m.get("drill")]
-            if not checks:
-                continue
-            others = [m for m in metas if not m.get("drill")]
-            assert others in ([], metas[:1]) and all(m["question"] == "word" for m in others)
-            if checks[0]["question"] == "count":
-                counts += 1
-                assert all(m["question"] == "count" for m in checks) and len(checks) <= COUNT_DRILL_QUESTIONS
-                answers = [m["answer"] for m in checks]
-                counted = [tuple(objects_matching(scene, {k: v for k, v in m["about"].items() if v is not None}))
-                           for m in checks if m["answer"] != "none"]
-                assert answers.count("none") == 1 and len(set(counted)) == len(counted) == len(checks) - 1
-                none_places.add(answers.index("none"))
-                continue
-            drills += 1
-            targets = [m["about"]["target"] for m in checks]
-            assert all(m["question"] == "check_color" for m in checks)
-            assert len(set(targets)) <= COLOR_CHECK_DRILL_SHAPES and all(targets.count(t) == 2 for t in targets)
-            for m in checks:
-                assert (verdict(m["answer"]) == YES) == (m["about"]["color"] == scene.objects[m["about"]["target"]].color)
-            for t in set(targets):
-                assert sorted(verdict(m["answer"]) for m in checks if m["about"]["target"] == t) == ["no", "yes"]
-            first_verdicts.add(verdict(checks[0]["answer"]))
-            partners_apart += targets[0] != targets[1]          # the first check's partner is not next
-    assert counts >= 8 and len(none_places) >= 3
-    assert drills >= 8 and first_verdicts == {"yes", "no"} and partners_apart >= 4
-    # a drill phase: every quiz picture with two or more shapes is a drill
+            if checks:
+                others = [m for m in metas if not m.get("drill")]
+                assert others in ([], metas[:1]) and all(m["question"] == "word" for m in others)
+                assert len({m["question"] for m in checks} - {"count", "exists"} - {"position", "what_at"}) <= 1
+                yield scene, checks
+
+
+def _named(scene, about):
+    from mmgen.world.language import objects_matching
+    return tuple(objects_matching(scene, {k: v for k, v in about.items() if k in ("shape", "color") and v}))
+
+
+def test_some_quiz_pictures_are_drills_of_colour_checks_in_pairs_or_of_counts():
+    """Some quiz pictures with two or more shapes get, after any word question, drills only. Some
+    are colour checks: up to three shapes, each asked once with its own colour (yes) and once with
+    another (no), all in a random order, so neither a check's place nor its partner's verdict gives
+    its own away. Others are counts, asked "how many?" or "is there?", each of a different set of
+    shapes, and one of a thing not there, anywhere in the drill."""
+    from mmgen.world.conversation import COLOR_CHECK_DRILL_SHAPES, COUNT_DRILL_QUESTIONS
+    from mmgen.world.questions import YES, verdict
+    drills, counts, first_verdicts, partners_apart, none_places, forms = 0, 0, set(), 0, set(), set()
+    for scene, checks in _drill_pictures(range(300)):
+        if checks[0]["question"] in ("count", "exists"):
+            counts += 1
+            assert {m["question"] for m in checks} <= {"count", "exists"} and len(checks) <= COUNT_DRILL_QUESTIONS
+            forms |= {m["question"] for m in checks}
+            nones = [m["answer"] in ("none", "I see none, so no") for m in checks]
+            counted = [_named(scene, m["about"]) for m, none in zip(checks, nones) if not none]
+            assert nones.count(True) == 1 and len(set(counted)) == len(counted) == len(checks) - 1
+            none_places.add(nones.index(True))
+            continue
+        if checks[0]["question"] != "check_color":
+            continue
+        drills += 1
+        targets = [m["about"]["target"] for m in checks]
+        assert all(m["question"] == "check_color" for m in checks)
+        assert len(set(targets)) <= COLOR_CHECK_DRILL_SHAPES and all(targets.count(t) == 2 for t in targets)
+        for m in checks:
+            assert (verdict(m["answer"]) == YES) == (m["about"]["color"] == scene.objects[m["about"]["target"]].color)
+        for t in set(targets):
+            assert sorted(verdict(m["answer"]) for m in checks if m["about"]["target"] == t) == ["no", "yes"]
+        first_verdicts.add(verdict(checks[0]["answer"]))
+        partners_apart += targets[0] != targets[1]          # the first check's partner is not next
+    assert counts >= 8 and len(none_places) >= 3 and forms == {"count", "exists"}
+    assert drills >= 6 and first_verdicts == {"yes", "no"} and partners_apart >= 3
+
+
+def test_some_quiz_drills_ask_where_shapes_are_and_what_is_in_cells():
+    """Cell drills ask where up to three shapes are, or what is in their cells, and what is in one
+    empty cell, in a random order, no two about the same shape or cell. Locate drills ask where up to
+    two sets of shapes that share no shape are, and where a thing not there is ("I see none")."""
+    from mmgen.world.conversation import CELL_DRILL_SHAPES, LOCATE_DRILL_SETS
+    from mmgen.world.questions import EMPTY_CELL_ANSWER, LOCATE_NONE
+    cell_drills, locate_drills, empty_places, none_places = 0, 0, set(), set()
+    for scene, checks in _drill_pictures(range(300)):
+        kinds = {m["question"] for m in checks}
+        if kinds <= {"position", "what_at"}:
+            cell_drills += 1
+            cells = [m["answer"] if m["question"] == "position" else m["about"]["cell"] for m in checks]
+            assert len(set(cells)) == len(cells) <= CELL_DRILL_SHAPES + 1
+            empty = [m["answer"] == EMPTY_CELL_ANSWER for m in checks]
+            assert empty.count(True) == 1
+            empty_places.add(empty.index(True))
+        elif kinds == {"locate"}:
+            locate_drills += 1
+            named = [_named(scene, m["about"]) for m in checks]
+            assert [m["answer"] == LOCATE_NONE for m in checks] == [not n for n in named]
+            assert sum(not n for n in named) == 1 and len(named) <= LOCATE_DRILL_SETS + 1
+            members = [i for n in named for i in n]
+            assert len(members) == len(set(members))
+            none_places.add([bool(n) for n in named].index(False))
+    assert cell_drills >= 8 and locate_drills >= 5 and len(empty_places) >= 3 and len(none_places) >= 2
+
+
+def test_a_drill_phase_makes_every_quiz_picture_with_two_shapes_a_drill():
+    from mmgen.world.conversation import sample_quiz
     one_picture_drills = 0
     for seed in range(40):
         turns = sample_quiz(seed, drill_rate=1.0).turns

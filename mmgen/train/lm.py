@@ -73,9 +73,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "edits of several shapes at once or of size: world.conversation.sample_group)")
     p.add_argument("--drill-rate", type=float, default=None,
                    help="share of quiz pictures with two or more shapes that are drills: asked only colour "
-                        "checks in pairs, or only counts of different things (default "
-                        "world.conversation.DRILL_RATE; 1 with --quiz-rate 1: a drill phase, where a colour "
-                        "check's yes or no starts to follow the colours and a count the picture)")
+                        "checks in pairs, counts of different things, or where things are (default "
+                        "world.conversation.DRILL_RATE, kinds weighed by DRILL_SHARES; 1 with --quiz-rate 1: "
+                        "a drill phase, where a colour check's yes or no starts to follow the colours and a "
+                        "count or a place the picture)")
     p.add_argument("--batch-tokens", type=int, default=8192,
                    help="padded tokens per batch (the global batch: several processes split its rows)")
     p.add_argument("--max-len", type=int, default=1536, help="longest conversation, in tokens")

@@ -25,7 +25,8 @@ from .edits import PLURAL_KINDS, sample_edit
 from .groups import groups
 from .language import as_typed, describe, family, objects_matching, stream, with_chatter
 from .prompts import CREATE_REPLIES, make_spec, sample_prompt
-from .questions import MANY_THINGS_QUESTIONS, color_check, count_question, question_after_edit, sample_question
+from .questions import (MANY_THINGS_QUESTIONS, color_check, count_question, exists_question, locate_question,
+                        position_question, question_after_edit, sample_question, what_at_question)
 from .scene import OBJECT_COLORS, SHAPES, Scene, place, sample_scene
 
 MIN_EXCHANGES, MAX_EXCHANGES = 1, 6
@@ -63,7 +64,8 @@ QUIZ_SIGN_RATE = 0.5
 QUIZ_WORD_FIRST_RATE = 0.5
 QUIZ_TRIES = 10                  # draws for a question not asked yet about this picture
 # A quiz picture with two or more shapes is a drill this often: after any word question it is asked
-# only colour checks, or (`COUNT_DRILL_SHARE` of drills) only counts.
+# questions of one drill kind only, picked by `DRILL_SHARES`. In each, the answers differ only by what
+# each question names, which is what the answer has to read the picture for.
 # Colour checks: up to `COLOR_CHECK_DRILL_SHAPES` of its shapes, each twice, all in a random order —
 # once with its own colour and once with another ("is the star red?" → "it's red — red? yes"; "is
 # the star blue?" → "it's red — blue? no"). The verdict compares the colour asked with the colour
@@ -71,12 +73,20 @@ QUIZ_TRIES = 10                  # draws for a question not asked yet about this
 # one picture's codes buy up to six of them.
 # Counts: up to `COUNT_DRILL_QUESTIONS` questions, each about a different set of shapes (every shape,
 # a shape, a colour, a shape in a colour) and one about a thing not there, in a random order — "how
-# many circles?" "two", "how many red shapes?" "one", "how many stars?" "none". The answers differ
-# only by what each question names, which is what a count has to read the picture for.
+# many circles?" "two", "how many red shapes?" "one", "how many stars?" "none" — each asked as "is
+# there …?" (`EXISTS_IN_COUNT_DRILL_RATE`), whose answer starts with the same count: "I see none, so no".
+# Cells: up to `CELL_DRILL_SHAPES` shapes, each asked where it is, or what is in its cell,
+# and what is in one empty cell ("nothing"), in a random order; no answer names another's shape or cell.
+# Locates: "where are the …?" about up to `LOCATE_DRILL_SETS` sets of shapes that share no shape, and
+# about a thing not there ("I see none"), in a random order.
 DRILL_RATE = 0.4
+DRILL_SHARES = {"color_check": 0.2, "count": 0.3, "cells": 0.3, "locate": 0.2}
 COLOR_CHECK_DRILL_SHAPES = 3
-COUNT_DRILL_SHARE = 0.5
 COUNT_DRILL_QUESTIONS = 4
+EXISTS_IN_COUNT_DRILL_RATE = 0.5
+CELL_DRILL_SHAPES = 3
+CELL_DRILL_PLACE_RATE = 0.5      # a cell drill's shape is asked where it is this often, else what is in its cell
+LOCATE_DRILL_SETS = 2
 # A group conversation (`sample_conversation(group_rate=…)`, the data mix for edits of several shapes
 # at once and of size): a picture with shapes that share a shape or a colour (the user's half the
 # time, else drawn), then 1-3 edits of `edits.PLURAL_KINDS`, each kind first as often where it fits,
@@ -102,7 +112,9 @@ VARIATION = family("variation", ("mix it up", "a fresh layout please",
     "can you do a variation?", "another one", "rearrange it", "shuffle the layout",
     "a different layout please", "do it again with a new layout", "same things, new positions",
     "move everything around", "one more like this", "make a variant", "another arrangement", "reshuffle it",
-    "give me another version", "new layout, same shapes"), (
+    "give me another version", "new layout, same shapes", "try a new layout", "a fresh arrangement please",
+    "shuffle these around", "rearrange the same shapes", "can you mix the shapes up?",
+    "try another layout of these things", "put the same things somewhere new"), (
     "mix up the arrangement please", "try a fresh arrangement of the same things"))
 # like a create's reply, a variation's says the new layout before drawing it (prompts.CREATE_REPLIES)
 VARIATION_REPLIES = ("Here's a variation: {scene}.", "Same things, new layout: {scene}.",
@@ -319,7 +331,7 @@ def _quiz_questions(current, rng, split, drill_rate: float = DRILL_RATE) -> list
     """1-4 different questions about one picture: the first about its word half the time, when it
     has one, and no later one, so no answer is in an earlier reply (one that names many things — a
     description, "where are the squares?" — is the last); or, for some pictures with two or more
-    shapes (`drill_rate`), after any word question, a drill: colour checks in pairs or counts."""
+    shapes (`drill_rate`), after any word question, a drill (`DRILL_SHARES`)."""
     asked, out = set(), []
     drill = len(current.objects) >= 2 and rng.random() < drill_rate
     for j in range(rng.randint(*QUIZ_QUESTIONS)):
@@ -337,7 +349,8 @@ def _quiz_questions(current, rng, split, drill_rate: float = DRILL_RATE) -> list
             if got[2]["question"] in MANY_THINGS_QUESTIONS:
                 break
     if drill:
-        out += (_count_drill if rng.random() < COUNT_DRILL_SHARE else _color_check_drill)(current, rng, split)
+        kind = rng.choices(list(DRILL_SHARES), weights=list(DRILL_SHARES.values()))[0]
+        out += DRILLS[kind](current, rng, split)
     return out
 
 
@@ -351,11 +364,10 @@ def _color_check_drill(current, rng, split) -> list:
     return [_asking(q, drill=True) for q in checks if q is not None]
 
 
-def _count_drill(current, rng, split) -> list:
-    """Counts of up to `COUNT_DRILL_QUESTIONS` things: each of a different set of the picture's shapes
-    (every shape, a shape, a colour, a shape in a colour, in one wording picked at random per set)
-    and one thing not there (a shape, or a colour neither a shape nor the sign has), all in a random
-    order (their user meta carries "drill")."""
+def _subject_sets(current, rng) -> tuple[dict, list]:
+    """The different sets of `current`'s shapes a question can name — every shape, a shape, a colour,
+    a shape in a colour — each with the (shape, colour) that names it (one wording per set, at
+    random), and the things not there (a shape, or a colour neither a shape nor the sign has)."""
     def counted(shape, color):      # the shapes "how many {shape|color}?" counts
         return tuple(objects_matching(current, {k: v for k, v in (("shape", shape), ("color", color)) if v}))
     objs = current.objects
@@ -367,15 +379,59 @@ def _count_drill(current, rng, split) -> list:
     sign_colors = set() if current.sign is None else {current.sign.color, current.sign.plaque}
     absent = [(s, None) for s in SHAPES if not counted(s, None)] + \
         [(None, c) for c in OBJECT_COLORS if not counted(None, c) and c not in sign_colors]
+    return by_set, absent
+
+
+def _count_drill(current, rng, split) -> list:
+    """Counts of up to `COUNT_DRILL_QUESTIONS` things: each of a different set of the picture's shapes
+    and one thing not there, all in a random order, each asked "how many?" or "is there?" (their
+    user meta carries "drill")."""
+    by_set, absent = _subject_sets(current, rng)
     picked = rng.sample(list(by_set.values()), min(len(by_set), COUNT_DRILL_QUESTIONS - 1))
     picked += [rng.choice(absent)] if absent else []
     rng.shuffle(picked)
-    return [_asking(count_question(current, shape, color, rng, split), drill=True) for shape, color in picked]
+    asked = [exists_question if rng.random() < EXISTS_IN_COUNT_DRILL_RATE else count_question for _ in picked]
+    return [_asking(ask(current, shape, color, rng, split), drill=True) for ask, (shape, color) in zip(asked, picked)]
+
+
+def _cell_drill(current, rng, split) -> list:
+    """Where up to `CELL_DRILL_SHAPES` shapes are, each asked by its place ("where is the red circle?")
+    or by its cell ("what is in the top left?"; where it cannot be told apart but by its cell), and
+    what is in one empty cell, all in a random order (their user meta carries "drill")."""
+    objs = current.objects
+    targets = rng.sample(range(len(objs)), min(len(objs), CELL_DRILL_SHAPES))
+    questions = []
+    for i in targets:
+        by_place = position_question(current, i, rng, split) if rng.random() < CELL_DRILL_PLACE_RATE else None
+        questions.append(by_place or what_at_question(current, objs[i].cell, rng, split))
+    empty = [c for c in Scene(background=current.background, sign=current.sign).free_cells()
+             if current.object_in(c) is None]
+    questions += [what_at_question(current, rng.choice(empty), rng, split)] if empty else []
+    rng.shuffle(questions)
+    return [_asking(q, drill=True) for q in questions]
+
+
+def _locate_drill(current, rng, split) -> list:
+    """"where are the …?" about up to `LOCATE_DRILL_SETS` sets of the picture's shapes that share no
+    shape, and about one thing not there, in a random order (their user meta carries "drill")."""
+    by_set, absent = _subject_sets(current, rng)
+    picked, named = [], set()
+    for members, subject in by_set.items():
+        if len(picked) < LOCATE_DRILL_SETS and not named & set(members):
+            picked.append(subject)
+            named |= set(members)
+    picked += [rng.choice(absent)] if absent else []
+    rng.shuffle(picked)
+    return [_asking(locate_question(current, shape, color, rng, split), drill=True) for shape, color in picked]
+
+
+DRILLS = {"color_check": _color_check_drill, "count": _count_drill, "cells": _cell_drill, "locate": _locate_drill}
+assert tuple(DRILLS) == tuple(DRILL_SHARES)
 
 
 def sample_quiz(seed: int, split: str = "train", drill_rate: float = DRILL_RATE) -> Conversation:
     """A quiz: pictures (mostly the user's), each followed by questions about it (`QUIZ_…`); pictures
-    with two or more shapes are drills (colour checks in pairs, or counts) this often."""
+    with two or more shapes are drills (`DRILL_SHARES`) this often."""
     rng = stream(split, seed, "quiz")
     turns: list[Turn] = []
     for _ in range(rng.randint(*QUIZ_PICTURES)):

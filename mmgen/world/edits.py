@@ -64,7 +64,8 @@ MOVE = family("edit_move", ("slide {ref} to the {to}", "relocate {ref} {loc}", "
     "place {ref} {loc}", "{ref} should go to the {to}", "now move {ref} to the {to}",
     "move {ref} {loc}", "could you move {ref} to the {to}?", "take {ref} to the {to}", "drag {ref} to the {to}",
     "{ref} goes {loc}", "I want {ref} {loc}", "let's put {ref} {loc}", "bring {ref} to the {to}",
-    "send {ref} to the {to}", "position {ref} {loc}", "please move {ref} to the {to}"), (
+    "send {ref} to the {to}", "position {ref} {loc}", "please move {ref} to the {to}", "could you put {ref} {loc}?",
+    "I'd like {ref} {loc}", "shift {ref} over to the {to}", "{ref} belongs {loc}", "carry {ref} to the {to}"), (
     "slide {ref} over to the {to}", "relocate {ref} to the {to}"))
 ADD = family("edit_add", ("throw {obj} in there", "squeeze {obj} in too",
     
@@ -80,7 +81,8 @@ REMOVE = family("edit_remove", ("I don't want {ref}", "{ref} isn't needed anymor
     "can you remove {ref}?",
     "please remove {ref}", "could you remove {ref}?", "clear {ref}", "drop {ref}", "remove {ref} please",
     "can you delete {ref}?", "get {ref} out", "wipe out {ref}", "take {ref} out", "I'd like {ref} gone",
-    "{ref} has to go", "no {ref} please"), (
+    "{ref} has to go", "no {ref} please", "I no longer want {ref}", "{ref} can be removed", "please lose {ref}",
+    "I'd rather not have {ref}", "we don't need {ref} anymore", "take {ref} away", "could you get rid of {ref}?"), (
     "lose {ref} now", "I don't want {ref} anymore"))
 RESIZE_TO = family("edit_resize", (
     "make {ref} {size}", "resize {ref} to {size}", "change {ref} to {size}", "{ref} should be {size}",
@@ -121,7 +123,8 @@ WORD = family("edit_word", ('swap the word for "{word}"',
     'change "{old}" to "{word}"', 'write "{word}" on the sign', 'can you make the sign say "{word}"?',
     'put "{word}" on the sign instead', 'use the word "{word}"', 'change the sign to "{word}"',
     'make the word "{word}"', 'let the sign say "{word}"', 'rewrite the sign as "{word}"',
-    '"{word}" instead of "{old}"'), (
+    '"{word}" instead of "{old}"', 'the sign should read "{word}"', 'I want it to read "{word}"',
+    'switch the word to "{word}"', 'replace the word with "{word}"', 'let it say "{word}" now'), (
     'have the sign read "{word}"', 'swap "{old}" for "{word}"'))
 PLAQUE = family("edit_plaque", ("swap the plaque to {color}",
     

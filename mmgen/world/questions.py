@@ -262,12 +262,22 @@ def _exists(scene, rng, split):
     if rng.random() < EXISTS_SIGN_RATE:
         text = EXISTS.pick(rng, split).format(a_thing="a sign", things="signs")
         return text, YES if scene.sign is not None else NO, {"sign": True}
-    shape, color = _pick_thing(scene, rng)
+    return _exists_about(scene, *_pick_thing(scene, rng), rng, split)
+
+
+def _exists_about(scene, shape, color, rng, split):
     one = _things(shape, color, rng, 1)
     text = EXISTS.pick(rng, split).format(a_thing=f"{article(one)} {one}", things=_things(shape, color, rng, 2))
     n = _count_of(scene, shape, color)
     answer = with_evidence(EVIDENCE["exists"].format(count=count_answer(n)), n > 0)
     return text, answer, {"shape": shape, "color": color}
+
+
+def exists_question(scene: Scene, shape: str | None, color: str | None, rng: random.Random,
+                    split: str = "train") -> Question:
+    """"is there {a thing}?" about `shape` and `color` (either of them None: any) in `scene`,
+    answered with the count it sees ("I see two, so yes")."""
+    return _question("exists", _exists_about(scene, shape, color, rng, split), rng)
 
 
 def _check_color(scene, rng, split, target: int | None = None, truth: bool | None = None):
@@ -313,10 +323,23 @@ def _describe(scene, rng, split):
 def _what_at(scene, rng, split):
     cells = Scene(background=scene.background, sign=scene.sign).free_cells()   # cells outside the sign's band
     taken = [o.cell for o in scene.objects]
-    cell = rng.choice(taken if taken and rng.random() < EXISTING_RATE else cells)
+    return _what_at_cell(scene, rng.choice(taken if taken and rng.random() < EXISTING_RATE else cells), rng, split)
+
+
+def _what_at_cell(scene, cell, rng, split):
     o = scene.object_in(cell)
     answer = canonical_object(o) if o is not None else EMPTY_CELL_ANSWER
     return WHAT_AT.pick(rng, split).format(loc=location(cell, rng)), answer, {"cell": cell}
+
+
+def what_at_question(scene: Scene, cell: str, rng: random.Random, split: str = "train") -> Question:
+    """"what is in {cell}?" -> the shape there ("a red circle") or "nothing"."""
+    return _question("what_at", _what_at_cell(scene, cell, rng, split), rng)
+
+
+def position_question(scene: Scene, i: int, rng: random.Random, split: str = "train") -> Question | None:
+    """"where is {shape i}?" -> its cell (None when it cannot be told apart from the others but by its cell)."""
+    return _question("position", _about_object(scene, i, "position", rng, split), rng)
 
 
 def locate_answer(scene: Scene, shape: str | None, color: str | None) -> str:
@@ -331,9 +354,18 @@ def _locate(scene, rng, split):
     (groups.group_plan) — the same look at the picture, asked on its own."""
     if not scene.objects:
         return None          # a sign alone: the answer would always be "I see none"
-    shape, color = _pick_thing(scene, rng, LOCATE_EXISTING_RATE)
+    return _locate_about(scene, *_pick_thing(scene, rng, LOCATE_EXISTING_RATE), rng, split)
+
+
+def _locate_about(scene, shape, color, rng, split):
     text = LOCATE.pick(rng, split).format(things=_things(shape, color, rng, 2))
     return text, locate_answer(scene, shape, color), {"shape": shape, "color": color}
+
+
+def locate_question(scene: Scene, shape: str | None, color: str | None, rng: random.Random,
+                    split: str = "train") -> Question:
+    """"where are the {things}?" about `shape` and `color` (either of them None: any) in `scene`."""
+    return _question("locate", _locate_about(scene, shape, color, rng, split), rng)
 
 
 BUILDERS = {"color": _color, "shape": _shape, "count": _count, "position": _position, "word": _word,
@@ -346,9 +378,7 @@ assert tuple(BUILDERS) == QUESTION_KINDS
 def _about_object(scene, i, kind, rng, split):
     """A `kind` question ("color" | "position" | "what_at") about object i of `scene`."""
     if kind == "what_at":
-        cell = scene.objects[i].cell
-        return (WHAT_AT.pick(rng, split).format(loc=location(cell, rng)), canonical_object(scene.objects[i]),
-                {"cell": cell})
+        return _what_at_cell(scene, scene.objects[i].cell, rng, split)
     avoid = {"color": {"color"}, "position": {"cell"}}[kind]
     ref = refer(scene, i, rng, avoid=avoid)
     if ref is None:

@@ -180,7 +180,8 @@ REMOVE_ONE = family("edit_remove_one", (
 # so they have no held-out split.
 REPLIES = {
     "recolor": ("Done — {name} is {after} now.", "Sure, {name} is now {after}.", "Okay, I made {name} {after}."),
-    "move": ("Done — {name} is {after} now.", "Sure, I moved {name}; it's {after} now.", "Moved {name}."),
+    "move": ("Done — {name} is {after} now.", "Sure, I moved {name}; it's {after} now.",
+             "Okay, {name} is {after} now."),
     "add": ("Added {after}.", "Done — I added {after}.", "Sure, there's {after} now."),
     "remove": ("Removed {name}.", "Done — {name} is gone.", "Okay, I took out {name}."),
     "resize": ("Done — {name} is {after} now.", "Sure, I made {name} {after}.", "Resized {name}; it's {after} now."),

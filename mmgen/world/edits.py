@@ -164,7 +164,8 @@ REMOVE_GROUP = family("edit_remove_group", (
     "take away {group}", "can you remove {group}?", "please remove {group}", "clear {group}", "drop {group}",
     "I'd like {group} gone", "could you remove {group}?", "wipe out {group}",
     "get {group} out", "we can lose {group}", "take {group} out", "I'd like {group} removed",
-    "could you delete {group}?", "can you erase {group}?", "remove {group} from the picture", "clear out {group}"), (
+    "could you delete {group}?", "can you erase {group}?", "remove {group} from the picture", "clear out {group}",
+    "{group} should go", "I no longer want {group}", "I want {group} gone", "I'd rather not have {group}"), (
     "could you clear away {group}?", "{group} can go"))
 REMOVE_ONE = family("edit_remove_one", (
     "remove one of {group}", "delete one of {group}", "take away one of {group}", "get rid of one of {group}",
@@ -172,7 +173,9 @@ REMOVE_ONE = family("edit_remove_one", (
     "please remove one of {group}", "I'd like one of {group} gone", "could you delete one of {group}?",
     "lose one of {group}", "I don't want one of {group}", "get one of {group} out",
     "we can lose one of {group}", "remove just one of {group}", "get rid of just one of {group}",
-    "delete one of {group} please"), (
+    "delete one of {group} please", "one of {group} should go", "one of {group} needs to go",
+    "take one of {group} away", "I'd like to lose one of {group}", "one of {group} can be removed",
+    "one of {group} isn't needed"), (
     "one of {group} has to go", "could you take one of {group} out?"))
 
 # Replies name things canonically ("the red circle", "the red circle on the left" where an edit

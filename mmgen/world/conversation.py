@@ -73,12 +73,14 @@ QUIZ_TRIES = 10                  # draws for a question not asked yet about this
 # one picture's codes buy up to six of them.
 # Counts: up to `COUNT_DRILL_QUESTIONS` questions, each about a different set of shapes (every shape,
 # a shape, a colour, a shape in a colour) and one about a thing not there, in a random order — "how
-# many circles?" "two", "how many red shapes?" "one", "how many stars?" "none" — each asked as "is
-# there …?" (`EXISTS_IN_COUNT_DRILL_RATE`), whose answer starts with the same count: "I see none, so no".
+# many circles?" "two", "how many red shapes?" "one", "how many stars?" "none" — each asked instead as
+# "is there …?" this often (`EXISTS_IN_COUNT_DRILL_RATE`), whose answer starts with the same count:
+# "I see none, so no".
 # Cells: up to `CELL_DRILL_SHAPES` shapes, each asked where it is, or what is in its cell,
 # and what is in one empty cell ("nothing"), in a random order; no answer names another's shape or cell.
-# Locates: "where are the …?" about up to `LOCATE_DRILL_SETS` sets of shapes that share no shape, and
-# about a thing not there ("I see none"), in a random order.
+# Locates: "where are the …?" about up to `LOCATE_DRILL_SETS` sets of shapes that share no shape (never
+# "where are the shapes?", whose list would give the absent thing away), and about a thing not there
+# ("I see none"), in a random order.
 DRILL_RATE = 0.4
 DRILL_SHARES = {"color_check": 0.2, "count": 0.3, "cells": 0.3, "locate": 0.2}
 COLOR_CHECK_DRILL_SHAPES = 3
@@ -112,9 +114,9 @@ VARIATION = family("variation", ("mix it up", "a fresh layout please",
     "can you do a variation?", "another one", "rearrange it", "shuffle the layout",
     "a different layout please", "do it again with a new layout", "same things, new positions",
     "move everything around", "one more like this", "make a variant", "another arrangement", "reshuffle it",
-    "give me another version", "new layout, same shapes", "try a new layout", "a fresh arrangement please",
+    "give me another version", "new layout, same shapes", "try a new layout", "lay them out differently",
     "shuffle these around", "rearrange the same shapes", "can you mix the shapes up?",
-    "try another layout of these things", "put the same things somewhere new"), (
+    "lay these things out another way", "put the same things somewhere new"), (
     "mix up the arrangement please", "try a fresh arrangement of the same things"))
 # like a create's reply, a variation's says the new layout before drawing it (prompts.CREATE_REPLIES)
 VARIATION_REPLIES = ("Here's a variation: {scene}.", "Same things, new layout: {scene}.",
@@ -364,14 +366,15 @@ def _color_check_drill(current, rng, split) -> list:
     return [_asking(q, drill=True) for q in checks if q is not None]
 
 
-def _subject_sets(current, rng) -> tuple[dict, list]:
-    """The different sets of `current`'s shapes a question can name — every shape, a shape, a colour,
-    a shape in a colour — each with the (shape, colour) that names it (one wording per set, at
-    random), and the things not there (a shape, or a colour neither a shape nor the sign has)."""
+def _subject_sets(current, rng, every: bool = True) -> tuple[dict, list]:
+    """The different sets of `current`'s shapes a question can name — every shape (unless not
+    `every`), a shape, a colour, a shape in a colour — each with the (shape, colour) that names it
+    (one wording per set, at random), and the things not there (a shape, or a colour neither a shape
+    nor the sign has)."""
     def counted(shape, color):      # the shapes "how many {shape|color}?" counts
         return tuple(objects_matching(current, {k: v for k, v in (("shape", shape), ("color", color)) if v}))
     objs = current.objects
-    subjects = [(None, None)] + [(o.shape, None) for o in objs] + [(None, o.color) for o in objs] + \
+    subjects = ([(None, None)] if every else []) + [(o.shape, None) for o in objs] + [(None, o.color) for o in objs] + \
         [(o.shape, o.color) for o in objs]
     by_set = {}
     for shape, color in rng.sample(subjects, len(subjects)):
@@ -413,8 +416,10 @@ def _cell_drill(current, rng, split) -> list:
 
 def _locate_drill(current, rng, split) -> list:
     """"where are the …?" about up to `LOCATE_DRILL_SETS` sets of the picture's shapes that share no
-    shape, and about one thing not there, in a random order (their user meta carries "drill")."""
-    by_set, absent = _subject_sets(current, rng)
+    shape, and about one thing not there, in a random order (their user meta carries "drill"). Never
+    "where are the shapes?": its answer names every shape, so a later "where are the stars?" would
+    be answered by reading that reply ("I see none"), not the picture."""
+    by_set, absent = _subject_sets(current, rng, every=False)
     picked, named = [], set()
     for members, subject in by_set.items():
         if len(picked) < LOCATE_DRILL_SETS and not named & set(members):

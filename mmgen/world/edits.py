@@ -82,7 +82,7 @@ REMOVE = family("edit_remove", ("I don't want {ref}", "{ref} isn't needed anymor
     "please remove {ref}", "could you remove {ref}?", "clear {ref}", "drop {ref}", "remove {ref} please",
     "can you delete {ref}?", "get {ref} out", "wipe out {ref}", "take {ref} out", "I'd like {ref} gone",
     "{ref} has to go", "no {ref} please", "I no longer want {ref}", "{ref} can be removed", "please lose {ref}",
-    "I'd rather not have {ref}", "we don't need {ref} anymore", "take {ref} away", "could you get rid of {ref}?"), (
+    "I'd rather not have {ref}", "we don't need {ref} anymore", "take {ref} away", "get rid of {ref} please"), (
     "lose {ref} now", "I don't want {ref} anymore"))
 RESIZE_TO = family("edit_resize", (
     "make {ref} {size}", "resize {ref} to {size}", "change {ref} to {size}", "{ref} should be {size}",
@@ -165,7 +165,7 @@ REMOVE_GROUP = family("edit_remove_group", (
     "I'd like {group} gone", "could you remove {group}?", "wipe out {group}",
     "get {group} out", "we can lose {group}", "take {group} out", "I'd like {group} removed",
     "could you delete {group}?", "can you erase {group}?", "remove {group} from the picture", "clear out {group}",
-    "{group} should go", "I no longer want {group}", "I want {group} gone", "I'd rather not have {group}"), (
+    "{group} should be removed", "I no longer want {group}", "I want {group} gone", "I'd rather not have {group}"), (
     "could you clear away {group}?", "{group} can go"))
 REMOVE_ONE = family("edit_remove_one", (
     "remove one of {group}", "delete one of {group}", "take away one of {group}", "get rid of one of {group}",
@@ -173,7 +173,7 @@ REMOVE_ONE = family("edit_remove_one", (
     "please remove one of {group}", "I'd like one of {group} gone", "could you delete one of {group}?",
     "lose one of {group}", "I don't want one of {group}", "get one of {group} out",
     "we can lose one of {group}", "remove just one of {group}", "get rid of just one of {group}",
-    "delete one of {group} please", "one of {group} should go", "one of {group} needs to go",
+    "delete one of {group} please", "I want one of {group} removed", "one of {group} must be removed",
     "take one of {group} away", "I'd like to lose one of {group}", "one of {group} can be removed",
     "one of {group} isn't needed"), (
     "one of {group} has to go", "could you take one of {group} out?"))

@@ -28,7 +28,10 @@ def answers_right(lm, stream: Stream, conversation, streamed) -> list[tuple[str,
     """(question kind, every answer token argmax-right) for each question of `conversation`."""
     ids = stream.encode(streamed).ids
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        likeliest = lm(input_ids=torch.tensor([ids])).logits[0].argmax(-1).tolist()
+        logits = lm(input_ids=torch.tensor([ids])).logits[0]
+    # among words and specials only, as decoding's grammar allows outside a picture and training's
+    # loss normalises (train/loss.py): the picture codes' logits there are never trained
+    likeliest = logits[:, :stream.image_offset].argmax(-1).tolist()
     out, at = [], 0
     for user, reply in zip(conversation.turns[::2], conversation.turns[1::2]):
         at = ids.index(stream.assistant, at) + 1          # the reply's first token

@@ -66,14 +66,16 @@ COLOR = family("ask_color", ("which shade is {ref}?", "what hue is {ref}?",
     "what's the color of {ref}?",
     "what colour does {ref} have?", "what color's {ref}?", "colour of {ref}?", "color of {ref}?",
     "can you tell me the color of {ref}?", "what is the colour of {ref}?", "which colour is {ref}?",
-    "tell me what color {ref} is"), (
+    "tell me what color {ref} is", "give me the colour of {ref}", "identify the colour of {ref}",
+    "say what colour {ref} is", "I'd like to know the colour of {ref}", "describe the colour of {ref}"), (
     "what shade is {ref}?", "which hue does {ref} have?"))
 SHAPE = family("ask_shape", ("which form does {ref} have?", "can you name what shape {ref} is?",
     
     "what shape is {ref}?", "which shape is {ref}?", "what kind of shape is {ref}?", "what is {ref}?",
     "what shape does {ref} have?", "tell me the shape of {ref}", "what's the shape of {ref}?",
     "which shape does {ref} have?", "what sort of shape is {ref}?", "shape of {ref}?",
-    "can you tell me what shape {ref} is?"), (
+    "can you tell me what shape {ref} is?", "identify the shape of {ref}", "say which shape {ref} is",
+    "I'd like to know the shape of {ref}", "give me the shape of {ref}"), (
     "what form does {ref} take?", "name the shape of {ref}"))
 COUNT = family("ask_count", ("can you spot how many {things} there are?", "how many {things} appear?",
     

@@ -1,6 +1,6 @@
 """Held-out questions answered under teacher forcing, by kind: how well the transformer reads pictures.
 
-    python benchmarks/reading.py [--checkpoints checkpoints] [--lm runs/lm36] [--n 150]
+    python benchmarks/reading.py [--checkpoints checkpoints] [--n 150]
 
 Quiz conversations of the eval split (held-out phrasings and scenes, no drills) are run through the
 transformer once each, their true answers in place. An answer counts as right when every one of its
@@ -12,15 +12,12 @@ from __future__ import annotations
 
 import argparse
 from collections import Counter
-from pathlib import Path
 
 import torch
 
 from mmgen.data import CodeCache, world_to_stream
-from mmgen.model import load_model
+from mmgen.pipeline import load
 from mmgen.stream import Stream
-from mmgen.text import TextTokenizer
-from mmgen.vq import VQTokenizer
 from mmgen.world.conversation import sample_quiz
 
 
@@ -45,23 +42,20 @@ def answers_right(lm, stream: Stream, conversation, streamed) -> list[tuple[str,
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--checkpoints", default="checkpoints", help="folder with vq/ and lm/")
-    ap.add_argument("--lm", default=None, help="a transformer checkpoint to use instead of CHECKPOINTS/lm")
+    ap.add_argument("--checkpoints", default="checkpoints",
+                    help="folder with vq/ and lm/ (a mid-run save: a folder linking checkpoints/vq and the save as lm)")
     ap.add_argument("--n", type=int, default=150, help="quiz conversations (eval split seeds 0..n-1)")
     args = ap.parse_args()
-    root = Path(args.checkpoints)
-    lm_path = Path(args.lm) if args.lm else root / "lm"
-    vq = VQTokenizer.from_pretrained(root / "vq").eval()
-    stream = Stream(TextTokenizer.from_pretrained(lm_path), vq.codebook_size)
-    lm = load_model(lm_path).eval()
-    cache = CodeCache(vq.encode)
+    model = load(args.checkpoints, weights="native")
+    lm, stream = model.lm.eval(), model.stream
+    cache = CodeCache(model.vq.encode)
     asked, right = Counter(), Counter()
     for seed in range(args.n):
         conversation = sample_quiz(seed, split="eval", drill_rate=0.0)
         for kind, ok in answers_right(lm, stream, conversation, world_to_stream([conversation], cache)[0]):
             asked[kind] += 1
             right[kind] += ok
-    print(f"{lm_path}: {args.n} held-out quizzes, answers exact under teacher forcing")
+    print(f"{args.checkpoints}: {args.n} held-out quizzes, answers exact under teacher forcing")
     for kind in sorted(asked):
         print(f"  {kind:12s} {right[kind]:4d} / {asked[kind]:4d}  {right[kind] / asked[kind]:.2f}")
     total = sum(asked.values())

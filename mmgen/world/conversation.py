@@ -407,8 +407,7 @@ def _cell_drill(current, rng, split) -> list:
     for i in targets:
         by_place = position_question(current, i, rng, split) if rng.random() < CELL_DRILL_PLACE_RATE else None
         questions.append(by_place or what_at_question(current, objs[i].cell, rng, split))
-    empty = [c for c in Scene(background=current.background, sign=current.sign).free_cells()
-             if current.object_in(c) is None]
+    empty = current.free_cells()
     questions += [what_at_question(current, rng.choice(empty), rng, split)] if empty else []
     rng.shuffle(questions)
     return [_asking(q, drill=True) for q in questions]

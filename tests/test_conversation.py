@@ -330,11 +330,11 @@ def test_quiz_questions_are_true_of_the_picture_they_follow():
     assert {"word", "count", "exists", "color", "check_color", "describe", "locate"} <= kinds
 
 
-def _drill_pictures(seeds, drill_rate=None):
+def _drill_pictures(seeds, drill_rate=None, drill_kinds=None):
     """(picture, the metas of the questions asked about it) of each quiz drill in `seeds`."""
     from mmgen.world.conversation import DRILL_RATE, sample_quiz
     for seed in seeds:
-        c = sample_quiz(seed, drill_rate=DRILL_RATE if drill_rate is None else drill_rate)
+        c = sample_quiz(seed, drill_rate=DRILL_RATE if drill_rate is None else drill_rate, drill_kinds=drill_kinds)
         pictures = []
         for user, reply in zip(c.turns[::2], c.turns[1::2]):
             if user.image is not None or reply.image is not None:
@@ -436,6 +436,19 @@ def test_a_move_reply_says_where_the_shape_went():
         moves += 1
         assert all(canonical_location(e.record["after"]) in r for r in e.replies()), e.replies()
     assert moves >= 50
+
+
+def test_drill_kinds_limit_the_drills_to_those_kinds():
+    """`drill_kinds` (`mmgen train lm --drill-kinds`) drills only those kinds; without it, the same
+    seeds give the same quizzes as before it existed (every kind, weighed by DRILL_SHARES)."""
+    from mmgen.world.conversation import sample_quiz
+    asked = [{m["question"] for m in checks} for _, checks in _drill_pictures(range(200), 1.0, ("count", "locate"))]
+    assert len(asked) >= 20 and all(kinds <= {"count", "exists"} or kinds == {"locate"} for kinds in asked)
+    assert {"count", "exists", "locate"} <= set().union(*asked)
+    every = set().union(*({m["question"] for m in checks} for _, checks in _drill_pictures(range(200), 1.0)))
+    assert {"check_color", "what_at", "locate", "count"} <= every
+    assert [t.text for t in sample_quiz(7, drill_rate=1.0).turns] == \
+        [t.text for t in sample_quiz(7, drill_rate=1.0, drill_kinds=None).turns]
 
 
 def test_a_drill_phase_makes_every_quiz_picture_with_two_shapes_a_drill():

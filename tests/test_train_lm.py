@@ -48,7 +48,7 @@ def test_train_checkpoint_resume(tmp_path, tiny_vq):
     assert any(not torch.equal(first[k], second[k]) for k in first), "resuming trained further"
 
 
-def test_a_timed_run_with_rendering_workers_stops_and_checkpoints(tmp_path, tiny_vq):
+def test_a_timed_run_with_rendering_workers_stops_and_checkpoints(tmp_path, tiny_vq, capsys):
     out = tmp_path / "lm"
     assert cli(["train", "lm", "--preset", "tiny", "--vq", str(tiny_vq), "--out", str(out), "--workers", "1",
                 "--minutes", "0.001", "--batch-tokens", "1500", "--max-len", "700", "--eval-every", "1000",
@@ -59,6 +59,9 @@ def test_a_timed_run_with_rendering_workers_stops_and_checkpoints(tmp_path, tiny
         cli(["train", "lm", "--vq", str(tiny_vq), "--out", str(out), "--minutes", "0"])
     with pytest.raises(SystemExit, match=r"--drill-rate must lie in \[0, 1\]"):
         cli(["train", "lm", "--vq", str(tiny_vq), "--out", str(out), "--drill-rate", "1.5"])
+    with pytest.raises(SystemExit):
+        cli(["train", "lm", "--vq", str(tiny_vq), "--out", str(out), "--drill-kinds", "count,colour"])
+    assert "--drill-kinds: colour (drill kinds are color_check, count, cells, locate)" in capsys.readouterr().err
     with pytest.raises(SystemExit, match=r"--group-rate must lie in \[0, 1\]"):
         cli(["train", "lm", "--vq", str(tiny_vq), "--out", str(out), "--group-rate", "-0.1"])
 

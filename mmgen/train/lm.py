@@ -77,6 +77,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "world.conversation.DRILL_RATE, kinds weighed by DRILL_SHARES; 1 with --quiz-rate 1: "
                         "a drill phase, where a colour check's yes or no starts to follow the colours and a "
                         "count or a place the picture)")
+    p.add_argument("--drill-kinds", type=_drill_kinds, default=None, metavar="KIND[,KIND]",
+                   help="drill only these kinds, weighed among themselves by DRILL_SHARES: "
+                        "color_check, count, cells, locate (default: all of them)")
     p.add_argument("--batch-tokens", type=int, default=8192,
                    help="padded tokens per batch (the global batch: several processes split its rows)")
     p.add_argument("--max-len", type=int, default=1536, help="longest conversation, in tokens")
@@ -132,6 +135,17 @@ def build_stream(args):
     return Stream(text, codebook), text
 
 
+def _drill_kinds(text: str) -> tuple:
+    """`--drill-kinds`: a comma-separated list of DRILL_SHARES's kinds."""
+    from ..world.conversation import DRILL_SHARES
+    kinds = tuple(k.strip() for k in text.split(",") if k.strip())
+    unknown = [k for k in kinds if k not in DRILL_SHARES]
+    if unknown or not kinds:
+        raise argparse.ArgumentTypeError(f"{', '.join(unknown) or 'none'} (drill kinds are "
+                                         f"{', '.join(DRILL_SHARES)})")
+    return kinds
+
+
 def check_arguments(args) -> None:
     """Refuse flag values that cannot train, with a message (before anything is loaded)."""
     if args.text_weight <= 0:
@@ -179,7 +193,8 @@ def data_mix(args) -> dict:
     from ..world.conversation import DRILL_RATE
     return {"sign_rate": args.sign_rate, "chain_rate": args.chain_rate, "quiz_rate": args.quiz_rate,
             "group_rate": args.group_rate,
-            "drill_rate": DRILL_RATE if args.drill_rate is None else args.drill_rate}
+            "drill_rate": DRILL_RATE if args.drill_rate is None else args.drill_rate,
+            "drill_kinds": args.drill_kinds}
 
 
 def training_source(args, stream, vq, cache, device, progress: dict):

@@ -329,11 +329,12 @@ def _asked(meta: dict) -> tuple:
     return kind, tuple(sorted((k, repr(v)) for k, v in subject.items()))
 
 
-def _quiz_questions(current, rng, split, drill_rate: float = DRILL_RATE) -> list:
+def _quiz_questions(current, rng, split, drill_rate: float = DRILL_RATE, drill_kinds=None) -> list:
     """1-4 different questions about one picture: the first about its word half the time, when it
     has one, and no later one, so no answer is in an earlier reply (one that names many things — a
     description, "where are the squares?" — is the last); or, for some pictures with two or more
-    shapes (`drill_rate`), after any word question, a drill (`DRILL_SHARES`)."""
+    shapes (`drill_rate`), after any word question, a drill (`DRILL_SHARES`, only the kinds in
+    `drill_kinds` when given)."""
     asked, out = set(), []
     drill = len(current.objects) >= 2 and rng.random() < drill_rate
     for j in range(rng.randint(*QUIZ_QUESTIONS)):
@@ -351,7 +352,8 @@ def _quiz_questions(current, rng, split, drill_rate: float = DRILL_RATE) -> list
             if got[2]["question"] in MANY_THINGS_QUESTIONS:
                 break
     if drill:
-        kind = rng.choices(list(DRILL_SHARES), weights=list(DRILL_SHARES.values()))[0]
+        shares = {k: w for k, w in DRILL_SHARES.items() if drill_kinds is None or k in drill_kinds}
+        kind = rng.choices(list(shares), weights=list(shares.values()))[0]
         out += DRILLS[kind](current, rng, split)
     return out
 
@@ -433,9 +435,9 @@ DRILLS = {"color_check": _color_check_drill, "count": _count_drill, "cells": _ce
 assert tuple(DRILLS) == tuple(DRILL_SHARES)
 
 
-def sample_quiz(seed: int, split: str = "train", drill_rate: float = DRILL_RATE) -> Conversation:
+def sample_quiz(seed: int, split: str = "train", drill_rate: float = DRILL_RATE, drill_kinds=None) -> Conversation:
     """A quiz: pictures (mostly the user's), each followed by questions about it (`QUIZ_…`); pictures
-    with two or more shapes are drills (`DRILL_SHARES`) this often."""
+    with two or more shapes are drills (`DRILL_SHARES`, of `drill_kinds` only when given) this often."""
     rng = stream(split, seed, "quiz")
     turns: list[Turn] = []
     for _ in range(rng.randint(*QUIZ_PICTURES)):
@@ -443,23 +445,23 @@ def sample_quiz(seed: int, split: str = "train", drill_rate: float = DRILL_RATE)
         current = user_image if user_image is not None else drawn[4]
         if drawn is not None:
             turns += _exchange_turns(drawn, None, rng, split)
-        for j, asked in enumerate(_quiz_questions(current, rng, split, drill_rate)):
+        for j, asked in enumerate(_quiz_questions(current, rng, split, drill_rate, drill_kinds)):
             turns += _exchange_turns(asked, user_image if j == 0 else None, rng, split)
     return Conversation(id=f"{split}-quiz-{seed}", split=split, seed=seed, turns=turns)
 
 
 def sample_conversation(seed: int, split: str = "train", sign_rate: float = 0.0,
                         chain_rate: float = 0.0, quiz_rate: float = 0.0,
-                        drill_rate: float = DRILL_RATE, group_rate: float = 0.0) -> Conversation:
+                        drill_rate: float = DRILL_RATE, group_rate: float = 0.0, drill_kinds=None) -> Conversation:
     """The conversation of `seed`; with `sign_rate`, that share of conversations are about a sign,
     with `chain_rate` that share are edit chains (`sample_chain`), with `quiz_rate` that share of the
     others are quizzes (`sample_quiz`, whose pictures with two or more shapes are drills with
-    `drill_rate`), with `group_rate` that share of the rest are group conversations
+    `drill_rate`, of `drill_kinds` only when given), with `group_rate` that share of the rest are group conversations
     (`sample_group`); the same seed gives the same conversation whenever it is none of these."""
     if chain_rate > 0 and stream(split, seed, "chain_mix").random() < chain_rate:
         return sample_chain(seed, split)
     if quiz_rate > 0 and stream(split, seed, "quiz_mix").random() < quiz_rate:
-        return sample_quiz(seed, split, drill_rate)
+        return sample_quiz(seed, split, drill_rate, drill_kinds)
     if group_rate > 0 and stream(split, seed, "group_mix").random() < group_rate:
         return sample_group(seed, split)
     rng = stream(split, seed, "conversation")

@@ -218,6 +218,10 @@ def check_edit(old: Scene, e) -> None:
         assert all(r["after"][k] == v for k, v in r["asked"].items() if k != "count" and v is not None)
         if r["asked"]["size"] is None:
             assert r["after"]["size"] == DEFAULT_SIZE
+    if kind in ("add", "add_many") and (r["asked"] or {}).get("cell") is None:
+        # a place the request leaves open is the first free cells in reading order (edits.OPEN_PLACE)
+        added = e.scene.objects[len(old.objects):]
+        assert [o.cell for o in added] == old.free_cells()[:len(added)], (e.text, old.free_cells())
 
 
 @settings(max_examples=150, deadline=None)

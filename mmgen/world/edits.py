@@ -42,6 +42,10 @@ PLURAL_KINDS = ("add_many", "recolor_group", "remove_group", "remove_one", "resi
 SIZE_ORDER = tuple(sorted(SIZES, key=SIZES.get))      # small, medium, large
 SIGN_RECOLOR_RATE = 0.25         # with a sign and shapes, a recolour is of the letters this often
 RELATIVE_RESIZE_RATE = 0.6       # "make it bigger" rather than "make it small"
+# OPEN_PLACE: a shape added where the request names no place goes to the first free cell in reading
+# order (several: the first free cells). The place is then a function of the picture, so the likeliest
+# reply, which greedy decoding writes, names a free cell once the model sees which cells are taken; a
+# random free cell as the target left "top left" the likeliest first place whatever the picture held.
 ADD_SAY_RATES = {"shape": 0.9, "color": 0.8, "size": 0.25, "cell": 0.5}
 ADD_MANY_SAY_RATES = {"shape": 0.9, "color": 0.7, "size": 0.2}
 ADD_MANY_COUNTS = (2, 3)
@@ -303,8 +307,9 @@ def _add(scene, rng, split):
     said = {k for k, p in ADD_SAY_RATES.items() if rng.random() < p}
     if not said & {"shape", "color"}:
         said.add("shape")
-    obj = Obj(shape=rng.choice(SHAPES), color=rng.choice([c for c in OBJECT_COLORS if c != scene.background]),
-              size=rng.choice(SIZE_ORDER) if "size" in said else DEFAULT_SIZE, cell=rng.choice(free))
+    shape, color = rng.choice(SHAPES), rng.choice([c for c in OBJECT_COLORS if c != scene.background])
+    size, named = rng.choice(SIZE_ORDER) if "size" in said else DEFAULT_SIZE, rng.choice(free)
+    obj = Obj(shape=shape, color=color, size=size, cell=named if "cell" in said else free[0])   # OPEN_PLACE
     asked = {**{k: getattr(obj, k) if k in said else None for k in ATTRS}, "count": 1}
     n = len(scene.objects)
     added = place(scene.with_objects(scene.objects + (obj,)), rng, keep=tuple(range(n)))
@@ -436,7 +441,8 @@ def _add_many(scene, rng, split):
     said = {k for k, p in ADD_MANY_SAY_RATES.items() if rng.random() < p} or {"shape"}
     shape, color = rng.choice(SHAPES), rng.choice([c for c in OBJECT_COLORS if c != scene.background])
     size = rng.choice(SIZE_ORDER) if "size" in said else DEFAULT_SIZE
-    new = tuple(Obj(shape=shape, color=color, size=size, cell=c) for c in rng.sample(free, count))
+    rng.sample(free, count)       # drawn though unused (OPEN_PLACE), so the draws after it keep their seeds
+    new = tuple(Obj(shape=shape, color=color, size=size, cell=c) for c in free[:count])
     asked = {**{k: {"shape": shape, "color": color, "size": size}[k] if k in said else None
                 for k in ("shape", "color", "size")}, "cell": None, "count": count}
     n = len(scene.objects)

@@ -44,8 +44,9 @@ SIGN_RECOLOR_RATE = 0.25         # with a sign and shapes, a recolour is of the 
 RELATIVE_RESIZE_RATE = 0.6       # "make it bigger" rather than "make it small"
 # OPEN_PLACE: a shape added where the request names no place goes to the first free cell in reading
 # order (several: the first free cells). The place is then a function of the picture, so the likeliest
-# reply, which greedy decoding writes, names a free cell once the model sees which cells are taken; a
-# random free cell as the target left "top left" the likeliest first place whatever the picture held.
+# reply, which greedy decoding writes, names a free cell once the model sees which cells are taken.
+# Random cells are still drawn, unused, so the draws after them stay those a random placement would
+# make, save where place() needs another number of tries for the cells used (a few % of additions).
 ADD_SAY_RATES = {"shape": 0.9, "color": 0.8, "size": 0.25, "cell": 0.5}
 ADD_MANY_SAY_RATES = {"shape": 0.9, "color": 0.7, "size": 0.2}
 ADD_MANY_COUNTS = (2, 3)
@@ -169,7 +170,8 @@ REMOVE_GROUP = family("edit_remove_group", (
     "I'd like {group} gone", "could you remove {group}?", "wipe out {group}",
     "get {group} out", "we can lose {group}", "take {group} out", "I'd like {group} removed",
     "could you delete {group}?", "can you erase {group}?", "remove {group} from the picture", "clear out {group}",
-    "{group} should be removed", "I no longer want {group}", "I want {group} gone", "I'd rather not have {group}"), (
+    "{group} should be removed", "I no longer want {group}", "I want {group} gone", "I'd rather not have {group}",
+    "{group} should disappear", "{group} could be taken out", "{group} should come out"), (
     "could you clear away {group}?", "{group} can go"))
 REMOVE_ONE = family("edit_remove_one", (
     "remove one of {group}", "delete one of {group}", "take away one of {group}", "get rid of one of {group}",
@@ -441,7 +443,7 @@ def _add_many(scene, rng, split):
     said = {k for k, p in ADD_MANY_SAY_RATES.items() if rng.random() < p} or {"shape"}
     shape, color = rng.choice(SHAPES), rng.choice([c for c in OBJECT_COLORS if c != scene.background])
     size = rng.choice(SIZE_ORDER) if "size" in said else DEFAULT_SIZE
-    rng.sample(free, count)       # drawn though unused (OPEN_PLACE), so the draws after it keep their seeds
+    rng.sample(free, count)       # drawn though unused (OPEN_PLACE)
     new = tuple(Obj(shape=shape, color=color, size=size, cell=c) for c in free[:count])
     asked = {**{k: {"shape": shape, "color": color, "size": size}[k] if k in said else None
                 for k in ("shape", "color", "size")}, "cell": None, "count": count}

@@ -62,6 +62,8 @@ def test_a_timed_run_with_rendering_workers_stops_and_checkpoints(tmp_path, tiny
     with pytest.raises(SystemExit):
         cli(["train", "lm", "--vq", str(tiny_vq), "--out", str(out), "--drill-kinds", "count,colour"])
     assert "--drill-kinds: colour (drill kinds are color_check, count, cells, locate)" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="--drill-kinds needs quizzes with drills"):
+        cli(["train", "lm", "--vq", str(tiny_vq), "--out", str(out), "--drill-kinds", "count"])
     with pytest.raises(SystemExit, match=r"--group-rate must lie in \[0, 1\]"):
         cli(["train", "lm", "--vq", str(tiny_vq), "--out", str(out), "--group-rate", "-0.1"])
 

@@ -157,6 +157,8 @@ def check_arguments(args) -> None:
                        ("--drill-rate", data_mix(args)["drill_rate"])):
         if not 0 <= rate <= 1:
             raise SystemExit(f"mmgen train: {flag} must lie in [0, 1], not {rate}")
+    if args.drill_kinds and not (args.quiz_rate > 0 and data_mix(args)["drill_rate"] > 0):
+        raise SystemExit("mmgen train: --drill-kinds needs quizzes with drills (--quiz-rate and --drill-rate above 0)")
     if args.workers < 0:
         raise SystemExit(f"mmgen train: --workers must be 0 or more, not {args.workers}")
 

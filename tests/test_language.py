@@ -336,7 +336,7 @@ def expected_answer(scene: Scene, kind: str, about: dict) -> str | None:
         if about.get("sign"):
             return "yes" if sign is not None else "no"
         n = n_matching(about["shape"], about["color"])
-        return f"I see {counts[n]}, so {'yes' if n else 'no'}"
+        return f"{counts[n]}, so {'yes' if n else 'no'}"
     if kind == "check_color":
         actual = objs[t]["color"]
         return f"it's {actual} — {about['color']}? {'yes' if actual == about['color'] else 'no'}"

@@ -96,7 +96,9 @@ _COLOR_ASKED = re.compile(r"\b([a-z]+)\s*\?")       # a colour check's "purple?"
 def yes_no_parts(answer: str) -> tuple[str | None, str, str | None]:
     """(colour asked repeated or None, evidence, yes/no or None) of a yes/no answer, whatever the order
     of its parts: "it's orange — purple? no" and "purple? it's orange, so no" → ("purple", "its
-    orange", "no"); "I see two, so yes" → (None, "i see two", "yes"); "yes" → (None, "", "yes")."""
+    orange", "no"); "two, so yes" and "I see two, so yes" → (None, "two", "yes"); "yes" → (None, "", "yes").
+    The evidence of "is there …?" is its count, said bare or after "I see" (the form before the count
+    came first): the two grade alike."""
     from ..world.questions import NO, YES
     text = answer.lower().rstrip(" ?!.")              # "…, so no?" ends with its verdict, not a colour asked
     asked = _COLOR_ASKED.search(text)
@@ -106,6 +108,8 @@ def yes_no_parts(answer: str) -> tuple[str | None, str, str | None]:
     said = words.pop() if words and words[-1] in (YES, NO) else None
     if words and words[-1] == "so":
         words.pop()
+    if words[:2] == ["i", "see"]:
+        words = words[2:]
     return (asked[1] if asked else None), " ".join(words), said
 
 

@@ -75,7 +75,7 @@ QUIZ_TRIES = 10                  # draws for a question not asked yet about this
 # a shape, a colour, a shape in a colour) and one about a thing not there, in a random order — "how
 # many circles?" "two", "how many red shapes?" "one", "how many stars?" "none" — each asked instead as
 # "is there …?" this often (`EXISTS_IN_COUNT_DRILL_RATE`), whose answer starts with the same count:
-# "I see none, so no".
+# "none, so no".
 # Cells: up to `CELL_DRILL_SHAPES` shapes, each asked where it is, or what is in its cell,
 # and what is in one empty cell ("nothing"), in a random order; no answer names another's shape or cell.
 # Locates: "where are the …?" about up to `LOCATE_DRILL_SETS` sets of shapes that share no shape (never
@@ -315,7 +315,7 @@ def _quiz_picture(rng, split):
     return None, (_sign_create(None, rng, split) if rng.random() < QUIZ_SIGN_RATE else _create(None, rng, split))
 
 
-# a yes/no question's evidence answers another kind: "is there a red circle?" -> "I see two, so yes"
+# a yes/no question's evidence answers another kind: "is there a red circle?" -> "two, so yes"
 # answers "how many red circles?", and "is the star blue?" -> "it's brown — blue? no" its colour; a count
 # of none answers "where are the red circles?" ("I see none"), so the two share a key too
 SAME_QUESTION = {"exists": "count", "locate": "count", "check_color": "color"}

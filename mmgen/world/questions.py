@@ -10,7 +10,7 @@
 Answers are short and fixed by the scene: a colour or shape name ("red", "circle"), a cell name
 ("top left") or band ("top") for positions, a number word ("two"; "none" for zero), "yes"/"no"
 ("is there a sign?"), after the evidence for it when the question is about the shapes ("it's
-orange — red? no", "I see two, so yes"; `verdict` takes the yes or no back), the sign's word exactly
+orange — red? no", "two, so yes"; `verdict` takes the yes or no back), the sign's word exactly
 as drawn ("OPEN"), a canonical object phrase ("a large red circle", "nothing"), every match
 where it is for "where are the squares?" ("the red square in the top left and the blue square on
 the right", "I see none"), or `describe(scene)` for "describe the picture".
@@ -57,7 +57,10 @@ TRUE_CHECK_RATE = 0.5            # "is the circle red?" names its true colour th
 # came first ("purple? it's orange, so no", six tokens back and spelt without the leading space)
 # the verdict never learnt the comparison, whatever the share of yes
 COLOR_CHECK_ANSWER = "it's {color} — {asked}? {verdict}"
-EVIDENCE = {"exists": "I see {count}"}             # answered "<evidence>, so yes|no"
+# "is there …?" starts with the count, the same word in the same place as the answer to "how many …?"
+# ("two, so yes"): under teacher forcing the 31737-step transformer answered "how many blue shapes are
+# there?" right on pictures where, asked "is there a blue shape?", it wrote "I see none" (docs/RESULTS.md)
+EVIDENCE = {"exists": "{count}"}                  # answered "<evidence>, so yes|no"
 YES_NO_QUESTIONS = ("check_color", "exists")      # (but "is there a sign?": a bare yes or no)
 
 COLOR = family("ask_color", ("which shade is {ref}?", "what hue is {ref}?",
@@ -162,14 +165,14 @@ def count_answer(n: int) -> str:
 
 
 def with_evidence(evidence: str, true: bool) -> str:
-    """A yes/no answer that first says what it saw ("I see two, so yes"): a model writing left to
+    """A yes/no answer that first says what it saw ("two, so yes"): a model writing left to
     right names the count (one look at the picture) before it compares that with the question's
     words, instead of doing both in the single token of a bare "yes" or "no"."""
     return f"{evidence}, so {YES if true else NO}"
 
 
 def verdict(answer: str) -> str | None:
-    """The yes or no an answer ends with ("I see none, so no" -> "no"); None when it has neither."""
+    """The yes or no an answer ends with ("none, so no" -> "no"); None when it has neither."""
     words = re.sub(r"[^a-z ]", " ", answer.lower()).split()
     return words[-1] if words and words[-1] in (YES, NO) else None
 
@@ -278,7 +281,7 @@ def _exists_about(scene, shape, color, rng, split):
 def exists_question(scene: Scene, shape: str | None, color: str | None, rng: random.Random,
                     split: str = "train") -> Question:
     """"is there {a thing}?" about `shape` and `color` (either of them None: any) in `scene`,
-    answered with the count it sees ("I see two, so yes")."""
+    answered with the count it sees ("two, so yes")."""
     return _question("exists", _exists_about(scene, shape, color, rng, split), rng)
 
 

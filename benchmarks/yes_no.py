@@ -11,6 +11,11 @@ Then the verdict alone: colour checks with their true answer written up to "… 
 probability the model gives "yes" against "no" there, over the checks whose truth is yes and those
 whose truth is no. A model that compares the colour asked with the colour seen gives the first
 near 1 and the second near 0; one that does not, the same to both.
+
+Last, the same thing asked two ways on the same picture, each in a chat of its own: "is there
+{a thing}?" and "how many {things}?". Both answers carry the count; a model that reads the picture
+once for both gets them right together, and the table of (is there right, how many right) shows
+where one way of asking reads the picture and the other does not.
 """
 from __future__ import annotations
 
@@ -23,7 +28,7 @@ from mmgen.eval.benchmark import answers_match
 from mmgen.pipeline import Pipeline, load
 from mmgen.stream import Conversation, Turn
 from mmgen.world import render
-from mmgen.world.questions import NO, YES, sample_question, verdict
+from mmgen.world.questions import NO, YES, count_question, exists_question, pick_thing, sample_question, verdict
 from mmgen.world.scene import sample_scene
 
 KINDS = ("exists", "check_color", "count")
@@ -48,6 +53,7 @@ def main() -> None:
         print(f"{'ok ' if ok else 'BAD'} {q.text} | {q.answer} | {reply.text}")
     print(f"{right}/{asked} right")
     print_verdicts(model, args.n)
+    print_pairs(model, args.n)
 
 
 def verdict_p_yes(model, question, picture) -> float:
@@ -74,6 +80,23 @@ def print_verdicts(model, n: int) -> None:
         if ps:
             print(f"colour checks whose answer is {truth:<3}: mean p(yes) {sum(ps) / len(ps):.3f}, "
                   f"verdict right {sum((p > 0.5) == (truth == YES) for p in ps)}/{len(ps)}")
+
+
+def print_pairs(model, n: int) -> None:
+    """"is there …?" and "how many …?" about one thing on one picture, for n pictures."""
+    table = {(e, c): 0 for e in (True, False) for c in (True, False)}
+    for i in range(n):
+        scene = sample_scene(FIRST_SCENE + 2 * n + i)
+        rng = random.Random(2 * n + i)
+        shape, color = pick_thing(scene, rng)
+        right = []
+        for q in (exists_question(scene, shape, color, rng), count_question(scene, shape, color, rng)):
+            reply = model.chat(seed=i, refine=False).send(q.text, image=render(scene), picture="never")
+            right.append(answers_match(reply.text, q.answer, q.kind))
+            print(f"{'ok ' if right[-1] else 'BAD'} {q.text} | {q.answer} | {reply.text}")
+        table[tuple(right)] += 1
+    print("the same thing asked two ways (is there right, how many right): "
+          + ", ".join(f"{'right' if e else 'wrong'}/{'right' if c else 'wrong'} {k}" for (e, c), k in table.items()))
 
 
 if __name__ == "__main__":

@@ -190,8 +190,8 @@ def _count_of(scene: Scene, shape: str | None, color: str | None) -> int:
     return sum(_matches(o, shape, color) for o in scene.objects)
 
 
-def _pick_thing(scene: Scene, rng: random.Random,
-                existing_rate: float = EXISTING_RATE) -> tuple[str | None, str | None]:
+def pick_thing(scene: Scene, rng: random.Random,
+               existing_rate: float = EXISTING_RATE) -> tuple[str | None, str | None]:
     """A (shape, colour) to ask about, either of them possibly None, one that is there
     `existing_rate` of the time (or by chance)."""
     if scene.objects and rng.random() < existing_rate:
@@ -231,7 +231,7 @@ def _shape(scene, rng, split):
 
 
 def _count(scene, rng, split):
-    shape, color = _pick_thing(scene, rng)
+    shape, color = pick_thing(scene, rng)
     if rng.random() < COUNT_ALL_RATE:
         shape = color = None                     # "how many shapes are there?"
     return _count_about(scene, shape, color, rng, split)
@@ -267,7 +267,7 @@ def _exists(scene, rng, split):
     if rng.random() < EXISTS_SIGN_RATE:
         text = EXISTS.pick(rng, split).format(a_thing="a sign", things="signs")
         return text, YES if scene.sign is not None else NO, {"sign": True}
-    return _exists_about(scene, *_pick_thing(scene, rng), rng, split)
+    return _exists_about(scene, *pick_thing(scene, rng), rng, split)
 
 
 def _exists_about(scene, shape, color, rng, split):
@@ -359,7 +359,7 @@ def _locate(scene, rng, split):
     (groups.group_plan) — the same look at the picture, asked on its own."""
     if not scene.objects:
         return None          # a sign alone: the answer would always be "I see none"
-    return _locate_about(scene, *_pick_thing(scene, rng, LOCATE_EXISTING_RATE), rng, split)
+    return _locate_about(scene, *pick_thing(scene, rng, LOCATE_EXISTING_RATE), rng, split)
 
 
 def _locate_about(scene, shape, color, rng, split):

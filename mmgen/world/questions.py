@@ -58,8 +58,8 @@ TRUE_CHECK_RATE = 0.5            # "is the circle red?" names its true colour th
 # the verdict never learnt the comparison, whatever the share of yes
 COLOR_CHECK_ANSWER = "it's {color} — {asked}? {verdict}"
 # "is there …?" starts with the count, the same word in the same place as the answer to "how many …?"
-# ("two, so yes"): under teacher forcing the 31737-step transformer answered "how many blue shapes are
-# there?" right on pictures where, asked "is there a blue shape?", it wrote "I see none" (docs/RESULTS.md)
+# ("two, so yes"), so both questions train one reading of the count (asked after "I see", the two often
+# gave one picture different counts: docs/RESULTS.md)
 EVIDENCE = {"exists": "{count}"}                  # answered "<evidence>, so yes|no"
 YES_NO_QUESTIONS = ("check_color", "exists")      # (but "is there a sign?": a bare yes or no)
 

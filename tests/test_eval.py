@@ -148,6 +148,7 @@ def test_yes_no_answers_are_graded_by_their_verdict_and_their_evidence():
     assert answers_match("I see two, so yes", "two, so yes", "exists")
     assert not answers_match("I see none, so yes", "two, so yes", "exists")
     assert not answers_match("one, so yes", "two, so yes", "exists")
+    assert not answers_match("I see, so yes", "two, so yes", "exists")          # "I see" without its count
     assert answers_match("its orange — red? no", truth, "check_color")         # apostrophes as in normalise_answer
     assert answers_match("it’s orange — red? no", truth, "check_color")
     assert not answers_match("red? yes", "yes", "exists")                      # a colour asked that was not

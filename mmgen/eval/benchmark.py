@@ -108,7 +108,7 @@ def yes_no_parts(answer: str) -> tuple[str | None, str, str | None]:
     said = words.pop() if words and words[-1] in (YES, NO) else None
     if words and words[-1] == "so":
         words.pop()
-    if words[:2] == ["i", "see"]:
+    if words[:2] == ["i", "see"] and len(words) > 2:     # "I see, so yes" keeps its empty "i see"
         words = words[2:]
     return (asked[1] if asked else None), " ".join(words), said
 

@@ -152,12 +152,13 @@ def check_arguments(args) -> None:
         raise SystemExit(f"mmgen train: --text-weight must be positive, not {args.text_weight}")
     if args.minutes is not None and args.minutes <= 0:
         raise SystemExit(f"mmgen train: --minutes must be positive, not {args.minutes}")
+    drill_rate = data_mix(args)["drill_rate"]
     for flag, rate in (("--sign-rate", args.sign_rate), ("--chain-rate", args.chain_rate),
                        ("--quiz-rate", args.quiz_rate), ("--group-rate", args.group_rate),
-                       ("--drill-rate", data_mix(args)["drill_rate"])):
+                       ("--drill-rate", drill_rate)):
         if not 0 <= rate <= 1:
             raise SystemExit(f"mmgen train: {flag} must lie in [0, 1], not {rate}")
-    if args.drill_kinds and not (args.quiz_rate > 0 and data_mix(args)["drill_rate"] > 0):
+    if args.drill_kinds and not (args.quiz_rate > 0 and drill_rate > 0):
         raise SystemExit("mmgen train: --drill-kinds needs quizzes with drills (--quiz-rate and --drill-rate above 0)")
     if args.workers < 0:
         raise SystemExit(f"mmgen train: --workers must be 0 or more, not {args.workers}")

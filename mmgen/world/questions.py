@@ -57,10 +57,6 @@ TRUE_CHECK_RATE = 0.5            # "is the circle red?" names its true colour th
 # came first ("purple? it's orange, so no", six tokens back and spelt without the leading space)
 # the verdict never learnt the comparison, whatever the share of yes
 COLOR_CHECK_ANSWER = "it's {color} — {asked}? {verdict}"
-# "is there …?" starts with the count, the same word in the same place as the answer to "how many …?"
-# ("two, so yes"), so both questions train one reading of the count (asked after "I see", the two often
-# gave one picture different counts: docs/RESULTS.md)
-EVIDENCE = {"exists": "{count}"}                  # answered "<evidence>, so yes|no"
 YES_NO_QUESTIONS = ("check_color", "exists")      # (but "is there a sign?": a bare yes or no)
 
 COLOR = family("ask_color", ("which shade is {ref}?", "what hue is {ref}?",
@@ -274,7 +270,10 @@ def _exists_about(scene, shape, color, rng, split):
     one = _things(shape, color, rng, 1)
     text = EXISTS.pick(rng, split).format(a_thing=f"{article(one)} {one}", things=_things(shape, color, rng, 2))
     n = _count_of(scene, shape, color)
-    answer = with_evidence(EVIDENCE["exists"].format(count=count_answer(n)), n > 0)
+    # the evidence is the count, the same word in the same place as the answer to "how many …?" ("two,
+    # so yes"), so both questions train one reading of it (after "I see", the two often gave one
+    # picture different counts: docs/RESULTS.md)
+    answer = with_evidence(count_answer(n), n > 0)
     return text, answer, {"shape": shape, "color": color}
 
 

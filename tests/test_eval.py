@@ -8,7 +8,7 @@ import re
 import pytest
 
 from mmgen.cli import main
-from mmgen.eval.benchmark import GEN_CATEGORIES, grade_variation, summarise
+from mmgen.eval.benchmark import GEN_CATEGORIES, summarise, variation_checks
 
 
 def _eval(tmp_path, checkpoints, *extra):
@@ -80,10 +80,14 @@ def test_variation_grading_needs_the_same_things_in_a_new_layout():
     b = {"shape": "star", "color": "blue", "size": "small", "cell": "center"}
     source = {"background": "white", "objects": [a, b], "sign": None}
     moved = {**source, "objects": [{**a, "cell": "bottom"}, b]}
-    assert grade_variation(source, moved)
-    assert not grade_variation(source, source)                                       # same layout
-    assert not grade_variation(source, {**moved, "background": "cream"})             # background changed
-    assert not grade_variation(source, {**moved, "objects": [{**a, "cell": "bottom", "color": "green"}, b]})
+    assert all(variation_checks(source, moved).values())
+    assert variation_checks(source, source) == {"same_things": True, "new_layout": False,   # same layout
+                                                "background": True, "sign": True}
+    assert not variation_checks(source, {**moved, "background": "cream"})["background"]
+    recoloured = variation_checks(source, {**moved, "objects": [{**a, "cell": "bottom", "color": "green"}, b]})
+    assert not recoloured["same_things"] and recoloured["new_layout"]
+    signed = variation_checks(source, {**moved, "sign": {"word": "OPEN", "color": None, "plaque": None, "band": "top"}})
+    assert not signed["sign"] and signed["same_things"]
 
 
 def test_plan_figures_count_plans_and_only_pictures_with_a_plan():

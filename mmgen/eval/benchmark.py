@@ -225,12 +225,14 @@ def grade_edit(record: dict, before: dict, expected: dict, found: dict) -> dict:
     return {"changed": bool(changed), "preserved": bool(preserved)}
 
 
-def grade_variation(source: dict, found: dict) -> bool:
-    same_things = Counter(map(_object_key, source["objects"])) == Counter(map(_object_key, found["objects"]))
-    new_layout = {(o["cell"],) + _object_key(o) for o in source["objects"]} != \
-                 {(o["cell"],) + _object_key(o) for o in found["objects"]}
-    return bool(same_things and new_layout and source["background"] == found["background"]
-                and source["sign"] == found["sign"])
+def variation_checks(source: dict, found: dict) -> dict:
+    """Which parts of "another one like this" held: the same things (shape, colour, size, each as
+    many times), a layout that differs, the same background and the same sign."""
+    return {"same_things": Counter(map(_object_key, source["objects"])) == Counter(map(_object_key, found["objects"])),
+            "new_layout": {(o["cell"],) + _object_key(o) for o in source["objects"]} !=
+                          {(o["cell"],) + _object_key(o) for o in found["objects"]},
+            "background": source["background"] == found["background"],
+            "sign": source["sign"] == found["sign"]}
 
 
 # --- the parts ---------------------------------------------------------------------------
@@ -451,8 +453,9 @@ def run_variations(model, n: int, seed: int, settings: dict, split: str = "eval"
         text = VARIATION.pick(stream(split, i, "benchmark-var"), split)
         reply = _session_with_picture(model, seed + i, p.text, p.reply, p.scene, settings).send(text)
         found = judge(reply.image) if reply.image is not None else None
-        cases.append({"instruction": text, "unseen_words": unseen_words(text),
-                      "passed": found is not None and grade_variation(p.scene.to_dict(), found)})
+        checks = variation_checks(p.scene.to_dict(), found) if found is not None else {"picture": False}
+        cases.append({"instruction": text, "unseen_words": unseen_words(text), "passed": all(checks.values()),
+                      "checks": checks, "source": p.scene.to_dict(), "found": found, "reply": reply.text})
     return cases
 
 
@@ -526,6 +529,8 @@ def summarise(results: dict) -> dict:
     if "var" in results:
         cases = results["var"]
         s["variations"] = {"passed": sum(c["passed"] for c in cases) / max(1, len(cases)), "cases": len(cases),
+                           **{f"held_{k}": _share(c["checks"].get(k, False) for c in cases)
+                              for k in ("same_things", "new_layout", "background", "sign")},
                            **by_words(cases, lambda c: c["passed"])}
     return s
 

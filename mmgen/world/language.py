@@ -332,12 +332,14 @@ SIGN_FAMILIES = {
     (False, True): family("sign_plaque", ('a {plaque} panel that says "{word}"', 'the word "{word}" printed on a {plaque} sign',
     
         'a {plaque} sign that says "{word}"', "a {plaque} plaque with the word {word}",
-        'the word "{word}" on a {plaque} plaque', 'a {plaque} sign saying "{word}"'), (
+        'the word "{word}" on a {plaque} plaque', 'a {plaque} sign saying "{word}"',
+        'a {plaque} board that says "{word}"'), (
         'a {plaque} board with "{word}" on it', '"{word}" printed on a {plaque} panel')),
     (True, True): family("sign_both", ('a {plaque} panel with {color} letters that says "{word}"', 'the word "{word}" printed in {color} on a {plaque} sign',
     
         "a {plaque} plaque with the word {word} in {color}", '{color} letters saying "{word}" on a {plaque} plaque',
-        'a {plaque} sign with {color} letters that says "{word}"', 'the word "{word}" in {color} on a {plaque} sign'), (
+        'a {plaque} sign with {color} letters that says "{word}"', 'the word "{word}" in {color} on a {plaque} sign',
+        'a {plaque} board with the word {word} in {color} letters'), (
         '{color} lettering reading "{word}" on a {plaque} board', 'a {plaque} panel with "{word}" printed in {color}')),
 }
 TERSE_SIGN_FAMILIES = {
@@ -349,7 +351,7 @@ TERSE_SIGN_FAMILIES = {
         '"{word}" colored {color}', '{color} lettering "{word}"')),
     (False, True): family("terse_sign_plaque", ('{plaque} panel with "{word}"',
     
-        '{plaque} sign "{word}"', '"{word}" on {plaque}', '{plaque} plaque "{word}"'), (
+        '{plaque} sign "{word}"', '"{word}" on {plaque}', '{plaque} plaque "{word}"', '{plaque} board: {word}'), (
         '"{word}" on a {plaque} board', '{plaque} panel "{word}"')),
     (True, True): family("terse_sign_both", ('{color} lettering on {plaque}: "{word}"',
     '{color} "{word}" on {plaque}', '{plaque} sign, {color} "{word}"',

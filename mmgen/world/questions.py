@@ -101,7 +101,7 @@ WORD = family("ask_word", ("what word appears on the sign?",
     "what does the poster say?", "read it to me", "what does the word say?", "what letters are on the sign?",
     "tell me what the sign reads", "what word do you see?", "could you read the sign?",
     "what does the lettering say?", "which letters do you see?", "what's the text?", "tell me what it says",
-    "what word is shown?"), (
+    "what word is shown?", "read out the word", "read the sign out loud", "could you read it out?"), (
     "can you read the word out for me?", "which word appears in the picture?"))
 EXISTS = family("ask_exists", ("is there {a_thing} anywhere?", "does it contain {a_thing}?",
     

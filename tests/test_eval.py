@@ -88,6 +88,11 @@ def test_variation_grading_needs_the_same_things_in_a_new_layout():
     assert not recoloured["same_things"] and recoloured["new_layout"]
     signed = variation_checks(source, {**moved, "sign": {"word": "OPEN", "color": None, "plaque": None, "band": "top"}})
     assert not signed["sign"] and signed["same_things"]
+    # a case with no picture found records {"picture": False}: it holds no check
+    cases = [{"passed": True, "checks": variation_checks(source, moved), "unseen_words": []},
+             {"passed": False, "checks": {"picture": False}, "unseen_words": []}]
+    got = summarise({"var": cases})["variations"]
+    assert got["passed"] == got["held_same_things"] == got["held_sign"] == 0.5
 
 
 def test_plan_figures_count_plans_and_only_pictures_with_a_plan():

@@ -225,14 +225,17 @@ def grade_edit(record: dict, before: dict, expected: dict, found: dict) -> dict:
     return {"changed": bool(changed), "preserved": bool(preserved)}
 
 
+VARIATION_CHECKS = ("same_things", "new_layout", "background", "sign")
+
+
 def variation_checks(source: dict, found: dict) -> dict:
-    """Which parts of "another one like this" held: the same things (shape, colour, size, each as
-    many times), a layout that differs, the same background and the same sign."""
-    return {"same_things": Counter(map(_object_key, source["objects"])) == Counter(map(_object_key, found["objects"])),
-            "new_layout": {(o["cell"],) + _object_key(o) for o in source["objects"]} !=
-                          {(o["cell"],) + _object_key(o) for o in found["objects"]},
-            "background": source["background"] == found["background"],
-            "sign": source["sign"] == found["sign"]}
+    """Which parts of "another one like this" held (`VARIATION_CHECKS`): the same things (shape,
+    colour, size, each as many times), a layout that differs, the same background and the same sign."""
+    things = [Counter(map(_object_key, d["objects"])) for d in (source, found)]
+    layouts = [{(o["cell"],) + _object_key(o) for o in d["objects"]} for d in (source, found)]
+    held = (things[0] == things[1], layouts[0] != layouts[1],
+            source["background"] == found["background"], source["sign"] == found["sign"])
+    return dict(zip(VARIATION_CHECKS, held))
 
 
 # --- the parts ---------------------------------------------------------------------------
@@ -453,9 +456,10 @@ def run_variations(model, n: int, seed: int, settings: dict, split: str = "eval"
         text = VARIATION.pick(stream(split, i, "benchmark-var"), split)
         reply = _session_with_picture(model, seed + i, p.text, p.reply, p.scene, settings).send(text)
         found = judge(reply.image) if reply.image is not None else None
-        checks = variation_checks(p.scene.to_dict(), found) if found is not None else {"picture": False}
+        source = p.scene.to_dict()
+        checks = variation_checks(source, found) if found is not None else {"picture": False}
         cases.append({"instruction": text, "unseen_words": unseen_words(text), "passed": all(checks.values()),
-                      "checks": checks, "source": p.scene.to_dict(), "found": found, "reply": reply.text})
+                      "checks": checks, "source": source, "found": found, "reply": reply.text})
     return cases
 
 
@@ -530,7 +534,7 @@ def summarise(results: dict) -> dict:
         cases = results["var"]
         s["variations"] = {"passed": sum(c["passed"] for c in cases) / max(1, len(cases)), "cases": len(cases),
                            **{f"held_{k}": _share(c["checks"].get(k, False) for c in cases)
-                              for k in ("same_things", "new_layout", "background", "sign")},
+                              for k in VARIATION_CHECKS},
                            **by_words(cases, lambda c: c["passed"])}
     return s
 

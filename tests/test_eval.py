@@ -44,6 +44,10 @@ def test_eval_writes_every_part_and_its_split(tmp_path, tiny_checkpoints, capsys
         for case in cases:
             assert isinstance(case["reply"], str) and isinstance(case["plan_ok"], bool)
             assert not case["plan_ok"] if case["plan"] is None else case["as_planned"] in (None, True, False)
+    for case in got["results"]["edit"] + got["results"]["plural"]:    # a failure shows what was drawn instead
+        assert case["before"] != case["expected"] and set(case["expected"]) == {"background", "objects", "sign"}
+        assert case["found"] is None and not (case["changed"] or case["preserved"]) or \
+            set(case["found"]) >= {"background", "objects", "sign"}
     assert "train split" in capsys.readouterr().out
 
 

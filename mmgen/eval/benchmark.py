@@ -275,25 +275,30 @@ def run_generation(model, n: int, seed: int, settings: dict, save=None, split: s
     return results
 
 
+def _edit_case(edit, before, reply) -> dict:
+    """One graded edit: the request, the reply, and the scenes before, asked for and found (the judge's
+    reading of the new picture, None without one), so a failure shows what was drawn instead."""
+    from .judge import judge
+    found = judge(reply.image) if reply.image is not None else None
+    grade = grade_edit(edit.record, before.to_dict(), edit.scene.to_dict(), found) if found else \
+        {"changed": False, "preserved": False}
+    return {"instruction": edit.text, "unseen_words": unseen_words(edit.text), "kind": edit.record["kind"],
+            "reply": reply.text, "expected_reply": edit.reply, "reply_right": edit_reply_right(edit, reply.text),
+            **grade, "before": before.to_dict(), "expected": edit.scene.to_dict(), "found": found}
+
+
 def run_editing(model, n: int, seed: int, settings: dict, save=None, split: str = "eval") -> list[dict]:
     from ..world.edits import sample_edit
     from ..world.language import stream
     from ..world.prompts import prompt_for
-    from .judge import judge
     cases = []
     for i in range(n):
         p = prompt_for(i + 10_000 * SEED_SALT["edit"], "mixed", split)
         edit = sample_edit(p.scene, stream(split, i, "benchmark-edit"), split=split)
         if edit is None:
             continue
-        chat = _session_with_picture(model, seed + i, p.text, p.reply, p.scene, settings)
-        reply = chat.send(edit.text)
-        found = judge(reply.image) if reply.image is not None else None
-        grade = grade_edit(edit.record, p.scene.to_dict(), edit.scene.to_dict(), found) if found else \
-            {"changed": False, "preserved": False}
-        cases.append({"instruction": edit.text, "unseen_words": unseen_words(edit.text), "kind": edit.record["kind"],
-                      "reply": reply.text, "expected_reply": edit.reply,
-                      "reply_right": edit_reply_right(edit, reply.text), **grade})
+        reply = _session_with_picture(model, seed + i, p.text, p.reply, p.scene, settings).send(edit.text)
+        cases.append(_edit_case(edit, p.scene, reply))
         if save and reply.image is not None:
             reply.image.save(Path(save) / f"edit-{i:03d}.png")
     return cases
@@ -304,7 +309,6 @@ def run_plural(model, n: int, seed: int, settings: dict, save=None, split: str =
     from ..world.edits import sample_edit
     from ..world.language import stream
     from ..world.prompts import prompt_for
-    from .judge import judge
     cases = []
     for i in range(n):
         kind = PLURAL_KINDS[i % len(PLURAL_KINDS)]
@@ -318,12 +322,7 @@ def run_plural(model, n: int, seed: int, settings: dict, save=None, split: str =
         if edit is None:
             continue
         reply = _session_with_picture(model, seed + i, p.text, p.reply, p.scene, settings).send(edit.text)
-        found = judge(reply.image) if reply.image is not None else None
-        grade = grade_edit(edit.record, p.scene.to_dict(), edit.scene.to_dict(), found) if found else \
-            {"changed": False, "preserved": False}
-        cases.append({"instruction": edit.text, "unseen_words": unseen_words(edit.text), "kind": kind,
-                      "reply": reply.text, "expected_reply": edit.reply,
-                      "reply_right": edit_reply_right(edit, reply.text), **grade})
+        cases.append(_edit_case(edit, p.scene, reply))
         if save and reply.image is not None:
             reply.image.save(Path(save) / f"plural-{i:03d}.png")
     return cases

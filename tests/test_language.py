@@ -446,7 +446,7 @@ def test_held_out_phrasings_never_appear_in_training():
     texts = [t.text for s in range(400) for t in sample_conversation(s, "train").turns]
     texts += [t.text for s in range(300) for t in sample_conversation(s, "train", sign_rate=0.3, chain_rate=0.3,
                                                                       quiz_rate=0.5, group_rate=0.5).turns]
-    texts += [prompt_for(s, c, "train").text for s in range(60) for c in CATEGORIES]
+    texts += [prompt_for(s, c, "train").text for s in range(200) for c in CATEGORIES]
     for text in texts:
         hits = [(name, t) for name, t, rx in regexes if rx.search(text)]
         assert not hits, (text, hits)
@@ -544,6 +544,11 @@ def test_template_regex_finds_filled_templates():
     assert template_regex("lose {ref}").search("Lose the circle")
     assert not template_regex("lose {ref}").search('a sign that says "CLOSED" please')
     assert template_regex('swap "{old}" for "{word}"').search('swap "OPEN" for "SALE"')
+    # a colour slot holds a colour's one or two words, not a clause: a held-out frame is not found
+    # inside a training prompt that merely starts and ends like it
+    assert template_regex("I want a {bg} backdrop").search("Please, I want a sky blue backdrop!")
+    assert not template_regex("I want a {bg} backdrop").search(
+        "I want a picture of an orange square with a light blue backdrop")
 
 
 def test_streams_are_split_apart():

@@ -88,14 +88,23 @@ def family(name: str, train: tuple[str, ...], held_out: tuple[str, ...]) -> Fami
 _SLOT = re.compile(r"\{(\w+)\}")
 
 
+# slots only ever filled with a colour's name ("red", "light blue", "sky blue"): one or two words
+COLOR_SLOTS = ("color", "bg", "plaque")
+
+
+def _slot_pattern(name: str) -> str:
+    return r"[\w-]+(?: [\w-]+)?" if name in COLOR_SLOTS else ".+?"
+
+
 def template_regex(template: str) -> re.Pattern:
-    """A pattern that finds a filled-in `template` inside a text (slots match any words).
+    """A pattern that finds a filled-in `template` inside a text (a colour slot matches a colour's one
+    or two words, any other slot any words).
 
     Case-sensitive except the first letter (texts may be sentence-cased), so the upper-case
     words on signs never pass for a phrasing's lower-case words.
     """
     parts = _SLOT.split(template)   # literal, slot, literal, slot, …
-    pattern = "".join(".+?" if i % 2 else re.escape(p) for i, p in enumerate(parts))
+    pattern = "".join(_slot_pattern(p) if i % 2 else re.escape(p) for i, p in enumerate(parts))
     if template[:1].isalpha():
         pattern = f"[{template[0].lower()}{template[0].upper()}]" + pattern[1:]
     if re.match(r"\w", template):

@@ -194,6 +194,29 @@ def test_where_answers_come_from_the_picture_read_and_are_split_by_kind():
     assert got["exact_locate"] == 0.5 and got["exact_count"] == 1.0 and "exact_color" not in got
 
 
+def test_edit_cases_keep_the_scenes_before_asked_for_and_drawn():
+    """`_edit_case` (editing and plural parts) on pictures drawn without a model: the edited scene,
+    the untouched one, and none at all."""
+    from types import SimpleNamespace
+
+    from mmgen.eval.benchmark import _edit_case
+    from mmgen.eval.judge import judge
+    from mmgen.world import render
+    from mmgen.world.edits import sample_edit
+    from mmgen.world.scene import Obj, Scene
+    before = Scene(background="white", objects=(Obj("square", "red", "medium", "top left"),
+                                                Obj("circle", "blue", "medium", "center")))
+    edit = sample_edit(before, random.Random(0), split="eval", kind="recolor")
+    for drawn, passes in ((edit.scene, True), (before, False), (None, False)):
+        image = None if drawn is None else render(drawn)
+        case = _edit_case(edit, before, SimpleNamespace(text=edit.reply, image=image))
+        assert case["before"] == before.to_dict() and case["expected"] == edit.scene.to_dict()
+        assert case["found"] == (None if image is None else judge(image))
+        assert case["changed"] == passes and case["preserved"] == (drawn is not None)
+        assert case["kind"] == "recolor" and case["reply_right"]
+        assert json.loads(json.dumps(case)) == case
+
+
 def test_edit_replies_are_right_in_any_phrasing_of_what_they_name():
     from mmgen.eval.benchmark import OPEN_REPLY_KINDS, edit_reply_right, reply_split
     from mmgen.world.edits import EDIT_KINDS, sample_edit

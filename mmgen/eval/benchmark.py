@@ -280,11 +280,11 @@ def _edit_case(edit, before, reply) -> dict:
     reading of the new picture, None without one), so a failure shows what was drawn instead."""
     from .judge import judge
     found = judge(reply.image) if reply.image is not None else None
-    grade = grade_edit(edit.record, before.to_dict(), edit.scene.to_dict(), found) if found else \
-        {"changed": False, "preserved": False}
+    before, expected = before.to_dict(), edit.scene.to_dict()
+    grade = grade_edit(edit.record, before, expected, found) if found else {"changed": False, "preserved": False}
     return {"instruction": edit.text, "unseen_words": unseen_words(edit.text), "kind": edit.record["kind"],
             "reply": reply.text, "expected_reply": edit.reply, "reply_right": edit_reply_right(edit, reply.text),
-            **grade, "before": before.to_dict(), "expected": edit.scene.to_dict(), "found": found}
+            **grade, "before": before, "expected": expected, "found": found}
 
 
 def run_editing(model, n: int, seed: int, settings: dict, save=None, split: str = "eval") -> list[dict]:

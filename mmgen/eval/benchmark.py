@@ -13,7 +13,8 @@ Held-out scenes and held-out phrasings only (the evaluation split of the world).
   "changed" = the asked change is in the new picture, "preserved" = everything else is as it was.
   Two diagnostics split the failures: "reply right" (the reply is a phrasing of the expected one,
   `edits.Edit.replies`: it names the thing the edit changes and how; additions left out) and
-  "follows right reply" (changed and preserved, over the cases whose reply is right).
+  "follows right reply" (changed and preserved, over the cases whose reply is right). Each case
+  keeps the scenes before, asked for and read from the new picture, so a failure shows what was drawn.
 - plural edits: the editing part's grading on edits of several shapes at once and of size, in
   turn — "add two red circles", "make the squares blue", "remove all the stars", "remove one of
   them", "make it bigger".

@@ -276,12 +276,13 @@ def run_generation(model, n: int, seed: int, settings: dict, save=None, split: s
     return results
 
 
-def _edit_case(edit, before, reply) -> dict:
-    """One graded edit: the request, the reply, and the scenes before, asked for and found (the judge's
-    reading of the new picture, None without one), so a failure shows what was drawn instead."""
+def _edit_case(edit, source, reply) -> dict:
+    """One graded edit of the scene `source`: the request, the reply, and the scenes before, asked for
+    and found (the judge's reading of the new picture, None without one), so a failure shows what was
+    drawn instead."""
     from .judge import judge
     found = judge(reply.image) if reply.image is not None else None
-    before, expected = before.to_dict(), edit.scene.to_dict()
+    before, expected = source.to_dict(), edit.scene.to_dict()
     grade = grade_edit(edit.record, before, expected, found) if found else {"changed": False, "preserved": False}
     return {"instruction": edit.text, "unseen_words": unseen_words(edit.text), "kind": edit.record["kind"],
             "reply": reply.text, "expected_reply": edit.reply, "reply_right": edit_reply_right(edit, reply.text),

@@ -140,6 +140,20 @@ def test_group_edits_are_graded_on_every_object_they_name(kind):
     assert tried >= 20
 
 
+def test_a_look_at_the_picture_said_first_is_not_graded_as_the_answer():
+    from mmgen.eval.benchmark import answers_match
+    seen = "I see a red circle in the top left and a red star at the bottom on a white background"
+    assert answers_match(f"{seen} — two", "two", "count") and answers_match("two", "two", "count")
+    assert not answers_match(f"{seen} — one", "two", "count")
+    assert not answers_match(seen, "two", "count")                          # a look, no answer
+    assert answers_match(f"{seen} — two, so yes", "two, so yes", "exists")
+    assert not answers_match(f"{seen} — none, so no", "two, so yes", "exists")
+    assert answers_match(f"{seen} — the red circle in the top left", "the red circle in the top left", "locate")
+    assert answers_match(f"{seen} — I see none", "I see none", "locate")
+    assert answers_match("I see none", "I see none", "locate")                # no look: all answer
+    assert answers_match(f"{seen} — top left", "top left", "position")
+
+
 def test_yes_no_answers_are_graded_by_their_verdict_and_their_evidence():
     from mmgen.eval.benchmark import answers_match
     truth = "it's orange — red? no"

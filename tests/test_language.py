@@ -387,6 +387,26 @@ def test_answers_are_short_and_deterministic():
                for q in a if q.kind in ("exists", "check_color"))
 
 
+@settings(max_examples=100, deadline=None)
+@given(seed=st.integers(0, 10**8), split=st.sampled_from(SPLITS))
+def test_where_and_how_many_are_said_after_a_look_at_the_whole_picture(seed, split):
+    """How many, is there, where is and where are: the reply describes the picture first, then
+    answers ("I see a red circle in the top left on a white background — one"); every other kind is
+    its answer alone. The reading and the answer come apart again, whatever the answer says
+    ("it's orange — red? no" and "I see none" hold the same marks)."""
+    from mmgen.world.questions import READ_FIRST_QUESTIONS, split_reading
+    scene, rng = sample_scene(seed), random.Random(seed)
+    for kind in QUESTION_KINDS:
+        q = sample_question(scene, rng, split, kind=kind)
+        if q is None:
+            continue
+        if kind in READ_FIRST_QUESTIONS:
+            assert q.reading == describe(scene) and q.said == f"I see {describe(scene)} — {q.answer}"
+        else:
+            assert q.reading is None and q.said == q.answer
+        assert split_reading(q.said) == (q.reading, q.answer)
+
+
 def test_verdict_is_the_closing_yes_or_no():
     assert verdict("it's orange, so no") == "no" and verdict("Yes.") == "yes" and verdict("I see two, so yes!") == "yes"
     assert verdict("none") is None and verdict("") is None and verdict("no idea what it is") is None

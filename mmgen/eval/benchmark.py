@@ -118,8 +118,11 @@ def answers_match(reply: str, truth: str, kind: str) -> bool:
     """A reply is right when it says the truth word for word. A yes/no question about the shapes
     (`YES_NO_QUESTIONS`) is right when its yes or no is the truth's and the evidence ("it's orange",
     "I see two") and the colour asked ("purple?"), where the reply gives them, are the truth's too, in
-    any order: checkpoints that wrote "purple? it's orange, so no" or a bare "no" grade alike."""
-    from ..world.questions import YES_NO_QUESTIONS
+    any order: checkpoints that wrote "purple? it's orange, so no" or a bare "no" grade alike. A look
+    at the picture said first ("I see a red circle … — one", `questions.READ_FIRST_QUESTIONS`) is the
+    model's working, not its answer: the answer after it is graded, with or without one."""
+    from ..world.questions import YES_NO_QUESTIONS, split_reading
+    reply = split_reading(reply)[1]
     if kind in YES_NO_QUESTIONS:
         (said_asked, said_evidence, said), (true_asked, true_evidence, true) = yes_no_parts(reply), yes_no_parts(truth)
         return (said is not None and said == true and said_evidence in ("", true_evidence)
@@ -385,28 +388,36 @@ def run_chains(model, n: int, seed: int, settings: dict, split: str = "eval") ->
     return cases
 
 
-def run_questions(model, n: int, seed: int, settings: dict, split: str = "eval") -> list[dict]:
-    from ..world import render
+def question_cases(n: int, split: str = "eval"):
+    """The questions part's cases: (i, prompt, question) for i < n, each question kind in turn,
+    whatever the training mix weighs them (about the first of the case's prompts the kind fits:
+    "what does the sign say?" needs a sign); the even ones are asked of a picture the user brings,
+    the odd ones of the picture drawn earlier in the chat (`ask_case`)."""
     from ..world.language import stream
     from ..world.prompts import prompt_for
     from ..world.questions import QUESTION_KINDS, sample_question
-    cases = []
     for i in range(n):
-        # every kind in turn, whatever the training mix weighs them (the first of the case's
-        # prompts the kind fits: "what does the sign say?" needs a sign)
         kind = QUESTION_KINDS[i % len(QUESTION_KINDS)]
         for j in range(KIND_TRIES):
             p = prompt_for(i + 10_000 * SEED_SALT["ask"] + 1_000 * j, "mixed", split)
             q = sample_question(p.scene, stream(split, i, "benchmark-ask" + (f"-{j}" if j else "")), split, kind)
             if q is not None:
+                yield i, p, q
                 break
-        if q is None:
-            continue
-        if i % 2 == 0:      # a picture the user brings
-            reply = model.chat(seed=seed + i, **settings).send(q.text, image=render(p.scene), picture="never")
-        else:               # the picture drawn earlier in the chat
-            reply = _session_with_picture(model, seed + i, p.text, p.reply, p.scene, settings).send(
-                q.text, picture="never")
+
+
+def ask_case(model, i: int, p, text: str, seed: int, settings: dict):
+    """Reply to `text` about case i's picture: the user's own (even i) or drawn earlier in the chat."""
+    from ..world import render
+    if i % 2 == 0:
+        return model.chat(seed=seed + i, **settings).send(text, image=render(p.scene), picture="never")
+    return _session_with_picture(model, seed + i, p.text, p.reply, p.scene, settings).send(text, picture="never")
+
+
+def run_questions(model, n: int, seed: int, settings: dict, split: str = "eval") -> list[dict]:
+    cases = []
+    for i, p, q in question_cases(n, split):
+        reply = ask_case(model, i, p, q.text, seed, settings)
         ok = answers_match(reply.text, q.answer, q.kind)
         cases.append({"question": q.text, "unseen_words": unseen_words(q.text), "kind": q.kind,
                       "expected": q.answer, "answer": reply.text, "passed": ok, "user_picture": i % 2 == 0})

@@ -179,7 +179,7 @@ def _edit(current, rng, split, kind=None):
 def _asking(q, **meta):
     """The exchange that asks question `q` (None stays None); `meta` joins the user turn's meta."""
     return None if q is None else ("ask", q.text, {"question": q.kind, "about": q.about, "answer": q.answer, **meta},
-                                   q.answer, None)
+                                   q.said, None)
 
 
 def _ask(current, rng, split, kind=None):

@@ -302,10 +302,10 @@ def test_quiz_questions_are_true_of_the_picture_they_follow():
     for seed in range(200):
         c = sample_quiz(seed)
         assert c.turns == sample_quiz(seed).turns
-        current, asked = None, set()
+        current, asked, kinds_asked = None, set(), set()
         for user, reply in zip(c.turns[::2], c.turns[1::2]):
             if user.image is not None or reply.image is not None:
-                current, asked = user.image or reply.image, set()
+                current, asked, kinds_asked = user.image or reply.image, set(), set()
                 user_pictures += user.image is not None
                 drawn += reply.image is not None
             if reply.image is None:
@@ -321,9 +321,11 @@ def test_quiz_questions_are_true_of_the_picture_they_follow():
                     signed += 1
                     word_first += user.meta["question"] == "word"
                 assert user.meta["question"] != "word" or not asked
-                # a description, or an answer that starts with one, names many things: last
-                assert not set(MANY_THINGS_QUESTIONS) & {k for k, _ in asked}
+                # a description, or an answer that starts with one, names many things: last (the
+                # kinds as asked: `_asked` files "is there" and "where are" under "count")
+                assert not set(MANY_THINGS_QUESTIONS) & kinds_asked, (user.text, c.id)
                 asked.add(key)
+                kinds_asked.add(user.meta["question"])
                 subjects.setdefault((seed, user_pictures + drawn), []).append(user.meta)
     for metas in subjects.values():     # no evidence of a yes/no answer gives a later answer away, or the reverse
         for a in metas:
@@ -338,6 +340,29 @@ def test_quiz_questions_are_true_of_the_picture_they_follow():
     assert user_pictures > 2 * drawn > 0
     assert 0.35 * signed < word_first < 0.65 * signed
     assert {"word", "count", "exists", "color", "check_color", "describe", "locate"} <= kinds
+
+
+def test_no_answer_without_a_look_follows_a_look_at_the_same_picture():
+    """In a quiz, drills included, once a reply has said what the whole picture holds (a description,
+    or the look before how many, is there, where is and where are), a later question about the same
+    picture is only one that looks again: "what is in the top left?" would be answered by that reply."""
+    from mmgen.world.conversation import sample_quiz
+    after_look = 0
+    for seed in range(300):
+        for drill_rate in (None, 1.0):
+            c = sample_quiz(seed) if drill_rate is None else sample_quiz(seed, drill_rate=drill_rate)
+            looked = False
+            for user, reply in zip(c.turns[::2], c.turns[1::2]):
+                if user.image is not None or reply.image is not None:
+                    looked = False
+                if user.task != "ask":
+                    continue
+                kind = user.meta["question"]
+                if looked:
+                    assert user.meta.get("drill") and kind in READ_FIRST_QUESTIONS, (user.text, c.id)
+                    after_look += 1
+                looked = looked or kind in MANY_THINGS_QUESTIONS
+    assert after_look >= 100            # drills of counts, cells and places look again
 
 
 def _drill_pictures(seeds, drill_rate=None, drill_kinds=None):
@@ -404,7 +429,8 @@ def test_some_quiz_pictures_are_drills_of_colour_checks_in_pairs_or_of_counts():
 
 def test_some_quiz_drills_ask_where_shapes_are_and_what_is_in_cells():
     """Cell drills ask where up to three shapes are, or what is in their cells, and what is in one
-    empty cell, in a random order, no two about the same shape or cell. Locate drills ask where up to
+    empty cell, in a random order but what is in a cell before where a shape is (whose reply's look
+    names every shape where it is), no two about the same shape or cell. Locate drills ask where up to
     two sets of shapes that share no shape are, and where a thing not there is ("I see none"), never
     "where are the shapes?", whose list of every shape would answer "where are the stars?"."""
     from mmgen.world.conversation import CELL_DRILL_SHAPES, LOCATE_DRILL_SETS
@@ -416,6 +442,8 @@ def test_some_quiz_drills_ask_where_shapes_are_and_what_is_in_cells():
             cell_drills += 1
             cells = [m["answer"] if m["question"] == "position" else m["about"]["cell"] for m in checks]
             assert len(set(cells)) == len(cells) <= CELL_DRILL_SHAPES + 1
+            places = [m["question"] == "position" for m in checks]
+            assert places == sorted(places)                     # no "what is in …?" after a look
             empty = [m["answer"] == EMPTY_CELL_ANSWER for m in checks]
             assert empty.count(True) == 1
             empty_places.add(empty.index(True))

@@ -24,7 +24,9 @@ Held-out scenes and held-out phrasings only (the evaluation split of the world).
 - questions after edits: a conversation of 2-5 edits (each picture its exact codes, as if drawn
   perfectly), then a question about what the last edit changed — the colour after a recolour, the
   count after an add or a removal, the place after a move; the answer is only in the latest
-  picture, and is graded against what the judge reads there.
+  picture, and is graded against what the judge reads there. The questions asked along the way
+  keep their training replies, a look first where their kind has one (since the looks, 24 of the
+  first 60 chains hold such a reply: their numbers do not compare with those from before).
 - variations: a picture, then "another one like this": same shapes, colours, sizes, background
   and sign, in a new layout.
 - words: signs drawn (a sign prompt; "exact" = the judge reads the word as asked, every letter)

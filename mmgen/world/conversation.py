@@ -77,7 +77,13 @@ QUIZ_TRIES = 10                  # draws for a question not asked yet about this
 # "is there …?" this often (`EXISTS_IN_COUNT_DRILL_RATE`), whose answer starts with the same count:
 # "none, so no".
 # Cells: up to `CELL_DRILL_SHAPES` shapes, each asked where it is, or what is in its cell,
-# and what is in one empty cell ("nothing"), in a random order; no answer names another's shape or cell.
+# and what is in one empty cell ("nothing"): the what-is-there questions first, in a random order, then
+# the where-is ones, in a random order — a where-is reply starts with a look at the whole picture
+# (`questions.READ_FIRST_QUESTIONS`) that names every shape where it is, and would answer what is in
+# any cell asked after it; no answer names another's shape or cell.
+# Counts, cells and locates: every how-many, is-there, where-is and where-are reply of a drill starts
+# with the same look; only the first on a picture reads it from the codes, the later ones may copy it
+# (what the drill trains is the answer picked out of it, which differs with what each question names).
 # Locates: "where are the …?" about up to `LOCATE_DRILL_SETS` sets of shapes that share no shape (never
 # "where are the shapes?", whose list would give the absent thing away), and about a thing not there
 # ("I see none"), in a random order.
@@ -332,9 +338,9 @@ def _asked(meta: dict) -> tuple:
 def _quiz_questions(current, rng, split, drill_rate: float = DRILL_RATE, drill_kinds=None) -> list:
     """1-4 different questions about one picture: the first about its word half the time, when it
     has one, and no later one, so no answer is in an earlier reply (one that names many things — a
-    description, "where are the squares?" — is the last); or, for some pictures with two or more
-    shapes (`drill_rate`), after any word question, a drill (`DRILL_SHARES`, only the kinds in
-    `drill_kinds` when given)."""
+    description, or an answer after a look at the whole picture, `MANY_THINGS_QUESTIONS` — is the
+    last); or, for some pictures with two or more shapes (`drill_rate`), after any word question, a
+    drill (`DRILL_SHARES`, only the kinds in `drill_kinds` when given)."""
     asked, out = set(), []
     drill = len(current.objects) >= 2 and rng.random() < drill_rate
     for j in range(rng.randint(*QUIZ_QUESTIONS)):
@@ -402,7 +408,8 @@ def _count_drill(current, rng, split) -> list:
 def _cell_drill(current, rng, split) -> list:
     """Where up to `CELL_DRILL_SHAPES` shapes are, each asked by its place ("where is the red circle?")
     or by its cell ("what is in the top left?"; where it cannot be told apart but by its cell), and
-    what is in one empty cell, all in a random order (their user meta carries "drill")."""
+    what is in one empty cell, in a random order but the what-is-there questions first: a where-is
+    reply's look names every shape where it is (their user meta carries "drill")."""
     objs = current.objects
     targets = rng.sample(range(len(objs)), min(len(objs), CELL_DRILL_SHAPES))
     questions = []
@@ -412,14 +419,16 @@ def _cell_drill(current, rng, split) -> list:
     empty = current.free_cells()
     questions += [what_at_question(current, rng.choice(empty), rng, split)] if empty else []
     rng.shuffle(questions)
+    questions.sort(key=lambda q: q.reading is not None)      # stable: the looks last
     return [_asking(q, drill=True) for q in questions]
 
 
 def _locate_drill(current, rng, split) -> list:
     """"where are the …?" about up to `LOCATE_DRILL_SETS` sets of the picture's shapes that share no
     shape, and about one thing not there, in a random order (their user meta carries "drill"). Never
-    "where are the shapes?": its answer names every shape, so a later "where are the stars?" would
-    be answered by reading that reply ("I see none"), not the picture."""
+    "where are the shapes?", whose list of every shape answered a later "where are the stars?" when
+    replies had no look (each reply's look now names every shape where it is: what the drill varies is
+    the answer picked out of it)."""
     by_set, absent = _subject_sets(current, rng, every=False)
     picked, named = [], set()
     for members, subject in by_set.items():

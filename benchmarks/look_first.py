@@ -4,7 +4,7 @@
 
 The questions of `mmgen eval --parts ask` (held-out phrasings and scenes, the same cases) whose kind
 is said after a look at the whole picture (`questions.READ_FIRST_QUESTIONS`: how many, is there,
-where is, where are). Each reply is split into its look (`questions.split_reading`) and its answer;
+where is, where are). Each reply is split into its look (`language.split_reading`) and its answer;
 a checkpoint that answers without a look is asked "describe the picture" of the same picture, in a chat
 of its own, and that description stands in for the look. The look is right when it is the picture's `describe`
 word for word; the answer is graded by `eval.benchmark.answers_match`. The table crosses the two:
@@ -20,8 +20,8 @@ import torch
 
 from mmgen.eval.benchmark import answers_match, ask_case, question_cases
 from mmgen.pipeline import load
-from mmgen.world.language import describe
-from mmgen.world.questions import READ_FIRST_QUESTIONS, split_reading
+from mmgen.world.language import describe, split_reading
+from mmgen.world.questions import READ_FIRST_QUESTIONS
 
 DESCRIBE = "describe the picture"
 

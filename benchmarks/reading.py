@@ -24,7 +24,7 @@ from mmgen.data import CodeCache, world_to_stream
 from mmgen.pipeline import load
 from mmgen.stream import Stream
 from mmgen.world.conversation import sample_quiz
-from mmgen.world.questions import READING_END, READING_PREFIX, split_reading
+from mmgen.world.language import READING_END, READING_PREFIX, split_reading
 
 
 def argmax_right(ids: list[int], likeliest: list[int], at: int, expected: list[int]) -> bool:

@@ -13,9 +13,9 @@ from mmgen.world import render
 from mmgen.world.conversation import MAX_EXCHANGES, TASKS, sample_conversation
 from mmgen.world.export import DatasetError, export, read_jsonl
 from mmgen.world.prompts import spec_matches
-from mmgen.world.language import canonical_location, describe
+from mmgen.world.language import canonical_location, describe, split_reading
 from mmgen.world.scene import CELLS, Scene, validate
-from mmgen.world.questions import MANY_THINGS_QUESTIONS, READ_FIRST_QUESTIONS, split_reading
+from mmgen.world.questions import MANY_THINGS_QUESTIONS, READ_FIRST_QUESTIONS
 
 
 def check_layout_plan(text: str, scene) -> None:
@@ -49,6 +49,8 @@ def check_conversation(conv, max_exchanges: int = MAX_EXCHANGES) -> None:
         elif user.task == "edit":
             check_edit(current, SimpleNamespace(text=user.text, scene=reply.image, record=meta["edit"]))
             assert apply_record(current.to_dict(), meta["edit"]) == reply.image.to_dict()
+            look, said = split_reading(reply.text)       # a look at the picture it edits, then the reply
+            assert look == describe(current) and said.strip() and not said.startswith("I see ")
         elif user.task == "ask":
             assert reply.image is None
             assert_said(reply.text, current, meta)
@@ -62,8 +64,9 @@ def check_conversation(conv, max_exchanges: int = MAX_EXCHANGES) -> None:
             kinds = [[(o.shape, o.color, o.size) for o in s.objects] for s in (old, new)]
             assert kinds[0] == kinds[1]
             assert all(a.cell != b.cell for a, b in zip(old.objects, new.objects))
+            assert split_reading(reply.text)[0] == describe(old)     # a look at the picture it varies
         if user.task in ("create", "variation"):
-            check_layout_plan(reply.text, reply.image)
+            check_layout_plan(split_reading(reply.text)[1], reply.image)
         if reply.image is not None:
             current = reply.image
         assert current is not None                       # every request is about some picture
@@ -459,6 +462,21 @@ def test_some_quiz_drills_ask_where_shapes_are_and_what_is_in_cells():
             none_places.add([bool(n) for n in named].index(False))
     assert cell_drills >= 8 and locate_drills >= 5 and len(empty_places) >= 3 and len(none_places) >= 2
     assert forms == {"position", "what_at"}
+
+
+def test_every_training_reply_fits_the_reply_cap():
+    """A reply's words before its picture stop at `Settings.max_words` tokens: no training reply
+    (a variation's look and new layout the longest) is longer."""
+    from mmgen.settings import Settings
+    from mmgen.text import TextTokenizer
+    tokenizer = TextTokenizer.from_pretrained()
+    longest = Counter()
+    for seed in range(600):
+        c = sample_conversation(seed, quiz_rate=0.3, chain_rate=0.15, group_rate=0.25, sign_rate=0.2)
+        for reply in c.turns[1::2]:
+            longest[reply.task] = max(longest[reply.task], len(tokenizer.encode(reply.text)))
+    assert max(longest.values()) <= Settings.max_words, longest
+    assert longest["variation"] > 64 and longest["edit"] > 64      # the looks are in them
 
 
 def test_a_move_reply_says_where_the_shape_went():

@@ -234,6 +234,7 @@ def test_edit_cases_keep_the_scenes_before_asked_for_and_drawn():
 def test_edit_replies_are_right_in_any_phrasing_of_what_they_name():
     from mmgen.eval.benchmark import OPEN_REPLY_KINDS, edit_reply_right, reply_split
     from mmgen.world.edits import EDIT_KINDS, sample_edit
+    from mmgen.world.language import describe
     from mmgen.world.scene import sample_scene
     seen = set()
     for i in range(300):
@@ -247,6 +248,8 @@ def test_edit_replies_are_right_in_any_phrasing_of_what_they_name():
             assert edit_reply_right(edit, edit.reply) is None
             continue
         assert all(edit_reply_right(edit, r + " ") for r in edit.replies())     # any phrasing
+        assert edit_reply_right(edit, f"I see {describe(edit.scene)} — {edit.reply}")   # after a look
+        assert not edit_reply_right(edit, f"I see {describe(edit.scene)} — I see one, so yes")
         assert not edit_reply_right(edit, "I see one, so yes")
         for slot in ("name", "after"):      # the same phrasing naming another thing, or another result, is wrong
             if edit.reply_slots.get(slot) and edit.reply_slots[slot] in edit.reply:

@@ -123,7 +123,8 @@ def answers_match(reply: str, truth: str, kind: str) -> bool:
     any order: checkpoints that wrote "purple? it's orange, so no" or a bare "no" grade alike. A look
     at the picture said first ("I see a red circle … — one", `questions.READ_FIRST_QUESTIONS`) is the
     model's working, not its answer: the answer after it is graded, with or without one."""
-    from ..world.questions import YES_NO_QUESTIONS, split_reading
+    from ..world.language import split_reading
+    from ..world.questions import YES_NO_QUESTIONS
     reply = split_reading(reply)[1]
     if kind in YES_NO_QUESTIONS:
         (said_asked, said_evidence, said), (true_asked, true_evidence, true) = yes_no_parts(reply), yes_no_parts(truth)
@@ -139,10 +140,12 @@ OPEN_REPLY_KINDS = ("add", "add_many", "add_sign")
 def edit_reply_right(edit, said: str) -> bool | None:
     """Whether an edit's reply names what the edit changes and how: it is one of the phrasings of
     the expected reply (`Edit.replies`), whichever the model picked. None for an addition
-    (`OPEN_REPLY_KINDS`), where another free place is as right as the data's."""
+    (`OPEN_REPLY_KINDS`), where another free place is as right as the data's. A look at the picture
+    said first (`language.split_reading`) is not part of it."""
+    from ..world.language import split_reading
     if edit.record["kind"] in OPEN_REPLY_KINDS:
         return None
-    return said.strip() in edit.replies()
+    return split_reading(said.strip())[1] in edit.replies()
 
 
 def _object_key(o: dict) -> tuple:

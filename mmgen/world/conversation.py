@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 
 from .edits import PLURAL_KINDS, sample_edit
 from .groups import groups
-from .language import as_typed, describe, family, objects_matching, stream, with_chatter
+from .language import as_typed, describe, family, objects_matching, stream, with_chatter, with_reading
 from .prompts import CREATE_REPLIES, make_spec, sample_prompt
 from .questions import (MANY_THINGS_QUESTIONS, color_check, count_question, exists_question, locate_question,
                         position_question, question_after_edit, sample_question, what_at_question)
@@ -124,7 +124,8 @@ VARIATION = family("variation", ("mix it up", "a fresh layout please",
     "shuffle these around", "rearrange the same shapes", "can you mix the shapes up?",
     "lay these things out another way", "put the same things somewhere new"), (
     "mix up the arrangement please", "try a fresh arrangement of the same things"))
-# like a create's reply, a variation's says the new layout before drawing it (prompts.CREATE_REPLIES)
+# like a create's reply, a variation's says the new layout before drawing it (prompts.CREATE_REPLIES),
+# after a look at the picture it varies (the things it lays out anew are copied from the look's words)
 VARIATION_REPLIES = ("Here's a variation: {scene}.", "Same things, new layout: {scene}.",
                      "Here's a new arrangement: {scene}.")
 
@@ -178,8 +179,13 @@ def _create(current, rng, split):
 
 
 def _edit(current, rng, split, kind=None):
+    """An edit of `current`, its reply after a look at the whole picture (`language.with_reading`):
+    "I see a red circle in the top left and two blue stars … — Done — the stars are gone." The
+    things an edit names are found in the look's words, and the sizes of the things it keeps are
+    said there before they are drawn again."""
     e = sample_edit(current, rng, split, kind=kind)
-    return None if e is None else ("edit", e.text, {"edit": e.record}, e.reply, e.scene)
+    return None if e is None else ("edit", e.text, {"edit": e.record}, with_reading(describe(current), e.reply),
+                                   e.scene)
 
 
 def _asking(q, **meta):
@@ -196,8 +202,9 @@ def _variation(current, rng, split):
     v = sample_variation(current, rng)
     if v is None:
         return None
+    reply = rng.choice(VARIATION_REPLIES).format(scene=describe(v))
     return ("variation", as_typed(VARIATION.pick(rng, split), rng), {"source": current.to_dict()},
-            rng.choice(VARIATION_REPLIES).format(scene=describe(v)), v)
+            with_reading(describe(current), reply), v)
 
 
 EXCHANGES = {"create": _create, "edit": _edit, "ask": _ask, "variation": _variation}

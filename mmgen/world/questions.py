@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from .groups import group_plan
 from .language import (NUMBER_WORDS, article, as_typed, canonical_object, color_word, describe, family, location,
-                       plural, refer, refer_sign, shape_word, weighted_order)
+                       plural, refer, refer_sign, shape_word, weighted_order, with_reading)
 from .scene import OBJECT_COLORS, SHAPES, Scene
 
 # the yes/no kinds and "where are the …?" stay light: weighed more, they take over neighbouring
@@ -66,7 +66,6 @@ YES_NO_QUESTIONS = ("check_color", "exists")      # (but "is there a sign?": a b
 # right (19 of 20 such misses at 34047 steps). A scan of the grid in reading order is the look it
 # has learnt; picking the circles out of words it has just written is a copy.
 READ_FIRST_QUESTIONS = ("count", "exists", "locate", "position")
-READING_PREFIX, READING_END = "I see ", " — "
 MANY_THINGS_QUESTIONS = ("describe",) + READ_FIRST_QUESTIONS
 
 COLOR = family("ask_color", ("which shade is {ref}?", "what hue is {ref}?",
@@ -171,18 +170,6 @@ class Question:
         """The reply as the model writes it: the reading, if any, then the answer."""
         return self.answer if self.reading is None else with_reading(self.reading, self.answer)
 
-
-def with_reading(reading: str, answer: str) -> str:
-    return f"{READING_PREFIX}{reading}{READING_END}{answer}"
-
-
-def split_reading(reply: str) -> tuple[str | None, str]:
-    """(the reading or None, the answer) of a reply: "I see a red circle … — one" → ("a red
-    circle …", "one"); a reply with no reading ("one", "I see none") is all answer."""
-    if reply.startswith(READING_PREFIX) and READING_END in reply:
-        reading, answer = reply[len(READING_PREFIX):].split(READING_END, 1)
-        return reading, answer
-    return None, reply
 
 
 def count_answer(n: int) -> str:

@@ -43,7 +43,16 @@ from .text import TextTokenizer
 from .vq import VQTokenizer
 
 DEFAULT_CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
-REPLY_RESERVE = IMAGE_TOKENS + 80        # ids kept free in the context for the reply
+
+
+def reply_reserve(max_words: int = Settings.max_words) -> int:
+    """Ids kept free in the context for a reply of at most `max_words` words: the words, <image>,
+    its codes, </image> and <eot>. Less, and a reply as long as the cap (a variation's look and
+    plan reach ~140 words) runs past the positions the model was trained on, or past the engine's."""
+    return max_words + IMAGE_TOKENS + 3
+
+
+REPLY_RESERVE = reply_reserve()          # at the default cap (Settings.max_words)
 SHOWN_CACHE = 64                         # refined pictures a pipeline keeps, so history reads don't refine again
 
 
@@ -206,13 +215,15 @@ class Pipeline:
             raise SessionError(f"cannot use that picture: {e}") from None
         return tuple(ids[0].reshape(-1).tolist())
 
-    def _prompt(self, conversation: Conversation) -> tuple[list[int], list[int], tuple[int, ...] | None]:
-        """The conversation as the transformer reads it, fitted to its context: the prompt, its
-        unconditional twin for guidance (the last request's words dropped), and the codes of the
-        picture an edit starts from (None if there is none)."""
+    def _prompt(self, conversation: Conversation, max_words: int = Settings.max_words
+                ) -> tuple[list[int], list[int], tuple[int, ...] | None]:
+        """The conversation as the transformer reads it, fitted to its context with room for a reply
+        of up to `max_words` words and a picture: the prompt, its unconditional twin for guidance
+        (the last request's words dropped), and the codes of the picture an edit starts from (None
+        if there is none)."""
         stream = self.model.stream
         try:
-            fitted = stream.fit(conversation, self.model.context, reserve=REPLY_RESERVE)
+            fitted = stream.fit(conversation, self.model.context, reserve=reply_reserve(max_words))
         except StreamError as e:
             raise SessionError(f"that message does not fit in the model's context: {e}") from None
         cond = stream.encode(fitted, generation_prompt=True).ids
@@ -230,7 +241,7 @@ class Pipeline:
         n: a batch of replies drawn together from one seed. region: 256 booleans, True where the
         picture being edited may change (inputs.mask_grid); codes outside it are kept exactly.
         decoders: where the transformer's passes run (generate.generate_ids)."""
-        cond, uncond, reference = self._prompt(conversation)
+        cond, uncond, reference = self._prompt(conversation, settings.max_words)
         fixed = None
         if region is not None:
             if reference is None:

@@ -16,7 +16,7 @@ from PIL import Image
 from .server_api import APIError, ImageOptions, Usage, apply_mask, b64_picture, bad_request, fit_picture
 from .server_worker import Entry
 from .replies import Reply
-from .session import REPLY_RESERVE, ChatSession, SessionError
+from .session import ChatSession, SessionError, reply_reserve
 from .stream import IMAGE_TOKENS, Conversation, StreamError
 
 ALL_ROWS = "all"                # TurnRequest.previews: a preview after every row (the page)
@@ -107,7 +107,8 @@ def count_usage(model, session: ChatSession, reply: Reply, word_ids: int, n: int
     ids = reply.prompt_ids
     if not ids:
         before = Conversation(session.conversation.turns[:-1])
-        ids = stream.encode(stream.fit(before, model.context, reserve=REPLY_RESERVE), generation_prompt=True).ids
+        fitted = stream.fit(before, model.context, reserve=reply_reserve(session.settings.max_words))
+        ids = stream.encode(fitted, generation_prompt=True).ids
     image_in = sum(1 for i in ids if stream.is_image_id(i))
     return Usage(input_text=len(ids) - image_in, input_image=image_in,
                  output_text=n * (word_ids + 1) + 2 * pictures, output_image=IMAGE_TOKENS * pictures)

@@ -222,6 +222,27 @@ def test_thirty_turns_past_the_context(tiny_model):
     assert chat.history[1].image.tobytes() == first.image.tobytes()      # but the session keeps them
 
 
+@pytest.mark.parametrize("max_words", [None, 200])
+def test_a_reply_as_long_as_the_cap_fits_after_a_prompt_that_fills_the_context(tiny_model, max_words):
+    """The prompt is fitted with room for the longest reply the settings allow (its words, then a
+    picture): a message that leaves just that room still gets its whole reply and picture. The
+    random model writes words up to the cap before it opens a picture."""
+    from mmgen.session import reply_reserve
+    from mmgen.stream import Conversation, Turn
+    settings = {} if max_words is None else {"max_words": max_words}
+    chat = tiny_model.chat(seed=0, **settings)
+    room = tiny_model.context - reply_reserve(chat.settings.max_words)
+    assert reply_reserve(chat.settings.max_words) >= chat.settings.max_words + IMAGE_TOKENS + 3
+    prompt_length = lambda text: len(tiny_model.stream.encode(Conversation((Turn("user", text),)),  # noqa: E731
+                                                              generation_prompt=True).ids)
+    text, i = "draw", 0
+    while prompt_length(f"{text} q{i}") <= room:
+        text, i = f"{text} q{i}", i + 1
+    assert prompt_length(text) > room - 4
+    reply = chat.send(text, picture="always")
+    assert reply.image is not None and len(reply.prompt_ids) == prompt_length(text)
+
+
 def test_region_edit_keeps_codes_outside_the_mask(tiny_model):
     chat = tiny_model.chat(seed=7)
     first = draw(chat)

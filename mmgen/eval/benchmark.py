@@ -11,10 +11,11 @@ Held-out scenes and held-out phrasings only (the evaluation split of the world).
   reads exactly the planned scene, over the cases with a plan and a picture).
 - editing: a picture already in the conversation (its exact codes), then an edit instruction;
   "changed" = the asked change is in the new picture, "preserved" = everything else is as it was.
-  Two diagnostics split the failures: "reply right" (the reply is a phrasing of the expected one,
-  `edits.Edit.replies`: it names the thing the edit changes and how; additions left out) and
-  "follows right reply" (changed and preserved, over the cases whose reply is right). Each case
-  keeps the scenes before, asked for and read from the new picture, so a failure shows what was drawn.
+  Two diagnostics split the failures: "reply right" (the reply after its look at the picture is a
+  phrasing of the expected one, `edits.Edit.replies`: it names the thing the edit changes and how;
+  additions left out) and "follows right reply" (changed and preserved, over the cases whose reply
+  is right). Each case keeps the scenes before, asked for and read from the new picture, so a
+  failure shows what was drawn.
 - plural edits: the editing part's grading on edits of several shapes at once and of size, in
   turn — "add two red circles", "make the squares blue", "remove all the stars", "remove one of
   them", "make it bigger".
@@ -26,7 +27,8 @@ Held-out scenes and held-out phrasings only (the evaluation split of the world).
   count after an add or a removal, the place after a move; the answer is only in the latest
   picture, and is graded against what the judge reads there. The questions asked along the way
   keep their training replies, a look first where their kind has one (since the looks, 24 of the
-  first 60 chains hold such a reply: their numbers do not compare with those from before).
+  first 60 chains hold such a reply), and so do the edits, each after a look at the picture it
+  edits (every chain since edit replies look first): numbers from before the looks do not compare.
 - variations: a picture, then "another one like this": same shapes, colours, sizes, background
   and sign, in a new layout.
 - words: signs drawn (a sign prompt; "exact" = the judge reads the word as asked, every letter)

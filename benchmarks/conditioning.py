@@ -10,8 +10,7 @@
   letters with the wrong word; one that draws letter-like glyphs whatever the word, about the same.
   The gap (ROT13 − own) per glyph code is the figure: each glyph code depends on one letter
   (world/lettering.py), so a model that reads the word gains nats on every one;
-- edit: image loss of held-out edits given their own source picture vs another picture (the
-  reply's look at the picture swapped with it, and, apart, kept: what the look's words carry), and,
+- edit: image loss of held-out edits given their own source picture vs another picture, and,
   given its own source, split into the codes the edit leaves as they were (same code at the same
   place in the source) and the codes it changes, with the mean probability of copying;
 - read: held-out pictures with a sign brought by the user and asked its word in a held-out
@@ -126,26 +125,18 @@ def sign_part(args, vq, stream, loss_model) -> None:
 
 
 def edit_part(args, vq, stream, loss_model, image_loss, rotate) -> None:
-    from mmgen.world.language import split_reading, with_reading
     edits = world_to_stream(held_out(args.n, lambda c: len(c.turns) >= 4 and c.turns[2].task == "edit"
                                      and c.turns[1].image is not None and c.turns[3].image is not None),
                             CodeCache(vq.encode))
     # the picture edited: the user's own when the request brings one, else the one drawn before it
     sources = [c.turns[2].codes or c.turns[1].codes for c in edits]
-    # an edit's reply starts with a look at the picture it edits ("I see … — Done — …"): given
-    # another picture, the look goes with it, or the words would still say what the source held
-    looks, said = zip(*(split_reading(c.turns[3].text) for c in edits))
-    as_edit = lambda srcs, lks: [Conversation((Turn("user", c.turns[2].text, codes=s),   # noqa: E731
-                                               Turn("assistant", r if k is None else with_reading(k, r),
-                                                    codes=c.turns[3].codes)))
-                                 for c, s, k, r in zip(edits, srcs, lks, said)]
-    own = as_edit(sources, looks)
+    as_edit = lambda srcs: [Conversation((Turn("user", c.turns[2].text, codes=s),   # noqa: E731
+                                          Turn("assistant", c.turns[3].text, codes=c.turns[3].codes)))
+                            for c, s in zip(edits, srcs)]
     print(f"edit, {len(edits)} held-out edits, source given as the user's picture")
-    print(f"  its own source                   {image_loss(own):.4f}")
-    print(f"  another picture (and its look)   {image_loss(as_edit(rotate(sources), rotate(looks))):.4f}")
-    if any(k is not None for k in looks):
-        print(f"  another picture, its own look    {image_loss(as_edit(rotate(sources), looks)):.4f}")
-    kept, changed, p_copy = copy_split(loss_model.lm, stream, own)
+    print(f"  its own source                   {image_loss(as_edit(sources)):.4f}")
+    print(f"  another picture                  {image_loss(as_edit(rotate(sources))):.4f}")
+    kept, changed, p_copy = copy_split(loss_model.lm, stream, as_edit(sources))
     print(f"  codes left as in the source      {kept.mean():.4f}  ({len(kept)} codes, "
           f"{len(kept) / (len(kept) + len(changed)):.0%}; mean p(copy) {p_copy.mean():.3f})")
     print(f"  codes the edit changes           {changed.mean():.4f}  ({len(changed)} codes)")

@@ -6,12 +6,7 @@ Quiz conversations of the eval split (held-out phrasings and scenes, no drills) 
 transformer once each, their true answers in place. An answer counts as right when every one of its
 tokens is the model's likeliest next token. No sampling, so two checkpoints compare without noise in
 ~1 s per conversation on one thread: a check for checkpoints saved mid-run, next to `mmgen eval`,
-which samples whole replies and grades. A reply that looks at the whole picture before it answers
-(`questions.READ_FIRST_QUESTIONS`: "I see … — one") is graded twice: its look ("look" rows) and
-its answer after the true look ("count", "exists", …); the kinds without a look are their answer.
-Since replies look first, a quiz stops after one such question: the same 150 seeds hold 472 questions
-(671 before) and answers after a look are scored with the look given, so "all" does not compare with
-the rows of docs/RESULTS.md from before.
+which samples whole replies and grades.
 """
 from __future__ import annotations
 
@@ -24,17 +19,10 @@ from mmgen.data import CodeCache, world_to_stream
 from mmgen.pipeline import load
 from mmgen.stream import Stream
 from mmgen.world.conversation import sample_quiz
-from mmgen.world.language import READING_END, READING_PREFIX, split_reading
-
-
-def argmax_right(ids: list[int], likeliest: list[int], at: int, expected: list[int]) -> bool:
-    """Whether `expected` is at `at` in `ids` and each of its tokens is the likeliest there."""
-    return ids[at:at + len(expected)] == expected and likeliest[at - 1:at - 1 + len(expected)] == expected
 
 
 def answers_right(lm, stream: Stream, conversation, streamed) -> list[tuple[str, bool]]:
-    """(question kind, every answer token argmax-right) for each question of `conversation`, and
-    ("look " + kind, every token of the look argmax-right) before an answer that has one."""
+    """(question kind, every answer token argmax-right) for each question of `conversation`."""
     ids = stream.encode(streamed).ids
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         logits = lm(input_ids=torch.tensor([ids])).logits[0]
@@ -46,13 +34,9 @@ def answers_right(lm, stream: Stream, conversation, streamed) -> list[tuple[str,
         at = ids.index(stream.assistant, at) + 1          # the reply's first token
         if user.task != "ask":
             continue
-        kind, (reading, _) = user.meta["question"], split_reading(reply.text)
-        reply_ids = stream.text.encode(reply.text)
-        # the look ends on its dash: the answer's first word carries its own leading space
-        look = stream.text.encode(f"{READING_PREFIX}{reading}{READING_END.rstrip()}") if reading is not None else []
-        if look:
-            out.append(("look " + kind, argmax_right(ids, likeliest, at, look)))
-        out.append((kind, argmax_right(ids, likeliest, at + len(look), reply_ids[len(look):])))
+        answer = stream.text.encode(reply.text)
+        right = ids[at:at + len(answer)] == answer and likeliest[at - 1:at - 1 + len(answer)] == answer
+        out.append((user.meta["question"], right))
     return out
 
 
@@ -73,12 +57,9 @@ def main() -> None:
             right[kind] += ok
     print(f"{args.checkpoints}: {args.n} held-out quizzes, answers exact under teacher forcing")
     for kind in sorted(asked):
-        print(f"  {kind:15s} {right[kind]:4d} / {asked[kind]:4d}  {right[kind] / asked[kind]:.2f}")
-    for name, rows in (("all", [k for k in asked if not k.startswith("look ")]),
-                       ("all looks", [k for k in asked if k.startswith("look ")])):
-        total, good = sum(asked[k] for k in rows), sum(right[k] for k in rows)
-        if total:
-            print(f"  {name:15s} {good:4d} / {total:4d}  {good / total:.3f}")
+        print(f"  {kind:12s} {right[kind]:4d} / {asked[kind]:4d}  {right[kind] / asked[kind]:.2f}")
+    total = sum(asked.values())
+    print(f"  {'all':12s} {sum(right.values()):4d} / {total:4d}  {sum(right.values()) / total:.3f}")
 
 
 if __name__ == "__main__":

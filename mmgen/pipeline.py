@@ -47,8 +47,8 @@ DEFAULT_CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
 
 def reply_reserve(max_words: int = Settings.max_words) -> int:
     """Ids kept free in the context for a reply of at most `max_words` words: the words, <image>,
-    its codes, </image> and <eot>. Less, and a reply as long as the cap (a variation's look and
-    plan reach ~140 words) runs past the positions the model was trained on, or past the engine's."""
+    its codes, </image> and <eot>. Less, and a reply as long as the cap runs past the positions the
+    model was trained on, or past the engine's context."""
     return max_words + IMAGE_TOKENS + 3
 
 

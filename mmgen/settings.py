@@ -39,8 +39,7 @@ class Settings:
     top_k: int | None = None         # picture codes: keep the k likeliest
     top_p: float | None = None       # picture codes: keep the smallest set whose probability is ≥ p
     guide_reply: bool = True         # guidance's unconditional twin reads neither request nor reply (True) or the reply (generate.py)
-    max_words: int = 160             # the longest reply in text tokens before its picture (a plan: up to
-                                     # ~64; a variation's look and plan: up to ~140)
+    max_words: int = 96              # the longest reply in text tokens before its picture (a plan: up to ~64)
     picture: str = "auto"            # auto: the model decides whether to draw; always; never (words only)
     speculative: str = "auto"        # auto: the draft model if shipped, else copy drafting; or off
     # the most codes (and words) drafted per verify pass; a neighbour table with confidences stops

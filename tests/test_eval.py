@@ -140,20 +140,6 @@ def test_group_edits_are_graded_on_every_object_they_name(kind):
     assert tried >= 20
 
 
-def test_a_look_at_the_picture_said_first_is_not_graded_as_the_answer():
-    from mmgen.eval.benchmark import answers_match
-    seen = "I see a red circle in the top left and a red star at the bottom on a white background"
-    assert answers_match(f"{seen} — two", "two", "count") and answers_match("two", "two", "count")
-    assert not answers_match(f"{seen} — one", "two", "count")
-    assert not answers_match(seen, "two", "count")                          # a look, no answer
-    assert answers_match(f"{seen} — two, so yes", "two, so yes", "exists")
-    assert not answers_match(f"{seen} — none, so no", "two, so yes", "exists")
-    assert answers_match(f"{seen} — the red circle in the top left", "the red circle in the top left", "locate")
-    assert answers_match(f"{seen} — I see none", "I see none", "locate")
-    assert answers_match("I see none", "I see none", "locate")                # no look: all answer
-    assert answers_match(f"{seen} — top left", "top left", "position")
-
-
 def test_yes_no_answers_are_graded_by_their_verdict_and_their_evidence():
     from mmgen.eval.benchmark import answers_match
     truth = "it's orange — red? no"
@@ -234,7 +220,6 @@ def test_edit_cases_keep_the_scenes_before_asked_for_and_drawn():
 def test_edit_replies_are_right_in_any_phrasing_of_what_they_name():
     from mmgen.eval.benchmark import OPEN_REPLY_KINDS, edit_reply_right, reply_split
     from mmgen.world.edits import EDIT_KINDS, sample_edit
-    from mmgen.world.language import describe
     from mmgen.world.scene import sample_scene
     seen = set()
     for i in range(300):
@@ -248,8 +233,6 @@ def test_edit_replies_are_right_in_any_phrasing_of_what_they_name():
             assert edit_reply_right(edit, edit.reply) is None
             continue
         assert all(edit_reply_right(edit, r + " ") for r in edit.replies())     # any phrasing
-        assert edit_reply_right(edit, f"I see {describe(edit.scene)} — {edit.reply}")   # after a look
-        assert not edit_reply_right(edit, f"I see {describe(edit.scene)} — I see one, so yes")
         assert not edit_reply_right(edit, "I see one, so yes")
         for slot in ("name", "after"):      # the same phrasing naming another thing, or another result, is wrong
             if edit.reply_slots.get(slot) and edit.reply_slots[slot] in edit.reply:

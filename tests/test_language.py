@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from mmgen.world import render, sample_scene
 from mmgen.world.edits import EDIT_KINDS, sample_edit
 from mmgen.world.language import (COLOR_SYNONYMS, FAMILIES, NUMBER_WORDS, SHAPE_SYNONYMS, canonical_location, describe,
-                                  find_description, objects_matching, read_description, refer, stream, template_regex)
+                                  objects_matching, read_description, refer, stream, template_regex)
 from mmgen.world.prompts import CATEGORIES, prompt_for, sample_prompt, spec_matches
 from mmgen.world.questions import QUESTION_KINDS, sample_question, verdict
 from mmgen.world.scene import CELLS, DEFAULT_BACKGROUND, DEFAULT_SIZE, Obj, Scene, Sign, validate
@@ -387,27 +387,6 @@ def test_answers_are_short_and_deterministic():
                for q in a if q.kind in ("exists", "check_color"))
 
 
-@settings(max_examples=100, deadline=None)
-@given(seed=st.integers(0, 10**8), split=st.sampled_from(SPLITS))
-def test_where_and_how_many_are_said_after_a_look_at_the_whole_picture(seed, split):
-    """How many, is there, where is and where are: the reply describes the picture first, then
-    answers ("I see a red circle in the top left on a white background — one"); every other kind is
-    its answer alone. The reading and the answer come apart again, whatever the answer says
-    ("it's orange — red? no" and "I see none" hold the same marks)."""
-    from mmgen.world.language import split_reading
-    from mmgen.world.questions import READ_FIRST_QUESTIONS
-    scene, rng = sample_scene(seed), random.Random(seed)
-    for kind in QUESTION_KINDS:
-        q = sample_question(scene, rng, split, kind=kind)
-        if q is None:
-            continue
-        if kind in READ_FIRST_QUESTIONS:
-            assert q.reading == describe(scene) and q.said == f"I see {describe(scene)} — {q.answer}"
-        else:
-            assert q.reading is None and q.said == q.answer
-        assert split_reading(q.said) == (q.reading, q.answer)
-
-
 def test_verdict_is_the_closing_yes_or_no():
     assert verdict("it's orange, so no") == "no" and verdict("Yes.") == "yes" and verdict("I see two, so yes!") == "yes"
     assert verdict("none") is None and verdict("") is None and verdict("no idea what it is") is None
@@ -432,15 +411,6 @@ def test_text_without_a_whole_description_reads_as_none():
         {"shape": "circle", "color": "red", "size": "medium", "cell": "top left"},
         {"shape": "star", "color": "blue", "size": "small", "cell": "bottom"}]}
     assert read_description("an empty gray background") == {"background": "gray", "objects": [], "sign": None}
-
-
-def test_a_look_said_first_is_not_the_replys_plan():
-    """A variation's reply looks at the picture it varies, then plans the new one: the plan is read."""
-    look = "a red circle in the top left on a white background"
-    plan = "a red circle at the bottom on a white background"
-    assert read_description(f"I see {look} — Here's a variation: {plan}.")["objects"][0]["cell"] == "bottom"
-    assert read_description(f"I see {look} — Done — the circle is blue now.") is None   # an edit names no plan
-    assert find_description(f"I see {look} — Here's a variation: {plan}.") == plan
 
 
 # --- held-out phrasings ---------------------------------------------------------------------------

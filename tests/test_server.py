@@ -754,8 +754,6 @@ def test_revised_prompt_is_the_replys_layout_plan():
     assert image_call_item("ig", result="x", options=opts, action="generate", text=f"Done: {plan}.")[
         "revised_prompt"] == plan
     assert image_call_item("ig", result="x", options=opts, action="generate")["revised_prompt"] is None
-    looked = f"I see a blue square on the right on a white background — Here's a variation: {plan}."
-    assert image_call_item("ig", result="x", options=opts, action="edit", text=looked)["revised_prompt"] == plan
 
 
 def test_session_store_drops_the_least_recently_used():

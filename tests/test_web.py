@@ -226,34 +226,6 @@ def test_chat_page_long_paste_box_height_and_error_bubbles(drawing_model):
             browser.close()
 
 
-def test_chat_page_mutes_a_look_said_before_the_answer(drawing_model):
-    """A reply that looks at the picture first ("I see … — two") shows the look muted, the answer
-    plain; any other reply, a colour check's dash included, is plain text (never read as HTML)."""
-    with serve(drawing_model, ServerConfig()) as (url, _app), sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            page = browser.new_page()
-            page.goto(url)
-            page.wait_for_selector("body[data-ready=true]")
-            shown = page.evaluate("""texts => texts.map(t => {
-                const el = document.createElement("div"); showWords(el, t);
-                const look = el.querySelector(".look");
-                return [look ? look.textContent : null, el.textContent, el.children.length];
-            })""", ["I see a red star at the top on a white background — one", "it's red — red? yes",
-                    "I see none", "<b>I see</b> — x"])
-            assert shown == [["I see a red star at the top on a white background — ",
-                              "I see a red star at the top on a white background — one", 1],
-                             [None, "it's red — red? yes", 0], [None, "I see none", 0],
-                             [None, "<b>I see</b> — x", 0]]
-            color = page.evaluate("""() => { const el = document.createElement("div"); el.className = "words";
-                const msg = document.createElement("div"); msg.className = "msg"; msg.append(el);
-                document.body.append(msg); showWords(el, "I see a red star on a white background — one");
-                return [getComputedStyle(el.querySelector(".look")).color, getComputedStyle(el).color]; }""")
-            assert color[0] != color[1]                                  # the look is muted
-        finally:
-            browser.close()
-
-
 def test_chat_page_asks_for_the_api_key(drawing_model):
     """With --api-key the page still loads, says it needs the key when a turn is refused, and works once
     the key is entered."""

@@ -11,11 +11,10 @@ Held-out scenes and held-out phrasings only (the evaluation split of the world).
   reads exactly the planned scene, over the cases with a plan and a picture).
 - editing: a picture already in the conversation (its exact codes), then an edit instruction;
   "changed" = the asked change is in the new picture, "preserved" = everything else is as it was.
-  Two diagnostics split the failures: "reply right" (the reply after its look at the picture is a
-  phrasing of the expected one, `edits.Edit.replies`: it names the thing the edit changes and how;
-  additions left out) and "follows right reply" (changed and preserved, over the cases whose reply
-  is right). Each case keeps the scenes before, asked for and read from the new picture, so a
-  failure shows what was drawn.
+  Two diagnostics split the failures: "reply right" (the reply is a phrasing of the expected one,
+  `edits.Edit.replies`: it names the thing the edit changes and how; additions left out) and
+  "follows right reply" (changed and preserved, over the cases whose reply is right). Each case
+  keeps the scenes before, asked for and read from the new picture, so a failure shows what was drawn.
 - plural edits: the editing part's grading on edits of several shapes at once and of size, in
   turn — "add two red circles", "make the squares blue", "remove all the stars", "remove one of
   them", "make it bigger".
@@ -25,10 +24,7 @@ Held-out scenes and held-out phrasings only (the evaluation split of the world).
 - questions after edits: a conversation of 2-5 edits (each picture its exact codes, as if drawn
   perfectly), then a question about what the last edit changed — the colour after a recolour, the
   count after an add or a removal, the place after a move; the answer is only in the latest
-  picture, and is graded against what the judge reads there. The questions asked along the way
-  keep their training replies, a look first where their kind has one (since the looks, 24 of the
-  first 60 chains hold such a reply), and so do the edits, each after a look at the picture it
-  edits (every chain since edit replies look first): numbers from before the looks do not compare.
+  picture, and is graded against what the judge reads there.
 - variations: a picture, then "another one like this": same shapes, colours, sizes, background
   and sign, in a new layout.
 - words: signs drawn (a sign prompt; "exact" = the judge reads the word as asked, every letter)
@@ -122,12 +118,8 @@ def answers_match(reply: str, truth: str, kind: str) -> bool:
     """A reply is right when it says the truth word for word. A yes/no question about the shapes
     (`YES_NO_QUESTIONS`) is right when its yes or no is the truth's and the evidence ("it's orange",
     "I see two") and the colour asked ("purple?"), where the reply gives them, are the truth's too, in
-    any order: checkpoints that wrote "purple? it's orange, so no" or a bare "no" grade alike. A look
-    at the picture said first ("I see a red circle … — one", `questions.READ_FIRST_QUESTIONS`) is the
-    model's working, not its answer: the answer after it is graded, with or without one."""
-    from ..world.language import split_reading
+    any order: checkpoints that wrote "purple? it's orange, so no" or a bare "no" grade alike."""
     from ..world.questions import YES_NO_QUESTIONS
-    reply = split_reading(reply)[1]
     if kind in YES_NO_QUESTIONS:
         (said_asked, said_evidence, said), (true_asked, true_evidence, true) = yes_no_parts(reply), yes_no_parts(truth)
         return (said is not None and said == true and said_evidence in ("", true_evidence)
@@ -142,12 +134,10 @@ OPEN_REPLY_KINDS = ("add", "add_many", "add_sign")
 def edit_reply_right(edit, said: str) -> bool | None:
     """Whether an edit's reply names what the edit changes and how: it is one of the phrasings of
     the expected reply (`Edit.replies`), whichever the model picked. None for an addition
-    (`OPEN_REPLY_KINDS`), where another free place is as right as the data's. A look at the picture
-    said first (`language.split_reading`) is not part of it."""
-    from ..world.language import split_reading
+    (`OPEN_REPLY_KINDS`), where another free place is as right as the data's."""
     if edit.record["kind"] in OPEN_REPLY_KINDS:
         return None
-    return split_reading(said.strip())[1] in edit.replies()
+    return said.strip() in edit.replies()
 
 
 def _object_key(o: dict) -> tuple:
@@ -395,36 +385,28 @@ def run_chains(model, n: int, seed: int, settings: dict, split: str = "eval") ->
     return cases
 
 
-def question_cases(n: int, split: str = "eval"):
-    """The questions part's cases: (i, prompt, question) for i < n, each question kind in turn,
-    whatever the training mix weighs them (about the first of the case's prompts the kind fits:
-    "what does the sign say?" needs a sign); the even ones are asked of a picture the user brings,
-    the odd ones of the picture drawn earlier in the chat (`ask_case`)."""
+def run_questions(model, n: int, seed: int, settings: dict, split: str = "eval") -> list[dict]:
+    from ..world import render
     from ..world.language import stream
     from ..world.prompts import prompt_for
     from ..world.questions import QUESTION_KINDS, sample_question
+    cases = []
     for i in range(n):
+        # every kind in turn, whatever the training mix weighs them (the first of the case's
+        # prompts the kind fits: "what does the sign say?" needs a sign)
         kind = QUESTION_KINDS[i % len(QUESTION_KINDS)]
         for j in range(KIND_TRIES):
             p = prompt_for(i + 10_000 * SEED_SALT["ask"] + 1_000 * j, "mixed", split)
             q = sample_question(p.scene, stream(split, i, "benchmark-ask" + (f"-{j}" if j else "")), split, kind)
             if q is not None:
-                yield i, p, q
                 break
-
-
-def ask_case(model, i: int, p, text: str, seed: int, settings: dict):
-    """Reply to `text` about case i's picture: the user's own (even i) or drawn earlier in the chat."""
-    from ..world import render
-    if i % 2 == 0:
-        return model.chat(seed=seed + i, **settings).send(text, image=render(p.scene), picture="never")
-    return _session_with_picture(model, seed + i, p.text, p.reply, p.scene, settings).send(text, picture="never")
-
-
-def run_questions(model, n: int, seed: int, settings: dict, split: str = "eval") -> list[dict]:
-    cases = []
-    for i, p, q in question_cases(n, split):
-        reply = ask_case(model, i, p, q.text, seed, settings)
+        if q is None:
+            continue
+        if i % 2 == 0:      # a picture the user brings
+            reply = model.chat(seed=seed + i, **settings).send(q.text, image=render(p.scene), picture="never")
+        else:               # the picture drawn earlier in the chat
+            reply = _session_with_picture(model, seed + i, p.text, p.reply, p.scene, settings).send(
+                q.text, picture="never")
         ok = answers_match(reply.text, q.answer, q.kind)
         cases.append({"question": q.text, "unseen_words": unseen_words(q.text), "kind": q.kind,
                       "expected": q.answer, "answer": reply.text, "passed": ok, "user_picture": i % 2 == 0})

@@ -56,18 +56,6 @@ function bubble(role) {
   return el;
 }
 
-// A reply that looks at the picture before it answers or changes it ("I see a red circle … — two",
-// mmgen.world.language.split_reading) shows the look muted, so the answer stands out.
-const LOOK_PREFIX = "I see ", LOOK_END = " — ";
-function showWords(el, text) {
-  const end = text.indexOf(LOOK_END);
-  if (!text.startsWith(LOOK_PREFIX) || end < 0) { el.textContent = text; return; }
-  const look = document.createElement("span");
-  look.className = "look";
-  look.textContent = text.slice(0, end + LOOK_END.length);
-  el.replaceChildren(look, text.slice(end + LOOK_END.length));
-}
-
 function addPicture(el, b64) {
   let fig = el.querySelector("figure");
   if (!fig) {
@@ -191,14 +179,14 @@ async function send() {
     if (!response.ok) throw new Error(await errorText(response));
     for await (const event of readEvents(response)) {
       if (event.type === "text") {
-        showWords(words, event.text);
+        words.textContent = event.text;
       } else if (event.type === "preview") {
         const fig = addPicture(reply, event.image);
         if (!progress.isConnected) fig.append(progress);
         progress.value = event.rows;
         setStatus(`drawing… row ${event.rows} of ${event.of}`);
       } else if (event.type === "done") {
-        showWords(words, event.text);
+        words.textContent = event.text;
         progress.remove();
         if (event.image) {
           const fig = addPicture(reply, event.image);
@@ -287,7 +275,7 @@ async function restore() {
   let user = null;
   for (const turn of session.turns) {
     const el = bubble(turn.role);
-    showWords(el.querySelector(".words"), turn.text);
+    el.querySelector(".words").textContent = turn.text;
     if (turn.image) {
       const fig = addPicture(el, turn.image);
       if (turn.role === "assistant") caption(fig, turn.image, turn.id, turn.seed);

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 
 from .edits import PLURAL_KINDS, sample_edit
 from .groups import groups
-from .language import as_typed, describe, family, objects_matching, stream, with_chatter, with_reading
+from .language import as_typed, describe, family, objects_matching, stream, with_chatter
 from .prompts import CREATE_REPLIES, make_spec, sample_prompt
 from .questions import (MANY_THINGS_QUESTIONS, color_check, count_question, exists_question, locate_question,
                         position_question, question_after_edit, sample_question, what_at_question)
@@ -77,13 +77,7 @@ QUIZ_TRIES = 10                  # draws for a question not asked yet about this
 # "is there …?" this often (`EXISTS_IN_COUNT_DRILL_RATE`), whose answer starts with the same count:
 # "none, so no".
 # Cells: up to `CELL_DRILL_SHAPES` shapes, each asked where it is, or what is in its cell,
-# and what is in one empty cell ("nothing"): the what-is-there questions first, in a random order, then
-# the where-is ones, in a random order — a where-is reply starts with a look at the whole picture
-# (`questions.READ_FIRST_QUESTIONS`) that names every shape where it is, and would answer what is in
-# any cell asked after it; no answer names another's shape or cell.
-# Counts, cells and locates: every how-many, is-there, where-is and where-are reply of a drill starts
-# with the same look; only the first on a picture reads it from the codes, the later ones may copy it
-# (what the drill trains is the answer picked out of it, which differs with what each question names).
+# and what is in one empty cell ("nothing"), in a random order; no answer names another's shape or cell.
 # Locates: "where are the …?" about up to `LOCATE_DRILL_SETS` sets of shapes that share no shape (never
 # "where are the shapes?", whose list would give the absent thing away), and about a thing not there
 # ("I see none"), in a random order.
@@ -124,8 +118,7 @@ VARIATION = family("variation", ("mix it up", "a fresh layout please",
     "shuffle these around", "rearrange the same shapes", "can you mix the shapes up?",
     "lay these things out another way", "put the same things somewhere new"), (
     "mix up the arrangement please", "try a fresh arrangement of the same things"))
-# like a create's reply, a variation's says the new layout before drawing it (prompts.CREATE_REPLIES),
-# after a look at the picture it varies (the things it lays out anew are copied from the look's words)
+# like a create's reply, a variation's says the new layout before drawing it (prompts.CREATE_REPLIES)
 VARIATION_REPLIES = ("Here's a variation: {scene}.", "Same things, new layout: {scene}.",
                      "Here's a new arrangement: {scene}.")
 
@@ -179,19 +172,14 @@ def _create(current, rng, split):
 
 
 def _edit(current, rng, split, kind=None):
-    """An edit of `current`, its reply after a look at the whole picture (`language.with_reading`):
-    "I see a red circle in the top left and two blue stars … — Done — the stars are gone." The
-    things an edit names are found in the look's words, and the sizes of the things it keeps are
-    said there before they are drawn again."""
     e = sample_edit(current, rng, split, kind=kind)
-    return None if e is None else ("edit", e.text, {"edit": e.record}, with_reading(describe(current), e.reply),
-                                   e.scene)
+    return None if e is None else ("edit", e.text, {"edit": e.record}, e.reply, e.scene)
 
 
 def _asking(q, **meta):
     """The exchange that asks question `q` (None stays None); `meta` joins the user turn's meta."""
     return None if q is None else ("ask", q.text, {"question": q.kind, "about": q.about, "answer": q.answer, **meta},
-                                   q.said, None)
+                                   q.answer, None)
 
 
 def _ask(current, rng, split, kind=None):
@@ -202,9 +190,8 @@ def _variation(current, rng, split):
     v = sample_variation(current, rng)
     if v is None:
         return None
-    reply = rng.choice(VARIATION_REPLIES).format(scene=describe(v))
     return ("variation", as_typed(VARIATION.pick(rng, split), rng), {"source": current.to_dict()},
-            with_reading(describe(current), reply), v)
+            rng.choice(VARIATION_REPLIES).format(scene=describe(v)), v)
 
 
 EXCHANGES = {"create": _create, "edit": _edit, "ask": _ask, "variation": _variation}
@@ -345,9 +332,9 @@ def _asked(meta: dict) -> tuple:
 def _quiz_questions(current, rng, split, drill_rate: float = DRILL_RATE, drill_kinds=None) -> list:
     """1-4 different questions about one picture: the first about its word half the time, when it
     has one, and no later one, so no answer is in an earlier reply (one that names many things — a
-    description, or an answer after a look at the whole picture, `MANY_THINGS_QUESTIONS` — is the
-    last); or, for some pictures with two or more shapes (`drill_rate`), after any word question, a
-    drill (`DRILL_SHARES`, only the kinds in `drill_kinds` when given)."""
+    description, "where are the squares?" — is the last); or, for some pictures with two or more
+    shapes (`drill_rate`), after any word question, a drill (`DRILL_SHARES`, only the kinds in
+    `drill_kinds` when given)."""
     asked, out = set(), []
     drill = len(current.objects) >= 2 and rng.random() < drill_rate
     for j in range(rng.randint(*QUIZ_QUESTIONS)):
@@ -415,8 +402,7 @@ def _count_drill(current, rng, split) -> list:
 def _cell_drill(current, rng, split) -> list:
     """Where up to `CELL_DRILL_SHAPES` shapes are, each asked by its place ("where is the red circle?")
     or by its cell ("what is in the top left?"; where it cannot be told apart but by its cell), and
-    what is in one empty cell, in a random order but the what-is-there questions first: a where-is
-    reply's look names every shape where it is (their user meta carries "drill")."""
+    what is in one empty cell, all in a random order (their user meta carries "drill")."""
     objs = current.objects
     targets = rng.sample(range(len(objs)), min(len(objs), CELL_DRILL_SHAPES))
     questions = []
@@ -426,16 +412,14 @@ def _cell_drill(current, rng, split) -> list:
     empty = current.free_cells()
     questions += [what_at_question(current, rng.choice(empty), rng, split)] if empty else []
     rng.shuffle(questions)
-    questions.sort(key=lambda q: q.reading is not None)      # stable: the looks last
     return [_asking(q, drill=True) for q in questions]
 
 
 def _locate_drill(current, rng, split) -> list:
     """"where are the …?" about up to `LOCATE_DRILL_SETS` sets of the picture's shapes that share no
     shape, and about one thing not there, in a random order (their user meta carries "drill"). Never
-    "where are the shapes?", whose list of every shape answered a later "where are the stars?" when
-    replies had no look (each reply's look now names every shape where it is: what the drill varies is
-    the answer picked out of it)."""
+    "where are the shapes?": its answer names every shape, so a later "where are the stars?" would
+    be answered by reading that reply ("I see none"), not the picture."""
     by_set, absent = _subject_sets(current, rng, every=False)
     picked, named = [], set()
     for members, subject in by_set.items():

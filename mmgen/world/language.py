@@ -421,38 +421,17 @@ _DESCRIPTION = re.compile(rf"(?P<things>(?:(?:{_THING.pattern})(?:, | and )?)+) 
                           rf"background|an empty (?P<empty>{_BACKGROUNDS}) background")
 
 
-# A look at the whole picture said before a reply that has to find things in it or redraw it
-# (questions.READ_FIRST_QUESTIONS, every edit, a variation): "I see {describe(scene)} — {reply}".
-READING_PREFIX, READING_END = "I see ", " — "
-
-
-def with_reading(reading: str, reply: str) -> str:
-    """`reply` after the look `reading` (a `describe` phrase)."""
-    return f"{READING_PREFIX}{reading}{READING_END}{reply}"
-
-
-def split_reading(reply: str) -> tuple[str | None, str]:
-    """(the look or None, the rest) of a reply: "I see a red circle … — one" → ("a red circle …",
-    "one"); a reply with no look ("one", "I see none", "it's red — red? yes") is all rest. A
-    `describe` phrase never holds the dash (a sign's word is capital letters)."""
-    if reply.startswith(READING_PREFIX) and READING_END in reply:
-        reading, rest = reply[len(READING_PREFIX):].split(READING_END, 1)
-        return reading, rest
-    return None, reply
-
-
 def find_description(text: str) -> str | None:
     """The `describe` phrase inside `text` (e.g. a create's reply, "Here you go: a red circle in the
-    top left on a white background."), or None when `text` holds no complete one; a look said first
-    (`split_reading`: the picture before, not the reply's plan) is skipped."""
-    found = _DESCRIPTION.search(split_reading(text)[1])
+    top left on a white background."), or None when `text` holds no complete one."""
+    found = _DESCRIPTION.search(text)
     return None if found is None else found[0]
 
 
 def read_description(text: str) -> dict | None:
     """The scene dict (no geometry) that the `describe` phrase in `text` names, or None: the inverse of
-    `describe`, after any look (`split_reading`). `mmgen eval` reads the model's layout plan with it."""
-    found = _DESCRIPTION.search(split_reading(text)[1])
+    `describe`. `mmgen eval` reads the model's layout plan with it."""
+    found = _DESCRIPTION.search(text)
     if found is None:
         return None
     if found["empty"]:

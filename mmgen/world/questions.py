@@ -3,7 +3,6 @@
     q = sample_question(scene, rng, split="train")
     q.text     # 'how many stars are there?'
     q.answer   # 'two'
-    q.said     # 'I see a red star at the top and a blue star on the left on a white background — two'
     q.kind     # 'count'
     q.about    # {"shape": "star", "color": None}: what was asked, so a grader can recompute it
                # (questions about one thing: {"target": index | "sign", "ref": "the red one", …})
@@ -24,7 +23,7 @@ from dataclasses import dataclass
 
 from .groups import group_plan
 from .language import (NUMBER_WORDS, article, as_typed, canonical_object, color_word, describe, family, location,
-                       plural, refer, refer_sign, shape_word, weighted_order, with_reading)
+                       plural, refer, refer_sign, shape_word, weighted_order)
 from .scene import OBJECT_COLORS, SHAPES, Scene
 
 # the yes/no kinds and "where are the …?" stay light: weighed more, they take over neighbouring
@@ -48,8 +47,9 @@ COUNT_ALL_RATE = 0.25            # "how many shapes are there?"
 # give, sometimes "I see none"
 LOCATE_EXISTING_RATE = 0.8
 LOCATE_NONE = "I see none"
-# answers that name many things at once (a description, and every answer that starts with one,
-# READ_FIRST_QUESTIONS): a quiz asks one of them last, so no later answer is in an earlier reply
+# answers that name many things at once ("where are the squares?" -> every square where it is, a
+# description -> everything): a quiz asks them last, so no later answer is in an earlier reply
+MANY_THINGS_QUESTIONS = ("describe", "locate")
 TRUE_CHECK_RATE = 0.5            # "is the circle red?" names its true colour this often
 # a colour check says the colour it sees, then repeats the colour asked (its canonical name:
 # "violet" -> "purple") right before the verdict: "it's orange — purple? no". The verdict then
@@ -58,15 +58,6 @@ TRUE_CHECK_RATE = 0.5            # "is the circle red?" names its true colour th
 # the verdict never learnt the comparison, whatever the share of yes
 COLOR_CHECK_ANSWER = "it's {color} — {asked}? {verdict}"
 YES_NO_QUESTIONS = ("check_color", "exists")      # (but "is there a sign?": a bare yes or no)
-# How many, is there, where is and where are: the reply looks at the whole picture first — it says
-# what `describe` says of it, in reading order — then answers from what it just wrote: "I see a red
-# circle in the top left and a blue square on the right on a white background — one". Asked
-# directly, the model found the things asked about among the picture's codes in one step and often
-# missed (a cell off, one too few); asked in the same chat to describe the picture, it described it
-# right (19 of 20 such misses at 34047 steps). A scan of the grid in reading order is the look it
-# has learnt; picking the circles out of words it has just written is a copy.
-READ_FIRST_QUESTIONS = ("count", "exists", "locate", "position")
-MANY_THINGS_QUESTIONS = ("describe",) + READ_FIRST_QUESTIONS
 
 COLOR = family("ask_color", ("which shade is {ref}?", "what hue is {ref}?",
     
@@ -160,16 +151,9 @@ LOCATE = family("ask_locate", ("which places have {things}?", "show me where the
 @dataclass(frozen=True)
 class Question:
     text: str
-    answer: str                    # what a grader compares: "one", "top left", "two, so yes"
+    answer: str
     kind: str
     about: dict
-    reading: str | None = None     # `describe` of the picture, said first (`READ_FIRST_QUESTIONS`)
-
-    @property
-    def said(self) -> str:
-        """The reply as the model writes it: the reading, if any, then the answer."""
-        return self.answer if self.reading is None else with_reading(self.reading, self.answer)
-
 
 
 def count_answer(n: int) -> str:
@@ -252,7 +236,7 @@ def _count(scene, rng, split):
 def count_question(scene: Scene, shape: str | None, color: str | None, rng: random.Random,
                    split: str = "train") -> Question:
     """"how many {things}?" about `shape` and `color` (either of them None: any) in `scene`."""
-    return _question("count", _count_about(scene, shape, color, rng, split), rng, scene)
+    return _question("count", _count_about(scene, shape, color, rng, split), rng)
 
 
 def _position(scene, rng, split):
@@ -297,7 +281,7 @@ def exists_question(scene: Scene, shape: str | None, color: str | None, rng: ran
                     split: str = "train") -> Question:
     """"is there {a thing}?" about `shape` and `color` (either of them None: any) in `scene`,
     answered with the count it sees ("two, so yes")."""
-    return _question("exists", _exists_about(scene, shape, color, rng, split), rng, scene)
+    return _question("exists", _exists_about(scene, shape, color, rng, split), rng)
 
 
 def _check_color(scene, rng, split, target: int | None = None, truth: bool | None = None):
@@ -321,16 +305,15 @@ def _check_color(scene, rng, split, target: int | None = None, truth: bool | Non
 def color_check(scene: Scene, target: int, truth: bool, rng: random.Random, split: str = "train") -> Question | None:
     """A colour check about shape `target` of `scene` whose answer is yes when `truth` (None when
     the shape cannot be told apart from the others without its colour)."""
-    return _question("check_color", _check_color(scene, rng, split, target, truth), rng, scene)
+    return _question("check_color", _check_color(scene, rng, split, target, truth), rng)
 
 
-def _question(kind: str, got: tuple | None, rng: random.Random, scene: Scene) -> Question | None:
-    """A builder's (text, answer, about) as the Question a user types about `scene` (None stays None)."""
+def _question(kind: str, got: tuple | None, rng: random.Random) -> Question | None:
+    """A builder's (text, answer, about) as the Question a user types (None stays None)."""
     if got is None:
         return None
     text, answer, about = got
-    reading = describe(scene) if kind in READ_FIRST_QUESTIONS else None
-    return Question(text=as_typed(text, rng), answer=answer, kind=kind, about=about, reading=reading)
+    return Question(text=as_typed(text, rng), answer=answer, kind=kind, about=about)
 
 
 def _background(scene, rng, split):
@@ -355,12 +338,12 @@ def _what_at_cell(scene, cell, rng, split):
 
 def what_at_question(scene: Scene, cell: str, rng: random.Random, split: str = "train") -> Question:
     """"what is in {cell}?" -> the shape there ("a red circle") or "nothing"."""
-    return _question("what_at", _what_at_cell(scene, cell, rng, split), rng, scene)
+    return _question("what_at", _what_at_cell(scene, cell, rng, split), rng)
 
 
 def position_question(scene: Scene, i: int, rng: random.Random, split: str = "train") -> Question | None:
     """"where is {shape i}?" -> its cell (None when it cannot be told apart from the others but by its cell)."""
-    return _question("position", _about_object(scene, i, "position", rng, split), rng, scene)
+    return _question("position", _about_object(scene, i, "position", rng, split), rng)
 
 
 def locate_answer(scene: Scene, shape: str | None, color: str | None) -> str:
@@ -386,7 +369,7 @@ def _locate_about(scene, shape, color, rng, split):
 def locate_question(scene: Scene, shape: str | None, color: str | None, rng: random.Random,
                     split: str = "train") -> Question:
     """"where are the {things}?" about `shape` and `color` (either of them None: any) in `scene`."""
-    return _question("locate", _locate_about(scene, shape, color, rng, split), rng, scene)
+    return _question("locate", _locate_about(scene, shape, color, rng, split), rng)
 
 
 BUILDERS = {"color": _color, "shape": _shape, "count": _count, "position": _position, "word": _word,
@@ -437,13 +420,13 @@ def _after_edit(scene: Scene, record: dict, rng, split):
 def question_after_edit(scene: Scene, record: dict, rng: random.Random, split: str = "train") -> Question | None:
     """A question whose answer the edit `record` changed (the colour after a recolour, the count
     after an add or a removal, the place after a move…), about `scene`, the picture after it."""
-    return _question(*_after_edit(scene, record, rng, split), rng, scene)
+    return _question(*_after_edit(scene, record, rng, split), rng)
 
 
 def sample_question(scene: Scene, rng: random.Random, split: str = "train", kind: str | None = None) -> Question | None:
     """A question of `kind` (None: any, by `QUESTION_WEIGHTS`, trying others until one fits)."""
     for k in [kind] if kind else weighted_order(QUESTION_WEIGHTS, rng):
-        q = _question(k, BUILDERS[k](scene, rng, split), rng, scene)
+        q = _question(k, BUILDERS[k](scene, rng, split), rng)
         if q is not None:
             return q
     return None

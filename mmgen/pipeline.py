@@ -52,7 +52,6 @@ def reply_reserve(max_words: int = Settings.max_words) -> int:
     return max_words + IMAGE_TOKENS + 3
 
 
-REPLY_RESERVE = reply_reserve()          # at the default cap (Settings.max_words)
 SHOWN_CACHE = 64                         # refined pictures a pipeline keeps, so history reads don't refine again
 
 

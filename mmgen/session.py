@@ -30,7 +30,7 @@ from PIL import Image
 
 from .inputs import SessionError, check_count, check_text, mask_grid, read_image
 from .io import atomic_write_json
-from .pipeline import REPLY_RESERVE, Drawn, Pipeline, reply_reserve
+from .pipeline import Drawn, Pipeline, reply_reserve
 from .previews import PREVIEW_GREY, PREVIEW_MARGIN, PreviewCanvas, preview_image
 from .replies import Event, HistoryItem, Reply
 from .settings import Settings
@@ -39,8 +39,8 @@ from .stream import Conversation, StreamError, Turn
 # Also the session's API, for the code that imports them from here: the server (reply_reserve,
 # SessionError), the terminal and the one-shot commands (read_image), tests and benchmarks.
 __all__ = ["ChatSession", "TurnRecord", "Reply", "Event", "HistoryItem", "SessionError", "Settings",
-           "read_image", "mask_grid", "REPLY_RESERVE", "reply_reserve", "PREVIEW_GREY", "PREVIEW_MARGIN",
-           "PreviewCanvas", "preview_image", "SESSION_FORMAT"]
+           "read_image", "mask_grid", "reply_reserve", "PREVIEW_GREY", "PREVIEW_MARGIN", "PreviewCanvas",
+           "preview_image", "SESSION_FORMAT"]
 
 SESSION_FORMAT = "mmgen-session-1"
 

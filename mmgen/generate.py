@@ -45,6 +45,14 @@ from .stream import IMAGE_TOKENS, Stream
 BACKENDS = ("engine", "hf", "nocache", "recompute")
 
 
+def reply_reserve(max_words: int) -> int:
+    """Positions a reply of at most `max_words` words takes: the words, <image>, its codes, </image>
+    and <eot> — the most a turn decodes, and the room a prompt is fitted to leave for it (less, and
+    a reply as long as the cap runs past the positions the model was trained on, or past the
+    engine's context)."""
+    return max_words + IMAGE_TOKENS + 3
+
+
 @dataclass
 class Step:
     tokens: list[int]          # one id per picture row
@@ -280,7 +288,7 @@ def generate_ids(model, stream: Stream, cond_ids: Sequence[int], uncond_ids: Seq
     turn = _Turn(stream=stream, config=config, n=n, guided=uncond_ids is not None and config.cfg != 1.0,
                  grammars=[Grammar(stream, picture=config.picture) for _ in range(n)],
                  generator=torch.Generator().manual_seed(seed if seed is not None else torch.seed() % 2**63),
-                 limit=max_steps or (config.max_words + IMAGE_TOKENS + 3), fixed=check_fixed(fixed, stream),
+                 limit=max_steps or reply_reserve(config.max_words), fixed=check_fixed(fixed, stream),
                  drafter=drafter, stats=stats, codes=[[] for _ in range(n)])
     make = decoder_maker(backend, decoders)
     with torch.inference_mode(), _Slot() as slot:

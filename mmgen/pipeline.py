@@ -28,7 +28,7 @@ import torch
 from PIL import Image
 
 from .engine import WEIGHTS, fp16_available, int8_available
-from .generate import generate_ids, set_engine_weights
+from .generate import generate_ids, reply_reserve, set_engine_weights
 from .hardware import bf16_native
 from .imageutil import make_transparent
 from .inputs import SessionError
@@ -43,13 +43,6 @@ from .text import TextTokenizer
 from .vq import VQTokenizer
 
 DEFAULT_CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
-
-
-def reply_reserve(max_words: int = Settings.max_words) -> int:
-    """Ids kept free in the context for a reply of at most `max_words` words: the words, <image>,
-    its codes, </image> and <eot>. Less, and a reply as long as the cap runs past the positions the
-    model was trained on, or past the engine's context."""
-    return max_words + IMAGE_TOKENS + 3
 
 
 SHOWN_CACHE = 64                         # refined pictures a pipeline keeps, so history reads don't refine again
@@ -214,8 +207,7 @@ class Pipeline:
             raise SessionError(f"cannot use that picture: {e}") from None
         return tuple(ids[0].reshape(-1).tolist())
 
-    def _prompt(self, conversation: Conversation, max_words: int = Settings.max_words
-                ) -> tuple[list[int], list[int], tuple[int, ...] | None]:
+    def _prompt(self, conversation: Conversation, max_words: int) -> tuple[list[int], list[int], tuple[int, ...] | None]:
         """The conversation as the transformer reads it, fitted to its context with room for a reply
         of up to `max_words` words and a picture: the prompt, its unconditional twin for guidance
         (the last request's words dropped), and the codes of the picture an edit starts from (None

@@ -232,7 +232,6 @@ def test_a_reply_as_long_as_the_cap_fits_after_a_prompt_that_fills_the_context(t
     settings = {} if max_words is None else {"max_words": max_words}
     chat = tiny_model.chat(seed=0, **settings)
     room = tiny_model.context - reply_reserve(chat.settings.max_words)
-    assert reply_reserve(chat.settings.max_words) >= chat.settings.max_words + IMAGE_TOKENS + 3
     prompt_length = lambda text: len(tiny_model.stream.encode(Conversation((Turn("user", text),)),  # noqa: E731
                                                               generation_prompt=True).ids)
     text, i = "draw", 0

@@ -1,12 +1,14 @@
 """Held-out questions answered under teacher forcing, by kind: how well the transformer reads pictures.
 
-    python benchmarks/reading.py [--checkpoints checkpoints] [--n 150]
+    python benchmarks/reading.py [--checkpoints checkpoints] [--n 150] [--told]
 
 Quiz conversations of the eval split (held-out phrasings and scenes, no drills) are run through the
 transformer once each, their true answers in place. An answer counts as right when every one of its
 tokens is the model's likeliest next token. No sampling, so two checkpoints compare without noise in
 ~1 s per conversation on one thread: a check for checkpoints saved mid-run, next to `mmgen eval`,
-which samples whole replies and grades.
+which samples whole replies and grades. With --told, the quizzes are told scenes instead: the
+picture described in the user's words and no picture at all (world.conversation.sample_told), so
+the answers can only be read from the words.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import torch
 from mmgen.data import CodeCache, world_to_stream
 from mmgen.pipeline import load
 from mmgen.stream import Stream
-from mmgen.world.conversation import sample_quiz
+from mmgen.world.conversation import sample_quiz, sample_told
 
 
 def answers_right(lm, stream: Stream, conversation, streamed) -> list[tuple[str, bool]]:
@@ -45,17 +47,20 @@ def main() -> None:
     ap.add_argument("--checkpoints", default="checkpoints",
                     help="folder with vq/ and lm/ (a mid-run save: a folder linking checkpoints/vq and the save as lm)")
     ap.add_argument("--n", type=int, default=150, help="quiz conversations (eval split seeds 0..n-1)")
+    ap.add_argument("--told", action="store_true", help="told scenes: the picture in words, no picture")
     args = ap.parse_args()
     model = load(args.checkpoints, weights="native")
     lm, stream = model.lm.eval(), model.stream
     cache = CodeCache(model.vq.encode)
     asked, right = Counter(), Counter()
     for seed in range(args.n):
-        conversation = sample_quiz(seed, split="eval", drill_rate=0.0)
+        sample = sample_told if args.told else sample_quiz
+        conversation = sample(seed, split="eval", drill_rate=0.0)
         for kind, ok in answers_right(lm, stream, conversation, world_to_stream([conversation], cache)[0]):
             asked[kind] += 1
             right[kind] += ok
-    print(f"{args.checkpoints}: {args.n} held-out quizzes, answers exact under teacher forcing")
+    what = "told scenes (no picture)" if args.told else "quizzes"
+    print(f"{args.checkpoints}: {args.n} held-out {what}, answers exact under teacher forcing")
     for kind in sorted(asked):
         print(f"  {kind:12s} {right[kind]:4d} / {asked[kind]:4d}  {right[kind] / asked[kind]:.2f}")
     total = sum(asked.values())

@@ -75,8 +75,8 @@ def with_codes(conversations: list, codes: Iterable[tuple[int, ...]]) -> list[Co
 def world_conversations(cache: CodeCache, *, split: str = "train", start: int = 0, step: int = 1,
                         chunk: int = 32, mix: dict | None = None) -> Iterator[Conversation]:
     """An endless stream of world conversations with seeds start, start+step, … (one slice per rank);
-    `mix`: the shares of sign conversations, edit chains, quizzes and group conversations,
-    {"sign_rate": …, "chain_rate": …, "quiz_rate": …, "group_rate": …}
+    `mix`: the shares of told scenes, sign conversations, edit chains, quizzes and group conversations,
+    {"told_rate": …, "sign_rate": …, "chain_rate": …, "quiz_rate": …, "group_rate": …}
     (world.conversation.sample_conversation)."""
     from .world.conversation import sample_conversation
     seed = start
@@ -91,7 +91,7 @@ def world_conversations(cache: CodeCache, *, split: str = "train", start: int = 
 def render_world_chunk(seeds: list[int], split: str, mix: dict | None = None) -> tuple[list, torch.Tensor, list[int]]:
     """The CPU half of `world_conversations`, for worker processes: sample the conversations of
     `seeds` and render each distinct picture once → (world conversations, uint8 [P, 3, 128, 128],
-    the row of each picture turn in reading order). Every conversation starts with a picture."""
+    the row of each picture turn in reading order; a chunk of told scenes alone has no picture)."""
     import numpy as np
 
     from .world import render
@@ -108,6 +108,8 @@ def render_world_chunk(seeds: list[int], split: str, mix: dict | None = None) ->
                 rows[key] = len(pictures)
                 pictures.append(np.asarray(render(t.image), dtype=np.uint8))
             order.append(rows[key])
+    if not pictures:
+        return conversations, torch.empty(0, 3, 128, 128, dtype=torch.uint8), order
     images = torch.from_numpy(np.stack(pictures)).permute(0, 3, 1, 2).contiguous()
     return conversations, images, order
 
@@ -143,7 +145,7 @@ def world_conversations_parallel(encode_pixels: Callable, *, workers: int, split
 
 def _assemble(chunks, encode_pixels: Callable) -> Iterator[Conversation]:
     for conversations, images, order in chunks:
-        codes = [tuple(row) for row in encode_pixels(images).reshape(len(images), -1).tolist()]
+        codes = [tuple(row) for row in encode_pixels(images).reshape(len(images), -1).tolist()] if len(images) else []
         yield from with_codes(conversations, (codes[r] for r in order))
 
 

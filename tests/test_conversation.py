@@ -330,6 +330,45 @@ def test_quiz_questions_are_true_of_the_picture_they_follow():
     assert {"word", "count", "exists", "color", "check_color", "describe", "locate"} <= kinds
 
 
+def test_told_scenes_are_answered_from_the_words_alone():
+    """A told scene has no picture anywhere; each scene's first question comes after its description
+    in the user's words, which read back as the scene; every answer is true of that scene; quiz kinds
+    and drills both occur; held-out frames only in the eval split."""
+    from mmgen.world.conversation import TOLD, TOLD_SCENES, sample_told
+    from mmgen.world.language import read_description, template_regex
+    kinds, drills, scenes = set(), 0, 0
+    for seed in range(200):
+        c = sample_told(seed)
+        assert c.turns == sample_told(seed).turns and "-told-" in c.id
+        told = None
+        for user, reply in zip(c.turns[::2], c.turns[1::2]):
+            assert user.image is None and reply.image is None
+            assert user.task == "ask" and reply.text == user.meta["answer"]
+            scene = Scene.from_dict(user.meta["told"])
+            if scene.to_dict() != told:                 # a new scene: told in this turn's words
+                told, scenes = scene.to_dict(), scenes + 1
+                want = scene.to_dict()
+                want["objects"].sort(key=lambda o: CELLS.index(o["cell"]))
+                assert read_description(user.text) == want, user.text
+            assert_answer_holds(scene, user.meta)
+            kinds.add(user.meta["question"])
+            drills += bool(user.meta.get("drill"))
+    assert 200 < scenes <= 200 * TOLD_SCENES[1] and drills > 50
+    assert {"word", "count", "exists", "color", "check_color", "describe", "locate", "position"} <= kinds
+    held_out = [template_regex(t) for t in TOLD.held_out]
+    assert not any(rx.search(t.text) for s in range(100) for t in sample_told(s).turns for rx in held_out)
+    assert all(any(rx.search(sample_told(s, "eval").turns[0].text) for rx in held_out) for s in range(20))
+
+
+def test_told_rate_makes_that_share_of_conversations_told_scenes_and_leaves_the_rest():
+    n = 400
+    mixed = [sample_conversation(s, chain_rate=0.15, quiz_rate=0.3, told_rate=0.2) for s in range(n)]
+    plain = [sample_conversation(s, chain_rate=0.15, quiz_rate=0.3) for s in range(n)]
+    told = [c for c in mixed if "-told-" in c.id]
+    assert 0.13 < len(told) / n < 0.27
+    assert all(a.turns == b.turns for a, b in zip(mixed, plain) if "-told-" not in a.id)
+
+
 def _drill_pictures(seeds, drill_rate=None, drill_kinds=None):
     """(picture, the metas of the questions asked about it) of each quiz drill in `seeds`."""
     from mmgen.world.conversation import DRILL_RATE, sample_quiz

@@ -22,6 +22,16 @@ def test_parallel_rendering_gives_the_same_conversations_in_order(tiny_vq):
     assert got == want
 
 
+def test_chunks_of_told_scenes_alone_have_no_picture_and_still_stream(tiny_vq):
+    """Told scenes carry no picture: a chunk of them alone renders nothing and encodes nothing."""
+    mix = {"told_rate": 1.0}
+    want = list(islice(world_conversations(CodeCache(tiny_vq.encode), mix=mix), 6))
+    assert all(t.codes is None for c in want for t in c.turns)
+    source = world_conversations_parallel(lambda x: tiny_vq.encode_tensor(x.float() / 255), workers=1,
+                                          chunk=3, mix=mix)
+    assert list(islice(source, 6)) == want
+
+
 def test_prefetched_keeps_order_and_raises_where_the_source_failed():
     def source():
         yield from range(5)

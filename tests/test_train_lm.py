@@ -31,12 +31,12 @@ def test_train_checkpoint_resume(tmp_path, tiny_vq):
     assert not list(tmp_path.glob(".lm.*")), "temporary checkpoint folders are cleaned up"
     first = load_model(out).state_dict()
     assert cli(common + ["--resume", "--chain-rate", "0.5", "--sign-rate", "0.25", "--group-rate", "0.4",
-                         "--text-weight", "6"]) == 0
+                         "--told-rate", "0.2", "--text-weight", "6"]) == 0
     config = json.loads((out / "config.json").read_text())
     assert config["mmgen_training"]["steps"] == 6
     runs = config["mmgen_training"]["runs"]              # each run's data mix travels with the checkpoint
-    assert [(r["from_step"], r["chain_rate"], r["sign_rate"], r["group_rate"]) for r in runs] == \
-        [(0, 0.0, 0.0, 0.0), (3, 0.5, 0.25, 0.4)]
+    assert [(r["from_step"], r["chain_rate"], r["sign_rate"], r["group_rate"], r["told_rate"]) for r in runs] == \
+        [(0, 0.0, 0.0, 0.0, 0.0), (3, 0.5, 0.25, 0.4, 0.2)]
     assert runs[-1]["text_weight"] == 6
     letters = config["mmgen_image_positions"]["letters"]  # capitals and the tokenizer's lettering codes
     assert len(letters) >= 26 and "model.embed_tokens.letter_places" in load_model(out).state_dict()
@@ -64,6 +64,8 @@ def test_a_timed_run_with_rendering_workers_stops_and_checkpoints(tmp_path, tiny
     assert "--drill-kinds: colour (drill kinds are color_check, count, cells, locate)" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="--drill-kinds needs quizzes with drills"):
         cli(["train", "lm", "--vq", str(tiny_vq), "--out", str(out), "--drill-kinds", "count"])
+    with pytest.raises(SystemExit, match=r"--told-rate must lie in \[0, 1\]"):
+        cli(["train", "lm", "--vq", str(tiny_vq), "--out", str(out), "--told-rate", "2"])
     with pytest.raises(SystemExit, match=r"--group-rate must lie in \[0, 1\]"):
         cli(["train", "lm", "--vq", str(tiny_vq), "--out", str(out), "--group-rate", "-0.1"])
 

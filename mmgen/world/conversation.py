@@ -450,14 +450,50 @@ def sample_quiz(seed: int, split: str = "train", drill_rate: float = DRILL_RATE,
     return Conversation(id=f"{split}-quiz-{seed}", split=split, seed=seed, turns=turns)
 
 
+# A told scene (`sample_conversation(told_rate=…)`): the user describes a picture in words — the
+# words `describe` gives it, in a frame ("picture this: a red star at the top and … on a white
+# background.") — and asks a quiz's questions about it (`_quiz_questions`, drills included), with no
+# picture anywhere in the conversation, 1-2 scenes one after the other. The answers can only be read
+# from the words. That is the step a reply that first describes its picture and then answers needs:
+# given its own right description, the model still answered from the picture's codes, no better
+# than before (docs/RESULTS.md, "Looking at the whole picture before answering").
+TOLD_SCENES = (1, 2)
+TOLD = family("told_scene", ("suppose there's {scene}.", "my picture has {scene}.",
+    
+    "picture this: {scene}.", "imagine a picture with {scene}.", "say I drew {scene}.",
+    "here's a scene: {scene}.", "think of a picture with {scene}.", "I have a drawing with {scene}.",
+    "let's say the picture shows {scene}.", "imagine {scene}.", "my drawing shows {scene}."), (
+    "let's say my sketch has {scene}.", "say this image is showing {scene}."))
+
+
+def sample_told(seed: int, split: str = "train", drill_rate: float = DRILL_RATE, drill_kinds=None) -> Conversation:
+    """A told scene: a picture described in the user's words, then questions about it (`TOLD`); each
+    question's user meta carries the scene it is about as "told" (a scene dict)."""
+    rng = stream(split, seed, "told")
+    turns: list[Turn] = []
+    for _ in range(rng.randint(*TOLD_SCENES)):
+        scene = _sign_scene(rng) if rng.random() < QUIZ_SIGN_RATE else sample_scene(rng)
+        told = as_typed(TOLD.pick(rng, split).format(scene=describe(scene)), rng)
+        for j, asked in enumerate(_quiz_questions(scene, rng, split, drill_rate, drill_kinds)):
+            kind, text, meta, reply, image = asked
+            turns += _exchange_turns((kind, f"{told} {text}" if j == 0 else text, {**meta, "told": scene.to_dict()},
+                                      reply, image),
+                                     None, rng, split)
+    return Conversation(id=f"{split}-told-{seed}", split=split, seed=seed, turns=turns)
+
+
 def sample_conversation(seed: int, split: str = "train", sign_rate: float = 0.0,
                         chain_rate: float = 0.0, quiz_rate: float = 0.0,
-                        drill_rate: float = DRILL_RATE, group_rate: float = 0.0, drill_kinds=None) -> Conversation:
-    """The conversation of `seed`; with `sign_rate`, that share of conversations are about a sign,
+                        drill_rate: float = DRILL_RATE, group_rate: float = 0.0, drill_kinds=None,
+                        told_rate: float = 0.0) -> Conversation:
+    """The conversation of `seed`; with `told_rate`, that share are told scenes (`sample_told`: no
+    picture, so ~80 tokens each), with `sign_rate`, that share of conversations are about a sign,
     with `chain_rate` that share are edit chains (`sample_chain`), with `quiz_rate` that share of the
     others are quizzes (`sample_quiz`, whose pictures with two or more shapes are drills with
     `drill_rate`, of `drill_kinds` only when given), with `group_rate` that share of the rest are group conversations
     (`sample_group`); the same seed gives the same conversation whenever it is none of these."""
+    if told_rate > 0 and stream(split, seed, "told_mix").random() < told_rate:
+        return sample_told(seed, split, drill_rate, drill_kinds)
     if chain_rate > 0 and stream(split, seed, "chain_mix").random() < chain_rate:
         return sample_chain(seed, split)
     if quiz_rate > 0 and stream(split, seed, "quiz_mix").random() < quiz_rate:

@@ -46,7 +46,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--checkpoints", default="checkpoints",
                     help="folder with vq/ and lm/ (a mid-run save: a folder linking checkpoints/vq and the save as lm)")
-    ap.add_argument("--n", type=int, default=150, help="quiz conversations (eval split seeds 0..n-1)")
+    ap.add_argument("--n", type=int, default=150, help="quizzes or told scenes (eval split seeds 0..n-1)")
     ap.add_argument("--told", action="store_true", help="told scenes: the picture in words, no picture")
     args = ap.parse_args()
     model = load(args.checkpoints, weights="native")

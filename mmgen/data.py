@@ -8,7 +8,8 @@ Two sources, one format (`stream.Conversation`, pictures as VQ codes):
 
 `batches` groups conversations of similar length under a token budget (little padding without
 packing, so attention never crosses conversations) and applies the CFG dropout: each user
-message's words are emptied with a small probability, which teaches the unconditional branch.
+message's words are emptied with a small probability, which teaches the unconditional branch
+(in conversations with a picture only: a told scene has none to guide).
 """
 from __future__ import annotations
 
@@ -239,6 +240,11 @@ def encode_for_training(stream: Stream, conversation: Conversation, rng: random.
     conversation = stream.fit(conversation, max_len)
     turns = conversation.turns
     dropped = frozenset(i for i, t in enumerate(turns) if t.role == "user" and rng.random() < cfg_dropout)
+    # the dropout trains guidance's unconditional branch, which only a picture uses; a conversation with
+    # none (a told scene) keeps its words, or every answer after its emptied description would be a
+    # guess (the draws are made all the same, so other conversations' dropout stays as it was)
+    if all(t.codes is None for t in turns):
+        dropped = frozenset()
     # guidance's unconditional twin may read the reply's words before its picture or not
     # (SamplingConfig.guide_reply, generate.py): both kinds of twin are trained
     silent = frozenset(i + 1 for i in sorted(dropped) if i + 1 < len(turns) and turns[i + 1].codes is not None

@@ -152,6 +152,19 @@ def test_reply_dropout_empties_the_words_but_keeps_the_picture(tiny_stream):
     assert silent.loss_mask[silent.ids.index(s.image_start):] == full.loss_mask[full.ids.index(s.image_start):]
 
 
+def test_training_dropout_leaves_a_conversation_without_pictures_whole(tiny_stream):
+    """A told scene has no picture to guide: emptying its description would leave every later answer
+    about it a guess, so it keeps its words, and the dropout's draws stay in step with other conversations."""
+    from mmgen.data import encode_for_training
+    conv = Conversation((Turn("user", "imagine a red circle in the top left on a white background. where is it?"),
+                         Turn("assistant", "top left"), Turn("user", "what colour is the circle?"),
+                         Turn("assistant", "red")))
+    rng, twin = random.Random(0), random.Random(0)
+    kept = encode_for_training(tiny_stream, conv, rng, max_len=2048, cfg_dropout=1.0)
+    assert kept.ids == tiny_stream.encode(conv).ids
+    assert rng.random() == [twin.random() for _ in range(3)][-1]      # one draw per user turn, as ever
+
+
 def test_training_dropout_silences_only_picture_replies_after_a_dropped_request(tiny_stream):
     from mmgen.data import encode_for_training
     codes = tuple(i % tiny_stream.codebook_size for i in range(IMAGE_TOKENS))

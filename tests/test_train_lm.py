@@ -1,6 +1,7 @@
 """A smoke run of `mmgen train lm` on a tiny model: it trains, checkpoints, loads and resumes."""
 from __future__ import annotations
 
+import argparse
 import json
 
 import pytest
@@ -8,7 +9,7 @@ import torch
 
 from mmgen.cli import main as cli
 from mmgen.model import load_model
-from mmgen.train.lm import lr_at
+from mmgen.train.lm import add_arguments, check_arguments, lr_at
 from mmgen.vq import PRESETS, VQTokenizer
 
 
@@ -62,8 +63,11 @@ def test_a_timed_run_with_rendering_workers_stops_and_checkpoints(tmp_path, tiny
     with pytest.raises(SystemExit):
         cli(["train", "lm", "--vq", str(tiny_vq), "--out", str(out), "--drill-kinds", "count,colour"])
     assert "--drill-kinds: colour (drill kinds are color_check, count, cells, locate)" in capsys.readouterr().err
-    with pytest.raises(SystemExit, match="--drill-kinds needs quizzes with drills"):
+    with pytest.raises(SystemExit, match="--drill-kinds needs quizzes or told scenes with drills"):
         cli(["train", "lm", "--vq", str(tiny_vq), "--out", str(out), "--drill-kinds", "count"])
+    told_drills = argparse.ArgumentParser()
+    add_arguments(told_drills)
+    check_arguments(told_drills.parse_args(["--told-rate", "1", "--drill-kinds", "count"]))   # told scenes drill too
     with pytest.raises(SystemExit, match=r"--told-rate must lie in \[0, 1\]"):
         cli(["train", "lm", "--vq", str(tiny_vq), "--out", str(out), "--told-rate", "2"])
     with pytest.raises(SystemExit, match=r"--group-rate must lie in \[0, 1\]"):

@@ -61,23 +61,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="share of world conversations about a sign (a word drawn, changed or read); "
                         "0 keeps the world's own mix, where a third of pictures carry a sign")
     p.add_argument("--chain-rate", type=float, default=0.0,
-                   help="share of world conversations that are edit chains (2-5 edits, then questions about "
-                        "what changed: world.conversation.sample_chain)")
+                   help="share of the world conversations that are not told scenes that are edit chains "
+                        "(2-5 edits, then questions about what changed: world.conversation.sample_chain)")
     p.add_argument("--quiz-rate", type=float, default=0.0,
-                   help="share of the world conversations that are not edit chains that are quizzes "
-                        "(pictures, mostly the user's, each asked 1-4 different questions, the word "
-                        "first half the time when there is a sign: world.conversation.sample_quiz)")
+                   help="share of the world conversations that are neither told scenes nor edit chains that "
+                        "are quizzes (pictures, mostly the user's, each asked 1-4 different questions, the "
+                        "word first half the time when there is a sign: world.conversation.sample_quiz)")
     p.add_argument("--group-rate", type=float, default=0.0,
-                   help="share of the world conversations that are neither edit chains nor quizzes that are "
-                        "group conversations (a picture with shapes that share a shape or a colour, then 1-3 "
-                        "edits of several shapes at once or of size: world.conversation.sample_group)")
+                   help="share of the world conversations that are none of told scenes, edit chains and "
+                        "quizzes that are group conversations (a picture with shapes that share a shape or a "
+                        "colour, then 1-3 edits of several shapes at once or of size: "
+                        "world.conversation.sample_group)")
     p.add_argument("--told-rate", type=float, default=0.0,
                    help="share of world conversations that are told scenes (no picture: the user describes "
-                        "one in words and asks a quiz's questions about it, ~80 tokens each: "
+                        "one in words and asks a quiz's questions about it, ~125 tokens each: "
                         "world.conversation.sample_told)")
     p.add_argument("--drill-rate", type=float, default=None,
-                   help="share of quiz pictures with two or more shapes that are drills: asked only colour "
-                        "checks in pairs, counts of different things, or where things are (default "
+                   help="share of quiz pictures and told scenes with two or more shapes that are drills: asked "
+                        "only colour checks in pairs, counts of different things, or where things are (default "
                         "world.conversation.DRILL_RATE, kinds weighed by DRILL_SHARES; 1 with --quiz-rate 1: "
                         "a drill phase, where a colour check's yes or no starts to follow the colours and a "
                         "count or a place the picture)")
@@ -162,8 +163,9 @@ def check_arguments(args) -> None:
                        ("--told-rate", args.told_rate), ("--drill-rate", drill_rate)):
         if not 0 <= rate <= 1:
             raise SystemExit(f"mmgen train: {flag} must lie in [0, 1], not {rate}")
-    if args.drill_kinds and not (args.quiz_rate > 0 and drill_rate > 0):
-        raise SystemExit("mmgen train: --drill-kinds needs quizzes with drills (--quiz-rate and --drill-rate above 0)")
+    if args.drill_kinds and not ((args.quiz_rate > 0 or args.told_rate > 0) and drill_rate > 0):
+        raise SystemExit("mmgen train: --drill-kinds needs quizzes or told scenes with drills "
+                         "(--quiz-rate or --told-rate, and --drill-rate, above 0)")
     if args.workers < 0:
         raise SystemExit(f"mmgen train: --workers must be 0 or more, not {args.workers}")
 

@@ -487,8 +487,8 @@ def sample_conversation(seed: int, split: str = "train", sign_rate: float = 0.0,
                         drill_rate: float = DRILL_RATE, group_rate: float = 0.0, drill_kinds=None,
                         told_rate: float = 0.0) -> Conversation:
     """The conversation of `seed`; with `told_rate`, that share are told scenes (`sample_told`: no
-    picture, so ~80 tokens each), with `sign_rate`, that share of conversations are about a sign,
-    with `chain_rate` that share are edit chains (`sample_chain`), with `quiz_rate` that share of the
+    picture, so ~125 tokens each), with `sign_rate`, that share of conversations are about a sign,
+    with `chain_rate` that share of the others are edit chains (`sample_chain`), with `quiz_rate` that share of the
     others are quizzes (`sample_quiz`, whose pictures with two or more shapes are drills with
     `drill_rate`, of `drill_kinds` only when given), with `group_rate` that share of the rest are group conversations
     (`sample_group`); the same seed gives the same conversation whenever it is none of these."""

@@ -476,9 +476,8 @@ def sample_told(seed: int, split: str = "train", drill_rate: float = DRILL_RATE,
         told = as_typed(TOLD.pick(rng, split).format(scene=describe(scene)), rng)
         for j, asked in enumerate(_quiz_questions(scene, rng, split, drill_rate, drill_kinds)):
             kind, text, meta, reply, image = asked
-            turns += _exchange_turns((kind, f"{told} {text}" if j == 0 else text, {**meta, "told": scene.to_dict()},
-                                      reply, image),
-                                     None, rng, split)
+            text = f"{told} {text}" if j == 0 else text          # the scene is told with its first question
+            turns += _exchange_turns((kind, text, {**meta, "told": scene.to_dict()}, reply, image), None, rng, split)
     return Conversation(id=f"{split}-told-{seed}", split=split, seed=seed, turns=turns)
 
 

@@ -53,8 +53,8 @@ def main() -> None:
     lm, stream = model.lm.eval(), model.stream
     cache = CodeCache(model.vq.encode)
     asked, right = Counter(), Counter()
+    sample = sample_told if args.told else sample_quiz
     for seed in range(args.n):
-        sample = sample_told if args.told else sample_quiz
         conversation = sample(seed, split="eval", drill_rate=0.0)
         for kind, ok in answers_right(lm, stream, conversation, world_to_stream([conversation], cache)[0]):
             asked[kind] += 1

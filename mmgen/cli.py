@@ -28,6 +28,7 @@ COMMANDS: list[tuple[tuple[str, ...], str, str]] = [
     (("train", "previews"), "mmgen.train.preview_table", "the per-code patch table that cheap previews paste"),
     (("train", "refiner"), "mmgen.train.refiner", "train the diffusion refiner that cleans decoded pictures"),
     (("train", "lm"), "mmgen.train.lm", "train the transformer on conversations"),
+    (("train", "grow"), "mmgen.train.grow", "deepen a trained transformer without changing what it says"),
     (("train", "draft"), "mmgen.train.draft", "distil the draft model for speculative decoding"),
     (("eval",), "mmgen.eval.benchmark", "the judged benchmark: generation, editing, questions, variations"),
 ]

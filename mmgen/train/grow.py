@@ -1,0 +1,123 @@
+"""Deepen a trained transformer without changing what it says: `mmgen train grow`.
+
+    mmgen train grow --layers 12 --out runs/lm12        # checkpoints/lm (8 layers) → 12 layers
+    mmgen train lm --resume --out runs/lm12 …           # then fine-tune it as usual
+
+Block expansion (LLaMA Pro, Wu et al. 2024): new decoder layers are spread evenly between the
+old ones, each a copy of the layer before it with its two output projections (attention's
+o_proj, the MLP's down_proj) set to zero. A pre-norm layer adds its attention and MLP outputs to
+the residual stream, so a layer whose output projections are zero adds nothing: the grown model's
+logits equal the old model's exactly, and fine-tuning starts from everything it knew. The
+gradient still reaches the zeroed projections (it is the product of their input, which the
+copied weights make meaningful, and the loss's gradient), so the new layers start learning at
+the first step; the rest of each new layer learns once its projections move off zero.
+
+Why by hand: transformers and accelerate grow no models; this is a key renaming over the
+safetensors state dict plus a config change.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import re
+from pathlib import Path
+
+import torch
+
+OUTPUT_PROJECTIONS = ("self_attn.o_proj.weight", "mlp.down_proj.weight")
+LAYER_KEY = re.compile(r"^model\.layers\.(\d+)\.(.+)$")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--from", dest="source", default="checkpoints/lm", help="the transformer to deepen")
+    p.add_argument("--out", required=True, help="where the grown checkpoint goes (written atomically)")
+    p.add_argument("--layers", type=int, required=True, help="decoder layers of the grown model (more than now)")
+
+
+def layer_plan(old: int, new: int) -> list[int | None]:
+    """For each layer of the grown model, the old layer it is (an int) or None for a new one.
+    New layers are spread evenly: each follows a run of old layers (8 → 12: o o n o o n o o n o o n)."""
+    if new <= old:
+        raise ValueError(f"--layers must be more than the model's {old} layers, not {new}")
+    added = new - old
+    plan: list[int | None] = []
+    for i in range(old):
+        plan.append(i)
+        # after old layer i, add as many new layers as keep the running share even
+        while len(plan) - (i + 1) < added * (i + 1) // old:
+            plan.append(None)
+    return plan
+
+
+def grow_state(state: dict[str, torch.Tensor], plan: list[int | None]) -> dict[str, torch.Tensor]:
+    """The grown model's state dict: old layers renumbered; each new layer a copy of the layer
+    before it with its output projections zeroed (so it adds nothing to the residual stream)."""
+    layers: dict[int, dict[str, torch.Tensor]] = {}
+    grown = {}
+    for key, value in state.items():
+        m = LAYER_KEY.match(key)
+        if m:
+            layers.setdefault(int(m.group(1)), {})[m.group(2)] = value
+        else:
+            grown[key] = value
+    previous = None
+    for index, source in enumerate(plan):
+        if source is not None:
+            block = layers[source]
+            previous = block
+        else:
+            block = {name: (torch.zeros_like(w) if name in OUTPUT_PROJECTIONS else w.clone())
+                     for name, w in previous.items()}
+        for name, w in block.items():
+            grown[f"model.layers.{index}.{name}"] = w
+    return grown
+
+
+def grow(model, layers: int):
+    """A new model with `layers` decoder layers that computes exactly what `model` does."""
+    from ..model import MMGenForCausalLM
+    plan = layer_plan(model.config.num_hidden_layers, layers)
+    config = copy.deepcopy(model.config)
+    config.num_hidden_layers = layers
+    if getattr(config, "layer_types", None) is not None:
+        config.layer_types = [config.layer_types[0]] * layers
+    grown = MMGenForCausalLM(config)
+    state = grow_state(model.state_dict(), plan)
+    missing, unexpected = grown.load_state_dict(state, strict=False)
+    # tied output weights are the one key a state dict may leave out
+    missing = [k for k in missing if k != "lm_head.weight"]
+    if missing or unexpected:
+        raise RuntimeError(f"grown state does not fit: missing {missing}, unexpected {unexpected}")
+    grown.tie_weights()
+    progress = dict(getattr(model.config, "mmgen_training", {}) or {})
+    progress.setdefault("grown", []).append({"at_step": progress.get("steps", 0),
+                                             "from_layers": model.config.num_hidden_layers,
+                                             "to_layers": layers, "plan": plan})
+    return grown.eval(), progress
+
+
+def run(args) -> int:
+    from ..model import count_parameters, load_model
+    from ..text import TextTokenizer
+    from .common import save_lm_checkpoint
+    source = Path(args.source)
+    try:
+        model = load_model(source)
+        text = TextTokenizer.from_pretrained(source)
+        grown, progress = grow(model, args.layers)
+    except (FileNotFoundError, ValueError) as e:
+        raise SystemExit(f"mmgen train grow: {e}")
+    save_lm_checkpoint(grown, text, args.out, progress)
+    print(f"{source} ({model.config.num_hidden_layers} layers, {count_parameters(model) / 1e6:.1f} M parameters)"
+          f" → {args.out} ({args.layers} layers, {count_parameters(grown) / 1e6:.1f} M parameters)")
+    return 0
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="mmgen train grow", description=__doc__.splitlines()[0])
+    add_arguments(p)
+    return run(p.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

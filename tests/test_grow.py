@@ -1,0 +1,83 @@
+"""`mmgen train grow`: a deeper transformer that starts out saying exactly what the old one says."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mmgen.cli import main as cli
+from mmgen.model import load_model
+from mmgen.train.grow import grow, layer_plan
+
+
+def test_layer_plan_keeps_old_layers_in_order_and_spreads_new_ones():
+    assert layer_plan(8, 12) == [0, 1, None, 2, 3, None, 4, 5, None, 6, 7, None]
+    assert layer_plan(8, 10) == [0, 1, 2, 3, None, 4, 5, 6, 7, None]
+    assert layer_plan(2, 6) == [0, None, None, 1, None, None]
+    for old, new in [(8, 9), (8, 16), (3, 7), (12, 20)]:
+        plan = layer_plan(old, new)
+        assert len(plan) == new
+        assert [i for i in plan if i is not None] == list(range(old))
+        assert plan[0] == 0                       # a new layer always copies one before it
+
+
+def test_layer_plan_refuses_to_shrink():
+    with pytest.raises(ValueError, match="more than"):
+        layer_plan(8, 8)
+
+
+def _random_ids(model, length=120):
+    g = torch.Generator().manual_seed(1)
+    return torch.randint(0, model.config.vocab_size, (2, length), generator=g)
+
+
+def test_grown_model_computes_what_the_old_one_does(tiny_lm):
+    grown, progress = grow(tiny_lm, 5)
+    assert grown.config.num_hidden_layers == 5 and tiny_lm.config.num_hidden_layers == 2
+    assert progress["grown"][-1]["plan"] == layer_plan(2, 5)
+    ids = _random_ids(tiny_lm)
+    with torch.no_grad():
+        assert torch.equal(tiny_lm(ids).logits, grown(ids).logits)
+    # the input and output embeddings stay one tensor, as in the old model
+    assert grown.get_input_embeddings().weight is grown.get_output_embeddings().weight
+    # with the KV cache too: one token at a time after a prefix
+    with torch.no_grad():
+        old = tiny_lm(ids[:, :100], use_cache=True)
+        new = grown(ids[:, :100], use_cache=True)
+        step_old = tiny_lm(ids[:, 100:101], past_key_values=old.past_key_values).logits
+        step_new = grown(ids[:, 100:101], past_key_values=new.past_key_values).logits
+    assert torch.allclose(step_old, step_new, atol=1e-5)
+
+
+def test_new_layers_learn_from_the_first_step(tiny_lm):
+    grown, _ = grow(tiny_lm, 3)                    # layers: old 0, old 1, new
+    grown.train()
+    ids = _random_ids(grown, 60)
+    grown(ids, labels=ids).loss.backward()
+    new = grown.model.layers[2]
+    assert new.self_attn.o_proj.weight.abs().sum() == 0 and new.mlp.down_proj.weight.abs().sum() == 0
+    assert new.self_attn.o_proj.weight.grad.abs().sum() > 0
+    assert new.mlp.down_proj.weight.grad.abs().sum() > 0
+    # the copied weights differ from the zeroed ones: the new layer is a copy of old layer 1
+    assert torch.equal(new.mlp.up_proj.weight, grown.model.layers[1].mlp.up_proj.weight)
+
+
+def test_grow_command_writes_a_checkpoint_that_loads_and_matches(tiny_checkpoints, tmp_path, capsys):
+    out = tmp_path / "grown"
+    assert cli(["train", "grow", "--from", str(tiny_checkpoints / "lm"), "--out", str(out), "--layers", "4"]) == 0
+    assert "4 layers" in capsys.readouterr().out
+    old = load_model(tiny_checkpoints / "lm")
+    old.to(torch.bfloat16).float()                 # checkpoints are written in bf16
+    grown = load_model(out)
+    assert grown.config.num_hidden_layers == 4
+    assert (out / "tokenizer.json").is_file()
+    ids = _random_ids(old)
+    with torch.no_grad():
+        assert torch.allclose(old(ids).logits, grown(ids).logits, atol=1e-4)
+
+
+def test_grow_command_explains_bad_input(tiny_checkpoints, tmp_path):
+    with pytest.raises(SystemExit, match="more than the model's 2 layers"):
+        cli(["train", "grow", "--from", str(tiny_checkpoints / "lm"), "--out", str(tmp_path / "g"), "--layers", "2"])
+    with pytest.raises(SystemExit, match="no transformer checkpoint"):
+        cli(["train", "grow", "--from", str(tmp_path / "nowhere"), "--out", str(tmp_path / "g"), "--layers", "4"])
+    assert not (tmp_path / "g").exists()

@@ -25,9 +25,18 @@ def test_layer_plan_refuses_to_shrink():
         layer_plan(8, 8)
 
 
-def _random_ids(model, length=120):
+def _random_ids(model):
+    """Two rows of random ids in which every StreamEmbedding addition applies: a capitalised word,
+    a picture (random codes, some of them lettering), words after it, and the start of its edit."""
+    spec, vocab = model.config.mmgen_image_positions, model.config.vocab_size
+    start, offset = spec["image_start"], spec["image_offset"]
+    capitals = [i for i in spec["letters"] if i < offset][:4]
     g = torch.Generator().manual_seed(1)
-    return torch.randint(0, model.config.vocab_size, (2, length), generator=g)
+
+    def draw(low, high, n):
+        return torch.randint(low, high, (n,), generator=g).tolist()
+    return torch.tensor([draw(0, offset, 6) + capitals + [start] + draw(offset, vocab, 256) + draw(0, offset, 6)
+                         + [start] + draw(offset, vocab, 20) for _ in range(2)])
 
 
 def test_grown_model_computes_what_the_old_one_does(tiny_lm):
@@ -51,14 +60,27 @@ def test_grown_model_computes_what_the_old_one_does(tiny_lm):
 def test_new_layers_learn_from_the_first_step(tiny_lm):
     grown, _ = grow(tiny_lm, 3)                    # layers: old 0, old 1, new
     grown.train()
-    ids = _random_ids(grown, 60)
+    ids = _random_ids(grown)
     grown(ids, labels=ids).loss.backward()
     new = grown.model.layers[2]
     assert new.self_attn.o_proj.weight.abs().sum() == 0 and new.mlp.down_proj.weight.abs().sum() == 0
     assert new.self_attn.o_proj.weight.grad.abs().sum() > 0
     assert new.mlp.down_proj.weight.grad.abs().sum() > 0
-    # the copied weights differ from the zeroed ones: the new layer is a copy of old layer 1
+    # the rest of the new layer is a copy of old layer 1
     assert torch.equal(new.mlp.up_proj.weight, grown.model.layers[1].mlp.up_proj.weight)
+
+
+def test_output_projection_biases_are_zeroed_too():
+    from mmgen.model import build_model
+    old = build_model("tiny", 300, seed=0, attention_bias=True, mlp_bias=True).eval()
+    with torch.no_grad():
+        for layer in old.model.layers:
+            layer.self_attn.o_proj.bias.normal_(0, 0.1)
+            layer.mlp.down_proj.bias.normal_(0, 0.1)
+    grown, _ = grow(old, 3)
+    ids = torch.randint(0, 300, (1, 30), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert torch.equal(old(ids).logits, grown(ids).logits)
 
 
 def test_grow_command_writes_a_checkpoint_that_loads_and_matches(tiny_checkpoints, tmp_path, capsys):
@@ -81,3 +103,16 @@ def test_grow_command_explains_bad_input(tiny_checkpoints, tmp_path):
     with pytest.raises(SystemExit, match="no transformer checkpoint"):
         cli(["train", "grow", "--from", str(tmp_path / "nowhere"), "--out", str(tmp_path / "g"), "--layers", "4"])
     assert not (tmp_path / "g").exists()
+
+
+def test_grow_command_refuses_an_out_it_would_destroy(tiny_checkpoints, tmp_path):
+    source = tiny_checkpoints / "lm"
+    before = (source / "config.json").read_text()
+    (tmp_path / "a_file").write_text("keep")
+    (tmp_path / "runs" / "lm1").mkdir(parents=True)
+    for out, message in [(source, "is the checkpoint being grown"), (tmp_path / "a_file", "is a file"),
+                         (tmp_path / "a_file" / "g", "is a file"), (tmp_path / "runs", "something other")]:
+        with pytest.raises(SystemExit, match=message):
+            cli(["train", "grow", "--from", str(source), "--out", str(out), "--layers", "4"])
+    assert (source / "config.json").read_text() == before
+    assert (tmp_path / "a_file").read_text() == "keep" and (tmp_path / "runs" / "lm1").is_dir()

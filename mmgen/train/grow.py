@@ -24,7 +24,9 @@ from pathlib import Path
 
 import torch
 
-OUTPUT_PROJECTIONS = ("self_attn.o_proj.weight", "mlp.down_proj.weight")
+# with attention_bias / mlp_bias a projection has a bias too: zeroed with it, or the layer adds the bias
+OUTPUT_PROJECTIONS = ("self_attn.o_proj.weight", "self_attn.o_proj.bias",
+                      "mlp.down_proj.weight", "mlp.down_proj.bias")
 LAYER_KEY = re.compile(r"^model\.layers\.(\d+)\.(.+)$")
 
 
@@ -47,6 +49,16 @@ def layer_plan(old: int, new: int) -> list[int | None]:
         while len(plan) - (i + 1) < added * (i + 1) // old:
             plan.append(None)
     return plan
+
+
+def copied_from(plan: list[int | None]) -> list[int]:
+    """For each layer of the grown model, the old layer whose weights it starts from (a new layer
+    copies the old layer before it)."""
+    sources, last = [], None
+    for source in plan:
+        last = source if source is not None else last
+        sources.append(last)
+    return sources
 
 
 def grow_state(state: dict[str, torch.Tensor], plan: list[int | None]) -> dict[str, torch.Tensor]:
@@ -80,7 +92,7 @@ def grow(model, layers: int):
     config = copy.deepcopy(model.config)
     config.num_hidden_layers = layers
     if getattr(config, "layer_types", None) is not None:
-        config.layer_types = [config.layer_types[0]] * layers
+        config.layer_types = [config.layer_types[i] for i in copied_from(plan)]   # each as the layer it copies
     grown = MMGenForCausalLM(config)
     state = grow_state(model.state_dict(), plan)
     missing, unexpected = grown.load_state_dict(state, strict=False)
@@ -89,25 +101,42 @@ def grow(model, layers: int):
     if missing or unexpected:
         raise RuntimeError(f"grown state does not fit: missing {missing}, unexpected {unexpected}")
     grown.tie_weights()
-    progress = dict(getattr(model.config, "mmgen_training", {}) or {})
+    progress = copy.deepcopy(getattr(model.config, "mmgen_training", {}) or {})   # the old model's stays as it was
     progress.setdefault("grown", []).append({"at_step": progress.get("steps", 0),
                                              "from_layers": model.config.num_hidden_layers,
                                              "to_layers": layers, "plan": plan})
     return grown.eval(), progress
 
 
+def check_out(source: Path, out: Path) -> None:
+    """Refuse an --out whose replacement would lose something: the checkpoint is swapped in for the
+    whole folder (io.atomic_folder), so --out may be new or a transformer checkpoint, but not the
+    one being grown, a file, or a folder of something else (`--out runs` for `--out runs/lm12`)."""
+    if out.resolve() == source.resolve():
+        raise ValueError(f"--out {out} is the checkpoint being grown (--from); give a new folder")
+    existing = next(p for p in (out, *out.parents) if p.exists())
+    if not existing.is_dir():
+        raise ValueError(f"cannot write --out {out}: {existing} is a file")
+    if existing == out and any(out.iterdir()) and not (out / "config.json").is_file():
+        raise ValueError(f"--out {out} holds something other than a transformer checkpoint, and the "
+                         "checkpoint would replace all of it; give a new folder")
+
+
 def run(args) -> int:
+    from safetensors import SafetensorError
+
     from ..model import count_parameters, load_model
     from ..text import TextTokenizer
     from .common import save_lm_checkpoint
-    source = Path(args.source)
+    source, out = Path(args.source), Path(args.out)
     try:
+        check_out(source, out)
         model = load_model(source)
         text = TextTokenizer.from_pretrained(source)
         grown, progress = grow(model, args.layers)
-    except (FileNotFoundError, ValueError) as e:
+        save_lm_checkpoint(grown, text, out, progress)      # on an error, --out is left as it was
+    except (OSError, ValueError, SafetensorError) as e:     # OSError: no weights, or --out not writable
         raise SystemExit(f"mmgen train grow: {e}")
-    save_lm_checkpoint(grown, text, args.out, progress)
     print(f"{source} ({model.config.num_hidden_layers} layers, {count_parameters(model) / 1e6:.1f} M parameters)"
           f" → {args.out} ({args.layers} layers, {count_parameters(grown) / 1e6:.1f} M parameters)")
     return 0

@@ -116,3 +116,26 @@ def test_grow_command_refuses_an_out_it_would_destroy(tiny_checkpoints, tmp_path
             cli(["train", "grow", "--from", str(source), "--out", str(out), "--layers", "4"])
     assert (source / "config.json").read_text() == before
     assert (tmp_path / "a_file").read_text() == "keep" and (tmp_path / "runs" / "lm1").is_dir()
+
+
+def test_a_grown_checkpoint_resumes_training_under_its_own_name(tiny_checkpoints, tmp_path):
+    out = tmp_path / "grown"
+    assert cli(["train", "grow", "--from", str(tiny_checkpoints / "lm"), "--out", str(out), "--layers", "3"]) == 0
+    before = load_model(out).state_dict()
+    assert cli(["train", "lm", "--resume", "--out", str(out), "--vq", str(tiny_checkpoints / "vq"),
+                "--stop-after", "1", "--batch-tokens", "1500", "--max-len", "700", "--eval-every", "1",
+                "--save-every", "1", "--threads", "1"]) == 0
+    model = load_model(out)
+    assert model.config.num_hidden_layers == 3
+    assert model.config.mmgen_preset == "tiny-3-layers"          # not the --preset default, "small"
+    assert model.config.mmgen_training["grown"][0]["to_layers"] == 3
+    after = model.state_dict()
+    new_output = "model.layers.2.mlp.down_proj.weight"
+    assert before[new_output].abs().sum() == 0 and after[new_output].abs().sum() > 0   # the new layer trained
+
+
+def test_grown_names_carry_the_depth():
+    from mmgen.train.grow import grown_name
+    assert grown_name("small", 12) == "small-12-layers"
+    assert grown_name("small-12-layers", 16) == "small-16-layers"
+    assert grown_name(None, 4) == "lm-4-layers"

@@ -28,6 +28,7 @@ import torch
 OUTPUT_PROJECTIONS = ("self_attn.o_proj.weight", "self_attn.o_proj.bias",
                       "mlp.down_proj.weight", "mlp.down_proj.bias")
 LAYER_KEY = re.compile(r"^model\.layers\.(\d+)\.(.+)$")
+GROWN_SUFFIX = re.compile(r"-\d+-layers$")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -61,6 +62,13 @@ def copied_from(plan: list[int | None]) -> list[int]:
     return sources
 
 
+def grown_name(preset: str | None, layers: int) -> str:
+    """The grown model's preset name (it is served as mmgen-<name>): no longer the preset's shape,
+    so the layer count joins it, e.g. small → small-12-layers, small-12-layers → small-16-layers."""
+    base = GROWN_SUFFIX.sub("", preset or "lm")
+    return f"{base}-{layers}-layers"
+
+
 def grow_state(state: dict[str, torch.Tensor], plan: list[int | None]) -> dict[str, torch.Tensor]:
     """The grown model's state dict: old layers renumbered; each new layer a copy of the layer
     before it with its output projections zeroed (so it adds nothing to the residual stream)."""
@@ -91,6 +99,7 @@ def grow(model, layers: int):
     plan = layer_plan(model.config.num_hidden_layers, layers)
     config = copy.deepcopy(model.config)
     config.num_hidden_layers = layers
+    config.mmgen_preset = grown_name(getattr(config, "mmgen_preset", None), layers)
     if getattr(config, "layer_types", None) is not None:
         config.layer_types = [config.layer_types[i] for i in copied_from(plan)]   # each as the layer it copies
     grown = MMGenForCausalLM(config)

@@ -192,7 +192,9 @@ def load_or_build_model(args, stream, device, glyph_codes=()):
                             picture_letters=bool(letters) and args.picture_letters)
     model.config.mmgen_stream = {"text_vocab": stream.text_vocab, "codebook_size": stream.codebook_size,
                                  "special_tokens": list(stream.special), "image_offset": stream.image_offset}
-    model.config.mmgen_preset = args.preset
+    # the name says the model's shape: a resumed checkpoint keeps its own (a grown model is no preset)
+    if not args.resume or not getattr(model.config, "mmgen_preset", None):
+        model.config.mmgen_preset = args.preset
     return model, progress
 
 

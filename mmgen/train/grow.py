@@ -80,14 +80,11 @@ def grow_state(state: dict[str, torch.Tensor], plan: list[int | None]) -> dict[s
             layers.setdefault(int(m.group(1)), {})[m.group(2)] = value
         else:
             grown[key] = value
-    previous = None
-    for index, source in enumerate(plan):
-        if source is not None:
-            block = layers[source]
-            previous = block
-        else:
+    for index, (source, copied) in enumerate(zip(plan, copied_from(plan))):
+        block = layers[copied]
+        if source is None:       # a new layer: the copy adds nothing until its projections learn
             block = {name: (torch.zeros_like(w) if name in OUTPUT_PROJECTIONS else w.clone())
-                     for name, w in previous.items()}
+                     for name, w in block.items()}
         for name, w in block.items():
             grown[f"model.layers.{index}.{name}"] = w
     return grown
@@ -100,8 +97,6 @@ def grow(model, layers: int):
     config = copy.deepcopy(model.config)
     config.num_hidden_layers = layers
     config.mmgen_preset = grown_name(getattr(config, "mmgen_preset", None), layers)
-    if getattr(config, "layer_types", None) is not None:
-        config.layer_types = [config.layer_types[i] for i in copied_from(plan)]   # each as the layer it copies
     grown = MMGenForCausalLM(config)
     state = grow_state(model.state_dict(), plan)
     missing, unexpected = grown.load_state_dict(state, strict=False)

@@ -16,17 +16,17 @@ is cheap) and compares their answers on held-out told scenes, greedy and free-ru
     python benchmarks/answer_formats.py --minutes 15            # each format trains 15 minutes
     python benchmarks/answer_formats.py --minutes 15 --formats one_by_one
 
-It prints, per format, steps, tokens, and exact answers by question kind (the final answer only,
-after the last "—" of an answer). A comparison means something only once both models answer the
-questions neither format changes (describe, word) well: at 20 minutes a format on 2 shared cores
-they do not (docs/RESULTS.md).
+It prints, per format, steps, tokens (padding left out), and exact answers by question kind (for
+one_by_one's count, exists and locate answers, the part after the marks; every other answer whole).
+Training scenes include drills (world.conversation.DRILL_RATE); the held-out ones have none and use
+the eval split's held-out phrasings. A comparison means something only once both models answer the
+questions neither format changes (describe, word) well.
 """
 from __future__ import annotations
 
 import argparse
 import collections
 import math
-import random
 import time
 
 import torch
@@ -65,8 +65,10 @@ def one_by_one(kind: str, meta: dict, answer: str) -> str:
     return marks + DASH + final
 
 
-def final_answer(text: str) -> str:
-    return text.rsplit(DASH, 1)[-1].strip()
+def final_answer(text: str, kind: str, fmt: str) -> str:
+    """The part of an answer that is graded: after the marks of a one_by_one count, exists or locate
+    answer; any other answer whole (a colour check's "it's orange — red? no" has a dash of its own)."""
+    return (text.rsplit(DASH, 1)[-1] if fmt == "one_by_one" and kind in PICKED else text).strip()
 
 
 class Encoder:
@@ -103,6 +105,7 @@ class Encoder:
 
 
 def batch(enc: Encoder, seeds, max_len: int):
+    """(ids, labels, tokens): right-padded with end-of-turn (label -100); tokens leaves padding out."""
     rows = [enc.conversation(sample_told(s, "train")) for s in seeds]
     width = min(max_len, max(len(i) for i, _ in rows))
     ids = torch.full((len(rows), width), enc.eot)
@@ -111,7 +114,7 @@ def batch(enc: Encoder, seeds, max_len: int):
         i, l = i[:width], l[:width]
         ids[r, :len(i)] = torch.tensor(i)
         labels[r, :len(i)] = torch.tensor([t if m else -100 for t, m in zip(i, l)])
-    return ids, labels
+    return ids, labels, sum(min(width, len(i)) for i, _ in rows)
 
 
 def tiny_model(vocab: int, args) -> LlamaForCausalLM:
@@ -131,14 +134,14 @@ def train(enc: Encoder, args) -> tuple[LlamaForCausalLM, int, int]:
         lr = args.lr * min(1.0, (step + 1) / 100) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * elapsed / budget)))
         for g in opt.param_groups:
             g["lr"] = lr
-        ids, labels = batch(enc, range(seed, seed + args.batch), args.max_len)
+        ids, labels, real = batch(enc, range(seed, seed + args.batch), args.max_len)
         seed += args.batch
         loss = model(input_ids=ids, labels=labels).loss
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        step, tokens = step + 1, tokens + ids.numel()
+        step, tokens = step + 1, tokens + real
         if step % 200 == 0:
             print(f"  {enc.fmt} step {step} loss {loss.item():.3f} {elapsed / 60:.1f} min", flush=True)
     return model, step, tokens
@@ -162,7 +165,7 @@ def evaluate(model, enc: Encoder, n: int) -> dict[str, list[bool]]:
         context = []
         for kind, meta, q, a in enc.turns(sample_told(seed, "eval", drill_rate=0.0)):
             got = reply(model, enc, context + enc.prompt(q))
-            right[kind].append(final_answer(got) == final_answer(a))
+            right[kind].append(final_answer(got, kind, enc.fmt) == final_answer(a, kind, enc.fmt))
             context += enc.prompt(q) + enc.text(a) + [enc.eot]
     return right
 
@@ -181,7 +184,8 @@ def main():
     p.add_argument("--tokenizer", default="tokenizer/tokenizer.json")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    random.seed(0)
+    if unknown := set(args.formats.split(",")) - {"direct", "one_by_one"}:
+        p.error(f"unknown formats {sorted(unknown)}: direct, one_by_one")
     results = {}
     for fmt in args.formats.split(","):
         enc = Encoder(args.tokenizer, fmt)

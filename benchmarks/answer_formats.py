@@ -35,7 +35,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from mmgen.world.conversation import sample_told
 from mmgen.world.language import CELLS
-from mmgen.world.questions import count_answer, locate_answer, with_evidence
+from mmgen.world.questions import _matches, count_answer, locate_answer, with_evidence
 from mmgen.world.scene import Scene
 
 PICKED = ("count", "exists", "locate")          # the kinds one_by_one rewrites
@@ -46,7 +46,7 @@ def _mark_list(scene: Scene, shape: str | None, color: str | None) -> tuple[str,
     """'red circle one, blue star no, …' over the shapes in reading order; and the count."""
     marks, n = [], 0
     for o in sorted(scene.objects, key=lambda o: CELLS.index(o.cell)):
-        hit = shape in (None, o.shape) and color in (None, o.color)
+        hit = _matches(o, shape, color)
         n += hit
         marks.append(f"{o.color} {o.shape} {count_answer(n) if hit else 'no'}")
     return ", ".join(marks) if marks else "nothing", n

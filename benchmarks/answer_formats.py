@@ -72,7 +72,9 @@ def final_answer(text: str, kind: str, fmt: str) -> str:
 
 
 class Encoder:
-    """Told conversations as ids: the text tokenizer's ids plus three role tokens; loss on replies."""
+    """Told conversations as ids: the text tokenizer's ids plus three role tokens; loss on replies.
+    Not mmgen.stream: told scenes have no picture, and the stream's vocabulary is mostly image ids a
+    tiny text-only model would carry unused."""
 
     def __init__(self, tokenizer: str, fmt: str):
         self.tok = Tokenizer.from_file(tokenizer)

@@ -3,7 +3,7 @@
 Held-out scenes and held-out phrasings only (the evaluation split of the world). Seven parts:
 
 - generation (GenEval-style): a prompt per case in each category — single object, two objects,
-  counting, colours, position, colour attribution, sign; a case passes when the judge's reading
+  counting, a count with one other shape, colours, position, colour attribution, sign; a case passes when the judge's reading
   of the picture satisfies everything the prompt asked (`prompts.spec_matches`). "overall" is
   the mean over categories; "sign words" is the share of sign prompts whose word is exact.
   Two diagnostics split the failures: "plan matches prompt" (the reply's layout plan, read with
@@ -53,7 +53,8 @@ from pathlib import Path
 from ..world.edits import PLURAL_KINDS
 from .vocabulary import unseen_words
 
-GEN_CATEGORIES = ("single_object", "two_objects", "counting", "colors", "position", "color_attribution", "sign")
+GEN_CATEGORIES = ("single_object", "two_objects", "counting", "count_and_other", "colors", "position",
+                  "color_attribution", "sign")
 PARTS = ("gen", "edit", "plural", "ask", "chain", "var", "words")
 SPLITS = ("eval", "paraphrase", "train")
 SEED_SALT = {"gen": 0, "edit": 1, "ask": 2, "var": 3, "words": 4, "plural": 5, "chain": 6}

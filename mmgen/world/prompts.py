@@ -33,10 +33,10 @@ from .scene import (BACKGROUND_COLORS, CELLS, DEFAULT_BACKGROUND, DEFAULT_SIZE, 
                     OBJECT_COLORS, SHAPES, SIZES, Obj, Scene, Sign, cell_row_col, is_legible, legible_pair, place,
                     random_sign)
 
-CATEGORIES = ("single_object", "two_objects", "counting", "colors", "position", "color_attribution",
-              "sign", "mixed")
-TRAIN_CATEGORY_WEIGHTS = {"single_object": 1.0, "two_objects": 1.0, "counting": 1.0, "colors": 1.0,
-                          "position": 1.5, "color_attribution": 1.0, "sign": 1.5, "mixed": 4.0}
+CATEGORIES = ("single_object", "two_objects", "counting", "count_and_other", "colors", "position",
+              "color_attribution", "sign", "mixed")
+TRAIN_CATEGORY_WEIGHTS = {"single_object": 1.0, "two_objects": 1.0, "counting": 1.0, "count_and_other": 1.0,
+                          "colors": 1.0, "position": 1.5, "color_attribution": 1.0, "sign": 1.5, "mixed": 4.0}
 RELATIONS = tuple(RELATION_WORDS)
 
 TERSE_RATE = 0.3                 # "red circle top left" rather than a sentence
@@ -150,6 +150,18 @@ def _counting(rng):
     return make_spec("counting", [_group(rng.randint(2, MAX_OBJECTS), shape=rng.choice(SHAPES), color=color)]), None
 
 
+def _count_and_other(rng):
+    """A counted group and one other shape ("three red squares and a blue circle", either way round):
+    the count has to hold with something else in the picture, which a counting prompt alone never asks."""
+    counted, other = rng.sample(SHAPES, 2)
+    ca, cb = (rng.choice(_colors_on(DEFAULT_BACKGROUND)) if rng.random() < COUNT_COLOR_RATE else None
+              for _ in range(2))
+    groups = [_group(rng.randint(2, MAX_OBJECTS - 1), shape=counted, color=ca), _group(shape=other, color=cb)]
+    if rng.random() < 0.5:
+        groups.reverse()
+    return make_spec("count_and_other", groups), None
+
+
 def _position(rng):
     colors = rng.sample(_colors_on(DEFAULT_BACKGROUND), 2) if rng.random() < POSITION_COLOR_RATE else [None, None]
     if rng.random() < RELATION_SHARE:
@@ -207,7 +219,7 @@ def _mixed(rng):
 
 
 BUILDERS = {"single_object": _single_object, "two_objects": _two_objects, "counting": _counting,
-            "colors": _colors, "position": _position, "color_attribution": _color_attribution,
+            "count_and_other": _count_and_other, "colors": _colors, "position": _position, "color_attribution": _color_attribution,
             "sign": _sign, "mixed": _mixed}
 assert tuple(BUILDERS) == CATEGORIES
 

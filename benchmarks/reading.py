@@ -8,7 +8,9 @@ tokens is the model's likeliest next token. No sampling, so two checkpoints comp
 ~1 s per conversation on one thread: a check for checkpoints saved mid-run, next to `mmgen eval`,
 which samples whole replies and grades. With --told, the quizzes are told scenes instead: the
 picture described in the user's words and no picture at all (world.conversation.sample_told), so
-the answers can only be read from the words.
+the answers can only be read from the words. With --walk, count, "is there …?" and "where are the
+…?" answers walk through the shapes first (world.questions.walk), as a model trained with
+`--walk-rate` answers, and the marks count as tokens of the answer.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ import torch
 from mmgen.data import CodeCache, world_to_stream
 from mmgen.pipeline import load
 from mmgen.stream import Stream
-from mmgen.world.conversation import sample_quiz, sample_told
+from mmgen.world.conversation import sample_quiz, sample_told, walked
 
 
 def answers_right(lm, stream: Stream, conversation, streamed) -> list[tuple[str, bool]]:
@@ -48,6 +50,7 @@ def main() -> None:
                     help="folder with vq/ and lm/ (a mid-run save: a folder linking checkpoints/vq and the save as lm)")
     ap.add_argument("--n", type=int, default=150, help="quizzes or told scenes (eval split seeds 0..n-1)")
     ap.add_argument("--told", action="store_true", help="told scenes: the picture in words, no picture")
+    ap.add_argument("--walk", action="store_true", help="count, exists and locate answers walk the shapes first")
     args = ap.parse_args()
     model = load(args.checkpoints, weights="native")
     lm, stream = model.lm.eval(), model.stream
@@ -56,10 +59,12 @@ def main() -> None:
     sample = sample_told if args.told else sample_quiz
     for seed in range(args.n):
         conversation = sample(seed, split="eval", drill_rate=0.0)
+        if args.walk:
+            conversation = walked(conversation)
         for kind, ok in answers_right(lm, stream, conversation, world_to_stream([conversation], cache)[0]):
             asked[kind] += 1
             right[kind] += ok
-    what = "told scenes (no picture)" if args.told else "quizzes"
+    what = ("told scenes (no picture)" if args.told else "quizzes") + (", answers walked" if args.walk else "")
     print(f"{args.checkpoints}: {args.n} held-out {what}, answers exact under teacher forcing")
     for kind in sorted(asked):
         print(f"  {kind:12s} {right[kind]:4d} / {asked[kind]:4d}  {right[kind] / asked[kind]:.2f}")

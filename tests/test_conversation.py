@@ -1,5 +1,6 @@
 """Conversations: deterministic, well-formed, consistent turn to turn; the JSONL export round-trips."""
 import json
+import re
 from collections import Counter
 from types import SimpleNamespace
 
@@ -502,3 +503,62 @@ def test_a_drill_phase_makes_every_quiz_picture_with_two_shapes_a_drill():
             assert metas and all(m.get("drill") or m["question"] == "word" for m in metas)
             one_picture_drills += 1
     assert one_picture_drills >= 3
+
+
+def _walk_parts(text: str) -> tuple[list[tuple[str, str, str, str]], str]:
+    """(colour, shape, where, mark) of each shape a walked answer goes through, and its answer."""
+    marks, answer = text.rsplit(" — ", 1)
+    parsed = []
+    for part in marks.split(", "):
+        phrase, mark = part.rsplit(": ", 1)
+        color, shape, where = re.fullmatch(r"the (\S+) (\S+) (.+)", phrase).groups()
+        parsed.append((color, shape, where, mark))
+    return parsed, answer
+
+
+def test_walked_answers_go_through_every_shape_in_reading_order_and_end_with_the_answer():
+    """With `walk_rate` 1 every count, "is there …?" and "where are the …?" answer about shapes first
+    names each shape of the scene it asks about (the told scene, else the latest picture) in reading
+    order, marked with the running count of those that fit the question or "no", then gives the
+    answer it gave without the walk; the rest of the conversation is unchanged."""
+    from mmgen.world.questions import WALK_KINDS
+    counts = ("none", "one", "two", "three", "four")
+    walked_kinds = Counter()
+    for seed in range(300):
+        plain = sample_conversation(seed, chain_rate=0.15, quiz_rate=0.4, told_rate=0.2)
+        walking = sample_conversation(seed, chain_rate=0.15, quiz_rate=0.4, told_rate=0.2, walk_rate=1.0)
+        current = None
+        for before, after in zip(plain.turns, walking.turns):
+            current = before.image if before.image is not None else current
+            assert (before.role, before.image, before.task) == (after.role, after.image, after.task)
+            if before.role == "user":
+                assert after.text == before.text
+                user = before
+                continue
+            kind, about = user.meta.get("question"), user.meta.get("about", {})
+            scene = Scene.from_dict(user.meta["told"]) if "told" in user.meta else current
+            if kind not in WALK_KINDS or about.get("sign") or not scene.objects:
+                assert after.text == before.text
+                continue
+            walked_kinds[kind] += 1
+            marks, answer = _walk_parts(after.text)
+            assert answer == before.text == expected_answer(scene, kind, about)
+            shown = sorted(scene.objects, key=lambda o: CELLS.index(o.cell))
+            assert [(c, s, w) for c, s, w, _ in marks] == [(o.color, o.shape, canonical_location(o.cell)) for o in shown]
+            n = 0
+            for o, (*_, mark) in zip(shown, marks):
+                fits = about["shape"] in (None, o.shape) and about["color"] in (None, o.color)
+                n += fits
+                assert mark == (counts[n] if fits else "no")
+            if kind == "count":
+                assert answer == counts[n]
+    assert all(walked_kinds[k] >= 20 for k in WALK_KINDS), walked_kinds
+
+
+def test_walk_rate_walks_that_share_of_conversations():
+    n = 400
+    walking = [sample_conversation(s, quiz_rate=0.5, walk_rate=0.3) for s in range(n)]
+    plain = [sample_conversation(s, quiz_rate=0.5) for s in range(n)]
+    changed = sum(a.turns != b.turns for a, b in zip(walking, plain))
+    asked = sum(any(t.meta.get("question") in ("count", "exists", "locate") for t in c.turns) for c in plain)
+    assert 0.2 * asked < changed < 0.4 * asked

@@ -245,3 +245,17 @@ def test_edit_replies_are_right_in_any_phrasing_of_what_they_name():
              {"reply_right": False, "changed": False, "preserved": True},
              {"reply_right": None, "changed": False, "preserved": False}]
     assert reply_split(cases) == {"reply_right": 2 / 3, "follows_right_reply": 0.5}
+
+
+def test_walked_replies_are_graded_on_their_answer():
+    """A count, "is there …?" or "where are the …?" reply that walks through the shapes first grades
+    as its answer after the dash; other kinds grade whole."""
+    from mmgen.eval.benchmark import answers_match
+    walked = "the red circle in the top left: one, the blue square in the center: no, the red circle on the right: two"
+    assert answers_match(f"{walked} — two", "two", "count")
+    assert not answers_match(f"{walked} — one", "two", "count")
+    assert answers_match(f"{walked} — two, so yes", "two, so yes", "exists")
+    assert not answers_match(f"{walked} — none, so no", "two, so yes", "exists")
+    assert answers_match("the red square at the top: one — the red square at the top", "the red square at the top",
+                         "locate")
+    assert not answers_match(f"{walked} — red", "red", "color")

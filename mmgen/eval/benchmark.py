@@ -119,8 +119,11 @@ def answers_match(reply: str, truth: str, kind: str) -> bool:
     """A reply is right when it says the truth word for word. A yes/no question about the shapes
     (`YES_NO_QUESTIONS`) is right when its yes or no is the truth's and the evidence ("it's orange",
     "I see two") and the colour asked ("purple?"), where the reply gives them, are the truth's too, in
-    any order: checkpoints that wrote "purple? it's orange, so no" or a bare "no" grade alike."""
-    from ..world.questions import YES_NO_QUESTIONS
+    any order: checkpoints that wrote "purple? it's orange, so no" or a bare "no" grade alike. A count,
+    "is there …?" or "where are the …?" reply is graded after its walk through the shapes, if it walked
+    (`questions.final_answer`)."""
+    from ..world.questions import YES_NO_QUESTIONS, final_answer
+    reply, truth = final_answer(reply, kind), final_answer(truth, kind)
     if kind in YES_NO_QUESTIONS:
         (said_asked, said_evidence, said), (true_asked, true_evidence, true) = yes_no_parts(reply), yes_no_parts(truth)
         return (said is not None and said == true and said_evidence in ("", true_evidence)

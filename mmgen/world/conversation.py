@@ -25,8 +25,9 @@ from .edits import PLURAL_KINDS, sample_edit
 from .groups import groups
 from .language import as_typed, describe, family, objects_matching, stream, with_chatter
 from .prompts import CREATE_REPLIES, make_spec, sample_prompt
-from .questions import (MANY_THINGS_QUESTIONS, color_check, count_question, exists_question, locate_question,
-                        position_question, question_after_edit, sample_question, what_at_question)
+from .questions import (MANY_THINGS_QUESTIONS, WALK_KINDS, color_check, count_question, exists_question,
+                        locate_question, position_question, question_after_edit, sample_question, walked_answer,
+                        what_at_question)
 from .scene import OBJECT_COLORS, SHAPES, Scene, place, sample_scene
 
 MIN_EXCHANGES, MAX_EXCHANGES = 1, 6
@@ -484,7 +485,33 @@ def sample_told(seed: int, split: str = "train", drill_rate: float = DRILL_RATE,
 def sample_conversation(seed: int, split: str = "train", sign_rate: float = 0.0,
                         chain_rate: float = 0.0, quiz_rate: float = 0.0,
                         drill_rate: float = DRILL_RATE, group_rate: float = 0.0, drill_kinds=None,
-                        told_rate: float = 0.0) -> Conversation:
+                        told_rate: float = 0.0, walk_rate: float = 0.0) -> Conversation:
+    """The conversation of `seed` (`_sample_conversation`); with `walk_rate`, that share have every count,
+    "is there …?" and "where are the …?" answer walked through the picture's shapes first (`walked`)."""
+    conversation = _sample_conversation(seed, split, sign_rate, chain_rate, quiz_rate, drill_rate, group_rate,
+                                        drill_kinds, told_rate)
+    if walk_rate > 0 and stream(split, seed, "walk_mix").random() < walk_rate:
+        return walked(conversation)
+    return conversation
+
+
+def walked(conversation: Conversation) -> Conversation:
+    """`conversation` with each count, "is there …?" and "where are the …?" answer after its walk
+    (`questions.walked_answer`) through the scene it asks about: the told scene, else the latest picture."""
+    turns, current = list(conversation.turns), None
+    for i, t in enumerate(turns):
+        current = t.image if t.image is not None else current
+        kind = t.meta.get("question")
+        if t.role != "user" or kind not in WALK_KINDS or i + 1 >= len(turns):
+            continue
+        scene = Scene.from_dict(t.meta["told"]) if "told" in t.meta else current
+        if scene is not None and turns[i + 1].text == t.meta["answer"]:
+            turns[i + 1] = replace(turns[i + 1], text=walked_answer(scene, kind, t.meta["about"], t.meta["answer"]))
+    return replace(conversation, turns=turns)
+
+
+def _sample_conversation(seed: int, split: str, sign_rate: float, chain_rate: float, quiz_rate: float,
+                         drill_rate: float, group_rate: float, drill_kinds, told_rate: float) -> Conversation:
     """The conversation of `seed`; with `told_rate`, that share are told scenes (`sample_told`: no
     picture, so ~125 tokens each), with `sign_rate`, that share of conversations are about a sign,
     with `chain_rate` that share of the others are edit chains (`sample_chain`), with `quiz_rate` that share of the

@@ -22,8 +22,8 @@ import re
 from dataclasses import dataclass
 
 from .groups import group_plan
-from .language import (NUMBER_WORDS, article, as_typed, canonical_object, color_word, describe, family, location,
-                       plural, refer, refer_sign, shape_word, weighted_order)
+from .language import (CELLS, NUMBER_WORDS, article, as_typed, canonical_location, canonical_object, color_word,
+                       describe, family, location, plural, refer, refer_sign, shape_word, weighted_order)
 from .scene import OBJECT_COLORS, SHAPES, Scene
 
 # the yes/no kinds and "where are the …?" stay light: weighed more, they take over neighbouring
@@ -376,6 +376,47 @@ BUILDERS = {"color": _color, "shape": _shape, "count": _count, "position": _posi
             "exists": _exists, "check_color": _check_color, "background": _background, "describe": _describe,
             "what_at": _what_at, "locate": _locate}
 assert tuple(BUILDERS) == QUESTION_KINDS
+
+
+# --- walked answers ----------------------------------------------------------------------------------
+# A count, "is there …?" or "where are the …?" answer can first walk through the picture's shapes in
+# reading order, marking each with the running count when it fits the question and "no" when it does
+# not, and give the answer after a dash:
+#     "how many circles?" -> "the red circle in the top left: one, the blue square in the center: no,
+#                             the red circle on the right: two — two"
+# Each mark compares one shape, named where it is as a description names it, with the question's
+# words, and the total is the last mark: no step picks out every match in one look, which is where
+# these kinds fail while descriptions do not (docs/RESULTS.md). `sample_conversation(walk_rate=…)`
+# (`mmgen train lm --walk-rate`) sets the share of conversations whose answers walk; graders read the
+# part after the walk (`final_answer`), so walked and plain answers grade alike.
+WALK_KINDS = ("count", "exists", "locate")
+WALK_DASH = " — "
+NOT_COUNTED = "no"
+
+
+def walk(scene: Scene, shape: str | None, color: str | None) -> str:
+    """'the red circle in the top left: one, the blue square in the center: no, …': every shape of
+    `scene` in reading order, marked with the running count of those matching `shape` and `color`
+    (None: any), or "no"."""
+    marks, n = [], 0
+    for o in sorted(scene.objects, key=lambda o: CELLS.index(o.cell)):
+        hit = _matches(o, shape, color)
+        n += hit
+        marks.append(f"the {o.color} {o.shape} {canonical_location(o.cell)}: {NUMBER_WORDS[n] if hit else NOT_COUNTED}")
+    return ", ".join(marks)
+
+
+def walked_answer(scene: Scene, kind: str, about: dict, answer: str) -> str:
+    """`answer` after its walk (`walk`) when `kind` is one of `WALK_KINDS` and the question is about
+    shapes `scene` has; otherwise `answer` as it is ("is there a sign?", a picture with no shapes)."""
+    if kind not in WALK_KINDS or about.get("sign") or not scene.objects:
+        return answer
+    return walk(scene, about.get("shape"), about.get("color")) + WALK_DASH + answer
+
+
+def final_answer(reply: str, kind: str) -> str:
+    """What a reply to a `kind` question answers: after its walk, if it walked (`walked_answer`)."""
+    return reply.rsplit(WALK_DASH, 1)[-1].strip() if kind in WALK_KINDS else reply
 
 
 # --- a question about what an edit changed ---------------------------------------------------------

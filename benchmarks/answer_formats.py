@@ -6,18 +6,17 @@ This trains two tiny transformers from nothing, for the same wall time, on told 
 (world.conversation.sample_told: a scene in words, then questions about it; no picture, so it
 is cheap) and compares their answers on held-out told scenes, greedy and free-running:
 
-    direct      the answers as the world writes them ("two", "none, so no", "the red circle …")
-    one_by_one  count, exists and locate answered after going through the shapes in reading
-                order, each marked with the running count when it matches and "no" when it does
-                not ("red circle one, blue star no, green circle two — two"): each mark is one
-                comparison of one named shape with the question's words, and the total is the last
-                mark, so no step has to look at every shape at once.
+    direct  the answers as the world writes them ("two", "none, so no", "the red circle …")
+    walk    count, exists and locate answered after walking through the shapes in reading order,
+            each marked with the running count when it matches and "no" when it does not
+            (world.questions.walk, what `mmgen train lm --walk-rate` trains): "the red circle at the
+            top: one, the blue star on the left: no, the green circle in the center: two — two"
 
     python benchmarks/answer_formats.py --minutes 15            # each format trains 15 minutes
-    python benchmarks/answer_formats.py --minutes 15 --formats one_by_one
+    python benchmarks/answer_formats.py --minutes 15 --formats walk
 
 It prints, per format, steps, tokens (padding left out), and exact answers by question kind (for
-one_by_one's count, exists and locate answers, the part after the marks; every other answer whole).
+walked count, exists and locate answers, the part after the walk; every other answer whole).
 Training scenes include drills (world.conversation.DRILL_RATE); the held-out ones have none and use
 the eval split's held-out phrasings. A comparison means something only once both models answer the
 questions neither format changes (describe, word) well.
@@ -34,41 +33,10 @@ from tokenizers import Tokenizer
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from mmgen.world.conversation import sample_told
-from mmgen.world.language import CELLS
-from mmgen.world.questions import _matches, count_answer, locate_answer, with_evidence
+from mmgen.world.questions import WALK_KINDS, final_answer, walked_answer
 from mmgen.world.scene import Scene
 
-PICKED = ("count", "exists", "locate")          # the kinds one_by_one rewrites
-DASH = " — "
-
-
-def _mark_list(scene: Scene, shape: str | None, color: str | None) -> tuple[str, int]:
-    """'red circle one, blue star no, …' over the shapes in reading order; and the count."""
-    marks, n = [], 0
-    for o in sorted(scene.objects, key=lambda o: CELLS.index(o.cell)):
-        hit = _matches(o, shape, color)
-        n += hit
-        marks.append(f"{o.color} {o.shape} {count_answer(n) if hit else 'no'}")
-    return ", ".join(marks) if marks else "nothing", n
-
-
-def one_by_one(kind: str, meta: dict, answer: str) -> str:
-    """The answer to a count, exists or locate question with its marks first; others unchanged."""
-    about = meta.get("about") or {}
-    if kind not in PICKED or "told" not in meta or about.get("sign"):
-        return answer
-    scene = Scene.from_dict(meta["told"])
-    marks, n = _mark_list(scene, about.get("shape"), about.get("color"))
-    final = {"count": count_answer(n), "exists": with_evidence(count_answer(n), n > 0),
-             "locate": locate_answer(scene, about.get("shape"), about.get("color"))}[kind]
-    assert final == answer, (kind, final, answer)          # the rewrite keeps the world's answer
-    return marks + DASH + final
-
-
-def final_answer(text: str, kind: str, fmt: str) -> str:
-    """The part of an answer that is graded: after the marks of a one_by_one count, exists or locate
-    answer; any other answer whole (a colour check's "it's orange — red? no" has a dash of its own)."""
-    return (text.rsplit(DASH, 1)[-1] if fmt == "one_by_one" and kind in PICKED else text).strip()
+FORMATS = ("direct", "walk")
 
 
 class Encoder:
@@ -90,7 +58,9 @@ class Encoder:
         out = []
         for u, a in zip(conv.turns[::2], conv.turns[1::2]):
             kind = (u.meta or {}).get("question", "")
-            answer = one_by_one(kind, u.meta or {}, a.text) if self.fmt == "one_by_one" else a.text
+            answer = a.text
+            if self.fmt == "walk" and "told" in (u.meta or {}):
+                answer = walked_answer(Scene.from_dict(u.meta["told"]), kind, u.meta["about"], a.text)
             out.append((kind, u.meta or {}, u.text, answer))
         return out
 
@@ -167,14 +137,14 @@ def evaluate(model, enc: Encoder, n: int) -> dict[str, list[bool]]:
         context = []
         for kind, meta, q, a in enc.turns(sample_told(seed, "eval", drill_rate=0.0)):
             got = reply(model, enc, context + enc.prompt(q))
-            right[kind].append(final_answer(got, kind, enc.fmt) == final_answer(a, kind, enc.fmt))
+            right[kind].append(final_answer(got, kind) == final_answer(a, kind))
             context += enc.prompt(q) + enc.text(a) + [enc.eot]
     return right
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--formats", default="direct,one_by_one")
+    p.add_argument("--formats", default=",".join(FORMATS))
     p.add_argument("--minutes", type=float, default=15)
     p.add_argument("--n", type=int, default=150, help="held-out told scenes to answer")
     p.add_argument("--width", type=int, default=128)
@@ -186,8 +156,8 @@ def main():
     p.add_argument("--tokenizer", default="tokenizer/tokenizer.json")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    if unknown := set(args.formats.split(",")) - {"direct", "one_by_one"}:
-        p.error(f"unknown formats {sorted(unknown)}: direct, one_by_one")
+    if unknown := set(args.formats.split(",")) - set(FORMATS):
+        p.error(f"unknown formats {sorted(unknown)}: {', '.join(FORMATS)}")
     results = {}
     for fmt in args.formats.split(","):
         enc = Encoder(args.tokenizer, fmt)
@@ -197,10 +167,10 @@ def main():
         print(f"{fmt}: {steps} steps, all {sum(right) / len(right):.3f}", flush=True)
     kinds = sorted({k for *_, r in results.values() for k in r})
     print(f"\n{'kind':14}" + "".join(f"{f:>16}" for f in results))
-    for k in kinds + ["all", "picked"]:
+    for k in kinds + ["all", "walked"]:
         cells = []
         for *_, r in results.values():
-            got = sum((r[x] for x in (kinds if k == "all" else PICKED if k == "picked" else [k])), [])
+            got = sum((r[x] for x in (kinds if k == "all" else WALK_KINDS if k == "walked" else [k])), [])
             cells.append(f"{sum(got):>5} / {len(got):<4} {sum(got) / max(1, len(got)):.2f}")
         print(f"{k:14}" + "".join(f"{c:>16}" for c in cells))
     for f, (steps, tokens, _) in results.items():

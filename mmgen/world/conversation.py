@@ -497,16 +497,22 @@ def sample_conversation(seed: int, split: str = "train", sign_rate: float = 0.0,
 
 def walked(conversation: Conversation) -> Conversation:
     """`conversation` with each count, "is there …?" and "where are the …?" answer after its walk
-    (`questions.walked_answer`) through the scene it asks about: the told scene, else the latest picture."""
+    (`questions.walked_answer`) through the scene it asks about (the told scene, else the latest picture)
+    when no later question asks about that scene: a walk names every shape where it is, so a later
+    answer could be copied from it instead of read."""
     turns, current = list(conversation.turns), None
+    asked = []                                   # (turn index, the scene its question is about)
     for i, t in enumerate(turns):
         current = t.image if t.image is not None else current
-        kind = t.meta.get("question")
-        if t.role != "user" or kind not in WALK_KINDS or i + 1 >= len(turns):
+        if t.role == "user" and "question" in t.meta and i + 1 < len(turns):
+            asked.append((i, Scene.from_dict(t.meta["told"]) if "told" in t.meta else current))
+    for k, (i, scene) in enumerate(asked):
+        t = turns[i]
+        later = any(other == scene for _, other in asked[k + 1:])
+        if scene is None or later or t.meta["question"] not in WALK_KINDS or turns[i + 1].text != t.meta["answer"]:
             continue
-        scene = Scene.from_dict(t.meta["told"]) if "told" in t.meta else current
-        if scene is not None and turns[i + 1].text == t.meta["answer"]:
-            turns[i + 1] = replace(turns[i + 1], text=walked_answer(scene, kind, t.meta["about"], t.meta["answer"]))
+        turns[i + 1] = replace(turns[i + 1], text=walked_answer(scene, t.meta["question"], t.meta["about"],
+                                                                t.meta["answer"]))
     return replace(conversation, turns=turns)
 
 

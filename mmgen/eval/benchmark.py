@@ -3,9 +3,10 @@
 Held-out scenes and held-out phrasings only (the evaluation split of the world). Seven parts:
 
 - generation (GenEval-style): a prompt per case in each category — single object, two objects,
-  counting, a count with one other shape, colours, position, colour attribution, sign; a case passes when the judge's reading
-  of the picture satisfies everything the prompt asked (`prompts.spec_matches`). "overall" is
-  the mean over categories; "sign words" is the share of sign prompts whose word is exact.
+  counting, a count with one other shape, colours, position, colour attribution, sign; a case
+  passes when the judge's reading of the picture satisfies everything the prompt asked
+  (`prompts.spec_matches`). "overall" is the mean over categories; "sign words" is the share of
+  sign prompts whose word is exact.
   Two diagnostics split the failures: "plan matches prompt" (the reply's layout plan, read with
   `language.read_description`, satisfies the prompt) and "picture matches plan" (the judge
   reads exactly the planned scene, over the cases with a plan and a picture).

@@ -25,7 +25,7 @@ from .edits import PLURAL_KINDS, sample_edit
 from .groups import groups
 from .language import as_typed, describe, family, objects_matching, stream, with_chatter
 from .prompts import CREATE_REPLIES, make_spec, sample_prompt
-from .questions import (MANY_THINGS_QUESTIONS, WALK_KINDS, color_check, count_question, exists_question,
+from .questions import (MANY_THINGS_QUESTIONS, color_check, count_question, exists_question,
                         locate_question, position_question, question_after_edit, sample_question, walked_answer,
                         what_at_question)
 from .scene import OBJECT_COLORS, SHAPES, Scene, place, sample_scene
@@ -509,7 +509,7 @@ def walked(conversation: Conversation) -> Conversation:
     for k, (i, scene) in enumerate(asked):
         t = turns[i]
         later = any(other == scene for _, other in asked[k + 1:])
-        if scene is None or later or t.meta["question"] not in WALK_KINDS or turns[i + 1].text != t.meta["answer"]:
+        if scene is None or later or turns[i + 1].text != t.meta["answer"]:
             continue
         turns[i + 1] = replace(turns[i + 1], text=walked_answer(scene, t.meta["question"], t.meta["about"],
                                                                 t.meta["answer"]))

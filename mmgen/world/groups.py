@@ -16,7 +16,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from .language import NUMBER_WORDS, canonical_location, color_word, join_list, objects_matching, shape_word
+from .language import (NUMBER_WORDS, color_word, in_reading_order, join_list, objects_matching, shape_word,
+                       the_placed_object)
 from .scene import CELLS, Scene
 
 
@@ -111,8 +112,7 @@ def group_plan(scene: Scene, members: tuple[int, ...]) -> str:
     """'the red square in the top left and the red square on the right': a group edit's reply names
     every member where it is, in reading order, as a create's plan does — the picture then follows
     words that say which cells change, not only how many."""
-    objs = sorted((scene.objects[i] for i in members), key=lambda o: CELLS.index(o.cell))
-    return join_list([f"the {o.color} {o.shape} {canonical_location(o.cell)}" for o in objs])
+    return join_list([the_placed_object(o) for o in in_reading_order(scene.objects[i] for i in members)])
 
 
 def last_in_reading_order(scene: Scene, members: tuple[int, ...]) -> int:

@@ -388,9 +388,19 @@ def canonical_sign(s: dict) -> str:
     return text + (" " + canonical_band(s["band"]) if s.get("band") else "")
 
 
+def in_reading_order(objects) -> list:
+    """`objects` sorted by their cells, top row first, left to right."""
+    return sorted(objects, key=lambda o: CELLS.index(o.cell))
+
+
+def the_placed_object(o: Obj) -> str:
+    """'the red square in the top left': one shape and where it is, as group replies and walks name it."""
+    return f"the {o.color} {o.shape} {canonical_location(o.cell)}"
+
+
 def placed_objects(objects) -> list[str]:
     """['a red circle in the top left', …]: each object with its cell, in reading order."""
-    return [f"{canonical_object(o)} {canonical_location(o.cell)}" for o in sorted(objects, key=lambda o: CELLS.index(o.cell))]
+    return [f"{canonical_object(o)} {canonical_location(o.cell)}" for o in in_reading_order(objects)]
 
 
 def describe(scene: Scene) -> str:

@@ -219,8 +219,8 @@ def _mixed(rng):
 
 
 BUILDERS = {"single_object": _single_object, "two_objects": _two_objects, "counting": _counting,
-            "count_and_other": _count_and_other, "colors": _colors, "position": _position, "color_attribution": _color_attribution,
-            "sign": _sign, "mixed": _mixed}
+            "count_and_other": _count_and_other, "colors": _colors, "position": _position,
+            "color_attribution": _color_attribution, "sign": _sign, "mixed": _mixed}
 assert tuple(BUILDERS) == CATEGORIES
 
 

@@ -22,8 +22,9 @@ import re
 from dataclasses import dataclass
 
 from .groups import group_plan
-from .language import (CELLS, NUMBER_WORDS, article, as_typed, canonical_location, canonical_object, color_word,
-                       describe, family, location, plural, refer, refer_sign, shape_word, weighted_order)
+from .language import (NUMBER_WORDS, article, as_typed, canonical_object, color_word, describe, family,
+                       in_reading_order, location, plural, refer, refer_sign, shape_word, the_placed_object,
+                       weighted_order)
 from .scene import OBJECT_COLORS, SHAPES, Scene
 
 # the yes/no kinds and "where are the …?" stay light: weighed more, they take over neighbouring
@@ -399,10 +400,10 @@ def walk(scene: Scene, shape: str | None, color: str | None) -> str:
     `scene` in reading order, marked with the running count of those matching `shape` and `color`
     (None: any), or "no"."""
     marks, n = [], 0
-    for o in sorted(scene.objects, key=lambda o: CELLS.index(o.cell)):
+    for o in in_reading_order(scene.objects):
         hit = _matches(o, shape, color)
         n += hit
-        marks.append(f"the {o.color} {o.shape} {canonical_location(o.cell)}: {NUMBER_WORDS[n] if hit else NOT_COUNTED}")
+        marks.append(f"{the_placed_object(o)}: {NUMBER_WORDS[n] if hit else NOT_COUNTED}")
     return ", ".join(marks)
 
 

@@ -35,6 +35,8 @@ wins the 2-row steps of plain decoding. pipeline.pick_weights chooses.
 """
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn.functional as F
 
@@ -216,6 +218,16 @@ class Engine:
         self.pad = torch.zeros(batch, dtype=torch.long, device=self.device)
         self.prefills = 0                                 # prefills run, and the prompt tokens they read
         self.prefilled_tokens = 0
+
+    def sibling(self) -> "Engine":
+        """An engine over these very weight tensors (nothing copied) with a cache of its own: a second
+        set of rows of the same batch size decoding alongside this one (generate.word_twin_engine); the
+        output layer's slices are shared too."""
+        other = copy.copy(self)
+        other.k_cache, other.v_cache = torch.zeros_like(self.k_cache), torch.zeros_like(self.v_cache)
+        other.ids, other.pad = torch.zeros_like(self.ids), torch.zeros_like(self.pad)
+        other.length, other.prefills, other.prefilled_tokens = 0, 0, 0
+        return other
 
     # --- the maths of one pass ------------------------------------------------------------------
     def _forward(self, ids: torch.Tensor, all_logits: bool, vocab: tuple[int, int] | None = None) -> torch.Tensor:

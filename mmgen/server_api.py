@@ -46,7 +46,7 @@ MAX_N = MAX_PICTURES
 MAX_PARTIAL_IMAGES = 3
 UPLOAD_FORMATS = ("PNG", "JPEG", "WEBP")
 MAX_UPLOAD_PIXELS = 4096 * 4096          # refused before decoding: no decompression bombs
-SAMPLING_EXTENSIONS = ("cfg", "temperature", "top_k", "top_p")
+SAMPLING_EXTENSIONS = ("cfg", "word_cfg", "temperature", "top_k", "top_p")
 MEDIA_TYPES = {"png": "image/png", "webp": "image/webp", "jpeg": "image/jpeg"}
 
 

@@ -20,7 +20,7 @@ PICTURE_MODES = ("auto", "always", "never")
 SPECULATIVE_MODES = ("auto", "draft", "copy", "off")
 BACKGROUNDS = ("opaque", "transparent", "auto")
 # the numeric knobs: their kind and range, inclusive; the command line's help quotes them
-RANGES = {"cfg": (float, 0, 20), "temperature": (float, 0, 5), "word_temperature": (float, 0, 5),
+RANGES = {"cfg": (float, 0, 20), "word_cfg": (float, 0, 20), "temperature": (float, 0, 5), "word_temperature": (float, 0, 5),
           "draft_k": (int, 1, 15), "max_words": (int, 1, 512)}
 
 
@@ -34,6 +34,9 @@ class Settings:
     # the picture towards the plan; a twin that reads the plan pushes it towards the request's words
     # beyond the plan, and "a circle and a star" then draws the circle first wherever the plan put it.
     cfg: float = 2.0                 # classifier-free guidance on picture codes; 1 = no guidance
+    # guidance on the plan of a conversation's first picture (generate.py); 1 = none. 1.5 wrote the
+    # most plans that match their prompt of 1, 1.25, 1.5, 1.75 and 2 (benchmarks/plans.py)
+    word_cfg: float = 1.5
     temperature: float = 0.6         # picture codes; 0: greedy
     word_temperature: float = 0.0    # the reply's words; 0: greedy, the likeliest plan, exact answers
     top_k: int | None = None         # picture codes: keep the k likeliest
@@ -101,6 +104,7 @@ class SamplingConfig:
     Settings' defaults, so `SamplingConfig()` decodes as a chat does. Made by `Settings.sampling()`;
     tests and tools may build one directly (it is not checked: `max_words=0` skips the words)."""
     cfg: float = Settings.cfg
+    word_cfg: float = Settings.word_cfg
     temperature: float = Settings.temperature
     word_temperature: float = Settings.word_temperature
     top_k: int | None = Settings.top_k

@@ -69,9 +69,10 @@ def test_one_request_alone_in_the_shared_cache_is_the_engine_exactly(tiny_lm, ti
     s = tiny_stream
     conv = Conversation((Turn("user", "draw a red circle under a sign that says OPEN"),))
     cond, uncond = (s.encode(conv, generation_prompt=True, drop_last_user_text=d).ids for d in (False, True))
-    config = SamplingConfig(max_words=4, picture="always")
     batch = Batch(tiny_lm, rows=8, filler=s.pad)
-    for n, drafter in ((1, None), (2, None), (2, CopyDrafter)):
+    for n, drafter, word_cfg in ((1, None, 1.0), (2, None, 1.0), (2, CopyDrafter, 1.0), (2, CopyDrafter, 3.0)):
+        config = SamplingConfig(max_words=4, picture="always", word_cfg=word_cfg)     # 3: the words' twin has a lane
+
         def draw(**kw):
             return [step.tokens for step in generate_ids(tiny_lm, s, cond, uncond, config=config, n=n, seed=5,
                                                          drafter=drafter() if drafter else None, **kw)]
@@ -194,7 +195,8 @@ def test_a_finished_request_frees_its_rows_for_a_waiting_one(drawing_model):
                 ("a green star", 13, 1, {})]
     alone, together, batch = drawn_alone_and_together(drawing_model, requests, max_active=2)
     assert together == alone
-    assert batch.stats.largest == 2 and batch.stats.prefills == len(requests)     # each conversation once
+    # each conversation once, and its words' twin (word_cfg: guided first plans)
+    assert batch.stats.largest == 2 and batch.stats.prefills == 2 * len(requests)
     assert batch.stats.branches == len(requests)                                  # its pictures from its words
 
 

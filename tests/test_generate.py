@@ -1,4 +1,4 @@
-"""Sampling on a tiny random transformer: grammar, CFG, seeds, KV cache."""
+"""Sampling on a tiny random transformer: grammar, CFG (pictures and words), seeds, KV cache."""
 from __future__ import annotations
 
 import pytest
@@ -62,7 +62,7 @@ def test_kv_cache_gives_the_same_tokens_as_no_cache(tiny_lm, tiny_stream):
 
 def test_cfg_scale_one_equals_conditional_sampling(tiny_lm, tiny_stream):
     cond, uncond = prompts(tiny_stream)
-    cfg = SamplingConfig(temperature=1.0, word_temperature=1.0, max_words=6, cfg=1.0, picture="always")
+    cfg = SamplingConfig(temperature=1.0, word_temperature=1.0, max_words=6, cfg=1.0, word_cfg=1.0, picture="always")
     with_uncond = [s.tokens[0] for s in generate_ids(tiny_lm, tiny_stream, cond, uncond, config=cfg, seed=9)]
     alone = [s.tokens[0] for s in generate_ids(tiny_lm, tiny_stream, cond, None, config=cfg, seed=9)]
     assert with_uncond == alone
@@ -126,7 +126,7 @@ def prefills(model) -> int:
 def test_the_unconditional_twin_reads_the_reply_only_when_asked(tiny_lm, tiny_stream, monkeypatch, guide_reply):
     """Words come from one row; the picture rows branch from it: [cond + words] × n and twins that
     read the same words (guide_reply False) or neither request nor reply (True). The turn's
-    conversation is prefilled once."""
+    conversation is prefilled once, and so is the twin of its words (word_cfg)."""
     import mmgen.generate as G
     branched = []
     real_branch = G.EngineDecoder.branch
@@ -140,7 +140,7 @@ def test_the_unconditional_twin_reads_the_reply_only_when_asked(tiny_lm, tiny_st
     cfg = SamplingConfig(temperature=1.0, word_temperature=1.0, max_words=6, guide_reply=guide_reply, picture="always")
     before = prefills(tiny_lm)
     steps = list(generate_ids(tiny_lm, s, cond, uncond, config=cfg, n=2, seed=1))
-    assert prefills(tiny_lm) == before + 1
+    assert prefills(tiny_lm) == before + 2
     words = [t[0] for t in (st.tokens for st in steps)]
     words = words[:words.index(s.image_start) + 1]
     twin = uncond + ([] if guide_reply else words[:-1])
@@ -164,3 +164,52 @@ def test_a_branch_holds_what_a_fresh_prefill_would(tiny_lm, tiny_stream):
     want = engine_for(tiny_lm, 4).prefill(ids, pad=(1 - mask).sum(-1))
     assert torch.allclose(got, want, atol=1e-4, rtol=1e-4)
     assert not torch.allclose(got[0], got[2], atol=1e-3)       # the twin is not a copy of the cond row
+
+
+def test_guided_words_are_the_same_on_every_backend(tiny_lm, tiny_stream):
+    """word_cfg: the words' twin decodes beside them on its own rows (a sibling engine, or another
+    reference decoder); every backend gives the same reply and pictures."""
+    uncached = run(tiny_lm, tiny_stream, seed=2, n=2, backend="nocache", word_cfg=3.0)
+    for backend in ("engine", "hf", "recompute"):
+        assert run(tiny_lm, tiny_stream, seed=2, n=2, backend=backend, word_cfg=3.0) == uncached
+
+
+def test_guided_words_are_the_twins_logits_pushed_towards_the_prompts(tiny_lm, tiny_stream):
+    """Greedy guided words are the argmax of u + s·(c − u): c the model's logits after the prompt
+    and the words so far, u after the prompt with the request dropped and the same words."""
+    s = tiny_stream
+    cond, uncond = prompts(s)
+    scale, config = 4.0, SamplingConfig(word_temperature=0.0, max_words=5, picture="never", word_cfg=4.0)
+    words = [st.tokens[0] for st in generate_ids(tiny_lm, s, cond, uncond, config=config, seed=0)]
+    plain = [st.tokens[0] for st in generate_ids(tiny_lm, s, cond, uncond, seed=0,
+                                                 config=SamplingConfig(word_temperature=0.0, max_words=5,
+                                                                       picture="never"))]
+    assert words != plain
+    grammar = Grammar(s, picture="never")
+    with torch.no_grad():
+        for j, t in enumerate(words):
+            c = tiny_lm(torch.tensor([cond + words[:j]])).logits[0, -1].float()
+            u = tiny_lm(torch.tensor([uncond + words[:j]])).logits[0, -1].float()
+            guided = u + scale * (c - u)
+            if grammar.folded_picture() is not None:      # pictures off: <image>'s chance ends the reply
+                guided[s.eot] = torch.logaddexp(guided[s.eot], guided[s.image_start])
+            assert t == int(guided.masked_fill(~grammar.allowed(config.max_words), float("-inf")).argmax())
+            grammar.advance(t)
+    assert len(words) > 2
+
+
+def test_words_after_a_picture_are_not_guided(tiny_lm, tiny_stream):
+    """Once the conversation holds a picture, its twin reads the picture too; word_cfg leaves the
+    reply to it as it is, and guides only a conversation's first plan."""
+    s = tiny_stream
+    codes = tuple(i % s.codebook_size for i in range(IMAGE_TOKENS))
+    conv = Conversation((Turn("user", "draw a red circle"), Turn("assistant", "Here it is.", codes),
+                         Turn("user", "make it blue")))
+    cond, uncond = (s.encode(conv, generation_prompt=True, drop_last_user_text=d).ids for d in (False, True))
+
+    def words(prompt, twin, word_cfg):
+        config = SamplingConfig(word_temperature=0.0, max_words=6, picture="never", word_cfg=word_cfg)
+        return [st.tokens[0] for st in generate_ids(tiny_lm, s, prompt, twin, config=config, seed=0)]
+    assert words(cond, uncond, 20.0) == words(cond, uncond, 1.0)       # (20 changes a random model's words)
+    first, first_twin = prompts(s)
+    assert words(first, first_twin, 20.0) != words(first, first_twin, 1.0)

@@ -346,6 +346,7 @@ def test_page_chat_streams_every_row_and_restores(server):
     (json.dumps({"prompt": "x", "stream": "yes"}).encode(), "stream"),
     (json.dumps({"prompt": "x", "seed": -1}).encode(), "seed"),
     (json.dumps({"prompt": "x", "cfg": 99}).encode(), "cfg"),
+    (json.dumps({"prompt": "x", "word_cfg": -1}).encode(), "word_cfg"),
     (json.dumps({"prompt": "x", "temperature": 9}).encode(), "temperature"),
     (json.dumps({"prompt": "x", "top_p": 0}).encode(), "top_p"),
     (json.dumps({"prompt": "x", "top_k": 0}).encode(), "top_k"),

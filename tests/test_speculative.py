@@ -146,11 +146,13 @@ def test_region_edits_never_change_a_code_outside_the_mask(tiny_lm, tiny_stream,
 
 
 @pytest.mark.parametrize("right", [True, False])
-def test_drafted_words_leave_the_reply_unchanged(tiny_lm, tiny_stream, tiny_table, right):
+@pytest.mark.parametrize("word_cfg", [1.0, 3.0])
+def test_drafted_words_leave_the_reply_unchanged(tiny_lm, tiny_stream, tiny_table, right, word_cfg):
     """Words drafted from a table that knows the greedy reply are kept, several per pass; drafts
-    from one that knows only wrong words are all refused. The reply and picture are the same."""
+    from one that knows only wrong words are all refused. The reply and picture are the same,
+    guided words (word_cfg: the twin checks the drafts too, and rolls back with the words) included."""
     cond, uncond = prompts(tiny_stream)
-    config = SamplingConfig(max_words=12, temperature=0.0, picture="always", draft_k=4)
+    config = SamplingConfig(max_words=12, temperature=0.0, picture="always", draft_k=4, word_cfg=word_cfg)
     def run(drafter=None, stats=None):
         return [s.tokens[0] for s in generate_ids(tiny_lm, tiny_stream, cond, uncond, config=config, seed=0,
                                                   drafter=drafter, stats=stats)]

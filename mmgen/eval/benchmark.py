@@ -73,6 +73,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "scenes and phrasings made only of words training uses (new wording, no new words); "
                         "train: the training phrasings and scene streams, a diagnostic of what unseen wording costs")
     p.add_argument("--cfg", type=float, default=None, help="guidance scale (default: the session's)")
+    p.add_argument("--word-cfg", type=float, default=None,
+                   help="guidance scale of the reply's words (default: the session's)")
     p.add_argument("--temperature", type=float, default=None, help="picture-code temperature (default: the session's)")
     p.add_argument("--top-k", type=int, default=None, help="keep the k likeliest picture codes (default: the session's)")
     p.add_argument("--word-temperature", type=float, default=None,
@@ -569,7 +571,7 @@ def run(args) -> int:
     except ValueError as e:
         print(f"error: {e}")
         return 2
-    settings = {k: getattr(args, k) for k in ("cfg", "temperature", "word_temperature", "top_k", "guide_reply")
+    settings = {k: getattr(args, k) for k in ("cfg", "word_cfg", "temperature", "word_temperature", "top_k", "guide_reply")
                 if getattr(args, k) is not None}
     if args.refine is not None:
         settings["refine"] = args.refine

@@ -6,6 +6,7 @@ cache vs no cache, speculative vs plain, acceptance, memory. Batch 1 and 4; CPU 
     python benchmarks/generate.py --draft-k 4 8 12      # speculative variants at several draft lengths
     python benchmarks/generate.py --weights native int8 # also plain and speculative on int8 engine weights
     python benchmarks/generate.py --previews-only --repeats 5   # streamed vs unstreamed only
+    python benchmarks/generate.py --word-cfg 1.5 1      # also the fastest speculation with the plan unguided
 
 Pictures are sampled with a session's default settings (temperature, guidance), as a user gets them.
 Streamed vs unstreamed: the same picture (same seed, plain engine) drawn with no previews, with a
@@ -56,7 +57,8 @@ def preview_canvas(model, previews: str) -> PreviewCanvas | None:
     return canvas
 
 
-def one_picture(model, *, n=1, backend="engine", drafter=None, seed=0, draft_k=4, previews="first") -> dict:
+def one_picture(model, *, n=1, backend="engine", drafter=None, seed=0, draft_k=4, previews="first",
+                word_cfg=Settings.word_cfg) -> dict:
     """Draw one turn; time prefill, first preview and the whole picture. previews (PREVIEW_MODES):
     "first" only the first row's preview, "none" no previews (a picture sent, not streamed), "all"
     a preview per row as a chat streams them, "decoder" the same with decoder previews."""
@@ -67,7 +69,7 @@ def one_picture(model, *, n=1, backend="engine", drafter=None, seed=0, draft_k=4
     codes, steps = [], 0
     canvas = preview_canvas(model, previews)
     shown = 0.0                                            # seconds spent on pixels: previews and the final decode
-    config = Settings(picture="always", draft_k=draft_k).sampling()
+    config = Settings(picture="always", draft_k=draft_k, word_cfg=word_cfg).sampling()
     for step in generate_ids(model.lm, model.stream, cond, uncond, config=config, n=n, seed=seed,
                              backend=backend, drafter=drafter, stats=stats):
         steps += 1
@@ -136,6 +138,9 @@ def main() -> int:
     ap.add_argument("--previews-only", action="store_true", help="only streamed vs unstreamed")
     ap.add_argument("--draft-k", type=int, nargs="+", default=[Settings.draft_k],
                     help="codes drafted per verify pass; several values give a variant each")
+    ap.add_argument("--word-cfg", type=float, nargs="+", default=[Settings.word_cfg],
+                    help="guidance on the plan (the setting word_cfg) for every variant; further values "
+                         "add the last speculative variant at each")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -162,6 +167,10 @@ def main() -> int:
         variants[f"speculative: {name}, k={args.draft_k[0]}, {w}"] = dict(drafter=make, draft_k=args.draft_k[0],
                                                                           model=other)
         one_picture(other)
+    for scale in args.word_cfg[1:]:                      # the plan's guidance: a twin prefill, a pass a word
+        name, make = list(drafters.items())[-1]
+        variants[f"speculative: {name}, k={args.draft_k[0]}, word_cfg {scale:g}"] = dict(
+            drafter=make, draft_k=args.draft_k[0], word_cfg=scale)
     if not args.skip_nocache:
         variants["no cache (engine recomputes all)"] = dict(backend="recompute")
     one_picture(model)                                   # warm-up: engine built, caches allocated
@@ -177,6 +186,7 @@ def main() -> int:
                     kw["drafter"] = kw["drafter"]()
                 if n > 1 and name.startswith("no cache"):
                     continue
+                kw.setdefault("word_cfg", args.word_cfg[0])
                 results[name].append(one_picture(kw.pop("model", model), n=n, seed=rep, **kw))
         print(f"\nbatch {n} ({n} picture{'s' if n > 1 else ''} per prompt, CFG on: {2 * n} rows), median of {args.repeats}")
         print(f"{'variant':<36} {'picture s':>9} {'first preview s':>15} {'prefill ms':>10} {'step ms':>8} "

@@ -14,7 +14,8 @@ waiting request takes them at the next pass: that is the "continuous" part.
     generate_ids(..., decoders=lanes)   # on the request's own thread; someone calls batch.run()
 
 A request's picture rows branch from its words' row (Lane.branch, as generate.EngineDecoder.branch):
-its conversation is prefilled once, and its twin only read past what it shares with it.
+its conversation is prefilled once, and its twin only read past what it shares with it. Guided
+words (word_cfg) have a twin of their own: one more one-row lane, prefilled, while the words last.
 
 Who runs what: server_worker.Worker gives each request a thread, lets them run one at a time, and
 calls `run()` when all of them are waiting (the `wait` it passes in); with `wait=batch.run`
@@ -39,7 +40,7 @@ from .shared_cache import Feed, RowCache
 @dataclass
 class BatchStats:
     passes: int = 0                    # shared passes run
-    prefills: int = 0                  # one per request: its conversation
+    prefills: int = 0                  # one per request: its conversation (two with guided words: their twin)
     branches: int = 0                  # picture rows laid out from a request's words (no prefill)
     largest: int = 0                   # the most lanes (requests' phases) one pass held
     lanes_fed: int = 0                 # lanes summed over passes (÷ passes: the mean batch)
@@ -156,6 +157,11 @@ class Batch:
             self.free_rows = sorted(self.free_rows + lane.rows)
             lane.rows = None
 
+    @staticmethod
+    def _holds_rows(lane: Lane) -> bool:
+        """Whether another lane of the same request holds rows (a guided reply's words, its twin asking)."""
+        return any(other.rows is not None for other in lane.made if other is not lane)
+
     def withdraw(self, lane: Lane) -> None:
         if lane in self.waiting:
             self.waiting.remove(lane)
@@ -163,9 +169,11 @@ class Batch:
     def run(self) -> None:
         """Serve every waiting lane that can be: prefills first (each alone, then copied into free
         rows; a prompt that finds too few rows free waits for the next run, and so do the prompts
-        after it: first come, first served), then one pass for all lanes that asked for tokens.
-        What fails is that lane's answer (raised in its request), or, for the shared pass, every
-        one of its lanes'."""
+        after it: first come, first served — except the prompt of a request that already holds rows,
+        its words' twin (generate.py, word_cfg): queued, it would hold its words' row while it waits,
+        and requests that each hold one could leave too few rows for the prompt ahead of them), then
+        one pass for all lanes that asked for tokens. What fails is that lane's answer (raised in its
+        request), or, for the shared pass, every one of its lanes'."""
         steps, queued = [], False
         for lane in list(self.waiting):
             if lane.ask[0] == "step":
@@ -173,7 +181,7 @@ class Batch:
                 if self.cache.room(lane.rows) < lane.ask[1].shape[1]:
                     lane.answer = ValueError(f"the context holds {self.cache.max_len} positions; the reply "
                                              "ran past it")
-            elif queued:
+            elif queued and not (lane.ask[0] == "prefill" and self._holds_rows(lane)):
                 if lane.ask[0] == "branch":      # behind a prompt that waits for rows: hold none meanwhile
                     self._as_prompt(lane)
             else:
@@ -181,7 +189,7 @@ class Batch:
                     (self._prefill if lane.ask[0] == "prefill" else self._branch)(lane)
                 except Exception as e:     # noqa: BLE001 — the request that asked gets the error
                     lane.answer = e
-                queued = lane.answer is None
+                queued = queued or lane.answer is None
         steps = [lane for lane in steps if lane.answer is None]
         if steps:
             feeds = [Feed(rows=lane.rows, ids=lane.ask[1], vocab=lane.ask[2]) for lane in steps]

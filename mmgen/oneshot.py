@@ -40,7 +40,7 @@ def one_line_errors(parser: argparse.ArgumentParser) -> None:
 
 # the settings the command line sets with options of the same names (--no-provenance aside);
 # a command without one of these options (generate has no --picture) leaves it out
-SETTING_OPTIONS = ("cfg", "temperature", "background", "refine", "picture")
+SETTING_OPTIONS = ("cfg", "word_cfg", "temperature", "background", "refine", "picture")
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -48,6 +48,8 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoints", metavar="PATH", help="checkpoints folder (default: the shipped one)")
     parser.add_argument("--seed", type=int, help="random seed (default: a fresh one)")
     parser.add_argument("--cfg", type=float, help=setting_help("cfg", "classifier-free guidance on pictures"))
+    parser.add_argument("--word-cfg", type=float,
+                        help=setting_help("word_cfg", "guidance on the reply before the conversation's first picture"))
     parser.add_argument("--temperature", type=float,
                         help=setting_help("temperature", "sampling temperature for pictures"))
     parser.add_argument("--background", choices=BACKGROUNDS,

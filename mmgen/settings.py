@@ -34,8 +34,9 @@ class Settings:
     # the picture towards the plan; a twin that reads the plan pushes it towards the request's words
     # beyond the plan, and "a circle and a star" then draws the circle first wherever the plan put it.
     cfg: float = 2.0                 # classifier-free guidance on picture codes; 1 = no guidance
-    # guidance on the plan of a conversation's first picture (generate.py); 1 = none. 1.5 wrote the
-    # most plans that match their prompt of 1, 1.25, 1.5, 1.75 and 2 (benchmarks/plans.py)
+    # guidance on the reply's words while the conversation holds no picture: the plan of its first
+    # picture (generate.py); 1 = none. 1.5 wrote the most plans that match their prompt of 1, 1.25,
+    # 1.5, 1.75 and 2 (benchmarks/plans.py)
     word_cfg: float = 1.5
     temperature: float = 0.6         # picture codes; 0: greedy
     word_temperature: float = 0.0    # the reply's words; 0: greedy, the likeliest plan, exact answers

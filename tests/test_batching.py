@@ -268,3 +268,21 @@ def test_server_batches_concurrent_generations_exactly(drawing_model):
     assert [len(p) for p in together] == [call["n"] for call in calls]
     assert together == alone
     assert largest >= 2, stats
+
+
+def test_a_guided_replys_twin_is_not_queued_behind_a_prompt_waiting_for_rows(tiny_lm, tiny_stream):
+    """A request holding its words' row asks for its twin's (word_cfg) while a prompt that needs
+    every row waits: the twin is served, else the words' row would never come back and the prompt
+    ahead would wait for it forever."""
+    s = tiny_stream
+    batch = Batch(tiny_lm, rows=4, filler=s.pad)
+    ids = torch.tensor([[s.bos, 5, 6, 7]])
+    first, second = batch.lanes(), batch.lanes()
+    words = first(tiny_lm, 1)
+    words.start(ids, torch.ones_like(ids))                 # served at once: one row held
+    big, twin = second(tiny_lm, 4), first(tiny_lm, 1)
+    for lane, rows in ((big, 4), (twin, 1)):               # both waiting, the big prompt first
+        lane.ask = ("prefill", ids.expand(rows, -1), torch.zeros(rows, dtype=torch.long), None)
+        batch.waiting.append(lane)
+    batch.run()
+    assert big.answer is None and twin.answer is not None and len(twin.rows) == 1

@@ -84,6 +84,7 @@ BAD = [   # (arguments, what the one line says)
     (["generate", "a star", "-n", "0", "-o", "{d}/x.png"], "-n must be from 1 to 4"),
     (["generate", "a star", "-n", "9", "-o", "{d}/x.png"], "-n must be from 1 to 4"),
     (["generate", "a star", "--cfg", "99", "-o", "{d}/x.png"], "cfg must be"),
+    (["generate", "a star", "--word-cfg", "-1", "-o", "{d}/x.png"], "word_cfg must be"),
     (["generate", "a star", "--temperature", "-1", "-o", "{d}/x.png"], "temperature must be"),
     (["generate", "a star", "-o", "{d}/x.png", "--checkpoints", "{d}/nowhere"], "cannot load the model"),
     (["edit", "{d}/missing.png", "make it blue", "-o", "{d}/x.png"], "no picture at"),
@@ -123,7 +124,7 @@ def test_help_shows_the_settings_defaults(capsys, command):
     assert e.value.code == 0
     text = " ".join(capsys.readouterr().out.split())               # argparse wraps lines
     assert f"0-20 (default {Settings.cfg})" in text and f"0-5 (default {Settings.temperature})" in text
-    assert f"(default {Settings.background})" in text
+    assert f"(default {Settings.background})" in text and f"0-20 (default {Settings.word_cfg})" in text
     if command == "chat":
         assert f"(default {Settings.picture})" in text
 

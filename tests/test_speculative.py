@@ -146,7 +146,7 @@ def test_region_edits_never_change_a_code_outside_the_mask(tiny_lm, tiny_stream,
 
 
 @pytest.mark.parametrize("right", [True, False])
-@pytest.mark.parametrize("word_cfg", [1.0, 3.0])
+@pytest.mark.parametrize("word_cfg", [1.0, 3.0, 8.0])     # 8: a twin not fed the drafts changes the reply
 def test_drafted_words_leave_the_reply_unchanged(tiny_lm, tiny_stream, tiny_table, right, word_cfg):
     """Words drafted from a table that knows the greedy reply are kept, several per pass; drafts
     from one that knows only wrong words are all refused. The reply and picture are the same,

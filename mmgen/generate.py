@@ -9,11 +9,11 @@ diamonds and a star" lets the group's words win ("three black diamonds"), and gu
 what the request says against what any plan would say there. Once there is a picture, the twin
 reads it too, so guidance would push answers and edit replies away from what the picture shows:
 on the shipped model, word_cfg 1.5 on every reply took questions from 0.827 to 0.800 and plural
-edits from 0.78 / 0.85 to 0.72 / 0.81 (docs/RESULTS.md). Then, once the words open a picture, the rows are
-[cond × n, uncond × n]: n pictures for one prompt, each with its unconditional twin — the same
-conversation with the last user message's words emptied. They branch from the words' row
-without a second prefill (EngineDecoder.branch): the cond rows copy its cache, and the twin
-reads only its tail past what it shares with the conversation, once, then is copied. What
+edits from 0.78 / 0.85 to 0.72 / 0.81 (docs/RESULTS.md). Then, once the words open a picture,
+the rows are [cond × n, uncond × n]: n pictures for one prompt, each with its unconditional
+twin — the same conversation with the last user message's words emptied. They branch from the
+words' row without a second prefill (EngineDecoder.branch): the cond rows copy its cache, and
+the twin reads only its tail past what it shares with the conversation, once, then is copied. What
 the twin reads of the reply is a choice (the setting guide_reply). The reply restates the
 request ("Here you go: a red circle at the top left."), so a twin that reads it is conditioned
 too, and guidance amplifies only what the user's words add beyond the reply
@@ -23,7 +23,7 @@ both. Both halves then read the same sampled code, so one KV cache serves them a
 different lengths are left-padded; positions count only real tokens.
 
 The layers, top down: generate_ids → decode_words (word_round: one pass, drafted words checked
-in it, on the twin's decoder too when guided) → open_pictures (the branch) → decode_pictures
+in it; GuidedWords when guided) → open_pictures (the branch) → decode_pictures
 (sample_step: one id per row, or speculative_round: drafted codes checked in one pass) → a
 decoder (EngineDecoder over engine.Engine; batching.Lane in a shared batch).
 
@@ -230,7 +230,6 @@ class _Turn:
     fixed: list[int | None] | None
     drafter: object
     stats: SpeculationStats | None
-    word_twin: object = None                           # the words' unconditional twin's decoder (word_cfg)
     codes: list[list[int]] = field(default_factory=list)
     words: list[int] = field(default_factory=list)     # the reply's words, <image> last when it opens one
     emitted: int = 0
@@ -321,28 +320,51 @@ def generate_ids(model, stream: Stream, cond_ids: Sequence[int], uncond_ids: Seq
     # the words are guided only before a conversation's first picture (see the module's docstring)
     guide_words = uncond_ids is not None and config.word_cfg != 1.0 and stream.image_start not in cond_ids
     with torch.inference_mode(), _Slot() as slot, _Slot() as twin_slot:
-        words = slot.replace(make(model, 1))
+        words = reader = slot.replace(make(model, 1))
         if guide_words:
-            turn.word_twin = twin_slot.replace(word_twin_maker(backend, decoders)(model))
-        opened = yield from decode_words(turn, words, list(cond_ids), uncond_ids)
-        turn.word_twin = twin_slot.replace(None)       # its rows go back before the pictures take theirs
+            twin = twin_slot.replace(word_twin_maker(backend, decoders)(model))
+            reader = GuidedWords(words, twin, uncond_ids, config.word_cfg, stream.pad)
+        opened = yield from decode_words(turn, reader, list(cond_ids))
+        twin_slot.replace(None)                        # the twin's rows go back before the pictures take theirs
         if opened:
             pictures = slot.replace(open_pictures(turn, words, list(cond_ids), uncond_ids))
             yield from decode_pictures(turn, pictures)
 
 
 # --- phase 1: the words ---------------------------------------------------------------------------
-def decode_words(turn: _Turn, decoder, cond_ids: list[int], uncond_ids: Sequence[int] | None = None) -> Iterator[Step]:
+class GuidedWords:
+    """The words' decoder and their twin's as one decoder (word_cfg): every call goes to both, the
+    twin reading `twin_ids` where the words read their prompt and then the same words, and the
+    logits returned are guided, u + s·(c − u). Only the words' calls: the pictures branch from the
+    words' own decoder."""
+
+    def __init__(self, words, twin, twin_ids: Sequence[int], scale: float, pad: int):
+        self.words, self.twin, self.scale = words, twin, scale
+        self.twin_prompt = left_pad([list(twin_ids)], pad)[:2]
+
+    def start(self, ids: torch.Tensor, mask: torch.Tensor, vocab: tuple[int, int] | None = None) -> torch.Tensor:
+        return guide(self.words.start(ids, mask, vocab).float(), self.twin.start(*self.twin_prompt, vocab).float(),
+                     self.scale)
+
+    def feed(self, tokens: torch.Tensor, vocab: tuple[int, int] | None = None) -> torch.Tensor:
+        return guide(self.words.feed(tokens, vocab).float(), self.twin.feed(tokens, vocab).float(), self.scale)
+
+    def step(self, new: torch.Tensor, vocab: tuple[int, int] | None = None) -> torch.Tensor:
+        return guide(self.words.step(new, vocab).float(), self.twin.step(new, vocab).float(), self.scale)
+
+    def rollback(self, k: int) -> None:
+        self.words.rollback(k)
+        self.twin.rollback(k)
+
+
+def decode_words(turn: _Turn, decoder, cond_ids: list[int]) -> Iterator[Step]:
     """The reply's words, on one row, every grammar advanced alike; returns whether they opened a
     picture (the words end at <image>, not yet fed). A drafter that drafts words
     (speculative.NeighbourDrafter) has up to draft_k of them checked in the pass that feeds one.
-    With `turn.word_twin`, the words are guided: the twin reads `uncond_ids` and then the same words."""
+    Guided words come through a GuidedWords decoder."""
     stream, g0 = turn.stream, turn.grammars[0]
     words_only = (0, stream.image_offset)      # text ids and specials: no code comes in this phase
     logits = decoder.start(*left_pad([cond_ids], stream.pad)[:2], vocab=words_only)
-    if turn.word_twin is not None:
-        twin = turn.word_twin.start(*left_pad([list(uncond_ids)], stream.pad)[:2], vocab=words_only)
-        logits = guide(logits.float(), twin.float(), turn.config.word_cfg)
     draft_words = getattr(turn.drafter, "draft_words", None)
     chosen = [int(sample(_word_dist(logits, g0, turn.config).cpu(), turn.generator)[0])]
     while True:                                # `chosen`: words chosen, not yet emitted; the last is unfed
@@ -363,23 +385,16 @@ def decode_words(turn: _Turn, decoder, cond_ids: list[int], uncond_ids: Sequence
 def word_round(turn: _Turn, decoder, t: int, drafts: list[int]) -> list[int]:
     """Feed word t (with any drafts after it, checked in the same pass); the words chosen next,
     of which all but the last are fed."""
-    words_only, twin, scale = (0, turn.stream.image_offset), turn.word_twin, turn.config.word_cfg
+    words_only = (0, turn.stream.image_offset)
     if not drafts:
         logits = decoder.feed(torch.tensor([t]), words_only)
-        if twin is not None:
-            logits = guide(logits.float(), twin.feed(torch.tensor([t]), words_only).float(), scale)
         turn.words_fed += 1
         return [int(sample(_word_dist(logits, turn.grammars[0], turn.config).cpu(), turn.generator)[0])]
-    new = torch.tensor([[t] + drafts])
-    out = decoder.step(new, words_only)[0]                                    # [k + 1, V]
-    if twin is not None:
-        out = guide(out.float(), twin.step(new, words_only)[0].float(), scale)
+    out = decoder.step(torch.tensor([[t] + drafts]), words_only)[0]          # [k + 1, V]
     p = _word_probs(out, drafts, turn.grammars[0], turn.config)
     accepted, nxt = verify(p[None], torch.tensor([drafts]), None, turn.generator)
     a = accepted[0]
     decoder.rollback(len(drafts) - a)                                         # the rejected drafts
-    if twin is not None:
-        twin.rollback(len(drafts) - a)
     turn.words_fed += 1 + a
     if turn.stats is not None:
         turn.stats.word_rounds += 1

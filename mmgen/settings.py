@@ -20,8 +20,8 @@ PICTURE_MODES = ("auto", "always", "never")
 SPECULATIVE_MODES = ("auto", "draft", "copy", "off")
 BACKGROUNDS = ("opaque", "transparent", "auto")
 # the numeric knobs: their kind and range, inclusive; the command line's help quotes them
-RANGES = {"cfg": (float, 0, 20), "word_cfg": (float, 0, 20), "temperature": (float, 0, 5), "word_temperature": (float, 0, 5),
-          "draft_k": (int, 1, 15), "max_words": (int, 1, 512)}
+RANGES = {"cfg": (float, 0, 20), "word_cfg": (float, 0, 20), "temperature": (float, 0, 5),
+          "word_temperature": (float, 0, 5), "draft_k": (int, 1, 15), "max_words": (int, 1, 512)}
 
 
 @dataclass

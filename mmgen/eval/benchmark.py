@@ -571,8 +571,8 @@ def run(args) -> int:
     except ValueError as e:
         print(f"error: {e}")
         return 2
-    settings = {k: getattr(args, k) for k in ("cfg", "word_cfg", "temperature", "word_temperature", "top_k", "guide_reply")
-                if getattr(args, k) is not None}
+    settings = {k: getattr(args, k) for k in ("cfg", "word_cfg", "temperature", "word_temperature", "top_k",
+                                              "guide_reply") if getattr(args, k) is not None}
     if args.refine is not None:
         settings["refine"] = args.refine
     if args.save_images:

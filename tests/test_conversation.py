@@ -251,14 +251,16 @@ def test_chain_questions_are_true_of_the_latest_picture():
 def test_group_conversations_edit_several_shapes_at_once():
     """A group conversation opens on a picture with shapes that share a shape or a colour (the user's
     about half the time); its edits are mostly of several shapes at once or of size, every kind of
-    them occurs, each edit and answer is true of its pictures, and the first edit of a user's
+    them occurs, groups of three or more at least as often as pairs, each edit and answer is true of its pictures, and the first edit of a user's
     picture comes with it."""
     from mmgen.world.conversation import GROUP_EDITS, sample_group
     from mmgen.world.edits import PLURAL_KINDS
     from mmgen.world.groups import groups
-    kinds, firsts, users = Counter(), 0, 0
+    kinds, firsts, users, sizes = Counter(), 0, 0, Counter()
     for seed in range(300):
         c = sample_group(seed)
+        sizes.update(len(t.meta["edit"]["target"]) >= 3 for t in c.turns[::2]
+                     if t.task == "edit" and t.meta["edit"]["kind"] in ("recolor_group", "remove_group"))
         check_conversation(c, max_exchanges=1 + 2 * GROUP_EDITS[1])     # a picture, edits, questions
         first = c.turns[0].image if c.turns[0].image is not None else c.turns[1].image
         firsts += any(groups(first))                  # {}, every shape, is falsy
@@ -270,6 +272,8 @@ def test_group_conversations_edit_several_shapes_at_once():
     assert set(PLURAL_KINDS) <= set(kinds)
     assert sum(kinds[k] for k in PLURAL_KINDS) >= 0.9 * sum(kinds.values())
     assert min(kinds[k] for k in PLURAL_KINDS) >= 0.08 * sum(kinds.values())
+    # the draw touching the most shapes is kept: groups of three or four, not mostly pairs
+    assert sizes[True] >= 0.5 * sum(sizes.values()), sizes
 
 
 def assert_answer_holds(scene, meta):

@@ -101,6 +101,9 @@ GROUP_USER_IMAGE_RATE = 0.5
 GROUP_ASK_RATE = 0.3
 GROUP_PICTURE_TRIES = 50         # pictures drawn until one has such a group (else the last is used)
 GROUP_EDIT_TRIES = 4             # draws of an edit kind, each naming a group picked at random
+# the draw kept is the one whose edit touches the most shapes: a group picked at random is mostly a
+# pair ("remove all the …" cannot take every shape of a picture without a sign), while the pictures
+# people edit hold groups of three and four as often (kept first: 77 % of removals were of two shapes)
 
 INTRO = family("user_image", ("have a peek at this.", "I'm sharing my picture.",
     
@@ -281,14 +284,20 @@ def _group_picture(rng, split):
 
 def _group_edit(current, rng, split):
     """An edit of one of `PLURAL_KINDS` that fits `current`, each kind first as often; else any edit
-    that fits, else a question. A kind is drawn a few times: its builder picks one group at random,
-    and "remove all the …" does not fit the group of every shape (it would empty the canvas)."""
+    that fits, else a question. A kind is drawn a few times (its builder picks one group at random,
+    and "remove all the …" does not fit the group of every shape: it would empty the canvas) and the
+    draw touching the most shapes is kept."""
     for kind in rng.sample(PLURAL_KINDS, len(PLURAL_KINDS)):
-        draws = (_edit(current, rng, split, kind=kind) for _ in range(GROUP_EDIT_TRIES))
-        got = next((g for g in draws if g is not None), None)
-        if got is not None:
-            return got
+        draws = [g for g in (_edit(current, rng, split, kind=kind) for _ in range(GROUP_EDIT_TRIES)) if g is not None]
+        if draws:
+            return max(draws, key=_edit_size)             # the first of the largest
     return _edit(current, rng, split) or _ask(current, rng, split)
+
+
+def _edit_size(got) -> int:
+    """How many shapes an edit exchange touches (its record's target: one index or several)."""
+    target = got[2]["edit"].get("target")
+    return len(target) if isinstance(target, (list, tuple)) else 1
 
 
 def sample_group(seed: int, split: str = "train") -> Conversation:

@@ -259,3 +259,62 @@ def test_walked_replies_are_graded_on_their_answer():
     assert answers_match("the red square at the top: one — the red square at the top", "the red square at the top",
                          "locate")
     assert not answers_match(f"{walked} — red", "red", "color")
+
+
+def test_mcnemar_p_is_the_two_sided_exact_binomial_tail():
+    from mmgen.eval.compare import mcnemar_p
+    assert mcnemar_p(0, 0) == 1.0 and mcnemar_p(3, 3) == 1.0
+    assert mcnemar_p(0, 6) == pytest.approx(2 / 64) == mcnemar_p(6, 0)
+    assert mcnemar_p(3, 13) == pytest.approx(2 * (1 + 16 + 120 + 560) / 2 ** 16)
+    assert mcnemar_p(0, 5) > 0.05 > mcnemar_p(0, 6)       # five flips one way are not yet a difference
+
+
+def _paired(flags_a, flags_b):
+    """Two eval results on the same three-case parts, passing as the flags say."""
+    def result(flags):
+        gen = {c: [{"prompt": f"{c} {i}", "passed": f} for i, f in enumerate(flags)] for c in ("colors", "sign")}
+        edits = [{"instruction": f"edit {i}", "changed": f, "preserved": True} for i, f in enumerate(flags)]
+        return {"results": {"gen": gen, "edit": edits}}
+    return result(flags_a), result(flags_b)
+
+
+def test_compare_pairs_the_same_cases_and_counts_those_only_one_run_passes():
+    from mmgen.eval.compare import compare
+    rows = {r["part"]: r for r in compare(*_paired([True, True, False], [False, True, True]))}
+    assert list(rows) == ["gen/colors", "gen/sign", "gen (all)", "edit changed", "edit preserved"]
+    assert rows["gen/colors"] | {"p": None} == {"part": "gen/colors", "cases": 3, "a": 2 / 3, "b": 2 / 3,
+                                               "only_a": 1, "only_b": 1, "p": None}
+    assert (rows["gen (all)"]["cases"], rows["gen (all)"]["only_a"], rows["gen (all)"]["only_b"]) == (6, 2, 2)
+    assert rows["edit preserved"]["only_a"] == rows["edit preserved"]["only_b"] == 0
+    assert rows["edit preserved"]["p"] == 1.0
+
+
+def test_compare_refuses_other_cases_and_files_that_are_not_results(tmp_path, capsys):
+    from mmgen.eval.compare import CompareError, compare, main as compare_main
+    a, b = _paired([True] * 3, [True] * 3)
+    b["results"]["edit"][1]["instruction"] = "another edit"
+    with pytest.raises(CompareError, match="different cases"):
+        compare(a, b)
+    with pytest.raises(CompareError, match="share no part"):
+        compare({"results": {"ask": []}}, {"results": {"edit": []}})
+    (tmp_path / "a.json").write_text(json.dumps(a))
+    (tmp_path / "bad.json").write_text("{not json")
+    (tmp_path / "list.json").write_text("[]")
+    for other in ("bad.json", "list.json", "missing.json"):
+        assert compare_main([str(tmp_path / "a.json"), str(tmp_path / other)]) == 2
+        assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_compare_reads_what_mmgen_eval_writes(tmp_path, tiny_checkpoints, capsys):
+    """Every part an eval writes is compared; a run against itself differs nowhere."""
+    from mmgen.eval.compare import main as compare_main
+    code, _ = _eval(tmp_path, tiny_checkpoints, "--split", "train")
+    assert code == 0
+    path = str(next(tmp_path.glob("eval-*.json")))
+    capsys.readouterr()
+    assert compare_main([path, path]) == 0
+    table = capsys.readouterr().out
+    for part in ("gen (all)", "edit changed", "plural preserved", "ask", "chain", "var", "words/drawn", "words/read"):
+        assert f"\n{part} " in table, part
+    rows = table.splitlines()[2:-1]
+    assert rows and all(row.split()[-3:] == ["0", "0", "1.000"] for row in rows), table

@@ -578,3 +578,56 @@ def test_walk_rate_walks_that_share_of_conversations():
     from mmgen.world.conversation import walked
     walkable = sum(walked(c).turns != c.turns for c in plain)
     assert walkable > 100 and 0.2 * walkable < changed < 0.4 * walkable
+
+
+def _one_slip_apart(a: str, b: str) -> bool:
+    """b is a with one letter dropped, doubled, swapped with the next or replaced."""
+    if len(b) == len(a) - 1:
+        return any(a[:i] + a[i + 1:] == b for i in range(len(a)))
+    if len(b) == len(a) + 1:
+        return any(b[:i] + b[i + 1:] == a and b[i] == b[i - 1] for i in range(1, len(b)))
+    diff = [i for i in range(len(a)) if a[i] != b[i]] if len(a) == len(b) else None
+    return diff is not None and (len(diff) == 1 or (len(diff) == 2 and diff[1] == diff[0] + 1
+                                                    and (a[diff[0]], a[diff[1]]) == (b[diff[1]], b[diff[0]])))
+
+
+def test_a_typing_slip_changes_one_lower_case_word_by_one_letter_and_never_a_sign():
+    import random
+    import re
+
+    from mmgen.world.typos import NEIGHBOURS, misspell
+    rng = random.Random(0)
+    texts = ['draw a sign that says "HELLO" in yellow please', "make the circles yellow",
+             "add two red triangles at the top left", "what colour is the square?", "a red dot", "hi"]
+    for _ in range(200):
+        for text in texts:
+            typed = misspell(text, rng)
+            a, b = text.split(), typed.split()
+            changed = [(x, y) for x, y in zip(a, b) if x != y]
+            if not [w for w in re.findall(r"\b[a-z]{4,}\b", re.sub(r'"[^"]*"', "", text))]:
+                assert typed == text                         # nothing long enough to slip on
+                continue
+            assert len(a) == len(b) and len(changed) == 1, (text, typed)
+            x, y = changed[0]
+            assert x.islower() and '"' not in x and x[0] == y[0] and x[-1] == y[-1], (x, y)
+            assert _one_slip_apart(x, y), (x, y)
+    assert all(len(keys) >= 2 and ch not in keys for ch, keys in NEIGHBOURS.items())
+
+
+def test_typo_rate_slips_that_share_of_user_messages_and_nothing_else():
+    from mmgen.world.conversation import sample_conversation
+    n, slipped, users = 300, 0, 0
+    for seed in range(n):
+        clean = sample_conversation(seed, quiz_rate=0.3)
+        typed = sample_conversation(seed, quiz_rate=0.3, typo_rate=0.5)
+        assert typed == sample_conversation(seed, quiz_rate=0.3, typo_rate=0.5)         # seeded
+        assert len(typed.turns) == len(clean.turns)
+        for c, t in zip(clean.turns, typed.turns):
+            assert (t.role, t.image, t.task, t.meta) == (c.role, c.image, c.task, c.meta)
+            if c.role == "assistant":
+                assert t.text == c.text
+            elif c.text:
+                users += 1
+                slipped += t.text != c.text
+    assert 0.35 * users < slipped < 0.55 * users       # a half, less messages with no word to slip on
+    assert sample_conversation(3, quiz_rate=0.3, typo_rate=0.0) == sample_conversation(3, quiz_rate=0.3)

@@ -318,3 +318,35 @@ def test_compare_reads_what_mmgen_eval_writes(tmp_path, tiny_checkpoints, capsys
         assert f"\n{part} " in table, part
     rows = table.splitlines()[2:-1]
     assert rows and all(row.split()[-3:] == ["0", "0", "1.000"] for row in rows), table
+
+
+def test_typos_sends_each_message_with_the_same_slip_and_reaches_the_session_itself():
+    from mmgen.eval.benchmark import Typing
+
+    class Chat:
+        conversation, sent = None, []
+
+        def send(self, text, **kwargs):
+            self.sent.append((text, kwargs))
+            return text
+
+    class Model:
+        vq = "the tokenizer"
+
+        def chat(self, **settings):
+            return Chat()
+
+    typing = Typing(Model())
+    assert typing.vq == "the tokenizer"
+    chat = typing.chat(seed=1)
+    chat.conversation = "given"
+    assert chat._chat.conversation == "given"
+    first = chat.send("make the circles yellow please", picture="never")
+    assert first != "make the circles yellow please" and Chat.sent[-1] == (first, {"picture": "never"})
+    assert typing.chat().send("make the circles yellow please") == first      # seeded by the message
+
+
+def test_eval_with_typos_says_so(tmp_path, tiny_checkpoints, capsys):
+    code, got = _eval(tmp_path, tiny_checkpoints, "--parts", "edit", "--typos")
+    assert code == 0 and got["typos"] is True
+    assert "a typing slip in every message" in capsys.readouterr().out

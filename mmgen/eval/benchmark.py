@@ -40,6 +40,7 @@ language the world cannot teach.
     mmgen eval                       # 50 cases per category, prints a table, writes runs/eval.json
     mmgen eval --n 10 --parts gen    # quicker
     mmgen eval --split paraphrase    # held-out phrasings in known words only (world/paraphrases.py)
+    mmgen eval --typos               # every message with a typing slip ("make the star yelow")
     mmgen eval --split train         # diagnostic: the training phrasings (fresh scenes from their streams),
                                      # so the gap to the default shows what unseen wording costs
 """
@@ -88,6 +89,41 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--refine", action=argparse.BooleanOptionalAction, default=None,
                    help="clean pictures with the shipped refiner before judging (default: the session's)")
     p.add_argument("--save-images", default=None, help="folder to save every generated picture")
+    p.add_argument("--typos", action="store_true",
+                   help="send every message with a typing slip in one word (world.typos: \"yelow\"), seeded "
+                        "by the message; compare with the clean run: python -m mmgen.eval.compare")
+
+
+# --- typing slips (--typos) ------------------------------------------------------------------------
+class Typing:
+    """The model, with every message its chats send misspelt (`world.typos.misspell`, seeded by the
+    message, so a case is the same slip in every run). The cases record the clean message."""
+
+    def __init__(self, model):
+        self._model = model
+
+    def __getattr__(self, name):
+        return getattr(self._model, name)
+
+    def chat(self, **settings):
+        return _TypingChat(self._model.chat(**settings))
+
+
+class _TypingChat:
+    def __init__(self, chat):
+        object.__setattr__(self, "_chat", chat)
+
+    def __getattr__(self, name):
+        return getattr(self._chat, name)
+
+    def __setattr__(self, name, value):       # chat.conversation = … reaches the session itself
+        setattr(self._chat, name, value)
+
+    def send(self, text: str, **kwargs):
+        import random
+
+        from ..world.typos import misspell
+        return self._chat.send(misspell(text, random.Random(text)), **kwargs)
 
 
 # --- grading helpers --------------------------------------------------------------------------
@@ -577,6 +613,8 @@ def run(args) -> int:
         settings["refine"] = args.refine
     if args.save_images:
         Path(args.save_images).mkdir(parents=True, exist_ok=True)
+    if args.typos:
+        model = Typing(model)
     t0 = time.time()
     results = {}
     if "gen" in parts:
@@ -595,10 +633,11 @@ def run(args) -> int:
         results["words"] = run_words(model, args.n, args.seed, settings, args.save_images, args.split)
     summary = summarise(results)
     print(format_table(summary))
-    print(f"({time.time() - t0:.0f} s, {args.n} cases per category, {args.split} split)")
+    print(f"({time.time() - t0:.0f} s, {args.n} cases per category, {args.split} split"
+          f"{', a typing slip in every message' if args.typos else ''})")
     out = Path(args.out)
     from ..io import atomic_write_json
     atomic_write_json(out, {"summary": summary, "n": args.n, "seed": args.seed, "split": args.split,
-                            "checkpoints": str(args.checkpoints or "shipped"), "results": results})
+                            "typos": args.typos, "checkpoints": str(args.checkpoints or "shipped"), "results": results})
     print(f"wrote {out}")
     return 0

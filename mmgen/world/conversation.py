@@ -29,6 +29,7 @@ from .questions import (MANY_THINGS_QUESTIONS, color_check, count_question, exis
                         locate_question, position_question, question_after_edit, sample_question, walked_answer,
                         what_at_question)
 from .scene import OBJECT_COLORS, SHAPES, Scene, place, sample_scene
+from .typos import with_typos
 
 MIN_EXCHANGES, MAX_EXCHANGES = 1, 6
 FIRST_WEIGHTS = {"create": 0.8, "user_image": 0.2}
@@ -494,13 +495,16 @@ def sample_told(seed: int, split: str = "train", drill_rate: float = DRILL_RATE,
 def sample_conversation(seed: int, split: str = "train", sign_rate: float = 0.0,
                         chain_rate: float = 0.0, quiz_rate: float = 0.0,
                         drill_rate: float = DRILL_RATE, group_rate: float = 0.0, drill_kinds=None,
-                        told_rate: float = 0.0, walk_rate: float = 0.0) -> Conversation:
+                        told_rate: float = 0.0, walk_rate: float = 0.0, typo_rate: float = 0.0) -> Conversation:
     """The conversation of `seed` (`_sample_conversation`); with `walk_rate`, that share have every count,
-    "is there …?" and "where are the …?" answer walked through the picture's shapes first (`walked`)."""
+    "is there …?" and "where are the …?" answer walked through the picture's shapes first (`walked`);
+    with `typo_rate`, that share of user messages have a typing slip in one word (`typos.with_typos`)."""
     conversation = _sample_conversation(seed, split, sign_rate, chain_rate, quiz_rate, drill_rate, group_rate,
                                         drill_kinds, told_rate)
     if walk_rate > 0 and stream(split, seed, "walk_mix").random() < walk_rate:
-        return walked(conversation)
+        conversation = walked(conversation)
+    if typo_rate > 0:
+        conversation = with_typos(conversation, stream(split, seed, "typos"), typo_rate)
     return conversation
 
 

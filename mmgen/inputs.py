@@ -3,6 +3,7 @@ terminal chat and the server all call these checks, so the same mistake reads th
 
 - `check_text`: a message, a prompt, a question.
 - `check_count`: how many pictures one reply draws (MAX_PICTURES at most).
+- `check_seed`: a random seed (0 to MAX_SEED).
 - `read_image`: a picture given as a PIL image, a path or bytes.
 - `mask_grid` (and `redrawn_patches`, the rule it applies): the region of a picture an edit may change.
 
@@ -12,6 +13,7 @@ options before loading anything heavy.
 from __future__ import annotations
 
 import io
+import operator
 import unicodedata
 from pathlib import Path
 
@@ -21,6 +23,9 @@ MAX_PICTURES = 4                         # the most pictures one reply draws (on
 MAX_IMAGE_BYTES = 20 * 2**20             # the largest picture file read from a path
 GRID_SIDE = 16                           # a mask grid's side: one cell per code of the 16 × 16 picture grid
 PATCH_PIXELS = 8                         # a code's patch, in pixels each way (at 128 × 128)
+# a seed is 0 … MAX_SEED everywhere (the server's documented range; a fresh one is drawn from it),
+# so a seed a reply reports can always be given back
+MAX_SEED = 2**31 - 1
 
 
 class SessionError(ValueError):
@@ -58,6 +63,17 @@ def check_count(n) -> int:
     if not isinstance(n, int) or not 1 <= n <= MAX_PICTURES:
         raise SessionError(f"n must be an integer from 1 to {MAX_PICTURES}")
     return n
+
+
+def check_seed(seed) -> int:
+    """`seed` as an int if it is an integer from 0 to MAX_SEED, else SessionError naming the range."""
+    try:
+        value = None if isinstance(seed, bool) else operator.index(seed)
+    except TypeError:
+        value = None
+    if value is None or not 0 <= value <= MAX_SEED:
+        raise SessionError(f"seed must be an integer from 0 to {MAX_SEED}, not {str(seed)[:40]}")
+    return value
 
 
 def read_image(image):

@@ -19,7 +19,7 @@ import os
 import sys
 from pathlib import Path
 
-from .inputs import MAX_PICTURES, SessionError, check_text, read_image
+from .inputs import MAX_PICTURES, MAX_SEED, SessionError, check_seed, check_text, read_image
 from .settings import BACKGROUNDS, Settings, setting_help
 
 PICTURE_SUFFIXES = (".png", ".webp", ".jpg", ".jpeg")
@@ -46,7 +46,7 @@ SETTING_OPTIONS = ("cfg", "word_cfg", "temperature", "background", "refine", "pi
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     """The options every command that talks to the model shares; a setting left out keeps its default."""
     parser.add_argument("--checkpoints", metavar="PATH", help="checkpoints folder (default: the shipped one)")
-    parser.add_argument("--seed", type=int, help="random seed (default: a fresh one)")
+    parser.add_argument("--seed", type=seed_option, help=f"random seed, 0-{MAX_SEED} (default: a fresh one)")
     parser.add_argument("--cfg", type=float, help=setting_help("cfg", "classifier-free guidance on pictures"))
     parser.add_argument("--word-cfg", type=float,
                         help=setting_help("word_cfg", "guidance on the reply before the conversation's first picture"))
@@ -58,6 +58,18 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                         help="save pictures without the generated-media metadata")
     parser.add_argument("--refine", action=argparse.BooleanOptionalAction, default=None,
                         help=setting_help("refine", "clean pictures with the diffusion refiner when one is shipped"))
+
+
+def seed_option(text: str) -> int:
+    """--seed's value: an integer the session takes (inputs.check_seed), else argparse's one-line error."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = text                    # not a whole number: check_seed says what a seed is
+    try:
+        return check_seed(value)
+    except SessionError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def settings_from(args: argparse.Namespace) -> dict:

@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image
 
 from .imageutil import encode_image
-from .inputs import MAX_PICTURES, SessionError, TextTooLong, check_text, redrawn_patches
+from .inputs import MAX_PICTURES, MAX_SEED, SessionError, TextTooLong, check_text, redrawn_patches
 from .settings import Settings
 from .world.language import find_description
 
@@ -245,7 +245,7 @@ def parse_image_options(fields: dict, *, form: bool = False, allow_n: bool = Tru
         quality=get_choice(fields, "quality", QUALITIES, "auto"),
         partial_images=get_int(fields, "partial_images", 0, 0, MAX_PARTIAL_IMAGES, form=form),
         stream=get_bool(fields, "stream", False, form=form),
-        seed=get_int(fields, "seed", None, 0, 2**31 - 1, form=form))
+        seed=get_int(fields, "seed", None, 0, MAX_SEED, form=form))
     if not allow_n and fields.get("n") not in (None, 1):
         raise bad_request("'n' is not an option here: one picture per reply", "n")
     # output_compression: JPEG is written at quality 95 and WEBP losslessly (imageutil.encode_image);

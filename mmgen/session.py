@@ -28,7 +28,7 @@ from typing import Callable, Iterator
 import torch
 from PIL import Image
 
-from .inputs import SessionError, check_count, check_text, mask_grid, read_image
+from .inputs import MAX_SEED, SessionError, check_count, check_seed, check_text, mask_grid, read_image
 from .io import atomic_write_json
 from .pipeline import Drawn, Pipeline, reply_reserve
 from .previews import PREVIEW_GREY, PREVIEW_MARGIN, PreviewCanvas, preview_image
@@ -75,9 +75,18 @@ class ChatSession:
         self.model = model
         self.pipeline = Pipeline(model)
         self.settings = Settings().with_overrides(settings)
-        self.seed = int(seed) if seed is not None else int(torch.seed() % 2**31)
+        self.seed = seed if seed is not None else torch.seed() % (MAX_SEED + 1)
         self.moderation = moderation
         self.conversation = Conversation()
+
+    @property
+    def seed(self) -> int:
+        """The session's seed (0 to MAX_SEED): each turn's seed is drawn from it (turn_seed)."""
+        return self._seed
+
+    @seed.setter
+    def seed(self, seed: int) -> None:
+        self._seed = check_seed(seed)
 
     @property
     def conversation(self) -> Conversation:
@@ -125,9 +134,14 @@ class ChatSession:
         if not text.strip() and given is None:
             raise SessionError("the message is empty")
         codes = self.pipeline.encode(given) if given is not None else None
-        turn_seed = int(seed) if seed is not None else self.seed + 7919 * len(self.conversation.turns)
+        turn_seed = check_seed(seed) if seed is not None else self.turn_seed()
         yield from self._run(TurnRecord(role="user", text=text, codes=codes), settings, turn_seed, n, previews,
                              region, decoders)
+
+    def turn_seed(self) -> int:
+        """The seed of the next turn, when the call gives none: the session's seed moved on by the turns
+        so far, kept in 0 … MAX_SEED so that a reply's seed can be given back."""
+        return (self.seed + 7919 * len(self.conversation.turns)) % (MAX_SEED + 1)
 
     def send(self, text: str, image=None, **kwargs) -> Reply:
         """Reply to `text` (and an optional picture: PIL image, path or bytes)."""
@@ -184,7 +198,7 @@ class ChatSession:
             raise SessionError("there is no message to retry")
         user, old_seed = turns[-2], turns[-1].seed or self.seed
         settings = self.settings.with_overrides(overrides)
-        new_seed = int(seed) if seed is not None else old_seed + 1
+        new_seed = check_seed(seed) if seed is not None else (old_seed + 1) % (MAX_SEED + 1)
         base = self.fork()
         base.undo()
         for event in base._run(user, settings, new_seed, 1, previews):

@@ -30,6 +30,7 @@ import typing
 from pathlib import Path
 from typing import Callable
 
+from .inputs import check_seed
 from .oneshot import BadInput, add_model_options, load_model, one_line_errors, settings_from
 from .settings import PICTURE_MODES, Settings, setting_help
 from .termimage import MODES, Canvas, detect, terminal_size
@@ -118,9 +119,10 @@ def parse_value(key: str, text: str):
         return BOOL_WORDS[word]
     if kind is int:
         try:
-            return int(word)
+            value = int(word)
         except ValueError:
             raise CommandError(f"{key} must be a whole number{' or none' if optional else ''}, not {text!r}") from None
+        return check_seed(value) if key == "seed" else value      # the seed's range, checked before anything is set
     if kind is float:
         try:
             value = float(word)

@@ -142,6 +142,9 @@ PROCESS_BAD = [   # argv as a real shell would pass it, bytes included
     ["generate", "a star", "-n", "many", "-o", "{d}/x.png"],
     ["generate", "a star", "--background", "plaid", "-o", "{d}/x.png"],
     ["generate", "a star"],                                              # no -o
+    ["generate", "a star", "-o", "{d}/x.png", "--seed", "99999999999999999999"],   # past 2**64: no traceback
+    ["generate", "a star", "-o", "{d}/x.png", "--seed", "-3"],
+    ["edit", "{d}/ok.png", "make it blue", "-o", "{d}/x.png", "--seed", "x"],
     ["edit", "{d}/missing.png", "make it blue", "-o", "{d}/x.png"],
     ["edit", "{d}/junk.png", "make it blue", "-o", "{d}/x.png"],
     ["ask", "{d}/ok.png"],                                               # no question
@@ -155,3 +158,5 @@ def test_bad_input_as_a_process(files, args):
     assert done.returncode == 2, err
     assert done.stdout == b"" and err.count("\n") == 1 and "Traceback" not in err
     assert err.startswith(f"mmgen {args[0]}: ")
+    if "--seed" in args:                         # the session's range, named (inputs.check_seed)
+        assert "seed must be an integer from 0 to 2147483647" in err

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from mmgen.imageutil import TRAINED_ALGORITHMIC_MEDIA
-from mmgen.inputs import check_text
+from mmgen.inputs import MAX_SEED, check_text
 from mmgen.session import PREVIEW_MARGIN, ChatSession, SessionError, Settings, preview_image
 from mmgen.settings import SamplingConfig
 from mmgen.stream import IMAGE_TOKENS
@@ -34,6 +34,28 @@ def test_seeded_sessions_are_reproducible(tiny_model):
     a, b = draw(tiny_model.chat(seed=5)), draw(tiny_model.chat(seed=5))
     assert a.codes == b.codes and a.text == b.text
     assert draw(tiny_model.chat(seed=6)).codes != a.codes
+
+
+@pytest.mark.parametrize("bad", [-1, MAX_SEED + 1, 99999999999999999999, "7", 2.0, True])
+def test_a_seed_outside_0_to_max_seed_is_refused_naming_the_range(tiny_model, bad):
+    range_named = f"seed must be an integer from 0 to {MAX_SEED}"
+    with pytest.raises(SessionError, match=range_named):
+        tiny_model.chat(seed=bad)
+    chat = tiny_model.chat(seed=0)
+    with pytest.raises(SessionError, match=range_named):
+        chat.seed = bad
+    with pytest.raises(SessionError, match=range_named):
+        chat.send("hello", seed=bad)
+    with pytest.raises(SessionError, match=range_named):
+        tiny_model.generate("a star", seed=bad)
+    assert chat.seed == 0 and chat.conversation.turns == ()
+
+
+def test_every_seed_a_reply_reports_can_be_given_back(tiny_model):
+    chat = tiny_model.chat(seed=MAX_SEED, max_words=2)
+    seeds = [chat.send("hello", picture="never").seed, chat.send("again", picture="never").seed,
+             chat.retry(picture="never").seed]
+    assert seeds[0] == MAX_SEED and all(0 <= s <= MAX_SEED for s in seeds)
 
 
 def test_stream_previews_top_down_and_stopping_leaves_session_intact(tiny_model):

@@ -206,6 +206,9 @@ def test_parse_settings_types():
                          ("seed=x", "seed must be a whole number")]:
         with pytest.raises(CommandError, match=message):
             parse_settings(bad)
+    for bad in ("seed=-3", "seed=99999999999999999999"):        # the session's own range, checked before anything is set
+        with pytest.raises(SessionError, match="seed must be an integer from 0 to 2147483647"):
+            parse_settings(f"cfg=3 {bad}")
 
 
 def test_picture_name():
@@ -308,7 +311,7 @@ def test_every_mistake_is_one_line(tiny_model, tmp_path):
     damaged = tmp_path / "damaged.json"
     damaged.write_text('{"format": "mmgen-session-1", "turns": [')
     (tmp_path / "folder").mkdir()
-    cases = ["/bogus", "/set colour=red", "/set cfg=99", "/set cfg=abc", "/load", f"/load {tmp_path / 'missing.json'}",
+    cases = ["/bogus", "/set colour=red", "/set cfg=99", "/set cfg=abc", "/set cfg=3 seed=-3", "/load", f"/load {tmp_path / 'missing.json'}",
              f"/load {damaged}", f"/load {junk}", f"/attach {tmp_path / 'missing.png'}", f"/attach {junk}",
              f"/save {tmp_path / 'folder'}", "/undo now", "x" * 100_000, "bin\x00ary", "draw a red circle \udcff"]
     for line in cases:

@@ -135,9 +135,9 @@ def parse_value(key: str, text: str):
 
 
 def parse_settings(arg: str) -> dict:
-    """'cfg=5 temperature=0.8' -> {'cfg': 5.0, 'temperature': 0.8}."""
+    """'cfg=5 temperature=0.8' -> {'cfg': 5.0, 'temperature': 0.8}; spaces around '=' are allowed ('cfg = 5')."""
     values = {}
-    for item in arg.split():
+    for item in re.sub(r"\s*=\s*", "=", arg).split():
         key, eq, text = item.partition("=")
         if not eq or not key:
             raise CommandError(f"write settings as key=value, e.g. /set cfg=5 (got {item!r})")

@@ -199,6 +199,7 @@ def test_parse_settings_types():
                       "max_words": 12}
     assert type(values["cfg"]) is float and type(values["draft_k"]) is int
     assert parse_value("top_k", "40") == 40 and parse_value("provenance", "yes") is True
+    assert parse_settings("cfg = 3 picture= never seed =4") == {"cfg": 3.0, "picture": "never", "seed": 4}
     for bad, message in [("colour=red", "unknown setting 'colour'"), ("cfg=abc", "cfg must be a number"),
                          ("cfg=nan", "cfg must be a number"), ("top_k=2.5", "top_k must be a whole number"),
                          ("cfg=none", "cfg must be a number"), ("provenance=maybe", "true or false"),

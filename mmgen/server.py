@@ -15,7 +15,8 @@ Endpoints
     POST /v1/images/generations   prompt, n 1–4, size (128x128, auto, or 256x256 … 1024x1024, 1536x1024,
                                   1024x1536: upscaled, letterboxed), background, output_format, seed,
                                   stream + partial_images 0–3 (image_generation.* events)
-    POST /v1/images/edits         multipart image (or image[]: one picture), prompt, mask; image_edit.* events
+    POST /v1/images/edits         multipart image (or image[]: one picture), prompt, mask; image_edit.* events;
+                                  or JSON, the picture as images: [{image_url: data URL}] or image: data URL
     POST /v1/responses            input (text, or messages with input_image), tools [image_generation],
                                   previous_response_id, stream; GET/DELETE /v1/responses/{id}
     GET  /v1/models, /v1/models/{id}

@@ -245,7 +245,9 @@ async def edits(request: Request, server: Server):
     server.check_model(fields.get("model"))
     prompt = check_prompt(fields, config.max_prompt_chars)
     if not datas:
-        raise bad_request("'image' is required: the picture to edit", "image", code="missing_required_parameter")
+        raise bad_request("'image' is required: the picture to edit (multipart: an image file; JSON: "
+                          "\"image\": \"data:image/png;base64,...\" or \"images\": [{\"image_url\": \"data:...\"}])",
+                          "image", code="missing_required_parameter")
     if len(datas) > 1:
         raise bad_request(f"this model edits one picture at a time; got {len(datas)}", "image")
     opts = parse_image_options(fields, form=is_form, defaults=config.session_defaults)
@@ -274,12 +276,16 @@ async def read_edit_form(request: Request) -> tuple[dict, list[bytes], bytes | N
 
 def read_edit_json(fields: dict) -> tuple[dict, list[bytes], bytes | None]:
     """OpenAI's JSON form of an edit, images: [{"image_url": "data:..."}], mask: {"image_url": ...} →
-    (the fields, the pictures' bytes, the mask's bytes or None)."""
+    (the fields, the pictures' bytes, the mask's bytes or None). The picture may also come as
+    image: "data:..." or {"image_url": "data:..."} (the multipart form's field name), as the mask does."""
     listed = fields.get("images")
     if listed is not None and not isinstance(listed, list):
         raise bad_request("'images' must be a list of {\"image_url\": data URL}", "images", code="invalid_type")
     datas = [decode_data_url(x.get("image_url") if isinstance(x, dict) else None, f"images[{i}].image_url")
              for i, x in enumerate(listed or [])]
+    image = fields.get("image")
+    if image is not None:
+        datas.append(decode_data_url(image.get("image_url") if isinstance(image, dict) else image, "image"))
     mask_field = fields.get("mask")
     mask_data = decode_data_url(mask_field.get("image_url") if isinstance(mask_field, dict) else mask_field,
                                 "mask.image_url") if mask_field is not None else None

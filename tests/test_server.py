@@ -230,6 +230,12 @@ def test_edit_as_json_with_data_urls(server):
     body["images"] = [{"image_url": "https://example.com/cat.png"}]
     status, error = raw(server[0], "POST", "/v1/images/edits", json.dumps(body).encode(), JSON)
     assert_error(status, error, 400, "images[0].image_url")
+    # the picture as `image`, the multipart field's name, given a data URL
+    plain = {"prompt": "add a moon", "image": url(original)}
+    status, r = raw(server[0], "POST", "/v1/images/edits", json.dumps(plain).encode(), JSON)
+    assert status == 200, r
+    status, error = raw(server[0], "POST", "/v1/images/edits", json.dumps({**plain, "image": 3}).encode(), JSON)
+    assert_error(status, error, 400, "image")
 
 
 def test_stream_partial_images(client):
@@ -399,6 +405,7 @@ def test_other_bad_requests(server, client):
     assert "one picture at a time" in e.value.message
     status, error = raw(url, "POST", "/v1/images/edits", json.dumps({"prompt": "x"}).encode(), JSON)
     assert_error(status, error, 400, "image")
+    assert '"images": [{"image_url": "data:' in error["error"]["message"]            # what form is expected
     # keys
     bad = openai.OpenAI(base_url=url + "/v1", api_key="wrong", max_retries=0)
     with pytest.raises(openai.AuthenticationError) as e:

@@ -2,7 +2,7 @@
 
     mmgen generate "two blue squares" -o out.png            # -n 3 writes out-1.png … out-3.png
     mmgen generate "a red star" -n 2 -o "star-{i}.webp" --seed 7 --background transparent
-    mmgen edit in.png "make the circle blue" -o out.png
+    mmgen edit in.png "make the circle blue" -o out.png     # prints the reply's words, then out.png
     mmgen ask in.png "what does the sign say?"              # prints the answer
 
 Pictures are saved with provenance (PNG text + the IPTC generated-media marker) unless
@@ -145,8 +145,14 @@ def read_picture(path: str):
         raise BadInput(str(e)) from None
 
 
+def print_words(reply) -> None:
+    """The reply's words, as the chat would show them (nothing when it said none)."""
+    if reply.text.strip():
+        print(reply.text.strip())
+
+
 def save_all(reply, paths: list[Path]) -> None:
-    """Save the reply's pictures, each with its own provenance id (Reply.metadata)."""
+    """Save the reply's pictures, each with its own provenance id (Reply.metadata), printing each path."""
     for i, path in enumerate(paths):
         try:
             reply.save(path, index=i)
@@ -191,7 +197,9 @@ class Generate:
             prompt = check_argument(args.prompt, "prompt")
             settings = settings_from(args)
             model = load_model(args.checkpoints)
-            save_all(answer(model, args, settings, prompt, n=args.n, picture="always"), paths)
+            reply = answer(model, args, settings, prompt, n=args.n, picture="always")
+            print_words(reply)
+            save_all(reply, paths)
             return 0
         return guarded("mmgen generate", work)
 
@@ -212,7 +220,9 @@ class Edit:
             settings = settings_from(args)
             picture = read_picture(source)
             model = load_model(args.checkpoints)
-            save_all(answer(model, args, settings, instruction, image=picture, picture="always"), [out])
+            reply = answer(model, args, settings, instruction, image=picture, picture="always")
+            print_words(reply)
+            save_all(reply, [out])
             return 0
         return guarded("mmgen edit", work)
 

@@ -24,16 +24,23 @@ def mmgen(*args) -> int:
     return main([str(a) for a in args])
 
 
+def assert_words_then_paths(out: str, paths: list) -> None:
+    """What generate and edit print: the reply's words (the tiny model always says some), then each saved path."""
+    saved = "".join(f"{p}\n" for p in paths)
+    assert out.endswith(saved) and out.removesuffix(saved).strip(), out
+
+
 def test_generate(tiny_checkpoints, tmp_path, capsys):
     ck = ("--checkpoints", tiny_checkpoints)
     assert mmgen("generate", "two blue squares", "-o", tmp_path / "one.png", "--seed", 1, *ck) == 0
-    assert capsys.readouterr().out == f"{tmp_path / 'one.png'}\n"
+    assert_words_then_paths(capsys.readouterr().out, [tmp_path / "one.png"])
     with Image.open(tmp_path / "one.png") as im:
         assert im.size == (128, 128) and im.mode == "RGB"
         assert im.info["mmgen:prompt"] == "two blue squares" and im.info["mmgen:seed"] == "1"
         assert TRAINED_ALGORITHMIC_MEDIA in im.info["XML:com.adobe.xmp"]
     # n > 1: -1, -2, … before the extension, or the {i} pattern; folders are made as needed
     assert mmgen("generate", "a star", "-n", 3, "-o", tmp_path / "many.png", *ck) == 0
+    assert_words_then_paths(capsys.readouterr().out, [tmp_path / f"many-{i}.png" for i in (1, 2, 3)])
     assert [p.name for p in sorted(tmp_path.glob("many-*.png"))] == ["many-1.png", "many-2.png", "many-3.png"]
     metas = []
     for i in (1, 2, 3):                      # one batch, and each picture its own provenance id
@@ -53,6 +60,7 @@ def test_edit_and_ask(tiny_checkpoints, tmp_path, capsys):
     ck = ("--checkpoints", tiny_checkpoints)
     Image.new("RGB", (96, 64), (200, 30, 30)).save(tmp_path / "in.png")
     assert mmgen("edit", tmp_path / "in.png", "make it blue", "-o", tmp_path / "out.png", "--seed", 2, *ck) == 0
+    assert_words_then_paths(capsys.readouterr().out, [tmp_path / "out.png"])
     with Image.open(tmp_path / "out.png") as im:
         assert im.size == (128, 128) and im.info["mmgen:prompt"] == "make it blue"
         assert im.info["mmgen:parent"] == "user-upload"

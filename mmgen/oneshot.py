@@ -9,8 +9,9 @@ Pictures are saved with provenance (PNG text + the IPTC generated-media marker) 
 --no-provenance. Bad input (an empty or oversized prompt, binary junk, a missing or damaged
 picture, an output path that cannot be written, a bad option value) is one line on stderr and
 exit code 2, never a traceback. Cheap checks run before torch is imported, so mistakes fail fast.
-The helpers at the top (one-line argparse errors, model options, quiet loading) are shared with
-`mmgen chat` (terminal.py).
+The helpers at the top (one-line argparse errors, model and picture options, quiet loading) are
+shared with `mmgen chat` (terminal.py). Each command lists only the options that change what it
+does: ask draws nothing, so it has no picture options.
 """
 from __future__ import annotations
 
@@ -44,12 +45,19 @@ SETTING_OPTIONS = ("cfg", "word_cfg", "temperature", "background", "refine", "pi
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
-    """The options every command that talks to the model shares; a setting left out keeps its default."""
+    """The options every command that talks to the model shares."""
     parser.add_argument("--checkpoints", metavar="PATH", help="checkpoints folder (default: the shipped one)")
     parser.add_argument("--seed", type=seed_option, help=f"random seed, 0-{MAX_SEED} (default: a fresh one)")
+
+
+def add_picture_options(parser: argparse.ArgumentParser, *, first_picture: bool = True) -> None:
+    """The options of the pictures a reply draws (ask draws none); a setting left out keeps its default.
+    `first_picture`: whether the conversation may start without a picture (edit's never does), so
+    that --word-cfg, guidance on the words before the first one, can apply."""
     parser.add_argument("--cfg", type=float, help=setting_help("cfg", "classifier-free guidance on pictures"))
-    parser.add_argument("--word-cfg", type=float,
-                        help=setting_help("word_cfg", "guidance on the reply before the conversation's first picture"))
+    if first_picture:
+        parser.add_argument("--word-cfg", type=float, help=setting_help(
+            "word_cfg", "guidance on the reply before the conversation's first picture"))
     parser.add_argument("--temperature", type=float,
                         help=setting_help("temperature", "sampling temperature for pictures"))
     parser.add_argument("--background", choices=BACKGROUNDS,
@@ -188,6 +196,7 @@ class Generate:
                             help="where to save (.png/.webp/.jpg); with -n, '{i}' in the name or -1, -2 … is added")
         parser.add_argument("-n", type=int, default=1, help=f"how many pictures, 1-{MAX_N} (one batch)")
         add_model_options(parser)
+        add_picture_options(parser)
 
     def run(self, args: argparse.Namespace) -> int:
         def work() -> int:
@@ -211,6 +220,7 @@ class Edit:
         parser.add_argument("instruction", help='what to change, e.g. "make the circle blue"')
         parser.add_argument("-o", "--out", required=True, metavar="FILE", help="where to save (.png/.webp/.jpg)")
         add_model_options(parser)
+        add_picture_options(parser, first_picture=False)
 
     def run(self, args: argparse.Namespace) -> int:
         def work() -> int:

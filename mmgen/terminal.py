@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Callable
 
 from .inputs import check_seed
-from .oneshot import BadInput, add_model_options, load_model, one_line_errors, settings_from
+from .oneshot import BadInput, add_model_options, add_picture_options, load_model, one_line_errors, settings_from
 from .settings import PICTURE_MODES, Settings, setting_help
 from .termimage import MODES, Canvas, detect, terminal_size
 
@@ -499,6 +499,7 @@ def read_piped(prompt: str) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     one_line_errors(parser)
     add_model_options(parser)
+    add_picture_options(parser)
     parser.add_argument("--out", default="mmgen-pictures", metavar="DIR", help="where pictures are saved (default ./mmgen-pictures)")
     parser.add_argument("--load", metavar="SESSION", help="continue a conversation saved with /save")
     parser.add_argument("--graphics", choices=("auto",) + MODES, default="auto",

@@ -124,17 +124,33 @@ def test_an_unknown_command_is_named(capsys, args, message):
     assert "commands:" in captured.err                                     # then what the commands are
 
 
-@pytest.mark.parametrize("command", ["generate", "edit", "ask", "chat"])
-def test_help_shows_the_settings_defaults(capsys, command):
-    from mmgen.settings import Settings
+def help_text(capsys, command: str) -> str:
     with pytest.raises(SystemExit) as e:
         mmgen(command, "--help")
     assert e.value.code == 0
-    text = " ".join(capsys.readouterr().out.split())               # argparse wraps lines
+    return " ".join(capsys.readouterr().out.split())               # argparse wraps lines
+
+
+@pytest.mark.parametrize("command", ["generate", "edit", "chat"])
+def test_help_shows_the_settings_defaults(capsys, command):
+    from mmgen.settings import Settings
+    text = help_text(capsys, command)
     assert f"0-20 (default {Settings.cfg})" in text and f"0-5 (default {Settings.temperature})" in text
-    assert f"(default {Settings.background})" in text and f"0-20 (default {Settings.word_cfg})" in text
+    assert f"(default {Settings.background})" in text and "seed, 0-2147483647" in text
+    if command != "edit":
+        assert f"0-20 (default {Settings.word_cfg})" in text
     if command == "chat":
         assert f"(default {Settings.picture})" in text
+
+
+@pytest.mark.parametrize("command, missing", [
+    ("ask", ["--cfg", "--word-cfg", "--temperature", "--background", "--no-provenance", "--refine"]),  # no picture
+    ("edit", ["--word-cfg"]),               # guidance before the first picture: an edit starts with one
+])
+def test_help_lists_only_the_options_that_apply(capsys, command, missing):
+    text = help_text(capsys, command)
+    assert "--checkpoints" in text and "--seed" in text
+    assert [option for option in missing if option in text] == []
 
 
 def run(*args: str | bytes) -> subprocess.CompletedProcess:

@@ -337,7 +337,7 @@ ERROR_HANDLERS = {APIError: api_error, BodyTooLarge: body_too_large, ClientGone:
 # --- command line -------------------------------------------------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
-    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--port", type=int, default=8000, help="port to listen on (default %(default)s)")
     parser.add_argument("--checkpoints", default=None, help="checkpoints folder (default: the shipped one)")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
     parser.add_argument("--api-key", default=os.environ.get("MMGEN_API_KEY"),
@@ -349,18 +349,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="answer to NAME in the Host header too (a name the server is reached by); "
                              "repeatable; '*': any name, which turns the DNS-rebinding check off "
                              "(default: the listening address and loopback names)")
-    parser.add_argument("--max-body-mb", type=float, default=32.0, help="largest request body (MB)")
+    parser.add_argument("--max-body-mb", type=float, default=32.0,
+                        help="largest request body, MB (default %(default)s)")
     parser.add_argument("--max-prompt-chars", type=int, default=MAX_MESSAGE_CHARS,
                         help=f"longest message (default {MAX_MESSAGE_CHARS})")
-    parser.add_argument("--timeout", type=float, default=300.0, help="seconds per request, queueing included")
-    parser.add_argument("--queue", type=int, default=64, help="requests that may wait for the model")
+    parser.add_argument("--timeout", type=float, default=300.0,
+                        help="seconds per request, queueing included (default %(default)s)")
+    parser.add_argument("--queue", type=int, default=64,
+                        help="requests that may wait for the model (default %(default)s)")
     parser.add_argument("--batch", type=int, default=16,
                         help="requests drawn at once, sharing the transformer's passes (default 16; 1: one at a time)")
-    parser.add_argument("--max-sessions", type=int, default=256, help="conversations kept in memory")
+    parser.add_argument("--max-sessions", type=int, default=256,
+                        help="conversations kept in memory (default %(default)s)")
     parser.add_argument("--max-words", type=int, default=None,
                         help=setting_help("max_words", "longest reply in text tokens before its picture"))
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own choice)")
+    parser.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"),
+                        help="how much the server logs (default %(default)s)")
 
 
 def is_address(host: str) -> bool:

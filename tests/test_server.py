@@ -584,6 +584,17 @@ def test_cli_allow_flags_reach_the_config():
     assert args.allow_origin == ["http://a.example", "https://b.example:8443"] and args.allow_host == ["mybox.local"]
 
 
+def test_cli_help_says_what_every_option_does_and_its_default():
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    for action in parser._actions[1:]:                       # after --help
+        assert action.help, f"{action.option_strings} has no help"
+        if action.default not in (None, [], False):
+            assert "default" in action.help, f"{action.option_strings} does not say its default"
+    text = " ".join(parser.format_help().split())
+    assert "(default 300.0)" in text and "(default 64)" in text and "(default 32.0)" in text
+
+
 API_ROUTES = [("GET", "/v1/models"), ("GET", "/v1/models/mmgen"), ("POST", "/v1/images/generations"),
               ("POST", "/v1/images/edits"), ("POST", "/v1/responses"), ("GET", "/v1/responses/resp_x"),
               ("DELETE", "/v1/responses/resp_x"), ("POST", "/api/chat"), ("GET", "/api/session/resp_x")]

@@ -93,10 +93,7 @@ def settings_from(args: argparse.Namespace) -> dict:
 
 
 def load_model(checkpoints: str | None):
-    """The model, loaded without progress bars; a missing or mismatched folder is BadInput."""
-    from transformers.utils import logging as hf_logging
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
+    """The model (mmgen.load, quietly: no progress bars); a missing or mismatched folder is BadInput."""
     import mmgen
     try:
         return mmgen.load(checkpoints)

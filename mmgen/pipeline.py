@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Generator
 
 import torch
 from PIL import Image
+from transformers.utils import logging as hf_logging
 
 from .engine import WEIGHTS, fp16_available, int8_available
 from .generate import generate_ids, reply_reserve, set_engine_weights
@@ -46,6 +48,22 @@ DEFAULT_CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
 
 
 SHOWN_CACHE = 64                         # refined pictures a pipeline keeps, so history reads don't refine again
+
+
+@contextmanager
+def quiet_transformers():
+    """transformers without its progress bars ("Loading weights: 100%|…|") and notices while
+    checkpoints load, for the Python API, the command line and the server alike; the caller's own
+    transformers settings are put back after."""
+    bars, verbosity = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def pick_device(device: str | torch.device | None) -> torch.device:
@@ -115,6 +133,7 @@ class MMGen:
         self.context = min(int(lm.config.max_position_embeddings), int(trained or 1 << 30))
 
     @classmethod
+    @quiet_transformers()
     def load(cls, path: str | Path | None = None, *, device=None, dtype: torch.dtype | None = None,
              weights: str | None = None) -> "MMGen":
         root = Path(path) if path is not None else DEFAULT_CHECKPOINTS

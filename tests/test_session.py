@@ -361,6 +361,17 @@ def test_refiner_is_loaded_when_shipped(tiny_checkpoints, tmp_path):
     assert mmgen.load(tiny_checkpoints).refiner is None
 
 
+def test_load_shows_no_progress_bar_and_leaves_transformers_as_it_was(tiny_checkpoints, capfd):
+    import mmgen
+    from transformers.utils import logging as hf_logging
+    hf_logging.enable_progress_bar()                         # transformers' default, whatever ran before
+    capfd.readouterr()
+    mmgen.load(tiny_checkpoints)
+    out, err = capfd.readouterr()
+    assert "Loading weights" not in out + err and "|" not in err, err
+    assert hf_logging.is_progress_bar_enabled()              # the caller's own setting, put back
+
+
 def test_one_record_per_turn_with_its_seed_and_id(tiny_model, tmp_path):
     chat = tiny_model.chat(seed=2)
     reply = draw(chat)

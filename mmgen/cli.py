@@ -10,6 +10,7 @@ dispatches. Only the chosen command's module is imported, so `mmgen --help` stay
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import sys
 
@@ -50,11 +51,19 @@ def find_command(argv: list[str]) -> tuple[tuple[str, ...], str, str] | None:
     return None
 
 
+def next_words(prefix: tuple[str, ...]) -> list[str]:
+    """The words that may follow `prefix` in a command ('vq', 'lm', … after 'train')."""
+    return sorted({path[len(prefix)] for path, _, _ in COMMANDS
+                   if path[:len(prefix)] == prefix and len(path) > len(prefix)})
+
+
 def not_a_command(argv: list[str], prefix: tuple[str, ...]) -> str:
     """What is wrong with `argv`, which names no command; `prefix`: the command words it got right."""
     words = [a for a in argv if not a.startswith("-")]
     if len(words) > len(prefix):
-        return f"mmgen: unknown command {' '.join(words[:len(prefix) + 1])!r}"
+        unknown = f"mmgen: unknown command {' '.join(words[:len(prefix) + 1])!r}"
+        close = difflib.get_close_matches(words[len(prefix)], next_words(prefix), n=1)
+        return f"{unknown}; did you mean {' '.join(prefix + tuple(close))!r}?" if close else unknown
     if prefix:
         return f"mmgen {' '.join(prefix)}: name one of its commands (below)"
     return f"mmgen: {argv[0]!r} is not a command; options come after the command"
@@ -67,7 +76,10 @@ def main(argv: list[str] | None = None) -> int:
         prefix = tuple(a for a in argv if not a.startswith("-"))
         while prefix and not any(p[:len(prefix)] == prefix for p, _, _ in COMMANDS):
             prefix = prefix[:-1]
-        if not argv or "-h" in argv or "--help" in argv:
+        if not argv:                    # no command: what the commands are, as a mistake (exit code 2)
+            print(usage(), file=sys.stderr)
+            return 2
+        if "-h" in argv or "--help" in argv:
             print(usage(prefix))
             return 0
         print(not_a_command(argv, prefix) + "\n\n" + usage(prefix), file=sys.stderr)

@@ -131,6 +131,22 @@ def help_text(capsys, command: str) -> str:
     return " ".join(capsys.readouterr().out.split())               # argparse wraps lines
 
 
+@pytest.mark.parametrize("args, suggestion", [(["genrate", "x"], "did you mean 'generate'?"),
+                                              (["trian", "vq"], "did you mean 'train'?"),
+                                              (["train", "lmm"], "did you mean 'train lm'?")])
+def test_a_mistyped_command_gets_a_suggestion(capsys, args, suggestion):
+    assert mmgen(*args) == 2
+    first_line = capsys.readouterr().err.splitlines()[0]
+    assert first_line.startswith("mmgen: unknown command") and first_line.endswith(suggestion)
+
+
+def test_no_command_prints_the_commands_as_a_mistake(capsys):
+    assert mmgen() == 2                       # a script that forgot its command fails
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.startswith("usage: mmgen COMMAND") and "generate" in captured.err
+    assert mmgen("--help") == 0 and "usage: mmgen COMMAND" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("command", ["generate", "edit", "chat"])
 def test_help_shows_the_settings_defaults(capsys, command):
     from mmgen.settings import Settings

@@ -350,3 +350,12 @@ def test_eval_with_typos_says_so(tmp_path, tiny_checkpoints, capsys):
     code, got = _eval(tmp_path, tiny_checkpoints, "--parts", "edit", "--typos")
     assert code == 0 and got["typos"] is True
     assert "a typing slip in every message" in capsys.readouterr().out
+
+
+def test_eval_refuses_seeds_out_of_range_before_loading(tmp_path, capsys):
+    from mmgen.inputs import MAX_SEED
+    with pytest.raises(SystemExit):
+        main(["eval", "--seed", "-1", "--checkpoints", str(tmp_path / "none")])
+    assert "seed must be an integer" in capsys.readouterr().err
+    assert main(["eval", "--seed", str(MAX_SEED), "--n", "2", "--checkpoints", str(tmp_path / "none")]) == 2
+    assert "no room for 2 cases" in capsys.readouterr().out

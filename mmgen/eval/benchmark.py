@@ -52,6 +52,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from ..inputs import MAX_SEED
+from ..oneshot import seed_option
 from ..world.edits import PLURAL_KINDS
 from .vocabulary import unseen_words
 
@@ -68,7 +70,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
     p.add_argument("--checkpoints", default=None, help="checkpoints folder (default: the shipped one)")
     p.add_argument("--out", default="runs/eval.json", help="where to write the JSON results")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed")
+    p.add_argument("--seed", type=seed_option, default=0, help="sampling seed (each case i draws with seed + i)")
     p.add_argument("--split", choices=SPLITS, default="eval",
                    help="eval: held-out scenes and phrasings (the figures to quote); paraphrase: held-out "
                         "scenes and phrasings made only of words training uses (new wording, no new words); "
@@ -600,6 +602,9 @@ def run(args) -> int:
     unknown = set(parts) - set(PARTS)
     if unknown:
         print(f"error: unknown part(s) {', '.join(sorted(unknown))}; choose from {', '.join(PARTS)}")
+        return 2
+    if args.seed + args.n - 1 > MAX_SEED:          # case i draws with seed + i
+        print(f"error: --seed {args.seed} leaves no room for {args.n} cases below {MAX_SEED}")
         return 2
     torch.set_num_threads(max(1, torch.get_num_threads()))
     try:

@@ -30,7 +30,7 @@ import typing
 from pathlib import Path
 from typing import Callable
 
-from .inputs import check_seed
+from .inputs import MAX_SEED, check_seed
 from .oneshot import BadInput, add_model_options, add_picture_options, load_model, one_line_errors, settings_from
 from .settings import PICTURE_MODES, Settings, setting_help
 from .termimage import MODES, Canvas, detect, terminal_size
@@ -192,6 +192,7 @@ class Terminal:
         self.history = history                 # the file what is typed is kept in; None: kept nowhere
         self.stdout, self.stderr = stdout or sys.stdout, stderr or sys.stderr
         self.attachment = None                 # (path, PIL image) to send with the next message
+        self.stopped = None                    # (message, attachment, conversation) whose reply Ctrl-C stopped
         self.saved: dict[str, Path] = {}       # picture id -> the file it was saved to
         self.on_disk = chat.conversation       # the conversation as last saved or loaded
 
@@ -242,12 +243,16 @@ class Terminal:
         return Canvas(self.stdout, self.mode, lines, cell=tuple(cell), image_id=random.randrange(1, 2**31))
 
     # --- replies --------------------------------------------------------------------------------
-    def reply(self, text: str) -> None:
-        """Stream the reply: words as they come, then the picture redrawn in place row by row."""
-        self.play(self.chat.stream(text, self.attachment[1] if self.attachment else None))
+    def reply(self, text: str, seed: int | None = None) -> None:
+        """Stream the reply: words as they come, then the picture redrawn in place row by row. A reply
+        Ctrl-C stops is remembered, so /retry can send its message again."""
+        sent, self.stopped = (text, self.attachment, self.chat.conversation), None
+        if self.play(self.chat.stream(text, self.attachment[1] if self.attachment else None, seed=seed)) == "stopped":
+            self.stopped = sent
 
-    def play(self, events) -> None:
-        """Show a stream of session events; Ctrl-C stops it and leaves the conversation as it was."""
+    def play(self, events) -> str | None:
+        """Show a stream of session events; Ctrl-C stops it and leaves the conversation as it was
+        ("stopped" is returned then)."""
         from .session import SessionError
         before = self.chat.conversation
         canvas, shown, done = None, "", None
@@ -275,8 +280,8 @@ class Terminal:
             events.close()
             finished = self.chat.conversation is not before
             self.say("\n" + ("stopped, but the reply had already finished (/undo forgets it)" if finished
-                             else "stopped; the conversation is as it was"))
-            return
+                             else "stopped; the conversation is as it was (/retry sends it again)"))
+            return None if finished else "stopped"
         except SessionError as e:
             wrap.flush()
             if shown or canvas:
@@ -339,6 +344,12 @@ class Terminal:
             self.say("nothing to undo")
 
     def cmd_retry(self, arg: str) -> None:
+        if self.stopped is not None and self.stopped[2] is self.chat.conversation:
+            # the message whose reply was stopped, nothing said since: send it again, with another seed
+            text, self.attachment, _ = self.stopped
+            self.say("answering your stopped message again...")
+            self.reply(text, seed=(self.chat.turn_seed() + 1) % (MAX_SEED + 1))
+            return
         # the new reply replaces the old one only once it is finished: Ctrl-C keeps the old one
         turns = self.chat.conversation.turns
         if len(turns) < 2 or turns[-2].role != "user":

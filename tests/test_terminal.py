@@ -357,6 +357,30 @@ def test_ctrl_c_stops_the_picture_not_the_program(tiny_model, tmp_path):
     s.term.loop(read)
 
 
+def test_retry_after_ctrl_c_sends_the_stopped_message_again(tiny_model, tmp_path):
+    s = Screen(tiny_model, tmp_path, mode="blocks", stdout=InterruptAt(2))
+    s.type("draw a red circle")                                 # the first reply finishes
+    out, _ = s.type("draw a blue square")                       # Ctrl-C during the second picture
+    assert "(/retry sends it again)" in out and len(s.term.chat.conversation.turns) == 2
+    out, _ = s.type("/retry")
+    assert "answering your stopped message again" in out and "saved" in out
+    turns = s.term.chat.conversation.turns
+    assert [t.text for t in turns[::2]] == ["draw a red circle", "draw a blue square"]
+    assert turns[-1].seed == (s.term.chat.seed + 7919 * 2 + 1) % (2**31)     # another seed than the stopped try
+    out, _ = s.type("/retry")                                   # then /retry answers that message again, as usual
+    assert "answering again" in out and [t.text for t in s.term.chat.conversation.turns[::2]] == \
+        ["draw a red circle", "draw a blue square"]
+
+
+def test_retry_after_ctrl_c_and_another_change_retries_as_usual(tiny_model, tmp_path):
+    s = Screen(tiny_model, tmp_path, mode="blocks", stdout=InterruptAt(2))
+    s.type("draw a red circle")
+    s.type("draw a blue square")                                # stopped
+    s.type("/undo")                                             # the conversation changed since
+    out, err = s.type("/retry")
+    assert "stopped message" not in out and "no message to retry" in err
+
+
 def keys(*typed):
     """A read function for Terminal.loop: each item is a line, or KeyboardInterrupt for Ctrl-C;
     past the end, Ctrl-D."""

@@ -192,7 +192,7 @@ class Terminal:
         self.history = history                 # the file what is typed is kept in; None: kept nowhere
         self.stdout, self.stderr = stdout or sys.stdout, stderr or sys.stderr
         self.attachment = None                 # (path, PIL image) to send with the next message
-        self.stopped = None                    # (message, attachment, conversation) whose reply Ctrl-C stopped
+        self.stopped = None                    # (message, attachment, conversation, seed) whose reply Ctrl-C stopped
         self.saved: dict[str, Path] = {}       # picture id -> the file it was saved to
         self.on_disk = chat.conversation       # the conversation as last saved or loaded
 
@@ -246,7 +246,8 @@ class Terminal:
     def reply(self, text: str, seed: int | None = None) -> None:
         """Stream the reply: words as they come, then the picture redrawn in place row by row. A reply
         Ctrl-C stops is remembered, so /retry can send its message again."""
-        sent, self.stopped = (text, self.attachment, self.chat.conversation), None
+        drawn_with = self.chat.turn_seed() if seed is None else seed       # the seed the session draws with
+        sent, self.stopped = (text, self.attachment, self.chat.conversation, drawn_with), None
         if self.play(self.chat.stream(text, self.attachment[1] if self.attachment else None, seed=seed)) == "stopped":
             self.stopped = sent
 
@@ -345,10 +346,11 @@ class Terminal:
 
     def cmd_retry(self, arg: str) -> None:
         if self.stopped is not None and self.stopped[2] is self.chat.conversation:
-            # the message whose reply was stopped, nothing said since: send it again, with another seed
-            text, self.attachment, _ = self.stopped
+            # the message whose reply was stopped, nothing said since: send it again, with the next seed
+            # after the stopped try's (a stopped retry moves on again, never back to a seed it tried)
+            text, self.attachment, _, seed = self.stopped
             self.say("answering your stopped message again...")
-            self.reply(text, seed=(self.chat.turn_seed() + 1) % (MAX_SEED + 1))
+            self.reply(text, seed=(seed + 1) % (MAX_SEED + 1))
             return
         # the new reply replaces the old one only once it is finished: Ctrl-C keeps the old one
         turns = self.chat.conversation.turns

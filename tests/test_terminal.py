@@ -372,6 +372,23 @@ def test_retry_after_ctrl_c_sends_the_stopped_message_again(tiny_model, tmp_path
         ["draw a red circle", "draw a blue square"]
 
 
+def test_retry_stopped_again_draws_with_yet_another_seed(tiny_model, tmp_path):
+    s = Screen(tiny_model, tmp_path, mode="blocks", stdout=InterruptAt(1))
+    chat, seeds = s.term.chat, []
+    stream = chat.stream
+
+    def recorded(text, image=None, seed=None, **kwargs):          # the seed each try draws with
+        seeds.append(chat.turn_seed() if seed is None else seed)
+        return stream(text, image, seed=seed, **kwargs)
+    chat.stream = recorded
+    s.type("draw a red circle")                                 # stopped
+    for _ in range(2):
+        s.out.n = 1                                             # Ctrl-C during the retried picture too
+        out, _ = s.type("/retry")
+        assert "answering your stopped message again" in out and "/retry sends it again" in out
+    assert len(seeds) == 3 and len(set(seeds)) == 3, seeds
+
+
 def test_retry_after_ctrl_c_and_another_change_retries_as_usual(tiny_model, tmp_path):
     s = Screen(tiny_model, tmp_path, mode="blocks", stdout=InterruptAt(2))
     s.type("draw a red circle")

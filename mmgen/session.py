@@ -196,7 +196,7 @@ class ChatSession:
         turns = self.conversation.turns
         if len(turns) < 2 or turns[-2].role != "user":
             raise SessionError("there is no message to retry")
-        user, old_seed = turns[-2], turns[-1].seed or self.seed
+        user, old_seed = turns[-2], turns[-1].seed if turns[-1].seed is not None else self.seed
         settings = self.settings.with_overrides(overrides)
         new_seed = check_seed(seed) if seed is not None else (old_seed + 1) % (MAX_SEED + 1)
         base = self.fork()

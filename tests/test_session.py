@@ -58,6 +58,12 @@ def test_every_seed_a_reply_reports_can_be_given_back(tiny_model):
     assert seeds[0] == MAX_SEED and all(0 <= s <= MAX_SEED for s in seeds)
 
 
+def test_retry_moves_on_from_a_turn_seed_of_zero(tiny_model):
+    chat = tiny_model.chat(seed=5, max_words=2)
+    assert chat.send("hello", seed=0, picture="never").seed == 0
+    assert chat.retry(picture="never").seed == 1                 # the turn's seed + 1, not the session's
+
+
 def test_stream_previews_top_down_and_stopping_leaves_session_intact(tiny_model):
     chat = tiny_model.chat(seed=1)
     events = list(chat.stream("draw a star", picture="always"))

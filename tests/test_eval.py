@@ -300,7 +300,8 @@ def test_compare_refuses_other_cases_and_files_that_are_not_results(tmp_path, ca
     (tmp_path / "a.json").write_text(json.dumps(a))
     (tmp_path / "bad.json").write_text("{not json")
     (tmp_path / "list.json").write_text("[]")
-    for other in ("bad.json", "list.json", "missing.json"):
+    (tmp_path / "binary.json").write_bytes(b"\xff\xfe\x00 not text")
+    for other in ("bad.json", "list.json", "missing.json", "binary.json"):
         assert compare_main([str(tmp_path / "a.json"), str(tmp_path / other)]) == 2
         assert capsys.readouterr().err.startswith("error: ")
 

@@ -4,8 +4,8 @@
 
 At n = 50 a share moves by 0.06 when three cases flip, and two checkpoints, or two decodings, differ
 on many cases in both directions: a difference in the summary alone says little. Both runs grade the
-same cases (the benchmark's cases depend only on --n, --seed and --split), so each pass/fail is
-paired, and McNemar's exact test asks whether the cases only one run passes lean one way more than
+same cases (the benchmark's cases depend only on --n and --split; --seed changes only the sampling),
+so each pass/fail is paired, and McNemar's exact test asks whether the cases only one run passes lean one way more than
 chance would (a fair coin over the discordant cases): p, two-sided. This is what a checkpoint is
 shipped on, and what a training run's "moved a figure" means.
 """
@@ -57,7 +57,7 @@ def _case_lists(results: dict) -> dict[str, tuple[str, list[dict], tuple[str, ..
 
 def compare(a: dict, b: dict) -> list[dict]:
     """Rows for every part and metric both results hold: the shares, the cases only one passes,
-    and McNemar's p. Raises CompareError where the cases differ (another --n, --seed or --split)."""
+    and McNemar's p. Raises CompareError where the cases differ (another --n or --split)."""
     rows = []
     lists_a, lists_b = _case_lists(a["results"]), _case_lists(b["results"])
     shared = [k for k in lists_a if k in lists_b]
@@ -72,7 +72,7 @@ def compare(a: dict, b: dict) -> list[dict]:
         names_a, names_b = [c.get(key) for c in cases_a], [c.get(key) for c in cases_b]
         if names_a != names_b:
             raise CompareError(f"{label}: the two runs graded different cases (run both with the same "
-                               f"--n, --seed and --split)")
+                               f"--n and --split)")
         for metric in metrics:
             pa, pb = [bool(c[metric]) for c in cases_a], [bool(c[metric]) for c in cases_b]
             only_a = sum(x and not y for x, y in zip(pa, pb))
@@ -102,7 +102,7 @@ def _load(path: str) -> dict:
         data = json.loads(Path(path).read_text())
     except OSError as e:
         raise CompareError(f"cannot read {path}: {e.strerror}") from None
-    except json.JSONDecodeError as e:
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise CompareError(f"{path} is not JSON: {e}") from None
     if not isinstance(data, dict) or not isinstance(data.get("results"), dict):
         raise CompareError(f"{path} is not an `mmgen eval --out` result (no 'results')")

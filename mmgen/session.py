@@ -256,7 +256,11 @@ class ChatSession:
         path = Path(path)
         data = read_session_file(path, model.stream.codebook_size)
         try:
-            session = cls(model, seed=data["seed"], moderation=moderation, **data["settings"])
+            seed = check_seed(data.get("seed"))
+        except SessionError as e:          # e.g. saved before seeds had a range: say which file
+            raise SessionError(f"{path}: {e}") from None
+        try:
+            session = cls(model, seed=seed, moderation=moderation, **data["settings"])
             turns = tuple(turn_from_file(t, model.stream.codebook_size, path) for t in data["turns"])
         except SessionError:
             raise

@@ -2,6 +2,7 @@
 save/load, provenance, transparency, moderation and bad input."""
 from __future__ import annotations
 
+import re
 
 import numpy as np
 import pytest
@@ -122,6 +123,14 @@ def test_save_load_round_trip_and_edit_the_same_picture(tiny_model, tmp_path):
     assert loaded.conversation == chat.conversation and loaded.settings == chat.settings
     assert loaded.history[-1].image.tobytes() == reply.image.tobytes()
     assert draw(loaded, "make it blue", seed=9).codes == draw(chat, "make it blue", seed=9).codes
+
+
+def test_a_session_saved_with_a_seed_out_of_range_names_its_file(tiny_model, tmp_path):
+    """Before seeds had a range, --seed -1 was taken and saved: loading it says which file is at fault."""
+    path = tiny_model.chat(seed=3).save(tmp_path / "old.json")
+    path.write_text(path.read_text().replace('"seed": 3', '"seed": -1'))
+    with pytest.raises(SessionError, match=f"^{re.escape(str(path))}: seed must be an integer from 0 to {MAX_SEED}"):
+        ChatSession.load(path, tiny_model)
 
 
 @pytest.mark.parametrize("content", [b"\x00\xff garbage", b'{"format": "something else"}', b'{"format": "mmgen-session-1"}', b""])

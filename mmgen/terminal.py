@@ -347,8 +347,10 @@ class Terminal:
     def cmd_retry(self, arg: str) -> None:
         if self.stopped is not None and self.stopped[2] is self.chat.conversation:
             # the message whose reply was stopped, nothing said since: send it again, with the next seed
-            # after the stopped try's (a stopped retry moves on again, never back to a seed it tried)
-            text, self.attachment, _, seed = self.stopped
+            # after the stopped try's (a stopped retry moves on again, never back to a seed it tried);
+            # a picture attached since goes with it instead of the stopped one's
+            text, attachment, _, seed = self.stopped
+            self.attachment = self.attachment or attachment
             self.say("answering your stopped message again...")
             self.reply(text, seed=(seed + 1) % (MAX_SEED + 1))
             return

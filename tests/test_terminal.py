@@ -389,6 +389,17 @@ def test_retry_stopped_again_draws_with_yet_another_seed(tiny_model, tmp_path):
     assert len(seeds) == 3 and len(set(seeds)) == 3, seeds
 
 
+def test_retry_after_ctrl_c_sends_a_picture_attached_since(tiny_model, tmp_path):
+    from PIL import Image
+    s = Screen(tiny_model, tmp_path, mode="blocks", stdout=InterruptAt(1))
+    s.type("draw a blue square")                                # stopped, nothing attached
+    Image.new("RGB", (128, 128), "red").save(tmp_path / "red.png")
+    s.type(f"/attach {tmp_path / 'red.png'}")
+    s.type("/retry")
+    user = s.term.chat.conversation.turns[0]
+    assert user.text == "draw a blue square" and user.codes is not None
+
+
 def test_retry_after_ctrl_c_and_another_change_retries_as_usual(tiny_model, tmp_path):
     s = Screen(tiny_model, tmp_path, mode="blocks", stdout=InterruptAt(2))
     s.type("draw a red circle")

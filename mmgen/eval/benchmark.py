@@ -47,6 +47,7 @@ language the world cannot teach.
 from __future__ import annotations
 
 import argparse
+import random
 import re
 import time
 from collections import Counter
@@ -55,6 +56,7 @@ from pathlib import Path
 from ..inputs import MAX_SEED
 from ..oneshot import seed_option
 from ..world.edits import PLURAL_KINDS
+from ..world.typos import misspell
 from .vocabulary import unseen_words
 
 GEN_CATEGORIES = ("single_object", "two_objects", "counting", "count_and_other", "colors", "position",
@@ -122,9 +124,6 @@ class _TypingChat:
         setattr(self._chat, name, value)
 
     def send(self, text: str, **kwargs):
-        import random
-
-        from ..world.typos import misspell
         return self._chat.send(misspell(text, random.Random(text)), **kwargs)
 
 

@@ -104,7 +104,7 @@ GROUP_PICTURE_TRIES = 50         # pictures drawn until one has such a group (el
 GROUP_EDIT_TRIES = 4             # draws of an edit kind, each naming a group picked at random
 # the draw kept is the one whose edit touches the most shapes: a group picked at random is mostly a
 # pair ("remove all the …" cannot take every shape of a picture without a sign), while the pictures
-# people edit hold groups of three and four as often (kept first: 77 % of removals were of two shapes)
+# people edit hold groups of three and four as often
 
 INTRO = family("user_image", ("have a peek at this.", "I'm sharing my picture.",
     

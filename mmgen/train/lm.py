@@ -80,10 +80,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="share of world conversations whose count, \"is there …?\" and \"where are the …?\" "
                         "answers first walk through the picture's shapes, marking each with the running count "
                         "or \"no\" (world.questions.walk): \"the red circle at the top: one, … — two\"")
-    p.add_argument("--typo-rate", type=float, default=0.0,
-                   help="share of user messages with a typing slip in one word (a letter dropped, doubled, "
-                        "swapped or mistyped: world.typos), the reply the clean message's, so \"yelow\" "
-                        "is read as yellow")
+    p.add_argument("--typo-rate", type=float, default=0.0, help="share of user messages with a typing slip "
+                   "in one word (world.typos: \"yelow\"), the reply the clean message's")
     p.add_argument("--drill-rate", type=float, default=None,
                    help="share of quiz pictures and told scenes with two or more shapes that are drills: asked "
                         "only colour checks in pairs, counts of different things, or where things are (default "

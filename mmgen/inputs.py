@@ -76,6 +76,11 @@ def check_seed(seed) -> int:
     return value
 
 
+def seed_after(seed: int, steps: int = 1) -> int:
+    """The seed `steps` on from `seed`, wrapping within 0 … MAX_SEED (a later turn's or a retry's seed)."""
+    return (seed + steps) % (MAX_SEED + 1)
+
+
 def read_image(image):
     """A PIL image from a PIL image, a path or bytes; a clear SessionError otherwise."""
     from PIL import Image, UnidentifiedImageError

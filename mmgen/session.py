@@ -28,7 +28,7 @@ from typing import Callable, Iterator
 import torch
 from PIL import Image
 
-from .inputs import MAX_SEED, SessionError, check_count, check_seed, check_text, mask_grid, read_image
+from .inputs import MAX_SEED, SessionError, check_count, check_seed, check_text, mask_grid, read_image, seed_after
 from .io import atomic_write_json
 from .pipeline import Drawn, Pipeline, reply_reserve
 from .previews import PREVIEW_GREY, PREVIEW_MARGIN, PreviewCanvas, preview_image
@@ -141,7 +141,7 @@ class ChatSession:
     def turn_seed(self) -> int:
         """The seed of the next turn, when the call gives none: the session's seed moved on by the turns
         so far, kept in 0 … MAX_SEED so that a reply's seed can be given back."""
-        return (self.seed + 7919 * len(self.conversation.turns)) % (MAX_SEED + 1)
+        return seed_after(self.seed, 7919 * len(self.conversation.turns))
 
     def send(self, text: str, image=None, **kwargs) -> Reply:
         """Reply to `text` (and an optional picture: PIL image, path or bytes)."""
@@ -198,7 +198,7 @@ class ChatSession:
             raise SessionError("there is no message to retry")
         user, old_seed = turns[-2], turns[-1].seed if turns[-1].seed is not None else self.seed
         settings = self.settings.with_overrides(overrides)
-        new_seed = check_seed(seed) if seed is not None else (old_seed + 1) % (MAX_SEED + 1)
+        new_seed = check_seed(seed) if seed is not None else seed_after(old_seed)
         base = self.fork()
         base.undo()
         for event in base._run(user, settings, new_seed, 1, previews):

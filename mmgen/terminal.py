@@ -30,7 +30,7 @@ import typing
 from pathlib import Path
 from typing import Callable
 
-from .inputs import MAX_SEED, check_seed
+from .inputs import check_seed, seed_after
 from .oneshot import BadInput, add_model_options, add_picture_options, load_model, one_line_errors, settings_from
 from .settings import PICTURE_MODES, Settings, setting_help
 from .termimage import MODES, Canvas, detect, terminal_size
@@ -352,7 +352,7 @@ class Terminal:
             text, attachment, _, seed = self.stopped
             self.attachment = self.attachment or attachment
             self.say("answering your stopped message again...")
-            self.reply(text, seed=(seed + 1) % (MAX_SEED + 1))
+            self.reply(text, seed=seed_after(seed))
             return
         # the new reply replaces the old one only once it is finished: Ctrl-C keeps the old one
         turns = self.chat.conversation.turns

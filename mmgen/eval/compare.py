@@ -63,8 +63,8 @@ def compare(a: dict, b: dict) -> list[dict]:
     shared = [k for k in lists_a if k in lists_b]
     gen = [k for k in shared if k.startswith("gen/")]
     if len(gen) > 1:               # every category's cases pooled: the overall figure, paired
-        lists_a["gen (all)"], lists_b["gen (all)"] = (
-            ("prompt", [c for k in gen for c in lists[k][1]], ("passed",)) for lists in (lists_a, lists_b))
+        for lists in (lists_a, lists_b):
+            lists["gen (all)"] = ("prompt", [c for k in gen for c in lists[k][1]], ("passed",))
         shared.insert(shared.index(gen[-1]) + 1, "gen (all)")
     for label in shared:
         key, cases_a, metrics = lists_a[label]

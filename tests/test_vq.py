@@ -70,17 +70,15 @@ def test_vq_quantizer_variant(images):
     ids = m.encode(images)
     assert ids.shape == (4, GRID, GRID) and int(ids.max()) < 1024
     assert len(m.decode(ids)) == 4
-    # the inference lookup (argmin of squared distance) picks the library's codes, or an equally
-    # near one: this tiny k-means init saw fewer vectors than codes, so some codes are duplicates
+    # the inference lookup (argmin of squared distance) picks the library's codes. This tiny k-means init
+    # saw fewer vectors than codes, so its codebook holds near-duplicates whose ties either lookup may
+    # break; spread codes make the nearest one unambiguous
     with torch.inference_mode():
+        m.quantizer._codebook.embed.copy_(torch.randn_like(m.quantizer._codebook.embed))
         z = m.encoder(torch.rand(3, 3, IMAGE_SIZE, IMAGE_SIZE) * 2 - 1)
         ours, theirs = m.nearest_codes(z, chunk=100), m.quantize(z)[1]
-        codebook = m.quantizer._codebook.embed[0]
-        x = m.quantizer.project_in(z.permute(0, 2, 3, 1).reshape(-1, z.shape[1]))
-        dist = torch.cdist(x, codebook)
-        rows = torch.arange(len(x))
-        assert torch.allclose(dist[rows, ours.reshape(-1)], dist[rows, theirs.reshape(-1)], atol=1e-4)
-        assert (ours == theirs).float().mean() > 0.95
+        assert len(ours.unique()) > 50
+        assert torch.equal(ours, theirs)
 
 
 def test_deterministic(tiny, images):

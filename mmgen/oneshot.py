@@ -3,7 +3,8 @@
     mmgen generate "two blue squares" -o out.png            # -n 3 writes out-1.png … out-3.png
     mmgen generate "a red star" -n 2 -o "star-{i}.webp" --seed 7 --background transparent
     mmgen edit in.png "make the circle blue" -o out.png     # prints the reply's words, then out.png
-    mmgen ask in.png "what does the sign say?"              # prints the answer
+    mmgen ask in.png "what does the sign say?"              # prints the answer (a change is refused:
+                                                            # "make it blue" is for `mmgen edit`)
 
 Pictures are saved with provenance (PNG text + the IPTC generated-media marker) unless
 --no-provenance. Bad input (an empty or oversized prompt, binary junk, a missing or damaged
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -151,9 +153,12 @@ def read_picture(path: str):
 
 
 def print_words(reply) -> None:
-    """The reply's words, as the chat would show them (nothing when it said none)."""
+    """The reply's words, as the chat would show them (nothing when it said none); a note about
+    words of the message the model was never taught goes to stderr, apart from the answer."""
     if reply.text.strip():
         print(reply.text.strip())
+    if reply.note:
+        print(f"note: {reply.note}", file=sys.stderr)
 
 
 def save_all(reply, paths: list[Path]) -> None:
@@ -248,7 +253,13 @@ class Ask:
             settings = settings_from(args)
             picture = read_picture(source)
             model = load_model(args.checkpoints)
-            print(answer(model, args, settings, question, image=picture, picture="never").text)
+            # the model decides whether to draw: a reply that draws was asked for a change, which
+            # `ask` would otherwise answer with words claiming a picture it never shows
+            reply = answer(model, args, settings, question, image=picture, picture="auto")
+            if reply.images:
+                raise BadInput(f"{question!r} asks for a change, not a question; to draw it: "
+                               f"mmgen edit {shlex.quote(args.image)} {shlex.quote(question)} -o out.png")
+            print_words(reply)
             return 0
         return guarded("mmgen ask", work)
 

@@ -42,6 +42,7 @@ from .settings import Settings
 from .speculative import CopyDrafter, ModelDrafter, NeighbourDrafter, SpeculationStats
 from .stream import IMAGE_SIDE, IMAGE_TOKENS, Conversation, Stream, StreamError
 from .text import TextTokenizer
+from .unknown_words import load_vocabulary
 from .vq import VQTokenizer
 
 DEFAULT_CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
@@ -127,6 +128,7 @@ class MMGen:
         self.draft = None          # the draft model for speculative decoding, when shipped: a neighbour
                                    # table (neighbours.py) or a small transformer
         self.refiner = None        # the diffusion refiner that cleans decoded pictures, when shipped
+        self.vocabulary = None     # the words the transformer was taught, when listed (unknown_words.py)
         self.picture_work = PictureWork()
         # positions past the longest conversation it was trained on are untrained: stay inside them
         trained = (getattr(lm.config, "mmgen_training", None) or {}).get("max_len")
@@ -149,6 +151,7 @@ class MMGen:
             raise ValueError(f"{root / 'lm'} has a vocabulary of {lm.config.vocab_size} ids but its tokenizer "
                              f"and {root / 'vq'} make {stream.vocab_size}: the checkpoints do not belong together")
         model = cls(lm, vq, stream, device, name=f"mmgen-{getattr(lm.config, 'mmgen_preset', 'lm')}")
+        model.vocabulary = load_vocabulary(root / "lm")
         if is_neighbour_table(root / "draft"):
             model.draft = NeighbourTable.load(root / "draft")
             if model.draft.codebook_size != vq.codebook_size:

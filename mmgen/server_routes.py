@@ -443,7 +443,7 @@ async def page_events(items: AsyncIterator, turn: ConversationTurn):
                 response = turn.finish(result, bool(result.text))
                 yield sse({"type": "done", "id": turn.response_id, "previous_response_id": turn.previous,
                            "text": result.text, "image": result.pictures[0] if result.pictures else None,
-                           "image_id": result.image_id, "seed": result.seed,
+                           "image_id": result.image_id, "seed": result.seed, "note": result.note,
                            "background": turn.req.options.resolved_background, "usage": response["usage"]})
             sent += 1
     except APIError as e:

@@ -44,6 +44,7 @@ class TurnResult:
     usage: Usage
     seed: int | None
     image_id: str | None
+    note: str = ""               # the message's words the model was never taught (unknown_words.note)
 
 
 def run_turn(model, turn: TurnRequest, decoders=None) -> Iterator[tuple]:
@@ -87,7 +88,7 @@ def run_turn(model, turn: TurnRequest, decoders=None) -> Iterator[tuple]:
                 for i, im in enumerate(reply.images)]
     yield ("done", TurnResult(session=session, text=reply.text, pictures=pictures, seed=reply.seed,
                               usage=count_usage(model, session, reply, word_ids, opts.n),
-                              image_id=reply.id if pictures else None))
+                              image_id=reply.id if pictures else None, note=reply.note))
 
 
 def session_refusal(e: SessionError, text_param: str) -> APIError:

@@ -35,6 +35,7 @@ from .previews import PREVIEW_GREY, PREVIEW_MARGIN, PreviewCanvas, preview_image
 from .replies import Event, HistoryItem, Reply
 from .settings import Settings
 from .stream import Conversation, StreamError, Turn
+from .unknown_words import note as unknown_words_note
 
 # Also the session's API, for the code that imports them from here: the server (reply_reserve,
 # SessionError), the terminal and the one-shot commands (read_image), tests and benchmarks.
@@ -168,7 +169,8 @@ class ChatSession:
                      codes=drawn.codes[0] if drawn.codes else None, id=ids[0] if ids else message_id(), ids=ids,
                      seed=seed, prompt=prompt, parent=parent, model=self._model_name,
                      provenance=settings.provenance, stats=drawn.stats if drawn.stats.rounds else None,
-                     prompt_ids=drawn.prompt_ids)
+                     prompt_ids=drawn.prompt_ids,
+                     note=unknown_words_note(prompt, getattr(self.model, "vocabulary", None)))
 
     def _parent(self, conversation: Conversation) -> str | None:
         """The id of the picture a new one derives from, in `conversation` (the session's turns and

@@ -301,6 +301,8 @@ class Terminal:
             wrap.feed(final[len(shown):] if final.startswith(shown) else "")
             wrap.flush()
             self.say()
+        if done.note:
+            self.say(f"({done.note})")
         self.attachment = None
         self.keep(done)
 

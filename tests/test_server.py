@@ -330,9 +330,23 @@ def test_page_chat_streams_every_row_and_restores(server):
     assert [e["rows"] for e in events if e["type"] == "preview"] == list(range(1, 17))
     done = events[-1]
     assert done["type"] == "done" and picture(done["image"]).size == (128, 128)
+    assert done["note"] == ""
     status, session = raw(url, "GET", f"/api/session/{done['id']}")
     assert status == 200 and [t["role"] for t in session["turns"]] == ["user", "assistant"]
     assert session["turns"][1]["image"] and session["chain"] == [{"id": done["id"], "previous": None}]
+
+
+def test_page_chat_names_words_the_model_was_never_taught(server, drawing_model):
+    before, drawing_model.vocabulary = drawing_model.vocabulary, frozenset({"draw", "a", "star"})
+    try:
+        status, text = raw(server[0], "POST", "/api/chat", json.dumps({"message": "draw a star and a kitten",
+                                                                         "picture": "never"}).encode(),
+                           {"Content-Type": "application/json"})
+    finally:
+        drawing_model.vocabulary = before
+    assert status == 200
+    done = [json.loads(line[5:]) for line in text.split("\n") if line.startswith("data:")][-1]
+    assert done["type"] == "done" and done["note"] == 'I don\'t know the words "and" and "kitten".'
 
 
 # --- bad input --------------------------------------------------------------------------------------------

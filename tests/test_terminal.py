@@ -256,13 +256,25 @@ def test_a_streamed_reply_on_screen_breaks_only_between_words(tmp_path):
     from types import SimpleNamespace
     text = "Here you go: " + ", ".join(["a small red circle in the top left"] * 6) + " on a white background."
     events = [SimpleNamespace(kind="text", text=text[:n]) for n in range(1, len(text) + 1, 4)]
-    events.append(SimpleNamespace(kind="done", reply=SimpleNamespace(text=text, images=[], ids=[])))
+    events.append(SimpleNamespace(kind="done", reply=SimpleNamespace(text=text, images=[], ids=[], note="")))
     stdout = io.StringIO()
     term = Terminal(None, SimpleNamespace(conversation=()), out_dir=tmp_path, mode="none", stdout=stdout)
     term.play(iter(events))
     lines = stdout.getvalue().rstrip("\n").split("\n")
     assert len(lines) > 2 and all(len(line) <= 79 for line in lines)          # the fallback 80 columns, less one
     assert " ".join(line.strip() for line in lines) == "mmgen: " + text
+
+
+def test_a_word_the_model_was_never_taught_is_named_after_the_reply(tiny_model, tmp_path):
+    s = Screen(tiny_model, tmp_path, picture="never")
+    before, tiny_model.vocabulary = tiny_model.vocabulary, frozenset({"draw", "a", "red", "circle"})
+    try:
+        out, err = s.type("draw a red kitten")
+        assert out.startswith("mmgen: ") and out.endswith('\n(I don\'t know the word "kitten".)\n') and err == ""
+        out, _ = s.type("draw a red circle")
+        assert "know the word" not in out
+    finally:
+        tiny_model.vocabulary = before
 
 
 def test_messages_and_commands(tiny_model, tmp_path):

@@ -8,8 +8,10 @@ import pytest
 import torch
 
 from mmgen.cli import main as cli
+from mmgen.eval.vocabulary import training_vocabulary
 from mmgen.model import load_model
 from mmgen.train.lm import add_arguments, check_arguments, lr_at
+from mmgen.unknown_words import load_vocabulary
 from mmgen.vq import PRESETS, VQTokenizer
 
 
@@ -30,6 +32,8 @@ def test_train_checkpoint_resume(tmp_path, tiny_vq):
     assert config["mmgen_training"]["steps"] == 3 and config["mmgen_training"]["tokens"] > 0
     assert (out / "tokenizer.json").is_file() and (out / "model.safetensors").is_file()
     assert not list(tmp_path.glob(".lm.*")), "temporary checkpoint folders are cleaned up"
+    taught = load_vocabulary(out)                 # the words its messages use, for replies' notes
+    assert taught == training_vocabulary() and {"draw", "circle", "blue", "remove"} <= taught
     first = load_model(out).state_dict()
     assert cli(common + ["--resume", "--chain-rate", "0.5", "--sign-rate", "0.25", "--group-rate", "0.4",
                          "--told-rate", "0.2", "--text-weight", "6"]) == 0
@@ -89,7 +93,7 @@ def test_draft_distillation_smoke(tmp_path, tiny_vq):
     assert cli(["train", "draft", "--kind", "transformer", "--preset", "tiny", "--teacher", str(teacher),
                 "--out", str(draft), "--steps", "2"] + common) == 0
     config = json.loads((draft / "config.json").read_text())
-    assert config["mmgen_training"]["steps"] == 2
+    assert config["mmgen_training"]["steps"] == 2 and load_vocabulary(draft) is None   # a draft replies to no one
     assert config["vocab_size"] == json.loads((teacher / "config.json").read_text())["vocab_size"]
 
 

@@ -155,6 +155,14 @@ def test_chat_page_on_the_shipped_model_draws_what_was_asked(shipped_model, tmp_
             read = [judge(final_picture(page, i)) for i in (0, 1)]
             assert [[(o["color"], o["shape"], o["cell"]) for o in r["objects"]] for r in read] == [
                 [("blue", "square", "top left")], [("red", "square", "top left")]], read
+            # a slip of the keyboard: the reply is followed by a note naming the word it was not taught
+            assert page.locator(".msg.assistant .note").count() == 0
+            page.fill("#prompt", "how many sqaures are there?")
+            page.press("#prompt", "Enter")
+            page.wait_for_selector(".msg.assistant .note", timeout=60_000)
+            assert page.locator(".msg.assistant .note").inner_text() == \
+                'I don\'t know the word "sqaures" (did you mean "squares"?).'
+            assert visible_in_log(page, ".msg.assistant .note")
             shot = tmp_path / "mmgen-web-shipped.png"
             page.screenshot(path=str(shot))
             with contextlib.suppress(OSError):

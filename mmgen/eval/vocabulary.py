@@ -17,18 +17,11 @@ colour and shape synonyms, places, counts, small talk — exactly as training pr
 """
 from __future__ import annotations
 
-import re
 from functools import lru_cache
 
+from ..unknown_words import words_of
+
 VOCABULARY_SAMPLE = 20_000          # training conversations read; a word seen less often is rare anyway
-_QUOTED = re.compile(r'"[^"]*"')
-_WORD = re.compile(r"[A-Za-z']+")
-
-
-def words_of(text: str) -> set[str]:
-    """The lower-cased words of a message, less a sign's word (quoted, or in capitals: "HELLO")."""
-    text = _QUOTED.sub(" ", text)
-    return {w.lower().strip("'") for w in _WORD.findall(text) if not (len(w) > 1 and w.isupper())} - {""}
 
 
 @lru_cache(maxsize=1)

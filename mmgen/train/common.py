@@ -8,6 +8,7 @@ import torch
 from ..data import collate
 from ..hardware import bf16_native
 from ..io import atomic_folder
+from ..unknown_words import write_vocabulary
 from ..stream import Stream
 
 
@@ -42,11 +43,14 @@ def validation_loss(loss_model, stream: Stream, conversations, device, *, bf16: 
     return {k: round(sums[k] / max(1, counts[k]), 5) for k in sums}
 
 
-def save_lm_checkpoint(model, text_tokenizer, out: str | Path, progress: dict) -> None:
-    """config.json + model.safetensors (bf16) + tokenizer.json, swapped into place in one rename."""
+def save_lm_checkpoint(model, text_tokenizer, out: str | Path, progress: dict, vocabulary=None) -> None:
+    """config.json + model.safetensors (bf16) + tokenizer.json, and the words its training messages
+    use when given (vocabulary.json, unknown_words.py), swapped into place in one rename."""
     model.config.mmgen_training = dict(progress)
     # ship bf16 weights; the model keeps training in fp32
     bf16 = {k: v.detach().to(torch.bfloat16) for k, v in model.state_dict().items()}
     with atomic_folder(out) as tmp:
         model.save_pretrained(tmp, state_dict=bf16, safe_serialization=True)
         text_tokenizer.save_pretrained(tmp)
+        if vocabulary is not None:
+            write_vocabulary(tmp, vocabulary)

@@ -364,6 +364,16 @@ def train_step(model, optimizer, accelerator, batch, norm: float):
     return accelerator.reduce(loss.detach(), "mean")
 
 
+def taught_words(args) -> frozenset[str] | None:
+    """The words the world's training messages use, stored with the checkpoint so that a reply can
+    name the words of a message it was never taught (unknown_words.py). None with --data: real
+    conversations teach an open vocabulary, and a note about every rare word would be noise."""
+    if args.data:
+        return None
+    from ..eval.vocabulary import training_vocabulary
+    return training_vocabulary()
+
+
 def run(args, teacher_path: str | None = None) -> int:
     """Train; with `teacher_path`, distil that transformer into this one (the draft model)."""
     import torch
@@ -402,6 +412,7 @@ def run(args, teacher_path: str | None = None) -> int:
     train_batches = prefetched(batches(stream, source, batch_tokens=args.batch_tokens, max_len=args.max_len,
                                        seed=args.seed + progress["steps"], pool=pool, cfg_dropout=args.cfg_dropout))
     val_convs = validation_conversations(vq.encode)
+    vocabulary = taught_words(args) if accelerator.is_main_process and teacher is None else None
 
     start_step = progress["steps"]
     record_run(progress, args, accelerator)
@@ -433,7 +444,7 @@ def run(args, teacher_path: str | None = None) -> int:
                 train_sum, train_steps = train_sum * 0, 0
             if accelerator.is_main_process and ((step + 1) % args.save_every == 0 or done):
                 progress["wall_seconds"] = round(wall_before + time.time() - t0, 1)
-                save_lm_checkpoint(lm, text, args.out, progress)
+                save_lm_checkpoint(lm, text, args.out, progress, vocabulary)
             if done:
                 break
     finally:

@@ -193,6 +193,12 @@ async function send() {
           fig.querySelector("img").dataset.final = "true";
           caption(fig, event.image, event.image_id, event.seed);
         }
+        if (event.note) {                      // words of the message the model was never taught
+          const note = document.createElement("p");
+          note.className = "note";
+          note.textContent = event.note;
+          reply.append(note);
+        }
         reply.dataset.responseId = event.id;
         state.exchanges.push({ id: event.id, previous: event.previous_response_id, nodes: [user, reply] });
         finished = true;

@@ -32,6 +32,10 @@ class SessionError(ValueError):
     """Bad input to a session (message, picture, setting or session file), with a clear message."""
 
 
+class NotAQuestion(SessionError):
+    """A message given to ask() wants a picture changed or drawn: the model began to draw."""
+
+
 class TextTooLong(SessionError):
     """A message past the length limit (the server answers it with its own error code)."""
 

@@ -22,7 +22,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from .inputs import MAX_PICTURES, MAX_SEED, SessionError, check_seed, check_text, read_image
+from .inputs import MAX_PICTURES, MAX_SEED, NotAQuestion, SessionError, check_seed, check_text, read_image
 from .settings import BACKGROUNDS, Settings, setting_help
 
 PICTURE_SUFFIXES = (".png", ".webp", ".jpg", ".jpeg")
@@ -53,7 +53,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_picture_options(parser: argparse.ArgumentParser, *, first_picture: bool = True) -> None:
-    """The options of the pictures a reply draws (ask draws none); a setting left out keeps its default.
+    """The options of the pictures a reply draws (ask shows none); a setting left out keeps its default.
     `first_picture`: whether the conversation may start without a picture (edit's never does), so
     that --word-cfg, guidance on the words before the first one, can apply."""
     parser.add_argument("--cfg", type=float, help=setting_help("cfg", "classifier-free guidance on pictures"))
@@ -253,15 +253,25 @@ class Ask:
             settings = settings_from(args)
             picture = read_picture(source)
             model = load_model(args.checkpoints)
-            # the model decides whether to draw: a reply that draws was asked for a change, which
-            # `ask` would otherwise answer with words claiming a picture it never shows
-            reply = answer(model, args, settings, question, image=picture, picture="auto")
-            if reply.images:
-                raise BadInput(f"{question!r} asks for a change, not a question; to draw it: "
-                               f"mmgen edit {shlex.quote(args.image)} {shlex.quote(question)} -o out.png")
+            try:
+                reply = model.chat(seed=args.seed, **settings).ask(question, image=picture)
+            except NotAQuestion as e:
+                raise BadInput(f"{e}; to make it: {edit_command(args, question)}") from None
+            except SessionError as e:
+                raise BadInput(str(e)) from None
             print_words(reply)
             return 0
         return guarded("mmgen ask", work)
+
+
+def edit_command(args: argparse.Namespace, instruction: str) -> str:
+    """The `mmgen edit` command line that makes the change `instruction` asks of `args.image`."""
+    words = ["mmgen", "edit", args.image, instruction, "-o", "out.png"]
+    if args.checkpoints:
+        words += ["--checkpoints", args.checkpoints]
+    if args.seed is not None:
+        words += ["--seed", str(args.seed)]
+    return shlex.join(words)
 
 
 generate, edit, ask = Generate(), Edit(), Ask()

@@ -181,7 +181,9 @@ class MMGen:
         return reply.image
 
     def ask(self, image, question: str, seed: int | None = None, **settings) -> str:
-        return self.chat(seed=seed, **settings).send(question, image=image, picture="never").text
+        """The answer, in words, to a question about the picture; a change to make ("make it blue")
+        is refused with inputs.NotAQuestion (ChatSession.ask)."""
+        return self.chat(seed=seed, **settings).ask(question, image=image).text
 
 
 def load(path: str | Path | None = None, *, device=None, dtype: torch.dtype | None = None,

@@ -34,7 +34,7 @@ class Reply:
     provenance: bool = True
     stats: SpeculationStats | None = None
     prompt_ids: list[int] = field(default_factory=list)   # the stream ids the transformer read (none if refused)
-    note: str = ""                     # the message's words the model was never taught (unknown_words.note)
+    note: str = ""                     # about the message's words the model was never taught (unknown_words)
 
     def metadata(self, index: int = 0) -> dict[str, str]:
         """Provenance of picture `index`: its own id, and for a batch its place in it ("2/3"). The

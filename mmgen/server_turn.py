@@ -18,6 +18,7 @@ from .server_worker import Entry
 from .replies import Reply
 from .session import ChatSession, SessionError, reply_reserve
 from .stream import IMAGE_TOKENS, Conversation, StreamError
+from .unknown_words import note as unknown_words_note
 
 ALL_ROWS = "all"                # TurnRequest.previews: a preview after every row (the page)
 
@@ -126,5 +127,8 @@ def history_of(model, entry: Entry) -> list[dict]:
             picture = b64_picture(item.image, "png", meta, provenance=entry.session.settings.provenance)
         if item.role == "user":
             prompt = item.text
-        turns.append({"role": item.role, "text": item.text, "image": picture, "id": item.id, "seed": item.seed})
+        turn = {"role": item.role, "text": item.text, "image": picture, "id": item.id, "seed": item.seed}
+        if item.role == "assistant":          # the note the reply carried (words never taught), said again
+            turn["note"] = unknown_words_note(prompt, getattr(model, "vocabulary", None))
+        turns.append(turn)
     return turns

@@ -28,7 +28,8 @@ from typing import Callable, Iterator
 import torch
 from PIL import Image
 
-from .inputs import MAX_SEED, SessionError, check_count, check_seed, check_text, mask_grid, read_image, seed_after
+from .inputs import (MAX_SEED, NotAQuestion, SessionError, check_count, check_seed, check_text, mask_grid, read_image,
+                     seed_after)
 from .io import atomic_write_json
 from .pipeline import Drawn, Pipeline, reply_reserve
 from .previews import PREVIEW_GREY, PREVIEW_MARGIN, PreviewCanvas, preview_image
@@ -147,6 +148,23 @@ class ChatSession:
     def send(self, text: str, image=None, **kwargs) -> Reply:
         """Reply to `text` (and an optional picture: PIL image, path or bytes)."""
         return finished_reply(self.stream(text, image, previews=False, **kwargs))
+
+    def ask(self, question: str, image=None, **kwargs) -> Reply:
+        """Answer in words. As in chat, the model decides whether the message wants a picture; one that
+        does ("make it blue") is a change, not a question, and words alone would claim a change that no
+        picture shows. So the model is stopped as it begins to draw, the session is left as it was, and
+        NotAQuestion (a SessionError) says so."""
+        events = self.stream(question, image, previews=True, **{**kwargs, "picture": "auto"})
+        try:
+            for event in events:
+                if event.kind in ("preview", "image"):
+                    raise NotAQuestion(f"the model took {question!r} for a change to make, not a question "
+                                       "(it began to draw)")
+                if event.kind == "done":
+                    return event.reply
+        finally:
+            events.close()
+        raise RuntimeError("the reply ended without finishing")
 
     def _run(self, user: TurnRecord, settings: Settings, seed: int, n: int, previews: bool,
              region: list[bool] | None = None, decoders=None) -> Iterator[Event]:

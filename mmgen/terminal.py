@@ -25,6 +25,7 @@ import random
 import re
 import shlex
 import sys
+import textwrap
 import time
 import typing
 from pathlib import Path
@@ -301,8 +302,8 @@ class Terminal:
             wrap.feed(final[len(shown):] if final.startswith(shown) else "")
             wrap.flush()
             self.say()
-        if done.note:
-            self.say(f"({done.note})")
+        if done.note:                             # words the model was never taught
+            self.say(textwrap.fill(f"({done.note})", self.size()[0] - 1, break_long_words=False))
         self.attachment = None
         self.keep(done)
 

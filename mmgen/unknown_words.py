@@ -3,14 +3,14 @@
 A model learns only the words its training messages use. Asked for "a cat next to a red circle",
 the shipped one draws the circle, and nothing would say why the cat is missing. Its checkpoint
 lists the words it was taught (lm/vocabulary.json, written by `mmgen train lm`); a reply carries a
-note naming the message's other words and, for a likely slip of the keyboard, the taught word
-nearest to it:
+note naming the message's other words, asking about the taught word a slip of the keyboard may
+have meant, and saying how a sign's word is written:
 
     vocabulary = load_vocabulary("checkpoints/lm")        # None when the checkpoint has no list
     note("draw a cat and a squre", vocabulary)
-    # 'I don't know the words "cat" and "squre" (did you mean "square"?).'
+    # 'I don't know the word "cat". Did you mean "square" for "squre"?'
 
-A sign's word is never unknown: it is in quotes or capitals ("HELLO"), drawn letter by letter.
+A sign's word in quotes or capitals ("HELLO") is drawn letter by letter and is never looked up.
 """
 from __future__ import annotations
 
@@ -19,18 +19,26 @@ import re
 from pathlib import Path
 
 from .io import atomic_write_json
+from .world.scene import WORD_ALPHABET, WORD_MAX_LEN, WORD_MIN_LEN
+from .world.typos import NEIGHBOURS
 
 VOCABULARY_FILE = "vocabulary.json"
 _QUOTED = re.compile(r'"[^"]*"')
-_WORD = re.compile(r"[A-Za-z']+")
-SIGN_VERBS = ("says", "say", "saying", "reads", "read", "reading", "write", "written", "spells", "spelling")
+# letters, with inner apostrophes ("i'd"), not stuck to a digit or an underscore ("2nd" is no word)
+_WORD = re.compile(r"(?<![\w'])[^\W\d_]+(?:'[^\W\d_]+)*(?![\w])")
+# words the world writes just before a sign's word: 'a sign that says HELLO', 'the word HELLO'
+SIGN_LEAD_INS = frozenset("word says say saying reads read reading write text letters lettering label caption "
+                          "spells spelling".split())
+MIN_GUESS_LETTERS = 4        # a shorter word is too short to guess the taught word it mistypes
+MAX_NAMED = 6                # the most unknown words a note names; it counts the rest
 
 
 def message_words(text: str) -> list[str]:
-    """The lower-cased words of a message in order, less a sign's word (quoted, or in capitals)."""
+    """The lower-cased words of a message in order, less a sign's word (quoted, or in capitals) and
+    single letters (":D", "x" in "3 x 3")."""
     text = _QUOTED.sub(" ", text)
-    words = (w.lower().strip("'") for w in _WORD.findall(text) if not (len(w) > 1 and w.isupper()))
-    return [w for w in words if w]
+    words = (w.lower() for w in _WORD.findall(text) if not (len(w) > 1 and w.isupper()))
+    return [w for w in words if len(w) > 1 or w in ("a", "i")]
 
 
 def words_of(text: str) -> set[str]:
@@ -59,53 +67,74 @@ def load_vocabulary(folder: str | Path) -> frozenset[str] | None:
 
 
 def unknown_words(text: str, vocabulary: frozenset[str]) -> list[str]:
-    """The words of `text` not in `vocabulary`, each once, in the order they come."""
-    return list(dict.fromkeys(w for w in message_words(text) if w not in vocabulary))
+    """The words of `text` not in `vocabulary`, each once, in the order they come. A possessive of
+    a taught word ("circle's") is taught."""
+    return list(dict.fromkeys(w for w in message_words(text)
+                              if w not in vocabulary and w.removesuffix("'s") not in vocabulary))
 
 
-def one_slip_apart(a: str, b: str) -> bool:
-    """Whether one slip of the keyboard turns b into a: a letter dropped, doubled or added, two
-    neighbours swapped, or one mistyped (world/typos.py makes the same slips)."""
-    if a == b or abs(len(a) - len(b)) > 1:
+def one_slip_apart(typed: str, word: str) -> bool:
+    """Whether one slip of the keyboard turns `word` into `typed`: a letter dropped or doubled, two
+    neighbours swapped, or a key's neighbour hit instead (the slips world/typos.py makes)."""
+    if len(typed) == len(word) - 1:                                           # dropped
+        return any(word[:i] + word[i + 1:] == typed for i in range(len(word)))
+    if len(typed) == len(word) + 1:                                           # doubled
+        return any(typed[i] == typed[i + 1] and typed[:i] + typed[i + 1:] == word for i in range(len(word)))
+    if len(typed) != len(word) or typed == word:
         return False
-    if len(a) == len(b):
-        diff = [i for i, (x, y) in enumerate(zip(a, b)) if x != y]
-        return len(diff) == 1 or (len(diff) == 2 and diff[1] == diff[0] + 1
-                                  and a[diff[0]] == b[diff[1]] and a[diff[1]] == b[diff[0]])
-    short, long = (a, b) if len(a) < len(b) else (b, a)
-    return any(long[:i] + long[i + 1:] == short for i in range(len(long)))
+    diff = [i for i, (x, y) in enumerate(zip(typed, word)) if x != y]
+    if len(diff) == 1:                                                        # a neighbouring key
+        return typed[diff[0]] in NEIGHBOURS.get(word[diff[0]], "")
+    i, j = diff[0], diff[-1]
+    return len(diff) == 2 and j == i + 1 and typed[i] == word[j] and typed[j] == word[i]    # swapped
 
 
 def nearest_taught(word: str, vocabulary: frozenset[str]) -> str | None:
     """The taught word that `word` is one slip away from, else None; on a tie the one with the same
-    first and last letters (slips rarely touch those). Words under four letters are too short to
-    guess from."""
-    if len(word) < 4:
+    first and last letters (slips rarely touch those). A possessive is guessed from its word
+    ("cooor's": "color's"), and a possessive is never the guess for a plain word ("colors")."""
+    if word.endswith("'s"):
+        base = nearest_taught(word[:-2], vocabulary)
+        return base + "'s" if base else None
+    if len(word) < MIN_GUESS_LETTERS:
         return None
     close = sorted((w[0] != word[0], w[-1] != word[-1], w) for w in vocabulary
-                   if len(w) >= 4 and one_slip_apart(word, w))
+                   if "'" not in w and len(w) >= MIN_GUESS_LETTERS and one_slip_apart(word, w))
     return close[0][2] if close else None
 
 
-def hint(word: str, before: str | None, vocabulary: frozenset[str]) -> str:
-    """What to say after an unknown word: a sign's word after "says" is drawn only in capitals;
-    else the taught word it mistypes, if any."""
-    if before in SIGN_VERBS:
-        return f' (a sign\'s word goes in capitals: "{word.upper()}")'
-    guess = nearest_taught(word, vocabulary)
-    return f' (did you mean "{guess}"?)' if guess else ""
+def drawable_sign_word(word: str) -> bool:
+    """Whether a sign can hold `word` in capitals (2-8 letters A-Z)."""
+    return WORD_MIN_LEN <= len(word) <= WORD_MAX_LEN and all(c in WORD_ALPHABET for c in word.upper())
+
+
+def _listed(items: list[str]) -> str:
+    """'"a"', '"a" and "b"', '"a", "b" and "c"', with at most MAX_NAMED named and the rest counted."""
+    named, more = items[:MAX_NAMED], len(items) - MAX_NAMED
+    if more > 0:
+        return ", ".join(named) + f" and {more} more"
+    return named[0] if len(named) == 1 else ", ".join(named[:-1]) + " and " + named[-1]
 
 
 def note(text: str, vocabulary: frozenset[str] | None) -> str:
-    """One sentence about the words of `text` the model was not taught; "" when there are none
-    (or the checkpoint lists no vocabulary)."""
+    """What to tell the user about the words of `text` the model was not taught; "" when there are
+    none (or the checkpoint lists no vocabulary). A likely slip is asked about rather than called
+    unknown: a model trained on slips may well have read it right."""
     if vocabulary is None:
         return ""
     unknown = unknown_words(text, vocabulary)
-    if not unknown:
-        return ""
     words = message_words(text)
-    before = {w: words[i - 1] if i else None for i, w in reversed(list(enumerate(words)))}   # first place
-    named = [f'"{word}"' + hint(word, before[word], vocabulary) for word in unknown]
-    listed = named[0] if len(named) == 1 else ", ".join(named[:-1]) + " and " + named[-1]
-    return f"I don't know the word{'s' if len(unknown) > 1 else ''} {listed}."
+    follows = {w: words[i - 1] for i, w in reversed(list(enumerate(words))) if i}    # the word before its first use
+    sign = [w for w in unknown if follows.get(w) in SIGN_LEAD_INS and drawable_sign_word(w)]
+    guesses = {w: nearest_taught(w, vocabulary) for w in unknown if w not in sign}
+    strange = [f'"{w}"' for w in unknown if w not in sign and guesses[w] is None]
+    slips = [f'"{guesses[w]}" for "{w}"' for w in unknown if guesses.get(w)]
+    sentences = []
+    if strange:
+        sentences.append(f"I don't know the word{'s' if len(strange) > 1 else ''} {_listed(strange)}.")
+    if slips:
+        sentences.append(f"Did you mean {_listed(slips)}?")
+    if sign:
+        capitals = [f'"{w.upper()}"' for w in sign]
+        sentences.append(f"A sign's word goes in capitals: {_listed(capitals)}.")
+    return " ".join(sentences)

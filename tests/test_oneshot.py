@@ -76,33 +76,53 @@ def test_edit_and_ask(tiny_checkpoints, tmp_path, capsys):
 class ScriptedModel:
     """Stands in for the model where the test needs a given reply, which a random model cannot promise."""
     def __init__(self, reply):
-        self.reply, self.sent = reply, []
+        self.reply, self.asked = reply, []
 
     def chat(self, seed=None, **settings):
+        self.seed = seed
         return self
 
     def send(self, text, image=None, **kwargs):
-        self.sent.append((text, image is not None, kwargs))
+        return self.reply
+
+    def ask(self, question, image=None):
+        self.asked.append((question, image is not None))
+        if isinstance(self.reply, Exception):
+            raise self.reply
         return self.reply
 
 
 def test_ask_answers_a_question_and_refuses_a_change(tmp_path, capsys, monkeypatch):
     from mmgen import oneshot
+    from mmgen.inputs import NotAQuestion
     from mmgen.replies import Reply
-    Image.new("RGB", (32, 32)).save(tmp_path / "in.png")
+    picture = tmp_path / "my picture.png"
+    Image.new("RGB", (32, 32)).save(picture)
     answer = ScriptedModel(Reply(text="There are two.", note='I don\'t know the word "kittens".'))
     monkeypatch.setattr(oneshot, "load_model", lambda checkpoints: answer)
-    assert mmgen("ask", tmp_path / "in.png", "how many kittens?") == 0
+    assert mmgen("ask", picture, "how many kittens?") == 0
     captured = capsys.readouterr()
     assert captured.out == "There are two.\n" and captured.err == 'note: I don\'t know the word "kittens".\n'
-    assert answer.sent == [("how many kittens?", True, {"picture": "auto"})]      # the model decides whether to draw
-    drawn = ScriptedModel(Reply(text="Done - the circle is blue now.", images=[Image.new("RGB", (8, 8))]))
-    monkeypatch.setattr(oneshot, "load_model", lambda checkpoints: drawn)
-    assert mmgen("ask", tmp_path / "in.png", "make the circle blue") == 2
+    assert answer.asked == [("how many kittens?", True)]
+    change = ScriptedModel(NotAQuestion("the model took 'make the circle blue' for a change to make"))
+    monkeypatch.setattr(oneshot, "load_model", lambda checkpoints: change)
+    assert mmgen("ask", picture, "make the circle blue", "--seed", 3) == 2
     captured = capsys.readouterr()
-    assert captured.out == "" and captured.err == (
-        f"mmgen ask: 'make the circle blue' asks for a change, not a question; to draw it: "
-        f"mmgen edit {tmp_path / 'in.png'} 'make the circle blue' -o out.png\n")
+    assert captured.out == "" and captured.err == (        # one line, with the command to run instead
+        f"mmgen ask: the model took 'make the circle blue' for a change to make; to make it: "
+        f"mmgen edit '{picture}' 'make the circle blue' -o out.png --seed 3\n")
+
+
+def test_generate_and_edit_print_the_note_on_stderr(tmp_path, capsys, monkeypatch):
+    from mmgen import oneshot
+    from mmgen.replies import Reply
+    drawn = Reply(text="Here it is.", images=[Image.new("RGB", (8, 8))], ids=["img_1"], id="img_1",
+                  note='Did you mean "square" for "sqaure"?')
+    monkeypatch.setattr(oneshot, "load_model", lambda checkpoints: ScriptedModel(drawn))
+    assert mmgen("generate", "a red sqaure", "-o", tmp_path / "x.png") == 0
+    captured = capsys.readouterr()
+    assert captured.out == f"Here it is.\n{tmp_path / 'x.png'}\n"
+    assert captured.err == 'note: Did you mean "square" for "sqaure"?\n'
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,22 @@ def test_load_draw_and_answer(shipped_model):
     assert answer.image is None and isinstance(answer.text, str)
 
 
+def test_ask_answers_questions_and_refuses_changes(shipped_model):
+    """ask() lets the model decide whether to draw, as a chat does: a question gets its answer in
+    words; a change to make is stopped as the model begins to draw, and leaves the session as it was."""
+    from mmgen.inputs import NotAQuestion
+    from mmgen.world import render
+    from mmgen.world.scene import Obj, Scene
+    picture = render(Scene(objects=(Obj("circle", "red", "medium", "center"),)))
+    assert shipped_model.ask(picture, "what colour is the circle?", seed=0).strip() == "red"
+    chat = shipped_model.chat(seed=0)
+    for change in ("make the circle blue", "remove the circle", "add a star at the top"):
+        with pytest.raises(NotAQuestion, match="for a change to make"):
+            chat.ask(change, image=picture)
+        assert chat.conversation.turns == ()
+    assert shipped_model.ask(picture, "how many circles are there?", seed=0).strip() == "one"
+
+
 def test_mismatched_checkpoints_are_refused(tmp_path, tiny_checkpoints):
     import shutil
     shutil.copytree(DEFAULT_CHECKPOINTS / "lm", tmp_path / "lm")

@@ -342,11 +342,13 @@ def test_page_chat_names_words_the_model_was_never_taught(server, drawing_model)
         status, text = raw(server[0], "POST", "/api/chat", json.dumps({"message": "draw a star and a kitten",
                                                                          "picture": "never"}).encode(),
                            {"Content-Type": "application/json"})
+        assert status == 200
+        done = [json.loads(line[5:]) for line in text.split("\n") if line.startswith("data:")][-1]
+        assert done["type"] == "done" and done["note"] == 'I don\'t know the words "and" and "kitten".'
+        status, session = raw(server[0], "GET", f"/api/session/{done['id']}")      # and again after a reload
+        assert status == 200 and [t.get("note") for t in session["turns"]] == [None, done["note"]]
     finally:
         drawing_model.vocabulary = before
-    assert status == 200
-    done = [json.loads(line[5:]) for line in text.split("\n") if line.startswith("data:")][-1]
-    assert done["type"] == "done" and done["note"] == 'I don\'t know the words "and" and "kitten".'
 
 
 # --- bad input --------------------------------------------------------------------------------------------

@@ -242,7 +242,11 @@ def test_one_shot_helpers(tiny_model):
     assert len(images) == 2 and all(im.size == (128, 128) for im in images)
     edited = tiny_model.edit(images[0], "make them red", seed=0)
     assert edited.size == (128, 128)
-    assert isinstance(tiny_model.ask(images[0], "how many squares?", seed=0), str)
+    from mmgen.inputs import NotAQuestion
+    try:                  # a random model may take any message for a change (the shipped one: test_pipeline)
+        assert isinstance(tiny_model.ask(images[0], "how many squares?", seed=0), str)
+    except NotAQuestion as e:
+        assert "for a change to make" in str(e)
 
 
 def test_thirty_turns_past_the_context(tiny_model):

@@ -160,9 +160,12 @@ def test_chat_page_on_the_shipped_model_draws_what_was_asked(shipped_model, tmp_
             page.fill("#prompt", "how many sqaures are there?")
             page.press("#prompt", "Enter")
             page.wait_for_selector(".msg.assistant .note", timeout=60_000)
-            assert page.locator(".msg.assistant .note").inner_text() == \
-                'I don\'t know the word "sqaures" (did you mean "squares"?).'
+            page.wait_for_selector("#send:not([hidden])")
+            assert page.locator(".msg.assistant .note").inner_text() == 'Did you mean "squares" for "sqaures"?'
             assert visible_in_log(page, ".msg.assistant .note")
+            page.reload()                                    # the restored conversation says it again
+            page.wait_for_selector(".msg.assistant .note", timeout=60_000)
+            assert page.locator(".msg.assistant .note").all_inner_texts() == ['Did you mean "squares" for "sqaures"?']
             shot = tmp_path / "mmgen-web-shipped.png"
             page.screenshot(path=str(shot))
             with contextlib.suppress(OSError):

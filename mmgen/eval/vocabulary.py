@@ -22,17 +22,35 @@ from functools import lru_cache
 from ..unknown_words import words_of
 
 VOCABULARY_SAMPLE = 20_000          # training conversations read; a word seen less often is rare anyway
+MIX_RATES = ("sign_rate", "chain_rate", "quiz_rate", "group_rate", "told_rate", "walk_rate", "drill_rate")
 
 
-@lru_cache(maxsize=1)
-def training_vocabulary() -> frozenset[str]:
+def mix_of(run: dict) -> tuple:
+    """The data mix of a training run (its record in mmgen_training["runs"], or `train.lm.data_mix`)
+    as sample_conversation's rates, hashable. Typing slips are left out: a slip is not a word taught."""
+    return tuple((k, float(run[k])) for k in MIX_RATES if run.get(k) is not None) + (
+        ("drill_kinds", tuple(run["drill_kinds"]) if run.get("drill_kinds") else None),)
+
+
+@lru_cache(maxsize=16)
+def training_vocabulary(mix: tuple = ()) -> frozenset[str]:
+    """The words of the user messages of `VOCABULARY_SAMPLE` training conversations drawn with `mix`
+    (`mix_of`; empty: sample_conversation's defaults, the plain scene-and-edit conversations)."""
     from ..world.conversation import sample_conversation
+    rates = dict(mix)
     words: set[str] = set()
     for seed in range(VOCABULARY_SAMPLE):
-        for turn in sample_conversation(seed, "train").turns:
+        for turn in sample_conversation(seed, "train", **rates).turns:
             if turn.role == "user":
                 words |= words_of(turn.text)
     return frozenset(words)
+
+
+def taught_vocabulary(runs: list[dict]) -> frozenset[str]:
+    """Every word the runs of a checkpoint's training (mmgen_training["runs"]) taught: the union over
+    their distinct mixes, and the plain conversations every mix holds."""
+    mixes = dict.fromkeys([()] + [mix_of(r) for r in runs])
+    return frozenset().union(*(training_vocabulary(m) for m in mixes))
 
 
 def unseen_words(text: str) -> list[str]:

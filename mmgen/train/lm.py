@@ -365,13 +365,19 @@ def train_step(model, optimizer, accelerator, batch, norm: float):
 
 
 def taught_words(args) -> frozenset[str] | None:
-    """The words the world's training messages use, stored with the checkpoint so that a reply can
-    name the words of a message it was never taught (unknown_words.py). None with --data: real
+    """The words the training messages use, stored with the checkpoint so that a reply can name the
+    words of a message it was never taught (unknown_words.py): those this run's world mix teaches,
+    and, resumed, those the checkpoint was taught before. With --data, only the earlier ones: real
     conversations teach an open vocabulary, and a note about every rare word would be noise."""
+    from ..eval.vocabulary import mix_of, training_vocabulary
+    from ..unknown_words import load_vocabulary
+    try:
+        earlier = (load_vocabulary(args.out) if args.resume else None) or frozenset()
+    except ValueError as e:
+        raise SystemExit(f"mmgen train lm: {e}") from None
     if args.data:
-        return None
-    from ..eval.vocabulary import training_vocabulary
-    return training_vocabulary()
+        return earlier or None
+    return earlier | training_vocabulary(()) | training_vocabulary(mix_of(data_mix(args)))
 
 
 def run(args, teacher_path: str | None = None) -> int:

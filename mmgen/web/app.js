@@ -87,6 +87,14 @@ function caption(fig, b64, imageId, seed) {
   fig.append(cap);
 }
 
+function addNote(el, text) {               // words of the message the model was never taught
+  if (!text) return;
+  const note = document.createElement("p");
+  note.className = "note";
+  note.textContent = text;
+  el.append(note);
+}
+
 function scrollDown() { $("log").scrollTop = $("log").scrollHeight; }
 
 function atBottom() {
@@ -193,12 +201,7 @@ async function send() {
           fig.querySelector("img").dataset.final = "true";
           caption(fig, event.image, event.image_id, event.seed);
         }
-        if (event.note) {                      // words of the message the model was never taught
-          const note = document.createElement("p");
-          note.className = "note";
-          note.textContent = event.note;
-          reply.append(note);
-        }
+        addNote(reply, event.note);
         reply.dataset.responseId = event.id;
         state.exchanges.push({ id: event.id, previous: event.previous_response_id, nodes: [user, reply] });
         finished = true;
@@ -286,6 +289,7 @@ async function restore() {
       const fig = addPicture(el, turn.image);
       if (turn.role === "assistant") caption(fig, turn.image, turn.id, turn.seed);
     }
+    addNote(el, turn.note);
     if (turn.role === "user") user = el; else { pairs.push([user, el]); user = null; }
   }
   // the last len(chain) exchanges are still stored: each can be undone, back to its previous id

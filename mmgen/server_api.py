@@ -438,8 +438,9 @@ class Usage:
 
 # --- Images API shapes --------------------------------------------------------------------------------
 def images_response(*, created: int, pictures: list[str], prompt: str, options: ImageOptions, usage: Usage,
-                    seed: int | None, text: str) -> dict:
-    """OpenAI's ImagesResponse, plus `mmgen` (seed, the model's words) as an extension field. The
+                    seed: int | None, text: str, note: str = "") -> dict:
+    """OpenAI's ImagesResponse, plus `mmgen` (seed, the model's words, the note naming the prompt's
+    words the model was never taught: unknown_words.note) as an extension field. The
     revised prompt is the layout the model's reply planned ("a red circle in the top left on a white
     background"), else the prompt as given."""
     quality = options.quality if options.quality in ("low", "medium", "high") else None
@@ -447,7 +448,7 @@ def images_response(*, created: int, pictures: list[str], prompt: str, options: 
     return {"created": created, "data": [{"b64_json": p, "revised_prompt": revised} for p in pictures],
             "background": options.resolved_background, "output_format": options.output_format,
             "size": options.size_label, "quality": quality, "usage": usage.images_api(),
-            "mmgen": {"seed": seed, "text": text}}
+            "mmgen": {"seed": seed, "text": text, "note": note}}
 
 
 def partial_image_event(kind: str, *, b64: str, index: int, options: ImageOptions) -> dict:

@@ -299,7 +299,7 @@ async def images_reply(server: ServerState, request: Request, turn: TurnRequest,
         return event_stream(image_events(await server.started(job, until, request), kind, opts))
     result = (await server.result(job, until, request))[1]
     return images_response(created=int(time.time()), pictures=result.pictures, prompt=prompt, options=opts,
-                           usage=result.usage, seed=result.seed, text=result.text)
+                           usage=result.usage, seed=result.seed, text=result.text, note=result.note)
 
 
 async def image_events(items: AsyncIterator, kind: str, opts) -> AsyncIterator[str]:
@@ -352,7 +352,7 @@ class ConversationTurn:
             output.append(image_call_item(self.image_id, result=result.pictures[0], options=self.req.options,
                                           action=self.action, text=result.text))
         response = self.response("completed", output, result.usage)
-        response["mmgen"] = {"seed": result.seed, "image_id": result.image_id}
+        response["mmgen"] = {"seed": result.seed, "image_id": result.image_id, "note": result.note}
         self.server.store.put(self.response_id, Entry(session=result.session, response=response,
                                                       previous=self.previous))
         return response

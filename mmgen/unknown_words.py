@@ -20,10 +20,9 @@ from pathlib import Path
 
 from .io import atomic_write_json
 from .world.scene import WORD_ALPHABET, WORD_MAX_LEN, WORD_MIN_LEN
-from .world.typos import NEIGHBOURS
+from .world.typos import NEIGHBOURS, QUOTED
 
 VOCABULARY_FILE = "vocabulary.json"
-_QUOTED = re.compile(r'"[^"]*"')
 # letters, with inner apostrophes ("i'd"), not stuck to a digit or an underscore ("2nd" is no word)
 _WORD = re.compile(r"(?<![\w'])[^\W\d_]+(?:'[^\W\d_]+)*(?![\w])")
 # words the world writes just before a sign's word: 'a sign that says HELLO', 'the word HELLO'
@@ -36,7 +35,7 @@ MAX_NAMED = 6                # the most unknown words a note names; it counts th
 def message_words(text: str) -> list[str]:
     """The lower-cased words of a message in order, less a sign's word (quoted, or in capitals) and
     single letters (":D", "x" in "3 x 3")."""
-    text = _QUOTED.sub(" ", text)
+    text = QUOTED.sub(" ", text)
     words = (w.lower() for w in _WORD.findall(text) if not (len(w) > 1 and w.isupper()))
     return [w for w in words if len(w) > 1 or w in ("a", "i")]
 

@@ -336,9 +336,14 @@ def test_page_chat_streams_every_row_and_restores(server):
     assert session["turns"][1]["image"] and session["chain"] == [{"id": done["id"], "previous": None}]
 
 
-def test_page_chat_names_words_the_model_was_never_taught(server, drawing_model):
+def test_page_chat_names_words_the_model_was_never_taught(server, client, drawing_model):
     before, drawing_model.vocabulary = drawing_model.vocabulary, frozenset({"draw", "a", "star"})
     try:
+        # the OpenAI endpoints carry it in their `mmgen` extension field
+        r = client.images.generate(prompt="draw a star and a kitten", size="128x128")
+        assert r.mmgen["note"] == 'I don\'t know the words "and" and "kitten".'
+        r = client.responses.create(input="draw a kitten", tools=TOOLS, tool_choice=DRAW)
+        assert r.mmgen["note"] == 'I don\'t know the word "kitten".'
         status, text = raw(server[0], "POST", "/api/chat", json.dumps({"message": "draw a star and a kitten",
                                                                          "picture": "never"}).encode(),
                            {"Content-Type": "application/json"})

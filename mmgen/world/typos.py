@@ -28,12 +28,12 @@ NEIGHBOURS = {
     for r, row in enumerate(_ROWS) for c, ch in enumerate(row)}
 
 _WORD = re.compile(r"\b[a-z]{%d,}\b" % MIN_LETTERS)
-_QUOTED = re.compile(r'"[^"]*"')
+QUOTED = re.compile(r'"[^"]*"')    # a sign's word in quotes: never slipped, never looked up
 
 
 def slippable_words(text: str) -> list[re.Match]:
     """The words of `text` a slip may fall on: lower-case, `MIN_LETTERS` or more letters, not quoted."""
-    quoted = [m.span() for m in _QUOTED.finditer(text)]
+    quoted = [m.span() for m in QUOTED.finditer(text)]
     return [m for m in _WORD.finditer(text) if not any(a <= m.start() < b for a, b in quoted)]
 
 

@@ -104,8 +104,13 @@ def read_image(image):
         with Image.open(source) as im:
             im.load()
             return im.copy()
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
-        raise SessionError(f"cannot read {name} as a picture ({type(e).__name__})") from None
+    except Image.DecompressionBombError:
+        raise SessionError(f"cannot read {name} as a picture: it has too many pixels to open safely") from None
+    except UnidentifiedImageError:
+        raise SessionError(f"cannot read {name} as a picture: it is not a PNG, JPEG, WEBP or other picture "
+                           "file") from None
+    except (OSError, ValueError):
+        raise SessionError(f"cannot read {name} as a picture: the file is damaged or cut short") from None
 
 
 def redrawn_patches(alpha) -> list[bool]:

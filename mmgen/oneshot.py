@@ -115,10 +115,10 @@ def check_argument(text: str, what: str) -> str:
 def check_output(path: str) -> Path:
     """A path a picture can be written to: a known extension, not a folder, a writable folder above."""
     out = Path(path).expanduser()
-    if out.suffix.lower() not in PICTURE_SUFFIXES:
-        raise BadInput(f"cannot save as {out.name!r}: the name must end in {', '.join(PICTURE_SUFFIXES)}")
     if out.is_dir():
         raise BadInput(f"{out} is a folder; give a file name such as {out / 'picture.png'}")
+    if out.suffix.lower() not in PICTURE_SUFFIXES:
+        raise BadInput(f"cannot save as {out.name!r}: the name must end in {', '.join(PICTURE_SUFFIXES)}")
     parent = out.parent
     while not parent.exists():          # save_image creates missing folders; check the first that exists
         parent = parent.parent

@@ -304,8 +304,12 @@ def read_session_file(path: Path, codebook_size: int) -> dict:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise SessionError(f"no session file at {path}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise SessionError(f"{path} is not a session file ({type(e).__name__})") from None
+    except IsADirectoryError:
+        raise SessionError(f"{path} is a folder, not a session file") from None
+    except OSError as e:
+        raise SessionError(f"cannot read {path}: {e.strerror or e}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise SessionError(f"{path} is not a session file (a session is JSON written by /save)") from None
     if not isinstance(data, dict) or data.get("format") != SESSION_FORMAT:
         raise SessionError(f"{path} is not an mmgen session (format {SESSION_FORMAT!r} expected)")
     if data.get("codebook_size") != codebook_size:

@@ -19,6 +19,7 @@ UTF-8 is refused by name (inputs.check_text). The pictures themselves are drawn 
 from __future__ import annotations
 
 import argparse
+import errno
 import math
 import os
 import random
@@ -196,6 +197,7 @@ class Terminal:
         self.stopped = None                    # (message, attachment, conversation, seed) whose reply Ctrl-C stopped
         self.saved: dict[str, Path] = {}       # picture id -> the file it was saved to
         self.on_disk = chat.conversation       # the conversation as last saved or loaded
+        self.warned = None                     # (command, conversation) last warned of losing unsaved turns
 
     def say(self, text: str = "", end: str = "\n") -> None:
         self.stdout.write(text + end)
@@ -336,7 +338,16 @@ class Terminal:
         self.say("Anything else is a message; start it with // to send one that begins with a slash.")
         self.say(f"Settings for /set: {', '.join(setting_names())}.")
 
+    def check_discard(self, command: str) -> None:
+        """Before /new or /load drops an unsaved conversation: warn, and go ahead only when the same
+        command comes again with nothing said in between."""
+        if self.unsaved() and self.warned != (command, self.chat.conversation):
+            self.warned = (command, self.chat.conversation)
+            raise CommandError(f"this conversation is not saved: /save keeps it; /{command} again goes ahead "
+                               "without it")
+
     def cmd_new(self, arg: str) -> None:
+        self.check_discard("new")
         self.chat.new()
         self.attachment = None
         self.say("new conversation")
@@ -376,7 +387,9 @@ class Terminal:
     def cmd_load(self, arg: str) -> None:
         from .session import ChatSession
         path = parse_path(arg)
-        self.chat = ChatSession.load(path, self.model)        # a damaged file raises, nothing changes
+        loaded = ChatSession.load(path, self.model)           # a damaged file raises, nothing changes
+        self.check_discard("load")
+        self.chat = loaded
         self.on_disk = self.chat.conversation
         self.attachment = None
         self.say(f"loaded {path}: {len(self.chat.conversation.turns)} messages")
@@ -530,9 +543,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"keep what you type nowhere (so does {NO_HISTORY_ENV}=1)")
 
 
+def picture_folder(arg: str) -> Path:
+    """The --out folder, made if missing; BadInput when pictures cannot be written there."""
+    folder = Path(arg).expanduser()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        if not os.access(folder, os.W_OK):
+            raise PermissionError(errno.EACCES, "permission denied")
+    except OSError as e:
+        raise BadInput(f"cannot save pictures in {folder}: {e.strerror or e} (--out DIR picks another "
+                       "folder)") from None
+    return folder
+
+
 def run(args: argparse.Namespace) -> int:
     from .session import ChatSession, SessionError
     try:
+        out_dir = picture_folder(args.out)          # said now, not after the first picture is drawn
         settings = settings_from(args)
         if sys.stdout.isatty():
             print("loading the model...", end="\r", flush=True)
@@ -550,7 +577,7 @@ def run(args: argparse.Namespace) -> int:
     mode = args.graphics if args.graphics != "auto" else detect(os.environ, sys.stdout.isatty())
     interactive = sys.stdin.isatty()
     history = history_file(args) if interactive else None
-    term = Terminal(model, chat, out_dir=Path(args.out).expanduser(), mode=mode, history=history)
+    term = Terminal(model, chat, out_dir=out_dir, mode=mode, history=history)
     term.banner()
     if args.load:
         term.say(f"continuing {args.load}: {len(chat.conversation.turns)} messages")

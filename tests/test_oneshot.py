@@ -142,7 +142,7 @@ BAD = [   # (arguments, what the one line says)
     (["generate", "bin\x01ary\x7f", "-o", "{d}/x.png"], "control characters"),
     (["generate", "a red circle \udcff", "-o", "{d}/x.png"], "the prompt is not UTF-8 text"),   # argv's byte 0xff
     (["generate", "a star", "-o", "{d}/x.gif"], "must end in"),
-    (["generate", "a star", "-o", "{d}/adir"], "must end in"),
+    (["generate", "a star", "-o", "{d}/adir"], "adir is a folder; give a file name such as"),
     (["generate", "a star", "-o", "{d}/afile/x.png"], "is not a folder"),
     (["generate", "a star", "-n", "0", "-o", "{d}/x.png"], "-n must be from 1 to 4"),
     (["generate", "a star", "-n", "9", "-o", "{d}/x.png"], "-n must be from 1 to 4"),

@@ -317,6 +317,36 @@ def test_messages_and_commands(tiny_model, tmp_path):
     assert not s.term.handle("/quit")
 
 
+def test_new_and_load_ask_before_dropping_an_unsaved_conversation(tiny_model, tmp_path):
+    s = Screen(tiny_model, tmp_path, picture="never")
+    s.type("draw a red circle")
+    s.type(f"/save {tmp_path / 'one.json'}")
+    s.type("make it blue")
+    kept = s.term.chat.conversation
+    _, err = s.type(f"/load {tmp_path / 'missing.json'}")           # a bad file says so first
+    assert "no session file" in err and s.term.chat.conversation is kept
+    for command in ("/new", f"/load {tmp_path / 'one.json'}"):
+        out, err = s.type(command)
+        assert out == "" and err.startswith("this conversation is not saved: /save keeps it")
+        assert s.term.chat.conversation is kept
+    s.type("what colour is it?")                                      # said in between: warned again
+    _, err = s.type("/new")
+    assert "not saved" in err and len(s.term.chat.conversation.turns) == 6
+    out, err = s.type("/new")                                        # the same command again goes ahead
+    assert out == "new conversation\n" and err == "" and s.term.chat.conversation.turns == ()
+    out, err = s.type(f"/load {tmp_path / 'one.json'}")             # nothing unsaved: no question asked
+    assert "2 messages" in out and err == ""
+
+
+def test_the_pictures_folder_is_checked_before_the_chat_starts(tmp_path):
+    from mmgen.oneshot import BadInput
+    from mmgen.terminal import picture_folder
+    assert picture_folder(str(tmp_path / "new" / "pics")).is_dir()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(BadInput, match=r"cannot save pictures in .*file.pics: Not a directory \(--out DIR"):
+        picture_folder(str(tmp_path / "file" / "pics"))
+
+
 def test_every_mistake_is_one_line(tiny_model, tmp_path):
     s = Screen(tiny_model, tmp_path)
     junk = tmp_path / "junk.png"
@@ -331,6 +361,10 @@ def test_every_mistake_is_one_line(tiny_model, tmp_path):
         out, err = s.type(line)
         assert err.count("\n") == 1 and "Traceback" not in err, (line, err)
     assert s.term.chat.conversation.turns == () and s.term.chat.settings.cfg == Settings().cfg
+    _, err = s.type(f"/attach {junk}")                            # said in words, not exception names
+    assert "is not a PNG, JPEG, WEBP or other picture file" in err and "Error" not in err
+    _, err = s.type(f"/load {junk}")
+    assert "is not a session file (a session is JSON written by /save)" in err and "Error" not in err
     out, err = s.type("draw a red circle \udcff")                # a paste that was not UTF-8
     assert err.startswith("the message is not UTF-8 text") and "TextInputSequence" not in err
     out, err = s.type("/undo")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from mmgen.eval.vocabulary import mix_of
 from mmgen.pipeline import DEFAULT_CHECKPOINTS
-from mmgen.unknown_words import load_vocabulary, nearest_taught, unknown_words
+from mmgen.unknown_words import load_vocabulary, nearest_taught, note
 from mmgen.world.conversation import sample_conversation
 from mmgen.world.typos import slip, slippable_words
 
@@ -38,10 +38,10 @@ def main() -> None:
     if taught is None:
         raise SystemExit(f"{args.checkpoints / 'lm'} lists no vocabulary")
     texts = messages(args.checkpoints, args.n)
-    noted = [t for t in texts if unknown_words(t, taught)]
+    noted = [t for t in texts if note(t, taught)]
     print(f"{len(taught)} taught words; {len(noted)} of {len(texts)} clean messages get a note")
     for t in noted[:10]:
-        print("  ", t, "->", unknown_words(t, taught))
+        print("  ", t, "->", note(t, taught))
     rng = random.Random(0)
     slips = other_word = guessed = right = 0
     for text in texts:

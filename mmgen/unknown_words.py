@@ -28,6 +28,9 @@ _WORD = re.compile(r"(?<![\w'])[^\W\d_]+(?:'[^\W\d_]+)*(?![\w])")
 # words the world writes just before a sign's word: 'a sign that says HELLO', 'the word HELLO'
 SIGN_LEAD_INS = frozenset("word says say saying reads read reading write text letters lettering label caption "
                           "spells spelling".split())
+# two or more words in capitals side by side ("Draw A RED CIRCLE"): a sign holds one word, so these
+# were most likely not meant for one
+_CAPITALS_RUN = re.compile(r"\b[A-Z]{2,}(?:\s+[A-Z]+)*\s+[A-Z]{2,}\b")
 MIN_GUESS_LETTERS = 4        # a shorter word is too short to guess the taught word it mistypes
 MAX_NAMED = 6                # the most unknown words a note names; it counts the rest
 
@@ -136,4 +139,9 @@ def note(text: str, vocabulary: frozenset[str] | None) -> str:
     if sign:
         capitals = [f'"{w.upper()}"' for w in sign]
         sentences.append(f"A sign's word goes in capitals: {_listed(capitals)}.")
+    shouted = _CAPITALS_RUN.search(QUOTED.sub(" ", text))
+    if shouted:
+        run = " ".join(shouted.group().split())
+        sentences.append(f'Words in capitals go on a sign, and a sign holds one word: "{run}" was read as a '
+                         f'sign\'s word. Shapes and colours go in lower case ("{run.lower()}").')
     return " ".join(sentences)

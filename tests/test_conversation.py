@@ -631,3 +631,22 @@ def test_typo_rate_slips_that_share_of_user_messages_and_nothing_else():
                 slipped += t.text != c.text
     assert 0.35 * users < slipped < 0.55 * users       # a half, less messages with no word to slip on
     assert sample_conversation(3, quiz_rate=0.3, typo_rate=0.0) == sample_conversation(3, quiz_rate=0.3)
+
+
+def test_a_question_before_any_picture_is_answered_that_there_is_none():
+    from mmgen.world.conversation import NO_PICTURE_REPLY
+    n, opened = 300, 0
+    for seed in range(n):
+        plain = sample_conversation(seed, quiz_rate=0.3, told_rate=0.1)
+        mixed = sample_conversation(seed, quiz_rate=0.3, told_rate=0.1, no_picture_rate=0.3)
+        assert mixed == sample_conversation(seed, quiz_rate=0.3, told_rate=0.1, no_picture_rate=0.3)   # seeded
+        assert all(t.text != NO_PICTURE_REPLY for t in plain.turns)
+        if mixed == plain:
+            continue
+        opened += 1
+        question, reply = mixed.turns[:2]
+        assert question.role == "user" and question.image is None and question.task == "ask"
+        assert question.meta["no_picture"] and question.meta["question"] and question.text.strip()
+        assert (reply.role, reply.text, reply.image) == ("assistant", NO_PICTURE_REPLY, None)
+        assert mixed.turns[2:] == plain.turns                     # the rest of the conversation as it was
+    assert 0.2 * n < opened < 0.4 * n

@@ -9,6 +9,7 @@ import pytest
 
 from mmgen.cli import main
 from mmgen.eval.benchmark import GEN_CATEGORIES, summarise, variation_checks
+from mmgen.world.conversation import NO_PICTURE_REPLY
 
 
 def _eval(tmp_path, checkpoints, *extra):
@@ -22,7 +23,9 @@ def test_eval_writes_every_part_and_its_split(tmp_path, tiny_checkpoints, capsys
     assert code == 0
     assert got["split"] == "train" and got["n"] == 1
     assert set(got["summary"]) == {"generation", "editing", "plural_edits", "questions", "after_edits", "variations",
-                                   "words"}
+                                   "words", "no_picture"}
+    for case in got["results"]["nopic"]:      # a question with no picture before it: said so, nothing drawn
+        assert case["passed"] == (not case["drew"] and case["answer"].strip() == NO_PICTURE_REPLY)
     words = got["results"]["words"]
     assert len(words["drawn"]) == len(words["read"]) == got["n"]
     for case in words["read"]:      # graded against the word the judge reads in the picture asked about

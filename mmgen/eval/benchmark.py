@@ -61,9 +61,9 @@ from .vocabulary import unseen_words
 
 GEN_CATEGORIES = ("single_object", "two_objects", "counting", "count_and_other", "colors", "position",
                   "color_attribution", "sign")
-PARTS = ("gen", "edit", "plural", "ask", "chain", "var", "words")
+PARTS = ("gen", "edit", "plural", "ask", "chain", "var", "words", "nopic")
 SPLITS = ("eval", "paraphrase", "train")
-SEED_SALT = {"gen": 0, "edit": 1, "ask": 2, "var": 3, "words": 4, "plural": 5, "chain": 6}
+SEED_SALT = {"gen": 0, "edit": 1, "ask": 2, "var": 3, "words": 4, "plural": 5, "chain": 6, "nopic": 7}
 KIND_TRIES = 20   # prompts tried for a case's edit or question kind (each part samples from its own seeds)
 
 
@@ -457,6 +457,30 @@ def run_questions(model, n: int, seed: int, settings: dict, split: str = "eval")
     return cases
 
 
+def run_no_picture(model, n: int, seed: int, settings: dict, split: str = "eval") -> list[dict]:
+    """Questions asked as a chat's first message, with no picture to read: passed when the reply draws
+    nothing and says there is no picture (world.conversation.NO_PICTURE_REPLY)."""
+    from ..world.conversation import NO_PICTURE_REPLY
+    from ..world.language import stream
+    from ..world.prompts import prompt_for
+    from ..world.questions import QUESTION_KINDS, sample_question
+    cases = []
+    for i in range(n):
+        kind = QUESTION_KINDS[i % len(QUESTION_KINDS)]
+        for j in range(KIND_TRIES):
+            p = prompt_for(i + 10_000 * SEED_SALT["nopic"] + 1_000 * j, "mixed", split)
+            q = sample_question(p.scene, stream(split, i, "benchmark-nopic" + (f"-{j}" if j else "")), split, kind)
+            if q is not None:
+                break
+        if q is None:
+            continue
+        reply = model.chat(seed=seed + i, **settings).send(q.text)
+        cases.append({"question": q.text, "unseen_words": unseen_words(q.text), "kind": q.kind, "answer": reply.text,
+                      "drew": reply.image is not None,
+                      "passed": reply.image is None and reply.text.strip() == NO_PICTURE_REPLY})
+    return cases
+
+
 def run_words(model, n: int, seed: int, settings: dict, save=None, split: str = "eval") -> dict:
     """Signs drawn (word exact, as the judge reads it) and read (the word asked about)."""
     from ..world import render
@@ -575,6 +599,10 @@ def summarise(results: dict) -> dict:
                       "read_user_picture": sum(c["passed"] for c in read if c["user_picture"])
                       / max(1, sum(c["user_picture"] for c in read)),
                       "cases": len(drawn), **by_words(drawn, lambda c: c["passed"])}
+    if "nopic" in results:
+        cases = results["nopic"]
+        s["no_picture"] = {"said_so": _share(c["passed"] for c in cases), "drew": _share(c["drew"] for c in cases),
+                           "cases": len(cases), **by_words(cases, lambda c: c["passed"])}
     if "var" in results:
         cases = results["var"]
         s["variations"] = {"passed": sum(c["passed"] for c in cases) / max(1, len(cases)), "cases": len(cases),
@@ -633,6 +661,8 @@ def run(args) -> int:
         results["chain"] = run_chains(model, args.n, args.seed, settings, args.split)
     if "var" in parts:
         results["var"] = run_variations(model, args.n, args.seed, settings, args.split)
+    if "nopic" in parts:
+        results["nopic"] = run_no_picture(model, args.n, args.seed, settings, args.split)
     if "words" in parts:
         results["words"] = run_words(model, args.n, args.seed, settings, args.save_images, args.split)
     summary = summarise(results)

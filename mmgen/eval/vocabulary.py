@@ -22,7 +22,8 @@ from functools import lru_cache
 from ..unknown_words import words_of
 
 VOCABULARY_SAMPLE = 20_000          # training conversations read; a word seen less often is rare anyway
-MIX_RATES = ("sign_rate", "chain_rate", "quiz_rate", "group_rate", "told_rate", "walk_rate", "drill_rate")
+MIX_RATES = ("sign_rate", "chain_rate", "quiz_rate", "group_rate", "told_rate", "walk_rate", "drill_rate",
+             "no_picture_rate")
 
 
 def mix_of(run: dict) -> tuple:

@@ -492,15 +492,41 @@ def sample_told(seed: int, split: str = "train", drill_rate: float = DRILL_RATE,
     return Conversation(id=f"{split}-told-{seed}", split=split, seed=seed, turns=turns)
 
 
+# A question asked before there is any picture ("what does the sign say?" as the first message) has
+# nothing to read: the reply says so instead of answering about a picture that is not there. A told
+# scene's questions are about the scene described, so only a question with neither gets this reply.
+NO_PICTURE_REPLY = "There's no picture yet to look at. Tell me what to draw and I'll make one."
+NO_PICTURE_SIGN_RATE = 0.3           # the question is about a sign this often (asked of a scene with one)
+
+
+def asked_before_a_picture(conversation: Conversation, rng: random.Random, split: str) -> Conversation:
+    """`conversation` after an opening question about things no picture shows yet (a question asked
+    of a random scene), answered with NO_PICTURE_REPLY."""
+    scene = _sign_scene(rng) if rng.random() < NO_PICTURE_SIGN_RATE else sample_scene(rng)
+    asked = None
+    while asked is None:                 # a kind that does not fit this scene asks another
+        asked = _ask(scene, rng, split)
+    _, text, meta, _, _ = asked
+    meta = {**meta, "answer": NO_PICTURE_REPLY, "no_picture": True}
+    opening = [Turn("user", _user_turn_text(text, None, rng, split), None, "ask", meta),
+               Turn("assistant", NO_PICTURE_REPLY, None, "ask")]
+    return replace(conversation, turns=opening + list(conversation.turns))
+
+
 def sample_conversation(seed: int, split: str = "train", sign_rate: float = 0.0,
                         chain_rate: float = 0.0, quiz_rate: float = 0.0,
                         drill_rate: float = DRILL_RATE, group_rate: float = 0.0, drill_kinds=None,
-                        told_rate: float = 0.0, walk_rate: float = 0.0, typo_rate: float = 0.0) -> Conversation:
-    """The conversation of `seed` (`_sample_conversation`); with `walk_rate`, that share have every count,
-    "is there …?" and "where are the …?" answer walked through the picture's shapes first (`walked`);
-    with `typo_rate`, that share of user messages have a typing slip in one word (`typos.with_typos`)."""
+                        told_rate: float = 0.0, walk_rate: float = 0.0, typo_rate: float = 0.0,
+                        no_picture_rate: float = 0.0) -> Conversation:
+    """The conversation of `seed` (`_sample_conversation`); with `no_picture_rate`, that share open with
+    a question asked before any picture (`asked_before_a_picture`); with `walk_rate`, that share have
+    every count, "is there …?" and "where are the …?" answer walked through the picture's shapes first
+    (`walked`); with `typo_rate`, that share of user messages have a typing slip in one word
+    (`typos.with_typos`)."""
     conversation = _sample_conversation(seed, split, sign_rate, chain_rate, quiz_rate, drill_rate, group_rate,
                                         drill_kinds, told_rate)
+    if no_picture_rate > 0 and stream(split, seed, "no_picture_mix").random() < no_picture_rate:
+        conversation = asked_before_a_picture(conversation, stream(split, seed, "no_picture"), split)
     if walk_rate > 0 and stream(split, seed, "walk_mix").random() < walk_rate:
         conversation = walked(conversation)
     if typo_rate > 0:

@@ -109,8 +109,11 @@ def read_image(image):
     except UnidentifiedImageError:
         raise SessionError(f"cannot read {name} as a picture: it is not a PNG, JPEG, WEBP or other picture "
                            "file") from None
-    except (OSError, ValueError):
-        raise SessionError(f"cannot read {name} as a picture: the file is damaged or cut short") from None
+    except OSError as e:              # no permission, … (errno set), or a picture that ends too soon
+        reason = e.strerror if e.errno else "the file is damaged or cut short"
+        raise SessionError(f"cannot read {name} as a picture: {reason}") from None
+    except ValueError:
+        raise SessionError(f"cannot read {name} as a picture: the file is damaged") from None
 
 
 def redrawn_patches(alpha) -> list[bool]:

@@ -285,7 +285,8 @@ class ChatSession:
         except SessionError:
             raise
         except (KeyError, TypeError, ValueError, StreamError) as e:
-            raise SessionError(f"{path} is damaged: {type(e).__name__}: {e}") from None
+            problem = f"{e} is missing" if isinstance(e, KeyError) else str(e)
+            raise SessionError(f"{path} is damaged: {problem}") from None
         session.conversation = Conversation(turns)
         return session
 

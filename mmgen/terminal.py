@@ -19,7 +19,6 @@ UTF-8 is refused by name (inputs.check_text). The pictures themselves are drawn 
 from __future__ import annotations
 
 import argparse
-import errno
 import math
 import os
 import random
@@ -188,8 +187,9 @@ class WordWrap:
 
 class Terminal:
     def __init__(self, model, chat, *, out_dir: Path, mode: str, lines: int | None = None,
-                 history: Path | None = None, stdout=None, stderr=None):
+                 history: Path | None = None, stdout=None, stderr=None, interactive: bool = True):
         self.model, self.chat, self.out_dir, self.mode = model, chat, out_dir, mode
+        self.interactive = interactive         # typed at a prompt (a piped script is never asked to confirm)
         self.lines = lines                     # picture height in terminal lines; None: fit the terminal
         self.history = history                 # the file what is typed is kept in; None: kept nowhere
         self.stdout, self.stderr = stdout or sys.stdout, stderr or sys.stderr
@@ -197,7 +197,9 @@ class Terminal:
         self.stopped = None                    # (message, attachment, conversation, seed) whose reply Ctrl-C stopped
         self.saved: dict[str, Path] = {}       # picture id -> the file it was saved to
         self.on_disk = chat.conversation       # the conversation as last saved or loaded
-        self.warned = None                     # (command, conversation) last warned of losing unsaved turns
+        self.command = None                    # the slash command being handled: (name, argument)
+        self.warned = None                     # the /new or /load just warned of losing unsaved turns
+        self.warned_before = None              # ... and the one warned of on the line before this one
 
     def say(self, text: str = "", end: str = "\n") -> None:
         self.stdout.write(text + end)
@@ -338,16 +340,16 @@ class Terminal:
         self.say("Anything else is a message; start it with // to send one that begins with a slash.")
         self.say(f"Settings for /set: {', '.join(setting_names())}.")
 
-    def check_discard(self, command: str) -> None:
-        """Before /new or /load drops an unsaved conversation: warn, and go ahead only when the same
-        command comes again with nothing said in between."""
-        if self.unsaved() and self.warned != (command, self.chat.conversation):
-            self.warned = (command, self.chat.conversation)
-            raise CommandError(f"this conversation is not saved: /save keeps it; /{command} again goes ahead "
-                               "without it")
+    def check_discard(self) -> None:
+        """Before /new or /load drops an unsaved conversation typed at the prompt: warn, and go ahead
+        only when the very next line is the same command (a piped script is never asked)."""
+        if self.interactive and self.unsaved() and self.warned_before != self.command:
+            self.warned = self.command
+            raise CommandError(f"this conversation is not saved: /save keeps it; /{self.command[0]} again goes "
+                               "ahead without it")
 
     def cmd_new(self, arg: str) -> None:
-        self.check_discard("new")
+        self.check_discard()
         self.chat.new()
         self.attachment = None
         self.say("new conversation")
@@ -388,7 +390,7 @@ class Terminal:
         from .session import ChatSession
         path = parse_path(arg)
         loaded = ChatSession.load(path, self.model)           # a damaged file raises, nothing changes
-        self.check_discard("load")
+        self.check_discard()
         self.chat = loaded
         self.on_disk = self.chat.conversation
         self.attachment = None
@@ -436,8 +438,9 @@ class Terminal:
         line = line.strip()
         if not line:
             return True
+        self.warned_before, self.warned = self.warned, None        # a warning holds for the next line only
         try:
-            command = parse_command(line)
+            command = self.command = parse_command(line)
             if command is None:
                 self.reply(line[1:] if line.startswith("//") else line)
             elif command[0] == "quit":
@@ -548,18 +551,18 @@ def picture_folder(arg: str) -> Path:
     folder = Path(arg).expanduser()
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        if not os.access(folder, os.W_OK):
-            raise PermissionError(errno.EACCES, "permission denied")
     except OSError as e:
         raise BadInput(f"cannot save pictures in {folder}: {e.strerror or e} (--out DIR picks another "
                        "folder)") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise BadInput(f"cannot save pictures in {folder}: no permission to write there (--out DIR picks "
+                       "another folder)")
     return folder
 
 
 def run(args: argparse.Namespace) -> int:
     from .session import ChatSession, SessionError
     try:
-        out_dir = picture_folder(args.out)          # said now, not after the first picture is drawn
         settings = settings_from(args)
         if sys.stdout.isatty():
             print("loading the model...", end="\r", flush=True)
@@ -571,13 +574,14 @@ def run(args: argparse.Namespace) -> int:
                 chat.seed = args.seed
         else:
             chat = model.chat(seed=args.seed, **settings)
+        out_dir = picture_folder(args.out)          # said now, not after the first picture is drawn
     except (BadInput, SessionError) as e:
         print(f"mmgen chat: {e}", file=sys.stderr)
         return 2
     mode = args.graphics if args.graphics != "auto" else detect(os.environ, sys.stdout.isatty())
     interactive = sys.stdin.isatty()
     history = history_file(args) if interactive else None
-    term = Terminal(model, chat, out_dir=out_dir, mode=mode, history=history)
+    term = Terminal(model, chat, out_dir=out_dir, mode=mode, history=history, interactive=interactive)
     term.banner()
     if args.load:
         term.say(f"continuing {args.load}: {len(chat.conversation.turns)} messages")

@@ -28,9 +28,11 @@ _WORD = re.compile(r"(?<![\w'])[^\W\d_]+(?:'[^\W\d_]+)*(?![\w])")
 # words the world writes just before a sign's word: 'a sign that says HELLO', 'the word HELLO'
 SIGN_LEAD_INS = frozenset("word says say saying reads read reading write text letters lettering label caption "
                           "spells spelling".split())
-# two or more words in capitals side by side ("Draw A RED CIRCLE"): a sign holds one word, so these
-# were most likely not meant for one
-_CAPITALS_RUN = re.compile(r"\b[A-Z]{2,}(?:\s+[A-Z]+)*\s+[A-Z]{2,}\b")
+# two or more words in capitals side by side on one line ("Draw A RED CIRCLE", "says HI THERE"), or
+# quoted ("OPEN NOW"): a sign holds one word (`capitals_sentence`)
+_CAPITALS_RUN = re.compile(r"\b[A-Z]{2,}(?:[ \t]+[A-Z]+)*[ \t]+[A-Z]{2,}\b")
+_QUOTED_PHRASE = re.compile(r'"([^"\s]+(?:\s+[^"\s]+)+)"')
+_LAST_WORD = re.compile(r"(\w+)\W*$")
 MIN_GUESS_LETTERS = 4        # a shorter word is too short to guess the taught word it mistypes
 MAX_NAMED = 6                # the most unknown words a note names; it counts the rest
 
@@ -139,9 +141,39 @@ def note(text: str, vocabulary: frozenset[str] | None) -> str:
     if sign:
         capitals = [f'"{w.upper()}"' for w in sign]
         sentences.append(f"A sign's word goes in capitals: {_listed(capitals)}.")
-    shouted = _CAPITALS_RUN.search(QUOTED.sub(" ", text))
-    if shouted:
-        run = " ".join(shouted.group().split())
-        sentences.append(f'Words in capitals go on a sign, and a sign holds one word: "{run}" was read as a '
-                         f'sign\'s word. Shapes and colours go in lower case ("{run.lower()}").')
-    return " ".join(sentences)
+    return " ".join(sentences + [capitals_sentence(text)]).strip()
+
+
+def _picture_words() -> frozenset[str]:
+    """The words that name the world's shapes and colours, synonyms included ("box", "navy")."""
+    from .world.language import COLOR_SYNONYMS, SHAPE_SYNONYMS
+    from .world.scene import OBJECT_COLORS, SHAPES
+    names = [*SHAPES, *OBJECT_COLORS, *(w for ws in (*SHAPE_SYNONYMS.values(), *COLOR_SYNONYMS.values()) for w in ws)]
+    return frozenset(part for name in names for part in name.split())
+
+
+def _names_a_picture_thing(words: list[str]) -> bool:
+    """Whether a shape or colour is among `words` (lower case), plurals too ("circles", "boxes")."""
+    known = _picture_words()
+    return any(w in known or w[:-1] in known or w[:-2] in known for w in words)
+
+
+def capitals_sentence(text: str) -> str:
+    """What to say of several words meant for one sign: after a sign's lead-in ("says HI THERE") or in
+    quotes, that only part may be drawn; capitals naming shapes or colours ("Draw A RED CIRCLE"),
+    that they may be read as a sign's word. "" otherwise ("OK THANKS" is only loud)."""
+    quoted = _QUOTED_PHRASE.search(text)
+    if quoted is not None:
+        return f'A sign holds one word, so only part of "{quoted.group(1)}" may be drawn.'
+    run = _CAPITALS_RUN.search(QUOTED.sub(" ", text))
+    if run is None:
+        return ""
+    words = run.group().split()
+    before = _LAST_WORD.search(text[:run.start()])
+    if before is not None and before.group(1).lower() in SIGN_LEAD_INS:
+        return f'A sign holds one word, so only part of "{" ".join(words)}" may be drawn.'
+    if not _names_a_picture_thing([w.lower() for w in words]):
+        return ""
+    phrase = " ".join(words)
+    return (f'Words in capitals go on a sign, and a sign holds one word: "{phrase}" may be read as a sign\'s '
+            f'word. Shapes and colours go in lower case ("{phrase.lower()}").')

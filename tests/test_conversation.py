@@ -637,9 +637,10 @@ def test_a_question_before_any_picture_is_answered_that_there_is_none():
     from mmgen.world.conversation import NO_PICTURE_REPLY
     n, opened = 300, 0
     for seed in range(n):
-        plain = sample_conversation(seed, quiz_rate=0.3, told_rate=0.1)
-        mixed = sample_conversation(seed, quiz_rate=0.3, told_rate=0.1, no_picture_rate=0.3)
-        assert mixed == sample_conversation(seed, quiz_rate=0.3, told_rate=0.1, no_picture_rate=0.3)   # seeded
+        mix = {"quiz_rate": 0.3, "told_rate": 0.1, "walk_rate": 0.5}       # walked answers stay as they were
+        plain = sample_conversation(seed, **mix)
+        mixed = sample_conversation(seed, **mix, no_picture_rate=0.3)
+        assert mixed == sample_conversation(seed, **mix, no_picture_rate=0.3)                   # seeded
         assert all(t.text != NO_PICTURE_REPLY for t in plain.turns)
         if mixed == plain:
             continue

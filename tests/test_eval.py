@@ -24,8 +24,7 @@ def test_eval_writes_every_part_and_its_split(tmp_path, tiny_checkpoints, capsys
     assert got["split"] == "train" and got["n"] == 1
     assert set(got["summary"]) == {"generation", "editing", "plural_edits", "questions", "after_edits", "variations",
                                    "words", "no_picture"}
-    for case in got["results"]["nopic"]:      # a question with no picture before it: said so, nothing drawn
-        assert case["passed"] == (not case["drew"] and case["answer"].strip() == NO_PICTURE_REPLY)
+    assert len(got["results"]["nopic"]) == got["n"]
     words = got["results"]["words"]
     assert len(words["drawn"]) == len(words["read"]) == got["n"]
     for case in words["read"]:      # graded against the word the judge reads in the picture asked about
@@ -52,6 +51,30 @@ def test_eval_writes_every_part_and_its_split(tmp_path, tiny_checkpoints, capsys
         assert case["found"] is None and not (case["changed"] or case["preserved"]) or \
             set(case["found"]) >= {"background", "objects", "sign"}
     assert "train split" in capsys.readouterr().out
+
+
+def test_a_question_before_any_picture_passes_only_when_the_reply_says_there_is_none():
+    from types import SimpleNamespace
+    from mmgen.eval.benchmark import run_no_picture
+
+    class Scripted:
+        """A model whose every chat replies `text`, with `image` as its picture."""
+        def __init__(self, text, image=None):
+            self.text, self.image, self.asked = text, image, []
+
+        def chat(self, **settings):
+            return self
+
+        def send(self, text):
+            self.asked.append(text)
+            return SimpleNamespace(text=self.text, image=self.image)
+
+    right = Scripted(NO_PICTURE_REPLY + " ")
+    cases = run_no_picture(right, 4, 0, {})
+    assert len(cases) == 4 and all(c["passed"] and not c["drew"] for c in cases)
+    assert len({c["kind"] for c in cases}) == 4 and [c["question"] for c in cases] == right.asked
+    assert not any(c["passed"] for c in run_no_picture(Scripted(NO_PICTURE_REPLY, image=object()), 4, 0, {}))
+    assert not any(c["passed"] for c in run_no_picture(Scripted("two"), 4, 0, {}))
 
 
 def test_train_split_asks_other_prompts_than_the_held_out_one(tmp_path, tiny_checkpoints):

@@ -336,6 +336,14 @@ def test_new_and_load_ask_before_dropping_an_unsaved_conversation(tiny_model, tm
     assert out == "new conversation\n" and err == "" and s.term.chat.conversation.turns == ()
     out, err = s.type(f"/load {tmp_path / 'one.json'}")             # nothing unsaved: no question asked
     assert "2 messages" in out and err == ""
+    s.type("make it green")
+    shutil.copy(tmp_path / "one.json", tmp_path / "two.json")
+    s.type(f"/load {tmp_path / 'one.json'}")
+    _, err = s.type(f"/load {tmp_path / 'two.json'}")                # another file: asked again
+    assert "not saved" in err and len(s.term.chat.conversation.turns) == 4
+    s.term.interactive = False                                        # a piped script is never asked
+    out, err = s.type("/new")
+    assert out == "new conversation\n" and err == ""
 
 
 def test_the_pictures_folder_is_checked_before_the_chat_starts(tmp_path):

@@ -53,11 +53,16 @@ def test_the_note_names_unknown_words_asks_about_slips_and_explains_signs():
     assert note("draw a cat, a dog and a yelow squre", TAUGHT) == \
         'I don\'t know the words "cat" and "dog". Did you mean "yellow" for "yelow" and "square" for "squre"?'
     assert note("make a sign that says hello", TAUGHT) == 'A sign\'s word goes in capitals: "HELLO".'
-    # capitals side by side are not one sign's word: said, with the lower-case spelling
+    # capitals side by side are not one sign's word: said, with the lower-case spelling where they name
+    # shapes or colours, and that a sign holds one word after a sign's lead-in or in quotes
     assert note("Draw A RED CIRCLE!!!", TAUGHT) == ('Words in capitals go on a sign, and a sign holds one word: '
-                                                     '"RED CIRCLE" was read as a sign\'s word. Shapes and colours go '
-                                                     'in lower case ("red circle").')
-    assert note('a sign that says HELLO', TAUGHT) == note('a sign that says "OPEN NOW"', TAUGHT) == ""
+                                                     '"RED CIRCLE" may be read as a sign\'s word. Shapes and colours '
+                                                     'go in lower case ("red circle").')
+    assert "TWO BOXES" in note("draw TWO BOXES", TAUGHT) and "STOP" not in note('says STOP\nDRAW A CIRCLE', TAUGHT)
+    one_word = 'A sign holds one word, so only part of "{}" may be drawn.'
+    assert note("a sign that says HI THERE", TAUGHT) == note('a sign that says "HI THERE"', TAUGHT) == \
+        one_word.format("HI THERE")
+    assert note("draw a red circle OK THANKS", TAUGHT) == note("a sign that says HELLO", TAUGHT) == ""
     assert note('make a sign that says "HELLO"', TAUGHT) == ""
     # what no sign can hold gets no capitals hint: too long, or not letters A-Z
     assert note("make a sign that says helloooooooo", TAUGHT) == 'I don\'t know the word "helloooooooo".'

@@ -1,6 +1,6 @@
 """`mmgen eval`: the model's fixed-seed benchmark, graded by the judge.
 
-Held-out scenes and held-out phrasings only (the evaluation split of the world). Seven parts:
+Held-out scenes and held-out phrasings only (the evaluation split of the world). Eight parts:
 
 - generation (GenEval-style): a prompt per case in each category — single object, two objects,
   counting, a count with one other shape, colours, position, colour attribution, sign; a case
@@ -31,6 +31,8 @@ Held-out scenes and held-out phrasings only (the evaluation split of the world).
 - words: signs drawn (a sign prompt; "exact" = the judge reads the word as asked, every letter)
   and read ("what does the sign say?" and its kin about a picture with a sign, half of them the
   user's own picture; the answer must be the word the judge reads in that picture).
+- no picture ("nopic"): a question as a chat's first message, with no picture to read; "said so" =
+  the reply draws nothing and says there is no picture yet (`conversation.NO_PICTURE_REPLY`).
 
 Every case records its message's `unseen_words` (words no training message uses, `vocabulary.py`),
 and each part is scored again over the cases without such words ("known words") and with them
@@ -429,23 +431,30 @@ def run_chains(model, n: int, seed: int, settings: dict, split: str = "eval") ->
     return cases
 
 
-def run_questions(model, n: int, seed: int, settings: dict, split: str = "eval") -> list[dict]:
-    from ..world import render
+def question_case(i: int, part: str, split: str):
+    """Case i's (prompt, question) of the question `part` ("ask", "nopic"): every kind in turn,
+    whatever the training mix weighs them, asked of the first of the case's prompts the kind fits
+    ("what does the sign say?" needs a sign); None when none does."""
     from ..world.language import stream
     from ..world.prompts import prompt_for
     from ..world.questions import QUESTION_KINDS, sample_question
+    kind = QUESTION_KINDS[i % len(QUESTION_KINDS)]
+    for j in range(KIND_TRIES):
+        p = prompt_for(i + 10_000 * SEED_SALT[part] + 1_000 * j, "mixed", split)
+        q = sample_question(p.scene, stream(split, i, f"benchmark-{part}" + (f"-{j}" if j else "")), split, kind)
+        if q is not None:
+            return p, q
+    return None
+
+
+def run_questions(model, n: int, seed: int, settings: dict, split: str = "eval") -> list[dict]:
+    from ..world import render
     cases = []
     for i in range(n):
-        # every kind in turn, whatever the training mix weighs them (the first of the case's
-        # prompts the kind fits: "what does the sign say?" needs a sign)
-        kind = QUESTION_KINDS[i % len(QUESTION_KINDS)]
-        for j in range(KIND_TRIES):
-            p = prompt_for(i + 10_000 * SEED_SALT["ask"] + 1_000 * j, "mixed", split)
-            q = sample_question(p.scene, stream(split, i, "benchmark-ask" + (f"-{j}" if j else "")), split, kind)
-            if q is not None:
-                break
-        if q is None:
+        got = question_case(i, "ask", split)
+        if got is None:
             continue
+        p, q = got
         if i % 2 == 0:      # a picture the user brings
             reply = model.chat(seed=seed + i, **settings).send(q.text, image=render(p.scene), picture="never")
         else:               # the picture drawn earlier in the chat
@@ -461,19 +470,12 @@ def run_no_picture(model, n: int, seed: int, settings: dict, split: str = "eval"
     """Questions asked as a chat's first message, with no picture to read: passed when the reply draws
     nothing and says there is no picture (world.conversation.NO_PICTURE_REPLY)."""
     from ..world.conversation import NO_PICTURE_REPLY
-    from ..world.language import stream
-    from ..world.prompts import prompt_for
-    from ..world.questions import QUESTION_KINDS, sample_question
     cases = []
     for i in range(n):
-        kind = QUESTION_KINDS[i % len(QUESTION_KINDS)]
-        for j in range(KIND_TRIES):
-            p = prompt_for(i + 10_000 * SEED_SALT["nopic"] + 1_000 * j, "mixed", split)
-            q = sample_question(p.scene, stream(split, i, "benchmark-nopic" + (f"-{j}" if j else "")), split, kind)
-            if q is not None:
-                break
-        if q is None:
+        got = question_case(i, "nopic", split)
+        if got is None:
             continue
+        q = got[1]
         reply = model.chat(seed=seed + i, **settings).send(q.text)
         cases.append({"question": q.text, "unseen_words": unseen_words(q.text), "kind": q.kind, "answer": reply.text,
                       "drew": reply.image is not None,

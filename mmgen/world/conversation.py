@@ -496,15 +496,15 @@ def sample_told(seed: int, split: str = "train", drill_rate: float = DRILL_RATE,
 # nothing to read: the reply says so instead of answering about a picture that is not there. A told
 # scene's questions are about the scene described, so only a question with neither gets this reply.
 NO_PICTURE_REPLY = "There's no picture yet to look at. Tell me what to draw and I'll make one."
-NO_PICTURE_SIGN_RATE = 0.3           # the question is about a sign this often (asked of a scene with one)
+NO_PICTURE_SIGN_RATE = 0.3           # the scene the question is drawn from has a sign this often
 
 
 def asked_before_a_picture(conversation: Conversation, rng: random.Random, split: str) -> Conversation:
     """`conversation` after an opening question about things no picture shows yet (a question asked
     of a random scene), answered with NO_PICTURE_REPLY."""
-    scene = _sign_scene(rng) if rng.random() < NO_PICTURE_SIGN_RATE else sample_scene(rng)
     asked = None
-    while asked is None:                 # a kind that does not fit this scene asks another
+    while asked is None:                 # a scene no question kind fits (none does: describe always) draws another
+        scene = _sign_scene(rng) if rng.random() < NO_PICTURE_SIGN_RATE else sample_scene(rng)
         asked = _ask(scene, rng, split)
     _, text, meta, _, _ = asked
     meta = {**meta, "answer": NO_PICTURE_REPLY, "no_picture": True}
@@ -543,7 +543,7 @@ def walked(conversation: Conversation) -> Conversation:
     asked = []                                   # (turn index, the scene its question is about)
     for i, t in enumerate(turns):
         current = t.image if t.image is not None else current
-        if t.role == "user" and "question" in t.meta and i + 1 < len(turns):
+        if t.role == "user" and "question" in t.meta and not t.meta.get("no_picture") and i + 1 < len(turns):
             asked.append((i, Scene.from_dict(t.meta["told"]) if "told" in t.meta else current))
     for k, (i, scene) in enumerate(asked):
         t = turns[i]

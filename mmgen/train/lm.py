@@ -42,21 +42,8 @@ LETTER_PLACES_LR_SCALE = 10.0
 TEXT_WEIGHT = 4.0         # words vs codes in the loss; why: train/loss.py
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", default="small", help="model size: tiny | small | base | large")
-    p.add_argument("--out", default=DEFAULT_OUT, help="checkpoint folder (written atomically)")
-    p.add_argument("--vq", default=DEFAULT_VQ, help="image tokenizer checkpoint")
-    p.add_argument("--tokenizer", default=None, help="text tokenizer folder (default: the repo's tokenizer/)")
-    p.add_argument("--data", default=None, help="conversations instead of the world: a JSONL file or a shard folder (`mmgen data encode`)")
-    p.add_argument("--init-from", default=None, help="a pretrained Hugging Face causal LM folder to start from")
-    p.add_argument("--resume", action="store_true", help="continue from --out")
-    p.add_argument("--steps", type=int, default=60_000, help="total optimizer steps of the schedule")
-    p.add_argument("--stop-after", type=int, default=None, help="stop after this many steps in this run")
-    p.add_argument("--minutes", type=float, default=None,
-                   help="run this many minutes, with the cosine schedule laid over them instead of --steps "
-                        "(for a machine lent for a fixed time)")
-    p.add_argument("--workers", type=int, default=0,
-                   help="processes rendering world pictures (0: render in this process); a GPU needs ~8+")
+def add_mix_arguments(p: argparse.ArgumentParser) -> None:
+    """The shares of the world's conversation kinds a run trains on (`data_mix`)."""
     p.add_argument("--sign-rate", type=float, default=0.0,
                    help="share of world conversations about a sign (a word drawn, changed or read); "
                         "0 keeps the world's own mix, where a third of pictures carry a sign")
@@ -94,6 +81,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--drill-kinds", type=_drill_kinds, default=None, metavar="KIND[,KIND]",
                    help="drill only these kinds, weighed among themselves by DRILL_SHARES: "
                         "color_check, count, cells, locate (default: all of them)")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", default="small", help="model size: tiny | small | base | large")
+    p.add_argument("--out", default=DEFAULT_OUT, help="checkpoint folder (written atomically)")
+    p.add_argument("--vq", default=DEFAULT_VQ, help="image tokenizer checkpoint")
+    p.add_argument("--tokenizer", default=None, help="text tokenizer folder (default: the repo's tokenizer/)")
+    p.add_argument("--data", default=None, help="conversations instead of the world: a JSONL file or a shard folder (`mmgen data encode`)")
+    p.add_argument("--init-from", default=None, help="a pretrained Hugging Face causal LM folder to start from")
+    p.add_argument("--resume", action="store_true", help="continue from --out")
+    p.add_argument("--steps", type=int, default=60_000, help="total optimizer steps of the schedule")
+    p.add_argument("--stop-after", type=int, default=None, help="stop after this many steps in this run")
+    p.add_argument("--minutes", type=float, default=None,
+                   help="run this many minutes, with the cosine schedule laid over them instead of --steps "
+                        "(for a machine lent for a fixed time)")
+    p.add_argument("--workers", type=int, default=0,
+                   help="processes rendering world pictures (0: render in this process); a GPU needs ~8+")
+    add_mix_arguments(p)
     p.add_argument("--batch-tokens", type=int, default=8192,
                    help="padded tokens per batch (the global batch: several processes split its rows)")
     p.add_argument("--max-len", type=int, default=1536, help="longest conversation, in tokens")

@@ -179,7 +179,7 @@ def test_guided_words_are_the_twins_logits_pushed_towards_the_prompts(tiny_lm, t
     and the words so far, u after the prompt with the request dropped and the same words."""
     s = tiny_stream
     cond, uncond = prompts(s)
-    scale, config = 4.0, SamplingConfig(word_temperature=0.0, max_words=5, picture="never", word_cfg=4.0)
+    scale, config = 8.0, SamplingConfig(word_temperature=0.0, max_words=5, picture="never", word_cfg=8.0)
     words = [st.tokens[0] for st in generate_ids(tiny_lm, s, cond, uncond, config=config, seed=0)]
     plain = [st.tokens[0] for st in generate_ids(tiny_lm, s, cond, uncond, seed=0,
                                                  config=SamplingConfig(word_temperature=0.0, max_words=5,

@@ -137,8 +137,14 @@ class Stream:
         sentence (the shipped model's generation 0.922 -> 0.963, docs/RESULTS.md)."""
         return self.text.encode(" " + text) if text else []
 
+    def words(self, text: str, *, user: bool) -> list[int]:
+        """The ids of a turn's words: a user's as `user_words` spells them, a reply's as written."""
+        if user:
+            return self.user_words(text)
+        return self.text.encode(text) if text else []
+
     def _text(self, text: str, loss: bool, out: Encoded, *, user: bool = False) -> None:
-        ids = self.user_words(text) if user else self.text.encode(text) if text else []
+        ids = self.words(text, user=user)
         out.ids += ids
         out.loss_mask += [loss] * len(ids)
         out.modality += [TEXT] * len(ids)
@@ -243,8 +249,7 @@ class Stream:
 
     # --- length budget ----------------------------------------------------------------------
     def turn_length(self, turn: Turn) -> int:
-        words = self.user_words(turn.text) if turn.role == "user" else self.text.encode(turn.text) if turn.text else []
-        n = 2 + len(words)                                                 # role tag + <eot>
+        n = 2 + len(self.words(turn.text, user=turn.role == "user"))     # role tag + <eot>
         return n + (IMAGE_TOKENS + 2 if turn.codes is not None else 0)
 
     def fit(self, conversation: Conversation, max_tokens: int, *, reserve: int = 0) -> Conversation:

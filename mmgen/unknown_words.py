@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+from functools import lru_cache
 from pathlib import Path
 
 from .io import atomic_write_json
@@ -144,6 +145,7 @@ def note(text: str, vocabulary: frozenset[str] | None) -> str:
     return " ".join(sentences + [capitals_sentence(text)]).strip()
 
 
+@lru_cache(maxsize=1)
 def _picture_words() -> frozenset[str]:
     """The words that name the world's shapes and colours, synonyms included ("box", "navy")."""
     from .world.language import COLOR_SYNONYMS, SHAPE_SYNONYMS

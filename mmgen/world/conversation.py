@@ -502,11 +502,8 @@ NO_PICTURE_SIGN_RATE = 0.3           # the scene the question is drawn from has 
 def asked_before_a_picture(conversation: Conversation, rng: random.Random, split: str) -> Conversation:
     """`conversation` after an opening question about things no picture shows yet (a question asked
     of a random scene), answered with NO_PICTURE_REPLY."""
-    asked = None
-    while asked is None:                 # a scene no question kind fits (none does: describe always) draws another
-        scene = _sign_scene(rng) if rng.random() < NO_PICTURE_SIGN_RATE else sample_scene(rng)
-        asked = _ask(scene, rng, split)
-    _, text, meta, _, _ = asked
+    scene = _sign_scene(rng) if rng.random() < NO_PICTURE_SIGN_RATE else sample_scene(rng)
+    _, text, meta, _, _ = _ask(scene, rng, split)      # some kind fits every scene ("describe the picture")
     meta = {**meta, "answer": NO_PICTURE_REPLY, "no_picture": True}
     opening = [Turn("user", _user_turn_text(text, None, rng, split), None, "ask", meta),
                Turn("assistant", NO_PICTURE_REPLY, None, "ask")]

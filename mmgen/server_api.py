@@ -458,12 +458,15 @@ def partial_image_event(kind: str, *, b64: str, index: int, options: ImageOption
             "output_format": options.output_format, "quality": options.quality, "size": options.size_label}
 
 
-def completed_event(kind: str, *, b64: str, options: ImageOptions, usage: Usage) -> dict:
+def completed_event(kind: str, *, b64: str, options: ImageOptions, usage: Usage, seed: int | None = None,
+                    text: str = "", note: str = "") -> dict:
+    """The stream's last event for one picture, with the same `mmgen` extension field as images_response."""
     u = usage.images_api()
     u.pop("output_tokens_details")      # the event's Usage has no output details
     return {"type": f"{kind}.completed", "b64_json": b64, "created_at": int(time.time()),
             "background": options.resolved_background, "output_format": options.output_format,
-            "quality": options.quality, "size": options.size_label, "usage": u}
+            "quality": options.quality, "size": options.size_label, "usage": u,
+            "mmgen": {"seed": seed, "text": text, "note": note}}
 
 
 def sse(data: dict, event: str | None = None) -> bytes:

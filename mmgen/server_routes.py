@@ -310,9 +310,10 @@ async def image_events(items: AsyncIterator, kind: str, opts) -> AsyncIterator[s
                 yield sse(partial_image_event(kind, b64=item[4], index=item[3], options=opts), f"{kind}.partial_image")
                 sent += 1
             elif item[0] == "done":
-                for picture in item[1].pictures:
-                    yield sse(completed_event(kind, b64=picture, options=opts, usage=item[1].usage),
-                              f"{kind}.completed")
+                result = item[1]
+                for picture in result.pictures:
+                    yield sse(completed_event(kind, b64=picture, options=opts, usage=result.usage, seed=result.seed,
+                                              text=result.text, note=result.note), f"{kind}.completed")
                     sent += 1
     except APIError as e:
         yield sse(e.event(sent), "error")

@@ -342,6 +342,8 @@ def test_page_chat_names_words_the_model_was_never_taught(server, client, drawin
         # the OpenAI endpoints carry it in their `mmgen` extension field
         r = client.images.generate(prompt="draw a star and a kitten", size="128x128")
         assert r.mmgen["note"] == 'I don\'t know the words "and" and "kitten".'
+        events = list(client.images.generate(prompt="draw a kitten", size="128x128", stream=True))
+        assert events[-1].mmgen["note"] == 'I don\'t know the word "kitten".'      # and in a stream's last event
         r = client.responses.create(input="draw a kitten", tools=TOOLS, tool_choice=DRAW)
         assert r.mmgen["note"] == 'I don\'t know the word "kitten".'
         status, text = raw(server[0], "POST", "/api/chat", json.dumps({"message": "draw a star and a kitten",

@@ -4,7 +4,7 @@ terminal chat and the server all call these checks, so the same mistake reads th
 - `check_text`: a message, a prompt, a question.
 - `check_count`: how many pictures one reply draws (MAX_PICTURES at most).
 - `check_seed`: a random seed (0 to MAX_SEED).
-- `read_image`: a picture given as a PIL image, a path or bytes.
+- `read_image`: a picture given as a PIL image, a path or bytes; `user_path`: a path as typed.
 - `mask_grid` (and `redrawn_patches`, the rule it applies): the region of a picture an edit may change.
 
 No torch here, and PIL and numpy only once a picture comes: the command line checks its text and
@@ -26,6 +26,7 @@ PATCH_PIXELS = 8                         # a code's patch, in pixels each way (a
 # a seed is 0 … MAX_SEED everywhere (the server's documented range; a fresh one is drawn from it),
 # so a seed a reply reports can always be given back
 MAX_SEED = 2**31 - 1
+NAME_MAX = 255                           # the longest file name (one part of a path), in bytes, on common file systems
 
 
 class SessionError(ValueError):
@@ -85,6 +86,21 @@ def seed_after(seed: int, steps: int = 1) -> int:
     return (seed + steps) % (MAX_SEED + 1)
 
 
+def user_path(path: str | Path) -> Path:
+    """A file path as a person typed it, `~` expanded the way a shell does it: where it names a home
+    folder, else kept as written ("~draft.png" is a file here; Path.expanduser would raise for it).
+    A name no file can have (a NUL, a part over NAME_MAX bytes) is a SessionError, not an OSError later."""
+    text = str(path)
+    if "\0" in text:
+        raise SessionError("a file name cannot contain a NUL character")
+    if any(len(part.encode("utf-8", "surrogateescape")) > NAME_MAX for part in Path(text).parts):
+        raise SessionError(f"the file name {text[:40]}… is too long (a part of it over {NAME_MAX} bytes)")
+    try:
+        return Path(text).expanduser()
+    except RuntimeError:              # "~name" where no user is called name
+        return Path(text)
+
+
 def read_image(image):
     """A PIL image from a PIL image, a path or bytes; a clear SessionError otherwise."""
     from PIL import Image, UnidentifiedImageError
@@ -93,7 +109,7 @@ def read_image(image):
     if isinstance(image, (bytes, bytearray)):
         source, name = io.BytesIO(image), "the uploaded picture"
     elif isinstance(image, (str, Path)):
-        source, name = Path(image), str(image)
+        source, name = user_path(image), str(image)
         if not source.is_file():
             raise SessionError(f"no picture at {name}")
         if source.stat().st_size > MAX_IMAGE_BYTES:

@@ -22,7 +22,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from .inputs import MAX_PICTURES, MAX_SEED, NotAQuestion, SessionError, check_seed, check_text, read_image
+from .inputs import MAX_PICTURES, MAX_SEED, NotAQuestion, SessionError, check_seed, check_text, read_image, user_path
 from .settings import BACKGROUNDS, Settings, setting_help
 
 PICTURE_SUFFIXES = (".png", ".webp", ".jpg", ".jpeg")
@@ -114,7 +114,7 @@ def check_argument(text: str, what: str) -> str:
 
 def check_output(path: str) -> Path:
     """A path a picture can be written to: a known extension, not a folder, a writable folder above."""
-    out = Path(path).expanduser()
+    out = typed_path(path)
     if out.is_dir():
         raise BadInput(f"{out} is a folder; give a file name such as {out / 'picture.png'}")
     if out.suffix.lower() not in PICTURE_SUFFIXES:
@@ -139,10 +139,18 @@ def numbered(path: Path, n: int) -> list[Path]:
     return [path.with_name(f"{path.stem}-{i}{path.suffix}") for i in range(1, n + 1)]
 
 
+def typed_path(path: str) -> Path:
+    """inputs.user_path, its refusal as BadInput."""
+    try:
+        return user_path(path)
+    except SessionError as e:
+        raise BadInput(str(e)) from None
+
+
 def check_picture(path: str) -> str:
-    if not Path(path).expanduser().is_file():
+    if not typed_path(path).is_file():
         raise BadInput(f"no picture at {path}")
-    return str(Path(path).expanduser())
+    return str(typed_path(path))
 
 
 def read_picture(path: str):

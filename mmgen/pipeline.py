@@ -27,6 +27,7 @@ from typing import Generator
 
 import torch
 from PIL import Image
+from safetensors import SafetensorError
 from transformers.utils import logging as hf_logging
 
 from .engine import WEIGHTS, fp16_available, int8_available
@@ -141,6 +142,13 @@ class MMGen:
         root = Path(path) if path is not None else DEFAULT_CHECKPOINTS
         if not root.is_dir():
             raise FileNotFoundError(f"no checkpoints folder at {root}")
+        try:
+            return cls._load_parts(root, device, dtype, weights)
+        except SafetensorError as e:              # not an OSError: a weights file that is not safetensors
+            raise ValueError(f"a weights file under {root} is damaged or cut short ({e})") from None
+
+    @classmethod
+    def _load_parts(cls, root: Path, device, dtype: torch.dtype | None, weights: str | None) -> "MMGen":
         device = pick_device(device)
         vq = VQTokenizer.from_pretrained(root / "vq").to(device).eval()
         lm = load_model(root / "lm", device=device, dtype=pick_dtype(device, dtype))

@@ -28,8 +28,8 @@ from typing import Callable, Iterator
 import torch
 from PIL import Image
 
-from .inputs import (MAX_SEED, NotAQuestion, SessionError, check_count, check_seed, check_text, mask_grid, read_image,
-                     seed_after)
+from .inputs import (MAX_MESSAGE_CHARS, MAX_SEED, NotAQuestion, SessionError, check_count, check_seed, check_text,
+                     mask_grid, read_image, seed_after, user_path)
 from .io import atomic_write_json
 from .pipeline import Drawn, Pipeline, reply_reserve
 from .previews import PREVIEW_GREY, PREVIEW_MARGIN, PreviewCanvas, preview_image
@@ -45,6 +45,7 @@ __all__ = ["ChatSession", "TurnRecord", "Reply", "Event", "HistoryItem", "Sessio
            "preview_image", "SESSION_FORMAT"]
 
 SESSION_FORMAT = "mmgen-session-1"
+MAX_SESSION_BYTES = 64 * 2**20             # a session of a thousand pictures is ~2 MB
 
 # A moderation hook looks at a message (and a picture the user gives) and returns a refusal
 # message, or None to let it through.
@@ -273,7 +274,7 @@ class ChatSession:
     @classmethod
     def load(cls, path: str | Path, model, moderation: Moderation | None = None) -> "ChatSession":
         """Read a session file; a damaged or foreign file raises SessionError and changes nothing."""
-        path = Path(path)
+        path = user_path(path)
         data = read_session_file(path, model.stream.codebook_size)
         try:
             seed = check_seed(data.get("seed"))
@@ -302,6 +303,10 @@ def finished_reply(events: Iterator[Event]) -> Reply:
 def read_session_file(path: Path, codebook_size: int) -> dict:
     """The JSON of a session file saved for a tokenizer of `codebook_size` codes; SessionError if it is not one."""
     try:
+        if path.exists() and not path.is_file() and not path.is_dir():     # a FIFO or device would never end
+            raise SessionError(f"{path} is not a session file (not a regular file)")
+        if path.is_file() and path.stat().st_size > MAX_SESSION_BYTES:
+            raise SessionError(f"{path} is larger than {MAX_SESSION_BYTES // 2**20} MB: not a session file")
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise SessionError(f"no session file at {path}") from None
@@ -320,9 +325,19 @@ def read_session_file(path: Path, codebook_size: int) -> dict:
 
 
 def turn_from_file(t: dict, codebook_size: int, path: Path) -> TurnRecord:
-    """One turn of a session file (KeyError or TypeError where it is damaged)."""
+    """One turn of a session file, checked as the session would check it when it was made, so a
+    damaged file is refused on /load and not at the next message (KeyError or TypeError where it is)."""
+    if not isinstance(t, dict):
+        raise SessionError(f"{path} is damaged: a turn is {type(t).__name__}, not an object")
     codes = t.get("codes")
     if codes is not None and any(not isinstance(c, int) or not 0 <= c < codebook_size for c in codes):
         raise SessionError(f"{path}: a picture has codes outside the codebook")
-    return TurnRecord(role=t["role"], text=t["text"], codes=tuple(codes) if codes is not None else None,
-                      seed=t.get("seed"), id=t.get("id"))
+    try:
+        text = check_text(t["text"], "a turn's text", allow_empty=True, limit=MAX_MESSAGE_CHARS)
+        seed = None if t.get("seed") is None else check_seed(t["seed"])
+    except SessionError as e:
+        raise SessionError(f"{path} is damaged: {e}") from None
+    if not isinstance(t.get("id"), (str, type(None))):
+        raise SessionError(f"{path} is damaged: a turn's id is {type(t['id']).__name__}, not text")
+    return TurnRecord(role=t["role"], text=text, codes=tuple(codes) if codes is not None else None,
+                      seed=seed, id=t.get("id"))

@@ -31,7 +31,7 @@ import typing
 from pathlib import Path
 from typing import Callable
 
-from .inputs import check_seed, seed_after
+from .inputs import SessionError, check_seed, seed_after, user_path
 from .oneshot import BadInput, add_model_options, add_picture_options, load_model, one_line_errors, settings_from
 from .settings import PICTURE_MODES, Settings, setting_help
 from .termimage import MODES, Canvas, detect, terminal_size
@@ -88,7 +88,10 @@ def parse_path(arg: str) -> Path:
         if len(words) != 1:
             raise CommandError("give one path")
         arg = words[0]
-    return Path(arg).expanduser()
+    try:
+        return user_path(arg)
+    except SessionError as e:
+        raise CommandError(str(e)) from None
 
 
 def setting_names() -> list[str]:
@@ -259,7 +262,6 @@ class Terminal:
     def play(self, events) -> str | None:
         """Show a stream of session events; Ctrl-C stops it and leaves the conversation as it was
         ("stopped" is returned then)."""
-        from .session import SessionError
         before = self.chat.conversation
         canvas, shown, done = None, "", None
         wrap = WordWrap(lambda s: self.say(s, end=""), self.size()[0] - 1, column=len("mmgen: "))
@@ -434,7 +436,6 @@ class Terminal:
 
     def handle(self, line: str) -> bool:
         """Act on one line; False when it is time to leave."""
-        from .session import SessionError
         line = line.strip()
         if not line:
             return True
@@ -486,7 +487,10 @@ def history_file(args: argparse.Namespace, environ=os.environ) -> Path | None:
     --no-history or MMGEN_NO_HISTORY (set, and not 0) says to keep it nowhere."""
     if args.no_history or environ.get(NO_HISTORY_ENV, "0") not in ("", "0"):
         return None
-    return Path(args.history_file or DEFAULT_HISTORY).expanduser()
+    try:
+        return user_path(args.history_file or DEFAULT_HISTORY)
+    except SessionError as e:
+        raise BadInput(f"--history-file: {e}") from None
 
 
 def setup_readline(path: Path | None) -> Callable[[], None]:
@@ -548,7 +552,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def picture_folder(arg: str) -> Path:
     """The --out folder, made if missing; BadInput when pictures cannot be written there."""
-    folder = Path(arg).expanduser()
+    try:
+        folder = user_path(arg)
+    except SessionError as e:
+        raise BadInput(f"--out: {e}") from None
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -561,14 +568,14 @@ def picture_folder(arg: str) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .session import ChatSession, SessionError
+    from .session import ChatSession
     try:
         settings = settings_from(args)
         if sys.stdout.isatty():
             print("loading the model...", end="\r", flush=True)
         model = load_model(args.checkpoints)
         if args.load:
-            chat = ChatSession.load(Path(args.load).expanduser(), model)
+            chat = ChatSession.load(args.load, model)
             chat.set(**settings)
             if args.seed is not None:
                 chat.seed = args.seed

@@ -156,6 +156,9 @@ BAD = [   # (arguments, what the one line says)
     (["edit", "{d}/ok.png", "", "-o", "{d}/x.png"], "the instruction is empty"),
     (["ask", "{d}/junk.png", "what is it?"], "cannot read"),
     (["ask", "{d}/ok.png", "\x00"], "control characters"),
+    (["generate", "a star", "-o", "{d}/" + "a" * 300 + ".png"], "is too long"),
+    (["edit", "{d}/" + "a" * 300 + ".png", "make it blue", "-o", "{d}/x.png"], "is too long"),
+    (["ask", "~nosuchuser-mmgen/p.png", "what is it?"], "no picture at ~nosuchuser-mmgen/p.png"),
 ]
 
 

@@ -2,7 +2,10 @@
 save/load, provenance, transparency, moderation and bad input."""
 from __future__ import annotations
 
+import json
+import os
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,7 +13,7 @@ import torch
 from PIL import Image
 
 from mmgen.imageutil import TRAINED_ALGORITHMIC_MEDIA
-from mmgen.inputs import MAX_SEED, check_text
+from mmgen.inputs import MAX_SEED, check_text, user_path
 from mmgen.session import PREVIEW_MARGIN, ChatSession, SessionError, Settings, preview_image
 from mmgen.settings import SamplingConfig
 from mmgen.stream import IMAGE_TOKENS
@@ -142,6 +145,54 @@ def test_damaged_session_files_give_a_clear_error_and_are_untouched(tiny_model, 
     assert path.read_bytes() == content
     with pytest.raises(SessionError, match="no session file"):
         ChatSession.load(tmp_path / "missing.json", tiny_model)
+
+
+@pytest.mark.parametrize("turn, problem", [
+    ("x", "a turn is str, not an object"),
+    ({"role": "user", "text": "a\udcffb"}, "a turn's text is not UTF-8 text"),
+    ({"role": "user", "text": 3}, "a turn's text must be text"),
+    ({"role": "assistant", "text": "ok", "seed": "x"}, "seed must be an integer"),
+    ({"role": "assistant", "text": "ok", "id": ["img_1"]}, "a turn's id is list, not text"),
+    ({"role": "robot", "text": "ok"}, "role must be one of"),
+])
+def test_a_session_file_with_a_damaged_turn_is_refused_when_loaded(tiny_model, tmp_path, turn, problem):
+    """Checked on /load, not when the next message trips over it."""
+    path = tiny_model.chat(seed=3).save(tmp_path / "s.json")
+    data = json.loads(path.read_text())
+    data["turns"] = [turn]
+    path.write_text(json.dumps(data))
+    with pytest.raises(SessionError, match=f"^{re.escape(str(path))} is damaged: .*{re.escape(problem)}"):
+        ChatSession.load(path, tiny_model)
+
+
+def test_a_session_path_that_is_no_file_is_refused_without_reading_it(tiny_model, tmp_path):
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)             # reading it would wait for a writer forever
+    with pytest.raises(SessionError, match="not a regular file"):
+        ChatSession.load(fifo, tiny_model)
+    with pytest.raises(SessionError, match="cannot contain a NUL"):
+        ChatSession.load(str(tmp_path / "a\0b.json"), tiny_model)
+
+
+def test_typed_paths_expand_a_home_folder_as_a_shell_does(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert user_path("~/s.json") == tmp_path / "s.json"
+    assert user_path("~nosuchuser-mmgen/s.json") == Path("~nosuchuser-mmgen/s.json")   # no such user: as written
+    assert user_path("~draft.png") == Path("~draft.png")
+    with pytest.raises(SessionError, match="too long"):
+        user_path("x" * 300 + ".json")
+
+
+def test_a_damaged_weights_file_is_named_not_a_traceback(tiny_checkpoints, tmp_path):
+    import shutil
+
+    import mmgen
+    root = tmp_path / "checkpoints"
+    shutil.copytree(tiny_checkpoints, root)
+    weights = root / "lm" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:len(weights.read_bytes()) // 2])      # cut short
+    with pytest.raises(ValueError, match=f"a weights file under {re.escape(str(root))} is damaged or cut short"):
+        mmgen.load(root)
 
 
 def test_saved_pictures_carry_provenance(tiny_model, tmp_path):

@@ -364,10 +364,11 @@ def test_every_mistake_is_one_line(tiny_model, tmp_path):
     (tmp_path / "folder").mkdir()
     cases = ["/bogus", "/set colour=red", "/set cfg=99", "/set cfg=abc", "/set cfg=3 seed=-3", "/load", f"/load {tmp_path / 'missing.json'}",
              f"/load {damaged}", f"/load {junk}", f"/attach {tmp_path / 'missing.png'}", f"/attach {junk}",
-             f"/save {tmp_path / 'folder'}", "/undo now", "x" * 100_000, "bin\x00ary", "draw a red circle \udcff"]
+             f"/save {tmp_path / 'folder'}", "/undo now", "x" * 100_000, "bin\x00ary", "draw a red circle \udcff",
+             "/attach ~nosuchuser-mmgen/x.png", "/load a\x00b.json", "/save a\x00b.json", f"/attach {'a' * 300}.png"]
     for line in cases:
         out, err = s.type(line)
-        assert err.count("\n") == 1 and "Traceback" not in err, (line, err)
+        assert err.count("\n") == 1 and "Traceback" not in err and "went wrong" not in err, (line, err)
     assert s.term.chat.conversation.turns == () and s.term.chat.settings.cfg == Settings().cfg
     _, err = s.type(f"/attach {junk}")                            # said in words, not exception names
     assert "is not a PNG, JPEG, WEBP or other picture file" in err and "Error" not in err

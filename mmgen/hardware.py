@@ -22,3 +22,21 @@ def bf16_native(device: str | torch.device) -> bool:
     if kind == "cuda":
         return torch.cuda.is_bf16_supported()
     return kind == "cpu" and bf16_fast_on_cpu()
+
+
+def device_problem(device: str | None) -> str | None:
+    """What is wrong with a --device (None: nothing, or none given): a name torch parses, and for
+    CUDA a GPU this torch can use (a CPU-only build has none)."""
+    if device is None:
+        return None
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError):
+        return f"--device {device!r} is not a device torch knows (cpu, cuda, cuda:1, ...)"
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            return f"--device {device!r}: no CUDA GPU is available to this torch; use --device cpu"
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            return (f"--device {device!r}: no such GPU; torch sees {torch.cuda.device_count()} "
+                    "(numbered from 0)")
+    return None

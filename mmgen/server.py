@@ -51,6 +51,7 @@ import argparse
 import asyncio
 import ipaddress
 import logging
+import math
 import os
 import re
 from contextlib import asynccontextmanager
@@ -64,12 +65,14 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from .hardware import device_problem
 from .inputs import MAX_MESSAGE_CHARS
+from .oneshot import one_line_errors
 from .server_api import APIError, bad_request
 from .server_routes import ROUTERS, WEB_DIR, ServerState
 from .server_worker import ClientGone
 from .session import ChatSession, SessionError
-from .settings import setting_help
+from .settings import Settings, setting_help
 
 log = logging.getLogger("mmgen.server")
 
@@ -336,6 +339,7 @@ ERROR_HANDLERS = {APIError: api_error, BodyTooLarge: body_too_large, ClientGone:
 
 # --- command line -------------------------------------------------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    one_line_errors(parser)
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     parser.add_argument("--port", type=int, default=8000, help="port to listen on (default %(default)s)")
     parser.add_argument("--checkpoints", default=None, help="checkpoints folder (default: the shipped one)")
@@ -386,45 +390,62 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def session_defaults(args: argparse.Namespace) -> dict:
+    """The Settings the command line gives new conversations (--max-words; none left out)."""
+    return {"max_words": args.max_words} if args.max_words is not None else {}
+
+
+def argument_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with `mmgen serve`'s options (None: nothing), found before the model loads."""
+    if not 0 < args.port < 65536:
+        return f"--port must be in 1..65535, got {args.port}"
+    limits = {"--max-body-mb": args.max_body_mb, "--timeout": args.timeout, "--queue": args.queue,
+              "--max-sessions": args.max_sessions, "--max-prompt-chars": args.max_prompt_chars, "--batch": args.batch}
+    for flag, value in limits.items():
+        # `not value > 0` refuses nan too; an infinite float has no byte count or deadline
+        if not value > 0 or (isinstance(value, float) and not math.isfinite(value)):
+            return f"{flag} must be a positive number, got {value}"
+    if args.threads is not None and args.threads < 1:
+        return f"--threads must be at least 1, got {args.threads}"
+    for origin in args.allow_origin:
+        if origin != ANY and parse_origin(origin) is None:
+            return (f"--allow-origin must be scheme://host[:port] (as a browser's address bar shows it) or '*', "
+                    f"got {origin!r}")
+    for name in args.allow_host:
+        if name != ANY and not is_host_name(name):
+            return f"--allow-host must be a host name or address (no scheme, no path) or '*', got {name!r}"
+    try:
+        Settings(**session_defaults(args))
+    except SessionError as e:
+        return str(e)
+    return device_problem(args.device)
+
+
 def run(args: argparse.Namespace) -> int:
     import sys
 
+    def fail(message: str) -> int:
+        print(f"mmgen serve: {message}", file=sys.stderr)
+        return 2
+
+    problem = argument_problem(args)
+    if problem is not None:
+        return fail(problem)
     import torch
     import uvicorn
 
     import mmgen
-    if not 0 < args.port < 65536:
-        print(f"--port must be in 1..65535, got {args.port}", file=sys.stderr)
-        return 2
-    limits = {"--max-body-mb": args.max_body_mb, "--timeout": args.timeout, "--queue": args.queue,
-              "--max-sessions": args.max_sessions, "--max-prompt-chars": args.max_prompt_chars, "--batch": args.batch}
-    for flag, value in limits.items():
-        if value <= 0:
-            print(f"{flag} must be positive, got {value}", file=sys.stderr)
-            return 2
-    for origin in args.allow_origin:
-        if origin != ANY and parse_origin(origin) is None:
-            print(f"--allow-origin must be scheme://host[:port] (as a browser's address bar shows it) or '*', "
-                  f"got {origin!r}", file=sys.stderr)
-            return 2
-    for name in args.allow_host:
-        if name != ANY and not is_host_name(name):
-            print(f"--allow-host must be a host name or address (no scheme, no path) or '*', got {name!r}",
-                  file=sys.stderr)
-            return 2
-    if args.threads:
+    if args.threads is not None:
         torch.set_num_threads(args.threads)
     try:
         model = mmgen.load(args.checkpoints, device=args.device)
     except (FileNotFoundError, ValueError, OSError) as e:
-        print(f"cannot load the model: {e}", file=sys.stderr)
-        return 2
-    defaults = {"max_words": args.max_words} if args.max_words else {}
+        return fail(f"cannot load the model: {e}")
+    defaults = session_defaults(args)
     try:
         ChatSession(model, **defaults)
     except SessionError as e:
-        print(str(e), file=sys.stderr)
-        return 2
+        return fail(str(e))
     config = ServerConfig(api_key=args.api_key or None, max_body_bytes=int(args.max_body_mb * 2**20),
                           max_prompt_chars=args.max_prompt_chars, timeout=args.timeout, max_queue=args.queue,
                           max_batch=args.batch,

@@ -68,8 +68,13 @@ class ServerState:
         return frozenset({self.model.name, "mmgen"})
 
     def check_model(self, name) -> None:
-        """A request's `model` (None: not given) must name the served model; 404 otherwise."""
-        if name is not None and name not in self.names:
+        """A request's `model` (None: not given) must name the served model: 400 when it is not a
+        string (a list or an object), 404 when it names another model."""
+        if name is None:
+            return
+        if not isinstance(name, str):
+            raise bad_request("'model' must be a string", "model", code="invalid_type")
+        if name not in self.names:
             raise APIError(404, f"the model {name!r:.80} does not exist; this server serves {self.model.name!r}",
                            code="model_not_found", param="model")
 

@@ -157,6 +157,23 @@ def test_cli_export(tmp_path, capsys):
     assert cli_main(["world", "export", "--n", "1", "--out", str(tmp_path), "--seed", "-5"]) == 2
 
 
+@pytest.mark.parametrize("out, reason", [("{d}/afile/x", "Not a directory"), ("{d}/afile", "Not a directory"),
+                                         ("/proc/x", "No such file or directory")])
+def test_cli_export_to_a_place_it_cannot_write_is_one_line(tmp_path, capsys, out, reason):
+    (tmp_path / "afile").write_text("not a folder")
+    out = out.replace("{d}", str(tmp_path))
+    assert cli_main(["world", "export", "--n", "1", "--out", out]) == 2
+    err = capsys.readouterr().err
+    assert err == f"mmgen world export: cannot write {out}: {reason}\n"
+
+
+def test_cli_export_option_of_the_wrong_kind_is_one_line(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli_main(["world", "export", "--n", "x", "--out", "y"])
+    assert e.value.code == 2
+    assert capsys.readouterr().err.startswith("mmgen world export: argument --n: invalid int value")
+
+
 def test_scene_json_round_trip_is_exact():
     for s in range(30):
         for scene in sample_conversation(s).images():

@@ -386,3 +386,37 @@ def test_eval_refuses_seeds_out_of_range_before_loading(tmp_path, capsys):
     assert "seed must be an integer" in capsys.readouterr().err
     assert main(["eval", "--seed", str(MAX_SEED), "--n", "2", "--checkpoints", str(tmp_path / "none")]) == 2
     assert "no room for 2 cases" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--cfg", "99"], "cfg must be a number in [0, 20]"),
+    (["--top-k", "0"], "top_k must be a positive integer"),
+    (["--out", "{d}"], "is a folder; give a file name such as"),
+    (["--out", "{d}/afile/eval.json"], "afile is not a folder"),
+    (["--out", "{d}/locked/new/eval.json"], "no permission to write in"),
+    (["--device", "foo"], "--device 'foo' is not a device torch knows"),
+    (["--device", "cuda"], "--device 'cuda': no CUDA GPU is available"),
+])
+def test_eval_refuses_bad_settings_out_and_device_before_loading(tmp_path, capsys, monkeypatch, extra, message):
+    """One line and exit code 2 before the model loads (the checkpoints named do not exist), so a
+    mistake costs neither the loading nor the run. CUDA is made absent for the cuda case."""
+    import os
+
+    import torch
+    if "locked" in extra[1] and os.geteuid() == 0:
+        pytest.skip("root may write anywhere")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    (tmp_path / "afile").write_text("not a folder")
+    (tmp_path / "locked").mkdir(mode=0o500)
+    extra = [a.replace("{d}", str(tmp_path)) for a in extra]
+    assert main(["eval", "--checkpoints", str(tmp_path / "none"), *extra]) == 2
+    out = capsys.readouterr().out
+    assert out.startswith("error: ") and message in out and out.count("\n") == 1, out
+
+
+def test_eval_option_of_the_wrong_kind_is_one_line(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["eval", "--n", "x"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mmgen eval: argument --n: invalid int value") and err.count("\n") == 1, err

@@ -388,6 +388,16 @@ def test_malformed_generation_requests_get_400(server, body, param):
     assert_error(status, error, 400, param)
 
 
+@pytest.mark.parametrize("path, body", [("/v1/images/generations", {"model": [], "prompt": "x"}),
+                                        ("/v1/images/generations", {"model": 5, "prompt": "x"}),
+                                        ("/v1/responses", {"model": {}, "input": "x"})])
+def test_a_model_that_is_not_a_string_gets_400(server, path, body):
+    """`model` as a list or an object (unhashable: once a 500) is refused as a wrong type."""
+    status, error = raw(server[0], "POST", path, json.dumps(body).encode(), JSON)
+    assert_error(status, error, 400, "model")
+    assert error["error"]["code"] == "invalid_type" and error["error"]["message"] == "'model' must be a string"
+
+
 def test_text_that_is_not_utf8_gets_the_sessions_sentence(server):
     """A lone surrogate (JSON's "\\udcff", bytes that were not UTF-8) is a 400 with the sentence
     the Python API, the terminal and the command line give, on every route that takes text."""
@@ -597,6 +607,45 @@ def test_cli_refuses_malformed_allow_flags(argv, word, capsys):
     add_arguments(parser)
     assert run_server(parser.parse_args(argv)) == 2
     assert word in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--device", "foo"], "--device 'foo' is not a device torch knows"),
+    (["--device", "cuda"], "--device 'cuda': no CUDA GPU is available"),
+    (["--threads", "-2"], "--threads must be at least 1, got -2"),
+    (["--threads", "0"], "--threads must be at least 1, got 0"),
+    (["--max-body-mb", "nan"], "--max-body-mb must be a positive number, got nan"),
+    (["--max-body-mb", "inf"], "--max-body-mb must be a positive number, got inf"),
+    (["--timeout", "nan"], "--timeout must be a positive number, got nan"),
+    (["--queue", "0"], "--queue must be a positive number, got 0"),
+    (["--max-words", "0"], "max_words must be an integer in [1, 512]"),
+])
+def test_cli_refuses_bad_options_in_one_line_before_loading(argv, message, tmp_path, capsys, monkeypatch):
+    """Each is one line and exit code 2, before the model loads (the checkpoints named do not exist:
+    reaching them would say "cannot load the model" instead). CUDA is made absent for the cuda case."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    parser = argparse.ArgumentParser(prog="mmgen serve")
+    add_arguments(parser)
+    assert run_server(parser.parse_args(["--checkpoints", str(tmp_path / "none"), *argv])) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"mmgen serve: {message}") and err.count("\n") == 1, err
+
+
+def test_cli_device_names_a_gpu_that_is_there(monkeypatch):
+    from mmgen.hardware import device_problem
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert device_problem(None) is None and device_problem("cpu") is None and device_problem("cuda:0") is None
+    assert device_problem("cuda:3") == "--device 'cuda:3': no such GPU; torch sees 1 (numbered from 0)"
+
+
+def test_cli_option_of_the_wrong_kind_is_one_line(capsys):
+    from mmgen.cli import main
+    with pytest.raises(SystemExit) as e:
+        main(["serve", "--threads", "two"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mmgen serve: argument --threads: invalid int value") and err.count("\n") == 1, err
 
 
 def test_cli_allow_flags_reach_the_config():

@@ -79,6 +79,10 @@ def test_a_timed_run_with_rendering_workers_stops_and_checkpoints(tmp_path, tiny
         cli(["train", "lm", "--vq", str(tiny_vq), "--out", str(out), "--no-picture-rate", "1.5"])
     with pytest.raises(SystemExit, match=r"--group-rate must lie in \[0, 1\]"):
         cli(["train", "lm", "--vq", str(tiny_vq), "--out", str(out), "--group-rate", "-0.1"])
+    with pytest.raises(SystemExit, match="--save-every must be 1 or more"):
+        cli(["train", "lm", "--vq", str(tiny_vq), "--out", str(out), "--save-every", "0"])
+    with pytest.raises(SystemExit, match="already holds a checkpoint, which a new run would replace: --resume"):
+        cli(["train", "lm", "--vq", str(tiny_vq), "--out", str(out)])      # a forgotten --resume
 
 
 def test_schedule_warms_up_and_decays():

@@ -49,14 +49,16 @@ language the world cannot teach.
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import re
 import time
 from collections import Counter
 from pathlib import Path
 
-from ..inputs import MAX_SEED
-from ..oneshot import seed_option
+from ..inputs import MAX_SEED, SessionError
+from ..oneshot import one_line_errors, seed_option
+from ..settings import Settings
 from ..world.edits import PLURAL_KINDS
 from ..world.typos import misspell
 from .vocabulary import unseen_words
@@ -70,6 +72,7 @@ KIND_TRIES = 20   # prompts tried for a case's edit or question kind (each part 
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    one_line_errors(p)
     p.add_argument("--n", type=int, default=50, help="cases per category (and per part)")
     p.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
     p.add_argument("--checkpoints", default=None, help="checkpoints folder (default: the shipped one)")
@@ -623,28 +626,64 @@ def format_table(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def run(args) -> int:
-    import torch
-
-    from ..pipeline import load
-    parts = [p.strip() for p in args.parts.split(",") if p.strip()]
-    unknown = set(parts) - set(PARTS)
-    if unknown:
-        print(f"error: unknown part(s) {', '.join(sorted(unknown))}; choose from {', '.join(PARTS)}")
-        return 2
-    if args.seed + args.n - 1 > MAX_SEED:          # case i draws with seed + i
-        print(f"error: --seed {args.seed} leaves no room for {args.n} cases below {MAX_SEED}")
-        return 2
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-    try:
-        model = load(args.checkpoints, device=args.device, weights=args.weights)
-    except ValueError as e:
-        print(f"error: {e}")
-        return 2
+def run_settings(args) -> dict:
+    """The session settings the options give (those left out keep the session's defaults)."""
     settings = {k: getattr(args, k) for k in ("cfg", "word_cfg", "temperature", "word_temperature", "top_k",
                                               "guide_reply") if getattr(args, k) is not None}
     if args.refine is not None:
         settings["refine"] = args.refine
+    return settings
+
+
+def results_problem(path: str) -> str | None:
+    """What keeps the results from being written to `path` (None: nothing): oneshot.check_output's
+    checks without its picture suffixes. atomic_write_json makes the missing folders, so the first
+    folder above that exists must be one we may write in."""
+    out = Path(path)
+    if out.is_dir():
+        return f"--out {out} is a folder; give a file name such as {out / 'eval.json'}"
+    parent = out.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"cannot write {out}: {parent} is not a folder"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"cannot write {out}: no permission to write in {parent}"
+    return None
+
+
+def argument_problem(args, parts: list[str]) -> str | None:
+    """What is wrong with the options (None: nothing), found before the model loads and the run
+    starts: a bad setting or --out found after the run would cost the run."""
+    from ..hardware import device_problem
+    unknown = set(parts) - set(PARTS)
+    if unknown:
+        return f"unknown part(s) {', '.join(sorted(unknown))}; choose from {', '.join(PARTS)}"
+    if args.seed + args.n - 1 > MAX_SEED:          # case i draws with seed + i
+        return f"--seed {args.seed} leaves no room for {args.n} cases below {MAX_SEED}"
+    try:
+        Settings(**run_settings(args))
+    except SessionError as e:
+        return str(e)
+    return results_problem(args.out) or device_problem(args.device)
+
+
+def run(args) -> int:
+    parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+    problem = argument_problem(args, parts)
+    if problem is not None:
+        print(f"error: {problem}")
+        return 2
+    import torch
+
+    from ..pipeline import load
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    try:
+        model = load(args.checkpoints, device=args.device, weights=args.weights)
+    except (ValueError, OSError) as e:          # no folder there, a damaged or mismatched checkpoint
+        print(f"error: {e}")
+        return 2
+    settings = run_settings(args)
     if args.save_images:
         Path(args.save_images).mkdir(parents=True, exist_ok=True)
     if args.typos:

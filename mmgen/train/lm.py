@@ -184,6 +184,16 @@ def check_arguments(args) -> None:
                          "(--quiz-rate or --told-rate, and --drill-rate, above 0)")
     if args.workers < 0:
         raise SystemExit(f"mmgen train: --workers must be 0 or more, not {args.workers}")
+    for flag, every in (("--save-every", args.save_every), ("--eval-every", args.eval_every)):
+        if every < 1:
+            raise SystemExit(f"mmgen train: {flag} must be 1 or more, not {every}")
+
+
+def check_out(args) -> None:
+    """A new run (neither --resume nor --init-from) would replace a checkpoint at --out at its first save."""
+    if not args.resume and not args.init_from and (Path(args.out) / "config.json").is_file():
+        raise SystemExit(f"mmgen train: {args.out} already holds a checkpoint, which a new run would replace: "
+                         "--resume continues it, or --out picks another folder")
 
 
 def load_or_build_model(args, stream, device, glyph_codes=()):
@@ -400,6 +410,7 @@ def run(args, teacher_path: str | None = None) -> int:
     from .loss import StreamLoss
 
     check_arguments(args)
+    check_out(args)
     accelerator = start_process(args)
     device = accelerator.device
     stream, text = build_stream(args)

@@ -148,6 +148,8 @@ def read_jsonl(path: str | Path) -> list[Example]:
 
 # --- command line --------------------------------------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..oneshot import one_line_errors
+    one_line_errors(parser)
     parser.add_argument("--n", type=int, default=20, help="number of conversations (default 20)")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--split", choices=("train", "eval"), default="train")
@@ -162,6 +164,9 @@ def run(args: argparse.Namespace) -> int:
         path, images = export(args.out, args.n, split=args.split, seed=args.seed)
     except ValueError as e:                     # a seed outside the split's range
         print(f"mmgen world export: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:                        # --out under a file, or where we may not write
+        print(f"mmgen world export: cannot write {args.out}: {e.strerror or e}", file=sys.stderr)
         return 2
     print(f"wrote {args.n} {args.split} conversations to {path} ({images} pictures in {path.parent / IMAGE_DIR})")
     return 0

@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import operator
 import unicodedata
+import warnings
 from pathlib import Path
 
 MAX_MESSAGE_CHARS = 4000                 # longer messages are refused with a message
@@ -117,10 +118,12 @@ def read_image(image):
     else:
         raise SessionError(f"a picture must be a PIL image, a path or bytes, not {type(image).__name__}")
     try:
-        with Image.open(source) as im:
-            im.load()
-            return im.copy()
-    except Image.DecompressionBombError:
+        with warnings.catch_warnings():     # PIL only warns from 89 M pixels up to twice that: refuse those too
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(source) as im:
+                im.load()
+                return im.copy()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise SessionError(f"cannot read {name} as a picture: it has too many pixels to open safely") from None
     except UnidentifiedImageError:
         raise SessionError(f"cannot read {name} as a picture: it is not a PNG, JPEG, WEBP or other picture "

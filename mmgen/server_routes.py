@@ -276,6 +276,9 @@ async def read_edit_form(request: Request) -> tuple[dict, list[bytes], bytes | N
             raise bad_request("'mask' must be a file upload (multipart file field)", "mask")
         mask_data = await mask_file.read() if mask_file is not None else None
         fields = {k: v for k, v in form.multi_items() if isinstance(v, str)}
+        for key, value in form.multi_items():      # a text field sent as a file would read as missing
+            if key not in ("image", "image[]", "mask") and isinstance(value, UploadFile):
+                raise bad_request(f"'{key:.40}' must be a text field, not a file upload", key[:40])
     return fields, datas, mask_data
 
 

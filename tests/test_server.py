@@ -236,6 +236,13 @@ def test_edit_as_json_with_data_urls(server):
     assert status == 200, r
     status, error = raw(server[0], "POST", "/v1/images/edits", json.dumps({**plain, "image": 3}).encode(), JSON)
     assert_error(status, error, 400, "image")
+    # a multipart edit whose prompt came as a file part is told so, not that the prompt is missing
+    parts = [("image", 'filename="in.png"', png(noise(3))), ("prompt", 'filename="prompt.txt"', b"add a moon")]
+    body = b"".join(b"--B\r\nContent-Disposition: form-data; name=\"%s\"; %s\r\n\r\n%s\r\n"
+                    % (name.encode(), extra.encode(), data) for name, extra, data in parts) + b"--B--\r\n"
+    status, error = raw(server[0], "POST", "/v1/images/edits", body, {"Content-Type": "multipart/form-data; boundary=B"})
+    assert_error(status, error, 400, "prompt")
+    assert "must be a text field" in error["error"]["message"]
 
 
 def test_stream_partial_images(client):

@@ -183,6 +183,16 @@ def test_typed_paths_expand_a_home_folder_as_a_shell_does(tmp_path, monkeypatch)
         user_path("x" * 300 + ".json")
 
 
+@pytest.mark.parametrize("side", [10_000, 14_000])     # PIL warns at 89 M pixels and refuses at 179 M
+def test_a_picture_with_too_many_pixels_is_refused_in_one_line(tmp_path, side, recwarn):
+    from mmgen.inputs import read_image
+    path = tmp_path / "huge.png"
+    Image.new("1", (side, side)).save(path)            # a few kB on disk
+    with pytest.raises(SessionError, match="too many pixels to open safely"):
+        read_image(path)
+    assert not [w for w in recwarn if issubclass(w.category, Image.DecompressionBombWarning)]
+
+
 def test_a_damaged_weights_file_is_named_not_a_traceback(tiny_checkpoints, tmp_path):
     import shutil
 

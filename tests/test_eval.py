@@ -396,6 +396,7 @@ def test_eval_refuses_seeds_out_of_range_before_loading(tmp_path, capsys):
     (["--out", "{d}/locked/new/eval.json"], "no permission to write in"),
     (["--device", "foo"], "--device 'foo' is not a device torch knows"),
     (["--device", "cuda"], "--device 'cuda': no CUDA GPU is available"),
+    (["--save-images", "{d}/afile"], "afile is a file; give a folder"),
 ])
 def test_eval_refuses_bad_settings_out_and_device_before_loading(tmp_path, capsys, monkeypatch, extra, message):
     """One line and exit code 2 before the model loads (the checkpoints named do not exist), so a
@@ -412,6 +413,12 @@ def test_eval_refuses_bad_settings_out_and_device_before_loading(tmp_path, capsy
     assert main(["eval", "--checkpoints", str(tmp_path / "none"), *extra]) == 2
     out = capsys.readouterr().out
     assert out.startswith("error: ") and message in out and out.count("\n") == 1, out
+
+
+def test_eval_without_a_checkpoints_folder_says_so(tmp_path, capsys):
+    assert main(["eval", "--checkpoints", str(tmp_path / "none")]) == 2
+    out = capsys.readouterr().out
+    assert out == f"error: no checkpoints folder at {tmp_path / 'none'}\n"
 
 
 def test_eval_option_of_the_wrong_kind_is_one_line(capsys):

@@ -665,6 +665,8 @@ def argument_problem(args, parts: list[str]) -> str | None:
         Settings(**run_settings(args))
     except SessionError as e:
         return str(e)
+    if args.save_images and Path(args.save_images).exists() and not Path(args.save_images).is_dir():
+        return f"--save-images {args.save_images} is a file; give a folder"
     return results_problem(args.out) or device_problem(args.device)
 
 

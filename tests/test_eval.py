@@ -99,7 +99,7 @@ def test_paraphrase_split_asks_in_known_words_only(tmp_path, tiny_checkpoints):
 def test_unknown_part_and_split_are_refused(tmp_path, tiny_checkpoints, capsys):
     code, got = _eval(tmp_path, tiny_checkpoints, "--parts", "gen,dance")
     assert code == 2 and got is None
-    assert "unknown part" in capsys.readouterr().out
+    assert "unknown part" in capsys.readouterr().err
     with pytest.raises(SystemExit) as refused:      # argparse: a clear message and exit status 2
         main(["eval", "--split", "test"])
     assert refused.value.code == 2
@@ -385,7 +385,7 @@ def test_eval_refuses_seeds_out_of_range_before_loading(tmp_path, capsys):
         main(["eval", "--seed", "-1", "--checkpoints", str(tmp_path / "none")])
     assert "seed must be an integer" in capsys.readouterr().err
     assert main(["eval", "--seed", str(MAX_SEED), "--n", "2", "--checkpoints", str(tmp_path / "none")]) == 2
-    assert "no room for 2 cases" in capsys.readouterr().out
+    assert "no room for 2 cases" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("extra, message", [
@@ -411,14 +411,13 @@ def test_eval_refuses_bad_settings_out_and_device_before_loading(tmp_path, capsy
     (tmp_path / "locked").mkdir(mode=0o500)
     extra = [a.replace("{d}", str(tmp_path)) for a in extra]
     assert main(["eval", "--checkpoints", str(tmp_path / "none"), *extra]) == 2
-    out = capsys.readouterr().out
-    assert out.startswith("error: ") and message in out and out.count("\n") == 1, out
+    err = capsys.readouterr().err
+    assert err.startswith("mmgen eval: ") and message in err and err.count("\n") == 1, err
 
 
 def test_eval_without_a_checkpoints_folder_says_so(tmp_path, capsys):
     assert main(["eval", "--checkpoints", str(tmp_path / "none")]) == 2
-    out = capsys.readouterr().out
-    assert out == f"error: no checkpoints folder at {tmp_path / 'none'}\n"
+    assert capsys.readouterr().err == f"mmgen eval: no checkpoints folder at {tmp_path / 'none'}\n"
 
 
 def test_eval_option_of_the_wrong_kind_is_one_line(capsys):

@@ -52,6 +52,7 @@ import argparse
 import os
 import random
 import re
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -674,7 +675,7 @@ def run(args) -> int:
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
     problem = argument_problem(args, parts)
     if problem is not None:
-        print(f"error: {problem}")
+        print(f"mmgen eval: {problem}", file=sys.stderr)
         return 2
     import torch
 
@@ -683,7 +684,7 @@ def run(args) -> int:
     try:
         model = load(args.checkpoints, device=args.device, weights=args.weights)
     except (ValueError, OSError) as e:          # no folder there, a damaged or mismatched checkpoint
-        print(f"error: {e}")
+        print(f"mmgen eval: {e}", file=sys.stderr)
         return 2
     settings = run_settings(args)
     if args.save_images:

@@ -119,14 +119,23 @@ def check_output(path: str) -> Path:
         raise BadInput(f"{out} is a folder; give a file name such as {out / 'picture.png'}")
     if out.suffix.lower() not in PICTURE_SUFFIXES:
         raise BadInput(f"cannot save as {out.name!r}: the name must end in {', '.join(PICTURE_SUFFIXES)}")
+    problem = unwritable(out)
+    if problem:
+        raise BadInput(problem)
+    return out
+
+
+def unwritable(out: Path) -> str | None:
+    """Why a file cannot be written at `out` (None: it can). Writers here make missing folders, so
+    the first folder above that exists must be one we may write in."""
     parent = out.parent
-    while not parent.exists():          # save_image creates missing folders; check the first that exists
+    while not parent.exists():
         parent = parent.parent
     if not parent.is_dir():
-        raise BadInput(f"cannot write {out}: {parent} is not a folder")
+        return f"cannot write {out}: {parent} is not a folder"
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise BadInput(f"cannot write {out}: no permission to write in {parent}")
-    return out
+        return f"cannot write {out}: no permission to write in {parent}"
+    return None
 
 
 def numbered(path: Path, n: int) -> list[Path]:

@@ -49,7 +49,6 @@ language the world cannot teach.
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import re
 import sys
@@ -58,7 +57,7 @@ from collections import Counter
 from pathlib import Path
 
 from ..inputs import MAX_SEED, SessionError
-from ..oneshot import one_line_errors, seed_option
+from ..oneshot import one_line_errors, seed_option, unwritable
 from ..settings import Settings
 from ..world.edits import PLURAL_KINDS
 from ..world.typos import misspell
@@ -637,20 +636,12 @@ def run_settings(args) -> dict:
 
 
 def results_problem(path: str) -> str | None:
-    """What keeps the results from being written to `path` (None: nothing): oneshot.check_output's
-    checks without its picture suffixes. atomic_write_json makes the missing folders, so the first
-    folder above that exists must be one we may write in."""
+    """What keeps the results from being written to `path` (None: nothing): not a folder, and a
+    folder above that we may write in (oneshot.unwritable)."""
     out = Path(path)
     if out.is_dir():
         return f"--out {out} is a folder; give a file name such as {out / 'eval.json'}"
-    parent = out.parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        return f"cannot write {out}: {parent} is not a folder"
-    if not os.access(parent, os.W_OK | os.X_OK):
-        return f"cannot write {out}: no permission to write in {parent}"
-    return None
+    return unwritable(out)
 
 
 def argument_problem(args, parts: list[str]) -> str | None:

@@ -94,7 +94,11 @@ def user_path(path: str | Path) -> Path:
     text = str(path)
     if "\0" in text:
         raise SessionError("a file name cannot contain a NUL character")
-    if any(len(part.encode("utf-8", "surrogateescape")) > NAME_MAX for part in Path(text).parts):
+    try:
+        longest = max((len(part.encode("utf-8", "surrogateescape")) for part in Path(text).parts), default=0)
+    except UnicodeEncodeError:
+        raise SessionError("a file name must be text a file system can hold (it has a lone surrogate)") from None
+    if longest > NAME_MAX:
         raise SessionError(f"the file name {text[:40]}… is too long (a part of it over {NAME_MAX} bytes)")
     try:
         return Path(text).expanduser()

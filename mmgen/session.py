@@ -28,7 +28,7 @@ from typing import Callable, Iterator
 import torch
 from PIL import Image
 
-from .inputs import (MAX_MESSAGE_CHARS, MAX_SEED, NotAQuestion, SessionError, check_count, check_seed, check_text,
+from .inputs import (MAX_SEED, NotAQuestion, SessionError, check_count, check_seed, check_text,
                      mask_grid, read_image, seed_after, user_path)
 from .io import atomic_write_json
 from .pipeline import Drawn, Pipeline, reply_reserve
@@ -267,7 +267,7 @@ class ChatSession:
 
     def save(self, path: str | Path) -> Path:
         """Write the session (exact picture codes included) atomically: temp file + rename."""
-        path = Path(path)
+        path = user_path(path)
         atomic_write_json(path, self.to_dict())
         return path
 
@@ -324,6 +324,20 @@ def read_session_file(path: Path, codebook_size: int) -> dict:
     return data
 
 
+def turn_text(text, role) -> str:
+    """A saved turn's words: a user's checked as a message is (check_text); a reply's, which the model
+    wrote and no limit applied to, only as text the tokenizer can read."""
+    if role == "user":
+        return check_text(text, "a turn's text", allow_empty=True)
+    if not isinstance(text, str):
+        raise SessionError(f"a turn's text must be text, not {type(text).__name__}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise SessionError("a turn's text is not UTF-8 text") from None
+    return text
+
+
 def turn_from_file(t: dict, codebook_size: int, path: Path) -> TurnRecord:
     """One turn of a session file, checked as the session would check it when it was made, so a
     damaged file is refused on /load and not at the next message (KeyError or TypeError where it is)."""
@@ -333,7 +347,7 @@ def turn_from_file(t: dict, codebook_size: int, path: Path) -> TurnRecord:
     if codes is not None and any(not isinstance(c, int) or not 0 <= c < codebook_size for c in codes):
         raise SessionError(f"{path}: a picture has codes outside the codebook")
     try:
-        text = check_text(t["text"], "a turn's text", allow_empty=True, limit=MAX_MESSAGE_CHARS)
+        text = turn_text(t["text"], t.get("role"))
         seed = None if t.get("seed") is None else check_seed(t["seed"])
     except SessionError as e:
         raise SessionError(f"{path} is damaged: {e}") from None

@@ -488,9 +488,12 @@ def history_file(args: argparse.Namespace, environ=os.environ) -> Path | None:
     if args.no_history or environ.get(NO_HISTORY_ENV, "0") not in ("", "0"):
         return None
     try:
-        return user_path(args.history_file or DEFAULT_HISTORY)
+        path = user_path(args.history_file or DEFAULT_HISTORY)
     except SessionError as e:
         raise BadInput(f"--history-file: {e}") from None
+    if args.history_file is None and path == DEFAULT_HISTORY:     # no home folder to expand "~" to
+        return None
+    return path
 
 
 def setup_readline(path: Path | None) -> Callable[[], None]:
@@ -569,8 +572,10 @@ def picture_folder(arg: str) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     from .session import ChatSession
+    interactive = sys.stdin.isatty()
     try:
         settings = settings_from(args)
+        history = history_file(args) if interactive else None
         if sys.stdout.isatty():
             print("loading the model...", end="\r", flush=True)
         model = load_model(args.checkpoints)
@@ -586,8 +591,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"mmgen chat: {e}", file=sys.stderr)
         return 2
     mode = args.graphics if args.graphics != "auto" else detect(os.environ, sys.stdout.isatty())
-    interactive = sys.stdin.isatty()
-    history = history_file(args) if interactive else None
     term = Terminal(model, chat, out_dir=out_dir, mode=mode, history=history, interactive=interactive)
     term.banner()
     if args.load:

@@ -397,6 +397,7 @@ def test_eval_refuses_seeds_out_of_range_before_loading(tmp_path, capsys):
     (["--device", "foo"], "--device 'foo' is not a device torch knows"),
     (["--device", "cuda"], "--device 'cuda': no CUDA GPU is available"),
     (["--save-images", "{d}/afile"], "afile is a file; give a folder"),
+    (["--save-images", "{d}/afile/pictures"], "afile is not a folder"),
 ])
 def test_eval_refuses_bad_settings_out_and_device_before_loading(tmp_path, capsys, monkeypatch, extra, message):
     """One line and exit code 2 before the model loads (the checkpoints named do not exist), so a

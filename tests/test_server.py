@@ -399,7 +399,7 @@ def test_malformed_generation_requests_get_400(server, body, param):
                                         ("/v1/images/generations", {"model": 5, "prompt": "x"}),
                                         ("/v1/responses", {"model": {}, "input": "x"})])
 def test_a_model_that_is_not_a_string_gets_400(server, path, body):
-    """`model` as a list or an object (unhashable: once a 500) is refused as a wrong type."""
+    """`model` as a list or an object (unhashable) is refused as a wrong type."""
     status, error = raw(server[0], "POST", path, json.dumps(body).encode(), JSON)
     assert_error(status, error, 400, "model")
     assert error["error"]["code"] == "invalid_type" and error["error"]["message"] == "'model' must be a string"

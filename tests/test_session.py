@@ -166,10 +166,16 @@ def test_a_session_file_with_a_damaged_turn_is_refused_when_loaded(tiny_model, t
 
 
 def test_a_session_path_that_is_no_file_is_refused_without_reading_it(tiny_model, tmp_path):
+    import signal
     fifo = tmp_path / "pipe"
-    os.mkfifo(fifo)             # reading it would wait for a writer forever
-    with pytest.raises(SessionError, match="not a regular file"):
-        ChatSession.load(fifo, tiny_model)
+    os.mkfifo(fifo)             # reading it would wait for a writer forever: an alarm fails the test instead
+    signal.signal(signal.SIGALRM, lambda *_: pytest.fail("the FIFO was opened for reading"))
+    signal.alarm(20)
+    try:
+        with pytest.raises(SessionError, match="not a regular file"):
+            ChatSession.load(fifo, tiny_model)
+    finally:
+        signal.alarm(0)
     with pytest.raises(SessionError, match="cannot contain a NUL"):
         ChatSession.load(str(tmp_path / "a\0b.json"), tiny_model)
 
@@ -179,6 +185,8 @@ def test_typed_paths_expand_a_home_folder_as_a_shell_does(tmp_path, monkeypatch)
     assert user_path("~/s.json") == tmp_path / "s.json"
     assert user_path("~nosuchuser-mmgen/s.json") == Path("~nosuchuser-mmgen/s.json")   # no such user: as written
     assert user_path("~draft.png") == Path("~draft.png")
+    with pytest.raises(SessionError, match="lone surrogate"):
+        user_path("\ud800.json")
     with pytest.raises(SessionError, match="too long"):
         user_path("x" * 300 + ".json")
 

@@ -22,6 +22,7 @@ from mmgen.inputs import SessionError, check_text
 from mmgen.session import Settings
 from mmgen.termimage import (KITTY_CHUNK, RESET, UPPER_HALF, Canvas, _sixel_runs, detect, halfblocks, iterm, kitty,
                              kitty_delete, sixel)
+from mmgen.oneshot import BadInput
 from mmgen.terminal import (CommandError, Terminal, WordWrap, add_arguments, history_file, parse_command, parse_path,
                             parse_settings, parse_value, picture_name)
 
@@ -506,6 +507,8 @@ def test_input_history_is_told_and_can_be_turned_off(tiny_model, tmp_path):
     assert history_file(parser.parse_args(["--no-history"]), {}) is None
     assert history_file(parser.parse_args([]), {"MMGEN_NO_HISTORY": "1"}) is None
     assert history_file(parser.parse_args([]), {"MMGEN_NO_HISTORY": "0"}) is not None
+    with pytest.raises(BadInput, match="--history-file: the file name .* is too long"):
+        history_file(parser.parse_args(["--history-file", "h" * 300]), {})
     out = io.StringIO()
     Terminal(tiny_model, tiny_model.chat(), out_dir=tmp_path, mode="none", history=tmp_path / "h", stdout=out).banner()
     assert f"kept in {tmp_path / 'h'}" in out.getvalue() and "--no-history" in out.getvalue()

@@ -81,8 +81,9 @@ def test_a_timed_run_with_rendering_workers_stops_and_checkpoints(tmp_path, tiny
         cli(["train", "lm", "--vq", str(tiny_vq), "--out", str(out), "--group-rate", "-0.1"])
     with pytest.raises(SystemExit, match="--save-every must be 1 or more"):
         cli(["train", "lm", "--vq", str(tiny_vq), "--out", str(out), "--save-every", "0"])
-    with pytest.raises(SystemExit, match="already holds a checkpoint, which a new run would replace: --resume"):
-        cli(["train", "lm", "--vq", str(tiny_vq), "--out", str(out)])      # a forgotten --resume
+    for fresh in ([], ["--init-from", str(tmp_path / "pretrained")]):     # a forgotten --resume; another start
+        with pytest.raises(SystemExit, match="already holds a checkpoint, which a new run would replace"):
+            cli(["train", "lm", "--vq", str(tiny_vq), "--out", str(out), *fresh])
 
 
 def test_schedule_warms_up_and_decays():

@@ -657,8 +657,13 @@ def argument_problem(args, parts: list[str]) -> str | None:
         Settings(**run_settings(args))
     except SessionError as e:
         return str(e)
-    if args.save_images and Path(args.save_images).exists() and not Path(args.save_images).is_dir():
-        return f"--save-images {args.save_images} is a file; give a folder"
+    if args.save_images:
+        folder = Path(args.save_images)
+        if folder.exists() and not folder.is_dir():
+            return f"--save-images {folder} is a file; give a folder"
+        problem = None if folder.is_dir() else unwritable(folder)
+        if problem:
+            return f"--save-images: {problem}"
     return results_problem(args.out) or device_problem(args.device)
 
 

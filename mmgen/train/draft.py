@@ -11,7 +11,7 @@ Two kinds, both distilled from the shipped transformer (--teacher):
 
     mmgen train draft                                  # checkpoints/lm → checkpoints/draft (a table)
     mmgen train draft --pictures 8000
-    mmgen train draft --kind transformer --steps 20000 # a draft transformer instead
+    mmgen train draft --kind transformer --steps 20000 --out runs/draft   # a draft transformer instead
 """
 from __future__ import annotations
 

@@ -1,10 +1,11 @@
 """Train the transformer on conversations: `mmgen train lm`.
 
-    mmgen train lm                          # world conversations, preset "small", → checkpoints/lm
+    mmgen train lm --out runs/lm            # world conversations, preset "small" (a new run never
+                                            # starts over a checkpoint: checkpoints/lm is the default)
     mmgen train lm --resume                 # continue from checkpoints/lm (weights + schedule position)
-    mmgen train lm --data convs.jsonl       # real conversations (the `mmgen world export` format)
-    mmgen train lm --data shards/world      # pre-encoded conversations (`mmgen data encode`)
-    mmgen train lm --init-from PATH         # start from a pretrained Hugging Face causal LM
+    mmgen train lm --data convs.jsonl --out runs/real     # real conversations (`mmgen world export` format)
+    mmgen train lm --data shards/world --out runs/lm      # pre-encoded conversations (`mmgen data encode`)
+    mmgen train lm --init-from PATH --out runs/real       # start from a pretrained Hugging Face causal LM
     mmgen train lm --resume --workers 12 --minutes 7.5 --batch-tokens 65536 --lr 2e-3   # a lent GPU
     accelerate launch --multi_gpu --num_processes 8 -m mmgen.train.lm …   # several GPUs (DDP), same flags
 
@@ -190,10 +191,10 @@ def check_arguments(args) -> None:
 
 
 def check_out(args) -> None:
-    """A new run (neither --resume nor --init-from) would replace a checkpoint at --out at its first save."""
-    if not args.resume and not args.init_from and (Path(args.out) / "config.json").is_file():
+    """A new run (not --resume) would replace what --out holds at its first save: refused."""
+    if not args.resume and (Path(args.out) / "config.json").is_file():
         raise SystemExit(f"mmgen train: {args.out} already holds a checkpoint, which a new run would replace: "
-                         "--resume continues it, or --out picks another folder")
+                         "--out picks another folder (--resume continues a transformer there)")
 
 
 def load_or_build_model(args, stream, device, glyph_codes=()):

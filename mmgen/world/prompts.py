@@ -36,8 +36,8 @@ from .scene import (BACKGROUND_COLORS, CELLS, DEFAULT_BACKGROUND, DEFAULT_SIZE, 
 CATEGORIES = ("single_object", "two_objects", "counting", "count_and_other", "colors", "position",
               "color_attribution", "sign", "mixed")
 # count_and_other is drawn twice as often as the plain kinds: with a count and a second shape in one
-# sentence the model's plan gave the lone shape the counted group's shape or colour (0.82 of 50 at
-# 35898, the one category under 0.85), so that is where the extra tokens go.
+# sentence, the plan is prone to give the lone shape the counted group's shape or colour, so that is
+# where the extra tokens go (docs/RESULTS.md has the figures).
 TRAIN_CATEGORY_WEIGHTS = {"single_object": 1.0, "two_objects": 1.0, "counting": 1.0, "count_and_other": 2.0,
                           "colors": 1.0, "position": 1.5, "color_attribution": 1.0, "sign": 1.5, "mixed": 4.0}
 RELATIONS = tuple(RELATION_WORDS)

@@ -48,6 +48,18 @@ def check_text(text, what: str = "the message", *, limit: int = MAX_MESSAGE_CHAR
     `what` names the text in that sentence ("the prompt", "'input'"). Bytes that were not UTF-8
     reach Python as lone surrogates (argv, a terminal paste read with surrogateescape, a JSON
     "\\udcff"); the tokenizer cannot take them, so they are refused here, by name."""
+    check_is_text(text, what)
+    if any(unicodedata.category(ch) == "Cc" and ch not in ALLOWED_CONTROLS for ch in text):
+        raise SessionError(f"{what} contains control characters (binary data?)")
+    if len(text) > limit:
+        raise TextTooLong(f"{what} is {len(text):,} characters; the limit is {limit:,}")
+    if not allow_empty and not text.strip():
+        raise SessionError(f"{what} is empty")
+    return text
+
+
+def check_is_text(text, what: str) -> str:
+    """`text` if it is a str the tokenizer can read (UTF-8, no lone surrogates), else SessionError."""
     if not isinstance(text, str):
         raise SessionError(f"{what} must be text, not {type(text).__name__}")
     try:
@@ -55,12 +67,6 @@ def check_text(text, what: str = "the message", *, limit: int = MAX_MESSAGE_CHAR
     except UnicodeEncodeError:
         raise SessionError(f"{what} is not UTF-8 text: it holds bytes in another encoding "
                            "(or binary data); paste it again as UTF-8") from None
-    if any(unicodedata.category(ch) == "Cc" and ch not in ALLOWED_CONTROLS for ch in text):
-        raise SessionError(f"{what} contains control characters (binary data?)")
-    if len(text) > limit:
-        raise TextTooLong(f"{what} is {len(text):,} characters; the limit is {limit:,}")
-    if not allow_empty and not text.strip():
-        raise SessionError(f"{what} is empty")
     return text
 
 

@@ -157,9 +157,10 @@ def typed_path(path: str) -> Path:
 
 
 def check_picture(path: str) -> str:
-    if not typed_path(path).is_file():
+    picture = typed_path(path)
+    if not picture.is_file():
         raise BadInput(f"no picture at {path}")
-    return str(typed_path(path))
+    return str(picture)
 
 
 def read_picture(path: str):

@@ -28,7 +28,7 @@ from typing import Callable, Iterator
 import torch
 from PIL import Image
 
-from .inputs import (MAX_SEED, NotAQuestion, SessionError, check_count, check_seed, check_text,
+from .inputs import (MAX_SEED, NotAQuestion, SessionError, check_count, check_is_text, check_seed, check_text,
                      mask_grid, read_image, seed_after, user_path)
 from .io import atomic_write_json
 from .pipeline import Drawn, Pipeline, reply_reserve
@@ -329,13 +329,7 @@ def turn_text(text, role) -> str:
     wrote and no limit applied to, only as text the tokenizer can read."""
     if role == "user":
         return check_text(text, "a turn's text", allow_empty=True)
-    if not isinstance(text, str):
-        raise SessionError(f"a turn's text must be text, not {type(text).__name__}")
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise SessionError("a turn's text is not UTF-8 text") from None
-    return text
+    return check_is_text(text, "a turn's text")
 
 
 def turn_from_file(t: dict, codebook_size: int, path: Path) -> TurnRecord:

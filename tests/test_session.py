@@ -165,6 +165,15 @@ def test_a_session_file_with_a_damaged_turn_is_refused_when_loaded(tiny_model, t
         ChatSession.load(path, tiny_model)
 
 
+def test_a_saved_reply_longer_than_a_message_may_be_loads(tiny_model, tmp_path):
+    """The message limit is for what a person sends; a reply is held to none when it is written."""
+    path = tiny_model.chat(seed=3).save(tmp_path / "s.json")
+    data = json.loads(path.read_text())
+    data["turns"] = [{"role": "user", "text": "describe it"}, {"role": "assistant", "text": "circle " * 1000}]
+    path.write_text(json.dumps(data))
+    assert ChatSession.load(path, tiny_model).conversation.turns[1].text == "circle " * 1000
+
+
 def test_a_session_path_that_is_no_file_is_refused_without_reading_it(tiny_model, tmp_path):
     import signal
     fifo = tmp_path / "pipe"

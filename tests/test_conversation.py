@@ -668,3 +668,19 @@ def test_a_question_before_any_picture_is_answered_that_there_is_none():
         assert (reply.role, reply.text, reply.image) == ("assistant", NO_PICTURE_REPLY, None)
         assert mixed.turns[2:] == plain.turns                     # the rest of the conversation as it was
     assert 0.2 * n < opened < 0.4 * n
+
+
+def test_training_draws_moves_and_resizes_more_often_than_held_out_splits():
+    """The train split's edit mix leans to moves and resizes (edits.TRAIN_EDIT_WEIGHTS); the held-out
+    splits keep EDIT_WEIGHTS, so the benchmark's edit cases stay the same."""
+    import random
+    from mmgen.world.edits import sample_edit
+    from mmgen.world.scene import sample_scene
+
+    def kinds(split):
+        return Counter(e.record["kind"] for seed in range(600)
+                       if (e := sample_edit(sample_scene(seed), random.Random(seed), split=split)) is not None)
+    train, held_out = kinds("train"), kinds("eval")
+    share = lambda c, k: c[k] / sum(c.values())
+    assert share(train, "move") > 1.4 * share(held_out, "move")
+    assert share(train, "resize") > 1.4 * share(held_out, "resize")

@@ -684,3 +684,35 @@ def test_training_draws_moves_and_resizes_more_often_than_held_out_splits():
     share = lambda c, k: c[k] / sum(c.values())
     assert share(train, "move") > 1.4 * share(held_out, "move")
     assert share(train, "resize") > 1.4 * share(held_out, "resize")
+
+
+def test_small_talk_is_one_exchange_of_its_own_line_and_the_rest_stays():
+    """A greeting opens the chat (or its first request), thanks or praise follow a picture, a goodbye
+    ends it; each is answered with its kind's line and no picture, and every other turn is as it was."""
+    from mmgen.world.conversation import SMALL_TALK_REPLIES, SMALL_TALK_TASK
+    n, talked, greeted_requests = 300, Counter(), 0
+    for seed in range(n):
+        mix = {"quiz_rate": 0.3, "chain_rate": 0.2, "no_picture_rate": 0.1}
+        plain = sample_conversation(seed, **mix)
+        mixed = sample_conversation(seed, **mix, small_talk_rate=0.5)
+        assert mixed == sample_conversation(seed, **mix, small_talk_rate=0.5)                  # seeded
+        if mixed == plain:
+            continue
+        if len(mixed.turns) == len(plain.turns):             # a greeting opening the first request
+            first, was = mixed.turns[0], plain.turns[0]
+            assert first.text.lower().endswith(was.text[1:].lower()) and len(first.text) > len(was.text)
+            assert mixed.turns[1:] == plain.turns[1:]
+            greeted_requests += 1
+            continue
+        at = next(i for i, t in enumerate(mixed.turns) if t.task == SMALL_TALK_TASK)
+        message, reply = mixed.turns[at:at + 2]
+        kind = message.meta["small_talk"]
+        talked[kind] += 1
+        assert message.role == "user" and message.image is None and message.text.strip()
+        assert (reply.role, reply.text, reply.image) == ("assistant", SMALL_TALK_REPLIES[kind], None)
+        assert mixed.turns[:at] + mixed.turns[at + 2:] == plain.turns
+        assert at == {"greeting": 0, "farewell": len(plain.turns)}.get(kind, at)
+        if kind == "praise":                                  # right after a picture
+            assert mixed.turns[at - 1].role == "assistant" and mixed.turns[at - 1].image is not None
+    assert 0.35 * n < sum(talked.values()) + greeted_requests < 0.65 * n
+    assert min(talked.values()) > 5 and greeted_requests > 5

@@ -23,8 +23,8 @@ def test_eval_writes_every_part_and_its_split(tmp_path, tiny_checkpoints, capsys
     assert code == 0
     assert got["split"] == "train" and got["n"] == 1
     assert set(got["summary"]) == {"generation", "editing", "plural_edits", "questions", "after_edits", "variations",
-                                   "words", "no_picture"}
-    assert len(got["results"]["nopic"]) == got["n"]
+                                   "words", "no_picture", "small_talk"}
+    assert len(got["results"]["nopic"]) == len(got["results"]["smalltalk"]) == got["n"]
     words = got["results"]["words"]
     assert len(words["drawn"]) == len(words["read"]) == got["n"]
     for case in words["read"]:      # graded against the word the judge reads in the picture asked about
@@ -36,7 +36,7 @@ def test_eval_writes_every_part_and_its_split(tmp_path, tiny_checkpoints, capsys
             if name.endswith("cases"):
                 assert 0 <= value <= len(GEN_CATEGORIES) * got["n"]
             else:
-                breakdown = name.endswith("words") or name.startswith(("changed_", "exact_")) or \
+                breakdown = name.endswith("words") or name.startswith(("changed_", "exact_", "replied_")) or \
                         name in ("user_picture", "reply_right", "follows_right_reply")      # None: no case
                 assert (value is None and breakdown) or 0.0 <= value <= 1.0, (name, value)
         cases = metrics.get("cases", len(GEN_CATEGORIES) * got["n"])
@@ -75,6 +75,37 @@ def test_a_question_before_any_picture_passes_only_when_the_reply_says_there_is_
     assert len({c["kind"] for c in cases}) == 4 and [c["question"] for c in cases] == right.asked
     assert not any(c["passed"] for c in run_no_picture(Scripted(NO_PICTURE_REPLY, image=object()), 4, 0, {}))
     assert not any(c["passed"] for c in run_no_picture(Scripted("two"), 4, 0, {}))
+
+
+def test_small_talk_passes_only_with_its_own_line_and_no_picture():
+    from types import SimpleNamespace
+    import torch
+    from mmgen.eval.benchmark import run_small_talk
+    from mmgen.world.conversation import SMALL_TALK, SMALL_TALK_REPLIES
+    kind_of = {t: k for k, fam in SMALL_TALK.items() for t in fam.held_out}
+
+    class Scripted:
+        """A model whose chats answer each small-talk message with `reply(kind)`, drawing `image`."""
+        def __init__(self, reply, image=None):
+            self.reply, self.image, self.asked = reply, image, []
+            self.vq = SimpleNamespace(encode=lambda picture: torch.zeros(1, 16, 16, dtype=torch.long))
+
+        def chat(self, **settings):
+            return self
+
+        def send(self, text):
+            self.asked.append(text)
+            return SimpleNamespace(text=self.reply(kind_of[text]), image=self.image)
+
+    right = Scripted(lambda kind: SMALL_TALK_REPLIES[kind])
+    cases = run_small_talk(right, 6, 0, {})
+    assert [c["kind"] for c in cases] == ["greeting", "praise", "farewell"] * 2
+    assert all(c["passed"] and not c["drew"] for c in cases) and [c["message"] for c in cases] == right.asked
+    assert not any(c["passed"] for c in run_small_talk(Scripted(lambda k: SMALL_TALK_REPLIES[k], object()), 6, 0, {}))
+    wrong = run_small_talk(Scripted(lambda k: SMALL_TALK_REPLIES["greeting"]), 6, 0, {})
+    assert [c["passed"] for c in wrong] == [True, False, False] * 2
+    summary = summarise({"smalltalk": cases + wrong})["small_talk"]
+    assert summary["replied"] == 8 / 12 and summary["replied_greeting"] == 1.0 and summary["replied_praise"] == 0.5
 
 
 def test_train_split_asks_other_prompts_than_the_held_out_one(tmp_path, tiny_checkpoints):

@@ -446,7 +446,7 @@ def test_held_out_phrasings_never_appear_in_training():
     texts = [t.text for s in range(400) for t in sample_conversation(s, "train").turns]
     texts += [t.text for s in range(300) for t in sample_conversation(s, "train", sign_rate=0.3, chain_rate=0.3,
                                                                       quiz_rate=0.5, group_rate=0.5,
-                                                                      told_rate=0.3).turns]
+                                                                      told_rate=0.3, small_talk_rate=0.5).turns]
     texts += [prompt_for(s, c, "train").text for s in range(200) for c in CATEGORIES]
     for text in texts:
         hits = [(name, t) for name, t, rx in regexes if rx.search(text)]

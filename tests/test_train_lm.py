@@ -36,14 +36,17 @@ def test_train_checkpoint_resume(tmp_path, tiny_vq):
     assert taught >= training_vocabulary() and {"draw", "circle", "blue", "remove"} <= taught
     first = load_model(out).state_dict()
     assert cli(common + ["--resume", "--chain-rate", "0.5", "--sign-rate", "0.25", "--group-rate", "0.4",
-                         "--told-rate", "0.2", "--no-picture-rate", "0.1", "--text-weight", "6"]) == 0
+                         "--told-rate", "0.2", "--no-picture-rate", "0.1", "--small-talk-rate", "0.2",
+                         "--text-weight", "6"]) == 0
     config = json.loads((out / "config.json").read_text())
     assert config["mmgen_training"]["steps"] == 6
     assert load_vocabulary(out) > taught           # kept, and grown by what told scenes and quizzes say
+    assert {"hello", "goodbye"} <= load_vocabulary(out) - taught        # and by small talk
     runs = config["mmgen_training"]["runs"]              # each run's data mix travels with the checkpoint
     assert [(r["from_step"], r["chain_rate"], r["sign_rate"], r["group_rate"], r["told_rate"]) for r in runs] == \
         [(0, 0.0, 0.0, 0.0, 0.0), (3, 0.5, 0.25, 0.4, 0.2)]
     assert runs[-1]["text_weight"] == 6 and [r["no_picture_rate"] for r in runs] == [0.0, 0.1]
+    assert [r["small_talk_rate"] for r in runs] == [0.0, 0.2]
     letters = config["mmgen_image_positions"]["letters"]  # capitals and the tokenizer's lettering codes
     assert len(letters) >= 26 and "model.embed_tokens.letter_places" in load_model(out).state_dict()
     assert config["mmgen_training"]["tokens"] > 0 and "val" in config["mmgen_training"]

@@ -33,6 +33,9 @@ Held-out scenes and held-out phrasings only (the evaluation split of the world).
   user's own picture; the answer must be the word the judge reads in that picture).
 - no picture ("nopic"): a question as a chat's first message, with no picture to read; "said so" =
   the reply draws nothing and says there is no picture yet (`conversation.NO_PICTURE_REPLY`).
+- small talk ("smalltalk"): a greeting as a chat's first message, thanks or praise after a picture,
+  a goodbye; "replied" = the reply draws nothing and is small talk's own line for that kind
+  (`conversation.SMALL_TALK_REPLIES`), so the picture talked about stays the latest.
 
 Every case records its message's `unseen_words` (words no training message uses, `vocabulary.py`),
 and each part is scored again over the cases without such words ("known words") and with them
@@ -65,9 +68,10 @@ from .vocabulary import unseen_words
 
 GEN_CATEGORIES = ("single_object", "two_objects", "counting", "count_and_other", "colors", "position",
                   "color_attribution", "sign")
-PARTS = ("gen", "edit", "plural", "ask", "chain", "var", "words", "nopic")
+PARTS = ("gen", "edit", "plural", "ask", "chain", "var", "words", "nopic", "smalltalk")
 SPLITS = ("eval", "paraphrase", "train")
-SEED_SALT = {"gen": 0, "edit": 1, "ask": 2, "var": 3, "words": 4, "plural": 5, "chain": 6, "nopic": 7}
+SEED_SALT = {"gen": 0, "edit": 1, "ask": 2, "var": 3, "words": 4, "plural": 5, "chain": 6, "nopic": 7,
+             "smalltalk": 8}
 KIND_TRIES = 20   # prompts tried for a case's edit or question kind (each part samples from its own seeds)
 
 
@@ -486,6 +490,29 @@ def run_no_picture(model, n: int, seed: int, settings: dict, split: str = "eval"
     return cases
 
 
+def run_small_talk(model, n: int, seed: int, settings: dict, split: str = "eval") -> list[dict]:
+    """Small talk, each kind in turn: a greeting as a chat's first message, thanks or praise after a
+    picture drawn earlier, a goodbye after it; passed when the reply draws nothing and is that kind's
+    line (world.conversation.SMALL_TALK_REPLIES)."""
+    from ..world.conversation import SMALL_TALK, SMALL_TALK_REPLIES
+    from ..world.language import stream
+    from ..world.prompts import prompt_for
+    cases = []
+    for i in range(n):
+        kind = tuple(SMALL_TALK)[i % len(SMALL_TALK)]
+        text = SMALL_TALK[kind].pick(stream(split, i, "benchmark-smalltalk"), split)
+        if kind == "greeting":
+            chat = model.chat(seed=seed + i, **settings)
+        else:
+            p = prompt_for(i + 10_000 * SEED_SALT["smalltalk"], "mixed", split)
+            chat = _session_with_picture(model, seed + i, p.text, p.reply, p.scene, settings)
+        reply = chat.send(text)
+        cases.append({"message": text, "unseen_words": unseen_words(text), "kind": kind, "answer": reply.text,
+                      "drew": reply.image is not None,
+                      "passed": reply.image is None and reply.text.strip() == SMALL_TALK_REPLIES[kind]})
+    return cases
+
+
 def run_words(model, n: int, seed: int, settings: dict, save=None, split: str = "eval") -> dict:
     """Signs drawn (word exact, as the judge reads it) and read (the word asked about)."""
     from ..world import render
@@ -608,6 +635,12 @@ def summarise(results: dict) -> dict:
         cases = results["nopic"]
         s["no_picture"] = {"said_so": _share(c["passed"] for c in cases), "drew": _share(c["drew"] for c in cases),
                            "cases": len(cases), **by_words(cases, lambda c: c["passed"])}
+    if "smalltalk" in results:
+        cases = results["smalltalk"]
+        s["small_talk"] = {"replied": _share(c["passed"] for c in cases), "drew": _share(c["drew"] for c in cases),
+                           "cases": len(cases), **{f"replied_{k}": _share(c["passed"] for c in cases if c["kind"] == k)
+                                                   for k in ("greeting", "praise", "farewell")},
+                           **by_words(cases, lambda c: c["passed"])}
     if "var" in results:
         cases = results["var"]
         s["variations"] = {"passed": sum(c["passed"] for c in cases) / max(1, len(cases)), "cases": len(cases),
@@ -703,6 +736,8 @@ def run(args) -> int:
         results["var"] = run_variations(model, args.n, args.seed, settings, args.split)
     if "nopic" in parts:
         results["nopic"] = run_no_picture(model, args.n, args.seed, settings, args.split)
+    if "smalltalk" in parts:
+        results["smalltalk"] = run_small_talk(model, args.n, args.seed, settings, args.split)
     if "words" in parts:
         results["words"] = run_words(model, args.n, args.seed, settings, args.save_images, args.split)
     summary = summarise(results)

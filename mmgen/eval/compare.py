@@ -19,9 +19,9 @@ from pathlib import Path
 
 # per part: the key naming a case (the same cases in both runs) and the pass/fail metrics compared
 CASE_KEYS = {"edit": "instruction", "plural": "instruction", "ask": "question", "chain": "question",
-             "var": "instruction", "nopic": "question"}
+             "var": "instruction", "nopic": "question", "smalltalk": "message"}
 METRICS = {"edit": ("changed", "preserved"), "plural": ("changed", "preserved"), "ask": ("passed",),
-           "chain": ("passed",), "var": ("passed",), "nopic": ("passed",)}
+           "chain": ("passed",), "var": ("passed",), "nopic": ("passed",), "smalltalk": ("passed",)}
 
 
 class CompareError(ValueError):

@@ -23,7 +23,7 @@ from ..unknown_words import words_of
 
 VOCABULARY_SAMPLE = 20_000          # training conversations read; a word seen less often is rare anyway
 MIX_RATES = ("sign_rate", "chain_rate", "quiz_rate", "group_rate", "told_rate", "walk_rate", "drill_rate",
-             "no_picture_rate")
+             "no_picture_rate", "small_talk_rate")
 
 
 def mix_of(run: dict) -> tuple:

@@ -73,6 +73,9 @@ def add_mix_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-picture-rate", type=float, default=0.0,
                    help="share of world conversations that open with a question asked before any picture, "
                         "answered \"There's no picture yet …\" (world.conversation.asked_before_a_picture)")
+    p.add_argument("--small-talk-rate", type=float, default=0.0,
+                   help="share of world conversations holding a greeting, thanks or a goodbye, answered in a "
+                        "line with no picture (world.conversation.with_small_talk)")
     p.add_argument("--drill-rate", type=float, default=None,
                    help="share of quiz pictures and told scenes with two or more shapes that are drills: asked "
                         "only colour checks in pairs, counts of different things, or where things are (default "
@@ -177,7 +180,7 @@ def check_arguments(args) -> None:
                        ("--quiz-rate", args.quiz_rate), ("--group-rate", args.group_rate),
                        ("--told-rate", args.told_rate), ("--walk-rate", args.walk_rate),
                        ("--typo-rate", args.typo_rate), ("--no-picture-rate", args.no_picture_rate),
-                       ("--drill-rate", drill_rate)):
+                       ("--small-talk-rate", args.small_talk_rate), ("--drill-rate", drill_rate)):
         if not 0 <= rate <= 1:
             raise SystemExit(f"mmgen train: {flag} must lie in [0, 1], not {rate}")
     if args.drill_kinds and not ((args.quiz_rate > 0 or args.told_rate > 0) and drill_rate > 0):
@@ -227,12 +230,13 @@ def load_or_build_model(args, stream, device, glyph_codes=()):
 
 def data_mix(args) -> dict:
     """The shares of world conversations that are told scenes, about a sign, edit chains, quizzes and
-    group conversations, or whose answers walk, or that open with a question before any picture, of user
-    messages with a typing slip, and of quiz pictures that are drills."""
+    group conversations, or whose answers walk, or that open with a question before any picture, or that
+    hold small talk, of user messages with a typing slip, and of quiz pictures that are drills."""
     from ..world.conversation import DRILL_RATE
     return {"sign_rate": args.sign_rate, "chain_rate": args.chain_rate, "quiz_rate": args.quiz_rate,
             "group_rate": args.group_rate, "told_rate": args.told_rate, "walk_rate": args.walk_rate,
             "typo_rate": args.typo_rate, "no_picture_rate": args.no_picture_rate,
+            "small_talk_rate": args.small_talk_rate,
             "drill_rate": DRILL_RATE if args.drill_rate is None else args.drill_rate,
             "drill_kinds": args.drill_kinds}
 

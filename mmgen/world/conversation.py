@@ -4,7 +4,7 @@
     for turn in conv.turns:
         turn.role, turn.text     # "user" | "assistant", the words
         turn.image               # a Scene (ground truth) or None; render(turn.image) draws it
-        turn.task, turn.meta     # "create" | "edit" | "ask" | "variation", and what grades it
+        turn.task, turn.meta     # "create" | "edit" | "ask" | "variation" (| "chat": small talk), and what grades it
 
 A conversation is 1-6 exchanges (a user turn, then an assistant turn). The first is a create or a
 picture the user brings; later ones edit or ask about the latest picture, ask for a variation,
@@ -510,13 +510,83 @@ def asked_before_a_picture(conversation: Conversation, rng: random.Random, split
     return replace(conversation, turns=opening + list(conversation.turns))
 
 
+# Small talk: a greeting, thanks or praise, a goodbye. Each gets one short reply and no picture, and
+# the picture being talked about stays the latest one, so the next edit or question is about it. A
+# greeting may also open the first request ("hi! draw a red circle"). People type these first and
+# often; a model that never saw them reads "hello" as a request and draws something.
+SMALL_TALK_TASK = "chat"
+SMALL_TALK_REPLIES = {
+    "greeting": "Hi! Tell me what to draw and I'll make it.",
+    "praise": "Glad you like it! Tell me if you'd like anything changed.",
+    "farewell": "Bye! Come back any time you want a picture.",
+}
+SMALL_TALK_WEIGHTS = {"greeting": 0.4, "praise": 0.4, "farewell": 0.2}
+GREETING_WITH_REQUEST_RATE = 0.5     # a greeting opens the first request instead of its own message
+SMALL_TALK = {
+    "greeting": family("greeting", ("hi", "hello", "hey", "hi there", "hello there", "hey there", "hiya", "howdy",
+        "hi!", "hello!", "good morning", "good evening", "hi, how are you?", "hello, how's it going?",
+        "hey, what's up?", "hi! nice to meet you", "greetings", "yo"), (
+        "hey, good to see you", "hey there, how are things?")),
+    "praise": family("praise", ("thanks", "thank you", "thanks!", "thank you so much", "thanks a lot", "nice",
+        "nice!", "very nice", "wow", "wow, lovely", "lovely", "perfect", "perfect, thanks", "great", "great job",
+        "awesome", "cool", "cool, thanks", "love it", "I love it!", "looks good", "looks great", "beautiful",
+        "amazing", "good job", "that's great", "well done", "excellent", "neat", "sweet", "nice work",
+        "that looks nice", "wow, thank you"), (
+        "that is really nice", "great, I like it")),
+    "farewell": family("farewell", ("bye", "goodbye", "bye!", "bye for now", "see you later", "see ya",
+        "that's all", "that's all, thanks", "I'm done", "all done", "good night", "that's it",
+        "nothing else, thanks", "we're done here", "ok bye"), (
+        "that is all for now", "so that is it")),
+}
+
+
+def small_talk(kind: str, rng: random.Random, split: str) -> list[Turn]:
+    """One small-talk exchange of `kind` ("greeting", "praise", "farewell"): its message and reply."""
+    meta = {"small_talk": kind, "answer": SMALL_TALK_REPLIES[kind]}
+    text = as_typed(SMALL_TALK[kind].pick(rng, split), rng)
+    return [Turn("user", text, None, SMALL_TALK_TASK, meta),
+            Turn("assistant", SMALL_TALK_REPLIES[kind], None, SMALL_TALK_TASK)]
+
+
+def _greeted_request(greeting: str, request: str, rng: random.Random) -> str:
+    """'hi! draw a red circle': a greeting, then the request as it would be typed after it."""
+    if request[:1].isupper() and request[1:2].islower():
+        request = request[0].lower() + request[1:]
+    mark = "" if greeting[-1:] in "!?." else rng.choice(("!", ",", "."))
+    return f"{greeting}{mark} {request}"
+
+
+def with_small_talk(conversation: Conversation, rng: random.Random, split: str) -> Conversation:
+    """`conversation` with one small-talk exchange (`small_talk`): a greeting first (or opening the first
+    request), thanks or praise after one of its pictures, or a goodbye at the end."""
+    turns = list(conversation.turns)
+    kind = rng.choices(list(SMALL_TALK_WEIGHTS), weights=list(SMALL_TALK_WEIGHTS.values()))[0]
+    pictures = [i for i, t in enumerate(turns) if t.role == "assistant" and t.image is not None]
+    if kind == "praise" and not pictures:
+        kind = "greeting"
+    if kind == "greeting":
+        first = turns[0]
+        if first.image is None and "no_picture" not in first.meta and rng.random() < GREETING_WITH_REQUEST_RATE:
+            greeting = as_typed(SMALL_TALK["greeting"].pick(rng, split), rng)
+            turns[0] = replace(first, text=_greeted_request(greeting, first.text, rng))
+        else:
+            turns = small_talk(kind, rng, split) + turns
+    elif kind == "praise":
+        at = rng.choice(pictures) + 1
+        turns = turns[:at] + small_talk(kind, rng, split) + turns[at:]
+    else:
+        turns += small_talk(kind, rng, split)
+    return replace(conversation, turns=turns)
+
+
 def sample_conversation(seed: int, split: str = "train", sign_rate: float = 0.0,
                         chain_rate: float = 0.0, quiz_rate: float = 0.0,
                         drill_rate: float = DRILL_RATE, group_rate: float = 0.0, drill_kinds=None,
                         told_rate: float = 0.0, walk_rate: float = 0.0, typo_rate: float = 0.0,
-                        no_picture_rate: float = 0.0) -> Conversation:
+                        no_picture_rate: float = 0.0, small_talk_rate: float = 0.0) -> Conversation:
     """The conversation of `seed` (`_sample_conversation`); with `no_picture_rate`, that share open with
-    a question asked before any picture (`asked_before_a_picture`); with `walk_rate`, that share have
+    a question asked before any picture (`asked_before_a_picture`); with `small_talk_rate`, that share
+    hold a greeting, thanks or a goodbye (`with_small_talk`); with `walk_rate`, that share have
     every count, "is there …?" and "where are the …?" answer walked through the picture's shapes first
     (`walked`); with `typo_rate`, that share of user messages have a typing slip in one word
     (`typos.with_typos`)."""
@@ -524,6 +594,8 @@ def sample_conversation(seed: int, split: str = "train", sign_rate: float = 0.0,
                                         drill_kinds, told_rate)
     if no_picture_rate > 0 and stream(split, seed, "no_picture_mix").random() < no_picture_rate:
         conversation = asked_before_a_picture(conversation, stream(split, seed, "no_picture"), split)
+    if small_talk_rate > 0 and stream(split, seed, "small_talk_mix").random() < small_talk_rate:
+        conversation = with_small_talk(conversation, stream(split, seed, "small_talk"), split)
     if walk_rate > 0 and stream(split, seed, "walk_mix").random() < walk_rate:
         conversation = walked(conversation)
     if typo_rate > 0:

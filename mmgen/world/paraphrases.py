@@ -55,5 +55,8 @@ PARAPHRASES: dict[str, tuple[str, ...]] = {
     "ask_locate": ("can you tell me where the {things} are?", "where have you put the {things}?"),
     "user_image": ("here is a picture I drew.", "look at this picture I made."),
     "variation": ("can you make another version?", "same shapes in a new layout please"),
+    "greeting": ("good to see you again", "what is up?"),
+    "praise": ("really good, thanks", "all good, I like it"),
+    "farewell": ("that is it for now", "okay, that is all"),
     "told_scene": ("I made a picture with {scene}.", "imagine a picture of {scene}."),
 }

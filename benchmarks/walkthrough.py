@@ -1,5 +1,5 @@
-"""The conversations a new user tried that went wrong (issue 26's "Why"), and yes/no questions about
-what is not in the picture, run again on a checkpoint.
+"""The conversations a new user tried that went wrong (issue 26's "Why"), yes/no questions about
+what is not in the picture, a relation said as "beside", and small talk, run again on a checkpoint.
 
     python benchmarks/walkthrough.py [--checkpoints checkpoints] [--out runs/walkthrough] [--seed 0]
 
@@ -39,6 +39,8 @@ CONVERSATIONS = [
 # run after the user's pictures, so the conversations above keep their seeds
 LATER_CONVERSATIONS = [
     ["two yellow triangles and an orange diamond", "where are the triangles?"],
+    ["a red circle beside a blue square"],
+    ["hello", "hi! can you draw a purple star?", "wow, lovely", "make it green", "thanks, bye"],
 ]
 USER_PICTURE_QUESTION = "how many circles are in this picture?"
 USER_SIGN_QUESTION = "what does the sign say?"

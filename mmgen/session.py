@@ -36,6 +36,7 @@ from .previews import PREVIEW_GREY, PREVIEW_MARGIN, PreviewCanvas, preview_image
 from .replies import Event, HistoryItem, Reply
 from .settings import Settings
 from .stream import Conversation, StreamError, Turn
+from .typed_undo import NOTHING_TO_UNDO, UNDONE, UNDONE_TO_NOTHING, is_undo_request
 from .unknown_words import note as unknown_words_note
 
 # Also the session's API, for the code that imports them from here: the server (reply_reserve,
@@ -136,6 +137,9 @@ class ChatSession:
             return
         if not text.strip() and given is None:
             raise SessionError("the message is empty")
+        if given is None and is_undo_request(text):
+            yield from self._undo_in_words(text, settings)
+            return
         codes = self.pipeline.encode(given) if given is not None else None
         turn_seed = check_seed(seed) if seed is not None else self.turn_seed()
         yield from self._run(TurnRecord(role="user", text=text, codes=codes), settings, turn_seed, n, previews,
@@ -198,6 +202,39 @@ class ChatSession:
         if i is None:
             return None
         return conversation.turns[i].id if i < len(self.conversation.turns) else "user-upload"
+
+    def _undo_in_words(self, text: str, settings: Settings) -> Iterator[Event]:
+        """A message that only asks to undo (typed_undo.is_undo_request): forget the last exchange
+        that drew a picture and every turn after it, and show the picture before it as it was shown.
+        The request itself is not kept, so the model reads the conversation as if the change had
+        never been asked for. Only the finished reply changes the session."""
+        turns = self.conversation.turns
+        drawn = [i for i, t in enumerate(turns) if t.role == "assistant" and t.codes is not None]
+        kept = self.conversation
+        if not drawn:
+            reply = Reply(text=NOTHING_TO_UNDO, id=message_id(), prompt=text, model=self._model_name)
+        else:
+            cut = drawn[-1]
+            while cut > 0 and turns[cut].role != "user":
+                cut -= 1
+            kept = Conversation(turns[:cut])
+            reply = self._restored(kept, text, settings)
+        yield Event("text", text=reply.text)
+        if reply.image is not None:
+            yield Event("image", image=reply.image)
+        self.conversation = kept
+        yield Event("done", reply=reply)
+
+    def _restored(self, conversation: Conversation, prompt: str, settings: Settings) -> Reply:
+        """The reply to an undo in words: the latest picture of `conversation`, as it was shown."""
+        i = conversation.last_image_index()
+        if i is None:
+            return Reply(text=UNDONE_TO_NOTHING, id=message_id(), prompt=prompt, model=self._model_name)
+        turn = conversation.turns[i]
+        image = self.pipeline.pictures([turn.codes], [turn.seed], settings)[0]
+        rid = turn.id or message_id()
+        return Reply(text=UNDONE, image=image, images=[image], codes=turn.codes, id=rid, ids=[rid], seed=turn.seed,
+                     prompt=prompt, model=self._model_name, provenance=settings.provenance)
 
     # --- the conversation as a whole ------------------------------------------------------------
     def undo(self) -> bool:

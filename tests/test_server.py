@@ -305,6 +305,18 @@ def test_responses_keep_editing_the_same_picture(client, tiny_model):
         client.responses.retrieve(r3.id)
 
 
+def test_an_undo_in_words_answers_with_the_picture_before(client, tiny_model):
+    from mmgen.typed_undo import UNDONE
+    r1 = client.responses.create(model=tiny_model.name, input="draw a red circle", tools=TOOLS, tool_choice=DRAW)
+    r2 = client.responses.create(input="make it blue", previous_response_id=r1.id, tools=TOOLS, tool_choice=DRAW)
+    r3 = client.responses.create(input="undo that", previous_response_id=r2.id, tools=TOOLS)
+    assert r3.output_text == UNDONE
+    assert picture(image_call(r3).result).tobytes() == picture(image_call(r1).result).tobytes()
+    # the next turn reads the conversation as it was after r1: the change and the request are gone
+    r4 = client.responses.create(input="make it blue", previous_response_id=r3.id, tools=TOOLS, tool_choice=DRAW)
+    assert r4.usage.input_tokens == r2.usage.input_tokens
+
+
 def test_responses_input_image_and_streaming(client):
     data_url = "data:image/png;base64," + base64.b64encode(png(noise(4))).decode()
     message = [{"role": "user", "content": [{"type": "input_image", "image_url": data_url},

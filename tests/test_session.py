@@ -118,6 +118,29 @@ def test_undo_retry_fork(tiny_model):
     assert second.image is not None
 
 
+def test_undo_asked_in_words_shows_the_picture_before_and_forgets_the_change(tiny_model):
+    from mmgen.typed_undo import NOTHING_TO_UNDO, UNDONE, UNDONE_TO_NOTHING
+    chat = tiny_model.chat(seed=4)
+    nothing = chat.send("undo")
+    assert (nothing.text, nothing.image, chat.conversation.turns) == (NOTHING_TO_UNDO, None, ())
+    first = draw(chat)
+    after_first = chat.conversation
+    draw(chat, "make it blue")
+    chat.send("what colour is it?", picture="never")              # said after the change: undone with it
+    events = list(chat.stream("oops, put it back please"))
+    assert [e.kind for e in events] == ["text", "image", "done"]
+    reply = events[-1].reply
+    assert reply.text == UNDONE and reply.codes == first.codes and reply.id == first.id
+    assert reply.image.tobytes() == first.image.tobytes()              # as it was shown
+    assert chat.conversation == after_first                          # the request itself is not kept
+    assert chat.send("Undo that!").text == UNDONE_TO_NOTHING and chat.conversation.turns == ()
+    stopped = chat.fork()
+    draw(stopped)
+    before = stopped.conversation
+    next(stopped.stream("undo"))                                     # a stream stopped midway changes nothing
+    assert stopped.conversation == before
+
+
 def test_save_load_round_trip_and_edit_the_same_picture(tiny_model, tmp_path):
     chat = tiny_model.chat(seed=3, cfg=2.0)
     reply = draw(chat)
@@ -499,3 +522,17 @@ def test_the_pipeline_draws_what_the_session_shows(tiny_model):
                                  seed=5)
     assert drawn.codes == [reply.codes] and drawn.text == reply.text
     assert drawn.images[0].tobytes() == reply.image.tobytes()
+
+
+@pytest.mark.parametrize("text", ["undo", "Undo that please", "oops, put it back", "no, revert that!",
+                                  "could you undo the last change?", "go back", "  UNDO  ", "please undo that, thanks"])
+def test_requests_to_undo_are_recognised(text):
+    from mmgen.typed_undo import is_undo_request
+    assert is_undo_request(text)
+
+
+@pytest.mark.parametrize("text", ["undo the red circle", "put it back on the left", "go back to the circle",
+                                  "make it blue", "what does undo mean?", "", "put the circle back"])
+def test_other_messages_are_not_requests_to_undo(text):
+    from mmgen.typed_undo import is_undo_request
+    assert not is_undo_request(text)

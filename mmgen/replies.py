@@ -35,6 +35,7 @@ class Reply:
     stats: SpeculationStats | None = None
     prompt_ids: list[int] = field(default_factory=list)   # the stream ids the transformer read (none if refused)
     note: str = ""                     # about the message's words the model was never taught (unknown_words)
+    undo: bool = False                 # an undo asked for in words: the chat answered, not the model (typed_undo)
 
     def metadata(self, index: int = 0) -> dict[str, str]:
         """Provenance of picture `index`: its own id, and for a batch its place in it ("2/3"). The

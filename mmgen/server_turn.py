@@ -104,7 +104,9 @@ def count_usage(model, session: ChatSession, reply: Reply, word_ids: int, n: int
     """Stream ids the model read (the fitted conversation before its reply, as generation encoded it:
     Reply.prompt_ids; for a refusal, which drew nothing, the same conversation encoded here) and
     wrote: words, <image> + 256 codes + </image> per picture, <eot>. Words are counted on the
-    first reply; a batch of n is counted as n replies of that length."""
+    first reply; a batch of n is counted as n replies of that length; an undo in words, nothing."""
+    if reply.undo:                      # the chat undid a change in words: the model read and wrote nothing
+        return Usage()
     stream, pictures = model.stream, len(reply.images)
     ids = reply.prompt_ids
     if not ids:

@@ -301,14 +301,28 @@ class SessionStore:
             return self._entries.pop(key, None) is not None
 
     def chain(self, key: str) -> list[dict]:
-        """[{id, previous}] from the oldest response still stored to `key`, following previous_response_id."""
-        out: list[dict] = []
-        seen = set()
+        """[{id, previous}] for the exchanges of `key`'s conversation that stored responses hold, oldest
+        first: `previous` is the response to go back to when that exchange is undone — the nearest
+        earlier one (following previous_response_id) whose conversation is this one less its last
+        exchange. Mostly that is simply the previous response; an undo in words (typed_undo.py) makes
+        a response whose conversation is shorter than its previous one's, and the chain skips over
+        the responses it undid."""
         with self._lock:
+            lineage, seen = [], set()             # (id, its conversation's turns, its previous id)
             while key is not None and key in self._entries and key not in seen:
                 seen.add(key)
-                out.append({"id": key, "previous": self._entries[key].previous})
-                key = self._entries[key].previous
+                entry = self._entries[key]
+                lineage.append((key, entry.session.conversation.turns, entry.previous))
+                key = entry.previous
+        out, at = [], 0
+        while at < len(lineage) and lineage[at][1]:
+            key, turns, previous = lineage[at]
+            before = next((j for j in range(at + 1, len(lineage)) if lineage[j][1] == turns[:-2]), None)
+            if before is None:         # the first exchange goes back to nothing; else memory ends here
+                out.append({"id": key, "previous": None if len(turns) <= 2 else previous})
+                break
+            out.append({"id": key, "previous": lineage[before][0]})
+            at = before
         return out[::-1]
 
     def __len__(self) -> int:

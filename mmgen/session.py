@@ -6,6 +6,7 @@
     for event in chat.stream("add a star at the top"):       # words, a preview per row, the picture, done
         ...
     chat.undo(); chat.retry(); chat.fork(); chat.history
+    chat.send("undo that")                                    # the chat's own undo, in words (typed_undo.py)
     chat.save("chat.json"); chat = mmgen.ChatSession.load("chat.json", model)
 
 The conversation keeps the exact codes of every picture, so the next edit conditions on what
@@ -69,6 +70,13 @@ class TurnRecord(Turn):
 
 def message_id() -> str:
     return f"msg_{uuid.uuid4().hex[:12]}"
+
+
+def _exchange_start(turns, i: int) -> int:
+    """Index of the user turn that begins the exchange holding turn i (0 when none does)."""
+    while i > 0 and turns[i].role != "user":
+        i -= 1
+    return i
 
 
 class ChatSession:
@@ -137,7 +145,7 @@ class ChatSession:
             return
         if not text.strip() and given is None:
             raise SessionError("the message is empty")
-        if given is None and is_undo_request(text):
+        if given is None and settings.picture == "auto" and n == 1 and is_undo_request(text):
             yield from self._undo_in_words(text, settings)
             return
         codes = self.pipeline.encode(given) if given is not None else None
@@ -159,6 +167,8 @@ class ChatSession:
         does ("make it blue") is a change, not a question, and words alone would claim a change that no
         picture shows. So the model is stopped as it begins to draw, the session is left as it was, and
         NotAQuestion (a SessionError) says so."""
+        if image is None and is_undo_request(question):
+            raise NotAQuestion(f"{question!r} asks to undo the last change, not a question (send it, or call undo())")
         events = self.stream(question, image, previews=True, **{**kwargs, "picture": "auto"})
         try:
             for event in events:
@@ -204,20 +214,18 @@ class ChatSession:
         return conversation.turns[i].id if i < len(self.conversation.turns) else "user-upload"
 
     def _undo_in_words(self, text: str, settings: Settings) -> Iterator[Event]:
-        """A message that only asks to undo (typed_undo.is_undo_request): forget the last exchange
-        that drew a picture and every turn after it, and show the picture before it as it was shown.
-        The request itself is not kept, so the model reads the conversation as if the change had
-        never been asked for. Only the finished reply changes the session."""
+        """A message that only asks to undo (typed_undo.is_undo_request; a chat reply of one picture
+        the model decides on): forget the last exchange that brought or drew a picture and every turn
+        after it, and show the latest picture left, as the history shows it. The request itself is not
+        kept, so the model reads the conversation as if the change had never been asked for. Only the
+        finished reply changes the session."""
         turns = self.conversation.turns
-        drawn = [i for i, t in enumerate(turns) if t.role == "assistant" and t.codes is not None]
+        changed = [i for i, t in enumerate(turns) if t.codes is not None]
         kept = self.conversation
-        if not drawn:
-            reply = Reply(text=NOTHING_TO_UNDO, id=message_id(), prompt=text, model=self._model_name)
+        if not changed:
+            reply = Reply(text=NOTHING_TO_UNDO, id=message_id(), prompt=text, model=self._model_name, undo=True)
         else:
-            cut = drawn[-1]
-            while cut > 0 and turns[cut].role != "user":
-                cut -= 1
-            kept = Conversation(turns[:cut])
+            kept = Conversation(turns[:_exchange_start(turns, changed[-1])])
             reply = self._restored(kept, text, settings)
         yield Event("text", text=reply.text)
         if reply.image is not None:
@@ -225,16 +233,18 @@ class ChatSession:
         self.conversation = kept
         yield Event("done", reply=reply)
 
-    def _restored(self, conversation: Conversation, prompt: str, settings: Settings) -> Reply:
-        """The reply to an undo in words: the latest picture of `conversation`, as it was shown."""
+    def _restored(self, conversation: Conversation, request: str, settings: Settings) -> Reply:
+        """The reply to an undo in words: the latest picture of `conversation` with its own provenance
+        (its id, seed and the message that asked for it; "" for a picture the user gave)."""
         i = conversation.last_image_index()
         if i is None:
-            return Reply(text=UNDONE_TO_NOTHING, id=message_id(), prompt=prompt, model=self._model_name)
+            return Reply(text=UNDONE_TO_NOTHING, id=message_id(), prompt=request, model=self._model_name, undo=True)
         turn = conversation.turns[i]
         image = self.pipeline.pictures([turn.codes], [turn.seed], settings)[0]
         rid = turn.id or message_id()
+        asked = conversation.turns[_exchange_start(conversation.turns, i)].text if turn.role == "assistant" else ""
         return Reply(text=UNDONE, image=image, images=[image], codes=turn.codes, id=rid, ids=[rid], seed=turn.seed,
-                     prompt=prompt, model=self._model_name, provenance=settings.provenance)
+                     prompt=asked, model=self._model_name, provenance=settings.provenance, undo=True)
 
     # --- the conversation as a whole ------------------------------------------------------------
     def undo(self) -> bool:
@@ -242,10 +252,7 @@ class ChatSession:
         turns = self.conversation.turns
         if not turns:
             return False
-        cut = len(turns) - 1
-        while cut > 0 and turns[cut].role != "user":
-            cut -= 1
-        self.conversation = Conversation(turns[:cut])
+        self.conversation = Conversation(turns[:_exchange_start(turns, len(turns) - 1)])
         return True
 
     def retry_stream(self, seed: int | None = None, previews: bool = True, **overrides) -> Iterator[Event]:

@@ -2,9 +2,10 @@
 
 WORLD.md gives undo to the chat, not the model: the picture before a change is already in the
 conversation, exactly, and a model never taught these words would read them as a request to draw.
-A message that is only a request to undo (with politeness around it) is recognised here;
-`ChatSession.stream` then forgets the last exchange that drew a picture, and what was said after
-it, and shows the picture before it as it was shown then.
+A message that is only a request to undo (with politeness around it) is recognised here; when
+it comes as a chat message (one reply, the model left to decide whether to draw: not the images
+API, which always draws), `ChatSession.stream` forgets the last exchange that brought or drew a
+picture, and what was said after it, and shows the picture before it.
 
     is_undo_request("undo that please")          # True
     is_undo_request("oops, put it back")         # True

@@ -312,9 +312,12 @@ def test_an_undo_in_words_answers_with_the_picture_before(client, tiny_model):
     r3 = client.responses.create(input="undo that", previous_response_id=r2.id, tools=TOOLS)
     assert r3.output_text == UNDONE
     assert picture(image_call(r3).result).tobytes() == picture(image_call(r1).result).tobytes()
+    assert r3.usage.input_tokens == r3.usage.output_tokens == 0          # the chat answered, not the model
     # the next turn reads the conversation as it was after r1: the change and the request are gone
     r4 = client.responses.create(input="make it blue", previous_response_id=r3.id, tools=TOOLS, tool_choice=DRAW)
     assert r4.usage.input_tokens == r2.usage.input_tokens
+    # the images API always draws: "undo" there is a prompt like any other
+    assert len(client.images.generate(model=tiny_model.name, prompt="undo", n=1).data) == 1
 
 
 def test_responses_input_image_and_streaming(client):
@@ -866,15 +869,35 @@ def test_revised_prompt_is_the_replys_layout_plan():
     assert image_call_item("ig", result="x", options=opts, action="generate")["revised_prompt"] is None
 
 
+def _held(exchanges: int):
+    """A stand-in for a stored session holding that many exchanges (the chain reads only its turns)."""
+    from types import SimpleNamespace
+    return SimpleNamespace(conversation=SimpleNamespace(turns=tuple(range(2 * exchanges))))
+
+
 def test_session_store_drops_the_least_recently_used():
     store = SessionStore(cap=2)
-    store.put("a", Entry(session=None, response={}, previous=None))
-    store.put("b", Entry(session=None, response={}, previous="a"))
+    store.put("a", Entry(session=_held(1), response={}, previous=None))
+    store.put("b", Entry(session=_held(2), response={}, previous="a"))
     assert store.get("a") is not None                                  # a is now the most recent
-    store.put("c", Entry(session=None, response={}, previous="b"))
+    store.put("c", Entry(session=_held(3), response={}, previous="b"))
     assert store.get("b") is None and len(store) == 2
     assert store.chain("c") == [{"id": "c", "previous": "b"}]           # the chain stops where memory does
     assert store.delete("a") and not store.delete("a")
+
+
+def test_the_chain_skips_the_responses_an_undo_in_words_undid():
+    store = SessionStore(cap=10)
+    for key, exchanges, previous in (("a", 1, None), ("b", 2, "a"), ("c", 3, "b"), ("u", 2, "c"), ("d", 3, "u")):
+        store.put(key, Entry(session=_held(exchanges), response={}, previous=previous))
+    assert store.chain("c") == [{"id": "a", "previous": None}, {"id": "b", "previous": "a"},
+                                {"id": "c", "previous": "b"}]
+    # u undid c: its conversation is b's, so undoing its last exchange goes back to a, and d builds on u
+    assert store.chain("u") == [{"id": "a", "previous": None}, {"id": "u", "previous": "a"}]
+    assert store.chain("d") == [{"id": "a", "previous": None}, {"id": "u", "previous": "a"},
+                                {"id": "d", "previous": "u"}]
+    store.put("e", Entry(session=_held(0), response={}, previous="a"))          # undone back to nothing
+    assert store.chain("e") == []
 
 
 def test_cli_serve_env_key_and_graceful_stop(tiny_checkpoints):

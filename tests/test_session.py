@@ -141,6 +141,34 @@ def test_undo_asked_in_words_shows_the_picture_before_and_forgets_the_change(tin
     assert stopped.conversation == before
 
 
+def test_an_undo_in_words_goes_back_past_a_picture_the_user_gave(tiny_model):
+    from mmgen.inputs import NotAQuestion
+    from mmgen.typed_undo import UNDONE
+    chat = tiny_model.chat(seed=5)
+    first = draw(chat)
+    after_first = chat.conversation
+    given = Image.new("RGB", (128, 128), "white")
+    chat.send("what is this?", image=given, picture="never")          # the user's picture is the latest
+    assert chat.conversation.turns[-2].codes is not None
+    reply = chat.send("go back")
+    assert reply.text == UNDONE and reply.codes == first.codes and chat.conversation == after_first
+    assert reply.prompt == "draw a red circle" and reply.id == first.id        # the picture's own provenance
+    with pytest.raises(NotAQuestion, match="undo"):                   # ask() refuses it, changing nothing
+        chat.ask("undo")
+    assert chat.conversation == after_first
+
+
+def test_undo_words_are_a_message_like_any_other_where_a_picture_must_be_drawn(tiny_model):
+    """Only a chat reply the model may draw or not undoes: picture="always" or a batch of n draws, and
+    "never" answers in words, both from the model."""
+    chat = tiny_model.chat(seed=6)
+    draw(chat)
+    drawn = chat.send("undo", picture="always")
+    assert drawn.image is not None and not drawn.undo and len(chat.conversation.turns) == 4
+    assert not chat.send("undo", picture="never").undo and len(chat.conversation.turns) == 6
+    assert not chat.send("undo", picture="always", n=2).undo
+
+
 def test_save_load_round_trip_and_edit_the_same_picture(tiny_model, tmp_path):
     chat = tiny_model.chat(seed=3, cfg=2.0)
     reply = draw(chat)

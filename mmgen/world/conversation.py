@@ -133,7 +133,7 @@ class Turn:
     role: str                              # "user" | "assistant"
     text: str
     image: Scene | None = None             # ground truth of the picture this turn shows
-    task: str | None = None                # one of TASKS
+    task: str | None = None                # one of TASKS, or SMALL_TALK_TASK
     meta: dict = field(default_factory=dict)
 
 
@@ -526,17 +526,17 @@ SMALL_TALK = {
     "greeting": family("greeting", ("hi", "hello", "hey", "hi there", "hello there", "hey there", "hiya", "howdy",
         "hi!", "hello!", "good morning", "good evening", "hi, how are you?", "hello, how's it going?",
         "hey, what's up?", "hi! nice to meet you", "greetings", "yo"), (
-        "hey, good to see you", "hey there, how are things?")),
+        "hey, good to see you", "hey there, how are things?", "hey there, good to see you")),
     "praise": family("praise", ("thanks", "thank you", "thanks!", "thank you so much", "thanks a lot", "nice",
         "nice!", "very nice", "wow", "wow, lovely", "lovely", "perfect", "perfect, thanks", "great", "great job",
         "awesome", "cool", "cool, thanks", "love it", "I love it!", "looks good", "looks great", "beautiful",
         "amazing", "good job", "that's great", "well done", "excellent", "neat", "sweet", "nice work",
         "that looks nice", "wow, thank you"), (
-        "that is really nice", "great, I like it")),
+        "that is really nice", "great, I like it", "that is so good", "really nice, thank you")),
     "farewell": family("farewell", ("bye", "goodbye", "bye!", "bye for now", "see you later", "see ya",
         "that's all", "that's all, thanks", "I'm done", "all done", "good night", "that's it",
         "nothing else, thanks", "we're done here", "ok bye"), (
-        "that is all for now", "so that is it")),
+        "that is all for now", "so that is it", "that is everything for now", "we are all set")),
 }
 
 

@@ -8,7 +8,7 @@ writes `samples/conversations.jsonl` and `samples/images/*.png`. One JSON object
      "messages": [{"role": "user" | "assistant", "text": str,
                    "image": "images/train-0-1.png" | null,      # relative to the JSONL's folder
                    "scene": {...} | null,                        # ground truth, Scene.to_json_dict()
-                   "task": "create" | "edit" | "ask" | "variation" | null,
+                   "task": "create" | "edit" | "ask" | "variation" | "chat" | null,
                    "meta": {...} | null}]}                       # spec / edit record / answer
 
 Trainers read real image–text conversations in the same format, where "scene", "task" and

@@ -230,7 +230,6 @@ RELATION_WORDS: dict[str, tuple[str, ...]] = {  # canonical first
     "right of": ("to the right of", "right of", "on the right of"),
     "above": ("above",),
     "below": ("below", "under", "beneath"),
-    "next to": ("next to", "beside", "alongside"),
 }
 
 
@@ -278,11 +277,9 @@ def relation_words(relation: str, rng: random.Random) -> str:
 
 
 def relation_holds(relation: str, cell_a: str, cell_b: str) -> bool:
-    """Relations hold between cells: "left of" means a column further left, and so on; "next to" means
-    the neighbouring cell on either side in the same row."""
+    """Relations hold between cells: "left of" means a column further left, and so on."""
     (ra, ca), (rb, cb) = cell_row_col(cell_a), cell_row_col(cell_b)
-    return {"left of": ca < cb, "right of": ca > cb, "above": ra < rb, "below": ra > rb,
-            "next to": ra == rb and abs(ca - cb) == 1}[relation]
+    return {"left of": ca < cb, "right of": ca > cb, "above": ra < rb, "below": ra > rb}[relation]
 
 
 def join_list(items: list[str], oxford: bool = False) -> str:

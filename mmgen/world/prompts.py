@@ -228,9 +228,9 @@ assert tuple(BUILDERS) == CATEGORIES
 
 
 def _aligned(relation: str, cell_a: str, cell_b: str) -> bool:
-    """The two cells share the row ("left of", "right of", "next to") or the column ("above", "below")."""
+    """The two cells share the row ("left of", "right of") or the column ("above", "below")."""
     (ra, ca), (rb, cb) = cell_row_col(cell_a), cell_row_col(cell_b)
-    return ra == rb if relation in ("left of", "right of", "next to") else ca == cb
+    return ra == rb if relation in ("left of", "right of") else ca == cb
 
 
 def realize(spec: dict, sign: Sign | None, rng: random.Random, split: str = "eval") -> Scene | None:

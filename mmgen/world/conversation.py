@@ -513,7 +513,8 @@ def asked_before_a_picture(conversation: Conversation, rng: random.Random, split
 # Small talk: a greeting, thanks or praise, a goodbye. Each gets one short reply and no picture, and
 # the picture being talked about stays the latest one, so the next edit or question is about it. A
 # greeting may also open the first request ("hi! draw a red circle"). People type these first and
-# often; a model that never saw them reads "hello" as a request and draws something.
+# often; a model that never saw them reads "hello" as a request and draws something. No phrasing
+# says "love": trained on "love it", the model answered "I'd love to see a square" as praise.
 SMALL_TALK_TASK = "chat"
 SMALL_TALK_REPLIES = {
     "greeting": "Hi! Tell me what to draw and I'll make it.",
@@ -529,7 +530,7 @@ SMALL_TALK = {
         "hey, good to see you", "hey there, how are things?", "hey there, good to see you")),
     "praise": family("praise", ("thanks", "thank you", "thanks!", "thank you so much", "thanks a lot", "nice",
         "nice!", "very nice", "wow", "wow, lovely", "lovely", "perfect", "perfect, thanks", "great", "great job",
-        "awesome", "cool", "cool, thanks", "love it", "I love it!", "looks good", "looks great", "beautiful",
+        "awesome", "cool", "cool, thanks", "so cool", "that's perfect", "looks good", "looks great", "beautiful",
         "amazing", "good job", "that's great", "well done", "excellent", "neat", "sweet", "nice work",
         "that looks nice", "wow, thank you"), (
         "that is really nice", "great, I like it", "that is so good", "really nice, thank you")),

@@ -219,13 +219,11 @@ class ChatSession:
         after it, and show the latest picture left, as the history shows it. The request itself is not
         kept, so the model reads the conversation as if the change had never been asked for. Only the
         finished reply changes the session."""
-        turns = self.conversation.turns
-        changed = [i for i, t in enumerate(turns) if t.codes is not None]
-        kept = self.conversation
-        if not changed:
+        latest, kept = self.conversation.last_image_index(), self.conversation
+        if latest is None:
             reply = Reply(text=NOTHING_TO_UNDO, id=message_id(), prompt=text, model=self._model_name, undo=True)
         else:
-            kept = Conversation(turns[:_exchange_start(turns, changed[-1])])
+            kept = Conversation(kept.turns[:_exchange_start(kept.turns, latest)])
             reply = self._restored(kept, text, settings)
         yield Event("text", text=reply.text)
         if reply.image is not None:

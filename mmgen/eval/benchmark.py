@@ -636,10 +636,11 @@ def summarise(results: dict) -> dict:
         s["no_picture"] = {"said_so": _share(c["passed"] for c in cases), "drew": _share(c["drew"] for c in cases),
                            "cases": len(cases), **by_words(cases, lambda c: c["passed"])}
     if "smalltalk" in results:
+        from ..world.conversation import SMALL_TALK_REPLIES
         cases = results["smalltalk"]
         s["small_talk"] = {"replied": _share(c["passed"] for c in cases), "drew": _share(c["drew"] for c in cases),
                            "cases": len(cases), **{f"replied_{k}": _share(c["passed"] for c in cases if c["kind"] == k)
-                                                   for k in ("greeting", "praise", "farewell")},
+                                                   for k in SMALL_TALK_REPLIES},
                            **by_words(cases, lambda c: c["passed"])}
     if "var" in results:
         cases = results["var"]
